@@ -1,0 +1,220 @@
+//! The command line, described once: help, man page, completions and the compatibility rewriting
+//! of single-dash long options are all derived from [`Cli`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+
+/// start_server: a superdaemon for hot-deploying server programs.
+///
+/// Binds the listening sockets, runs the server program (the worker) with those sockets open,
+/// and on SIGHUP starts a new worker, retiring the old one only once the new one is up.
+/// The sockets are described to the worker in SERVER_STARTER_PORT (KEY=FD;...) and the
+/// generation in SERVER_STARTER_GENERATION.
+#[derive(Debug, Parser)]
+#[command(
+    name = "start_server",
+    version,
+    infer_long_args = true,
+    override_usage = "start_server [OPTIONS] -- PROGRAM [ARGS...]\n       \
+                      start_server --restart --pid-file=FILE --status-file=FILE\n       \
+                      start_server --stop --pid-file=FILE",
+    after_help = "Examples:\n  \
+        start_server --port=8080 -- plackup -s Starlet app.psgi\n  \
+        start_server --port=127.0.0.1:80 --port=[::1]:80 --path=/run/app.sock -- ./server\n  \
+        kill -HUP $(cat app.pid)    # graceful restart"
+)]
+pub struct Cli {
+    /// TCP port to listen on: PORT (IPv4 0.0.0.0), HOST:PORT or [IPV6]:PORT; 'u' before PORT
+    /// for UDP; '=FD' after it to place the socket at that fd in the worker. Repeatable.
+    #[arg(long, value_name = "[HOST:]PORT[=FD]")]
+    pub port: Vec<String>,
+
+    /// Unix stream socket to listen on (a stale socket file is replaced; the file is removed on
+    /// exit). Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub path: Vec<PathBuf>,
+
+    /// Listen backlog [default: SOMAXCONN].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+    pub backlog: Option<i32>,
+
+    /// Directory the worker runs in.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Seconds a new worker must stay alive to count as started; also the least time between
+    /// two spawn attempts.
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    pub interval: Duration,
+
+    /// Signal sent to the old workers once a new generation has started.
+    #[arg(long, value_name = "SIGNAL", default_value = "TERM")]
+    pub signal_on_hup: String,
+
+    /// Signal sent to the workers when start_server receives SIGTERM.
+    #[arg(long, value_name = "SIGNAL", default_value = "TERM")]
+    pub signal_on_term: String,
+
+    /// Write start_server's pid to FILE (locked while it runs, removed on exit).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Keep the list of live generations (GEN:PID lines) in FILE.
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+
+    /// Daemontools-style directory of environment variables for the worker (re-read at every
+    /// restart); also read for ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL and KILL_OLD_DELAY.
+    #[arg(long, value_name = "DIR", env = "ENVDIR")]
+    pub envdir: Option<PathBuf>,
+
+    /// Append start_server's and the workers' output to FILE, or pipe it to a command with
+    /// '| COMMAND'.
+    #[arg(long, value_name = "FILE|'| COMMAND'")]
+    pub log_file: Option<String>,
+
+    /// Run in the background (needs --log-file).
+    #[arg(long)]
+    pub daemonize: bool,
+
+    /// Restart the worker periodically [env: ENABLE_AUTO_RESTART].
+    #[arg(long)]
+    pub enable_auto_restart: bool,
+
+    /// Seconds between automatic restarts [env: AUTO_RESTART_INTERVAL] [default: 360].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub auto_restart_interval: Option<Duration>,
+
+    /// Seconds to wait after a new generation started before signalling the old one
+    /// [env: KILL_OLD_DELAY] [default: 0, or 5 with auto-restart].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub kill_old_delay: Option<Duration>,
+
+    /// Ask the running start_server (found by --pid-file) for a graceful restart and wait until
+    /// the new generation is the only one in --status-file.
+    #[arg(long, conflicts_with = "stop")]
+    pub restart: bool,
+
+    /// Stop the running start_server (found by --pid-file) and wait until it has exited.
+    #[arg(long)]
+    pub stop: bool,
+
+    /// The server program and its arguments.
+    #[arg(
+        value_name = "PROGRAM [ARGS...]",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// Seconds as an integer or decimal number (the original takes integers only).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{text:?} is not a number of seconds (e.g. 1 or 0.5)"))
+}
+
+impl Cli {
+    /// Parses the process's arguments, exiting with clap's message on a usage error.
+    pub fn from_env() -> Cli {
+        Cli::parse_from(single_dash_compat(std::env::args_os()))
+    }
+}
+
+/// Server::Starter reads its options with Getopt::Long, which also takes long options with one
+/// dash (`-port=80`). Rewrites those to two dashes, up to the first argument that is not an option
+/// (the worker's command line is never touched).
+pub fn single_dash_compat(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let command = Cli::command();
+    let takes_value = |name: &str| {
+        command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .map(|a| a.get_action().takes_values())
+    };
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    out.extend(args.next());
+    let mut expect_value = false;
+    for arg in args.by_ref() {
+        if expect_value {
+            expect_value = false;
+            out.push(arg);
+            continue;
+        }
+        let Some(text) = arg.to_str() else {
+            out.push(arg);
+            break;
+        };
+        if text == "--" || !text.starts_with('-') {
+            out.push(arg);
+            break;
+        }
+        let long = text.strip_prefix("--").or_else(|| text.strip_prefix('-'));
+        let Some(long) = long.filter(|l| l.len() > 1) else {
+            out.push(arg);
+            continue;
+        };
+        let name = long.split('=').next().unwrap_or(long);
+        match takes_value(name) {
+            Some(value) => {
+                expect_value = value && !long.contains('=');
+                out.push(OsString::from(format!("--{long}")));
+            }
+            None => out.push(arg),
+        }
+    }
+    out.extend(args);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<OsString> {
+        single_dash_compat(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn single_dash_long_options_become_double() {
+        let out = rewrite(&["start_server", "-port=80", "-interval", "3", "--", "w", "-port=1"]);
+        assert_eq!(out[1], "--port=80");
+        assert_eq!(out[2], "--interval");
+        assert_eq!(out[3], "3");
+        assert_eq!(out[6], "-port=1", "worker arguments are left alone");
+    }
+
+    #[test]
+    fn program_arguments_are_untouched_without_separator() {
+        let out = rewrite(&["start_server", "--port", "80", "prog", "-daemonize"]);
+        assert_eq!(out[4], "-daemonize");
+        let cli = Cli::try_parse_from(out).unwrap();
+        assert_eq!(cli.command, vec![OsString::from("prog"), "-daemonize".into()]);
+        assert!(!cli.daemonize);
+    }
+
+    #[test]
+    fn both_value_forms_and_repeats_parse() {
+        let cli = Cli::try_parse_from(rewrite(&[
+            "start_server", "--port=80", "--port", "81", "--path", "/tmp/s", "--interval=0.5",
+            "--signal-on-hup", "USR1", "--", "prog", "--flag",
+        ]))
+        .unwrap();
+        assert_eq!(cli.port, vec!["80", "81"]);
+        assert_eq!(cli.interval, Duration::from_millis(500));
+        assert_eq!(cli.signal_on_hup, "USR1");
+        assert_eq!(cli.command, vec![OsString::from("prog"), "--flag".into()]);
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,111 @@
+//! `--restart` and `--stop`: talking to a running start_server through its pid and status files.
+
+use std::fs::File;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+
+use crate::cli::Cli;
+use crate::error::{Error, Result};
+use crate::pid_file::read_pid;
+use crate::status_file;
+use crate::supervisor::Pid;
+
+/// How often `--restart` looks at the status file.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Fails unless a start_server holds the pid file's lock: a pid from a stale file might belong
+/// to an unrelated process by now, and must not be signalled.
+fn running(file: File, pid: Pid, path: &Path) -> Result<File> {
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(_) => Err(Error::runtime(format!(
+            "no start_server is running with pid file {} (pid {pid} is gone); remove the stale \
+             file",
+            path.display()
+        ))),
+        Err((file, Errno::EWOULDBLOCK)) => Ok(file),
+        Err((_, e)) => Err(Error::runtime(format!(
+            "failed to check the lock of {}: {}",
+            path.display(),
+            e.desc()
+        ))),
+    }
+}
+
+fn signal(pid: Pid, signal: Signal) -> Result<()> {
+    kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| {
+        Error::runtime(format!(
+            "failed to send SIG{} to the server process {pid}: {}",
+            crate::signals::short_name(signal),
+            e.desc()
+        ))
+    })
+}
+
+/// `--stop`: SIGTERM to start_server, then wait (by taking the pid file's lock) until it exited.
+pub fn stop(cli: &Cli) -> Result<()> {
+    let path = cli
+        .pid_file
+        .as_deref()
+        .ok_or_else(|| Error::usage("--stop needs --pid-file to find the server"))?;
+    let (file, pid) = read_pid(path)?;
+    let file = running(file, pid, path)?;
+    eprintln!(
+        "stop_server (pid:{}) stopping now (pid:{pid})...",
+        std::process::id()
+    );
+    signal(pid, Signal::SIGTERM)?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::runtime(format!("flock failed({}): {}", path.display(), e)))?;
+    Ok(())
+}
+
+/// `--restart`: SIGHUP to start_server, then wait until the status file lists exactly one
+/// generation, newer than any listed before.
+pub fn restart(cli: &Cli) -> Result<()> {
+    let (Some(pid_path), Some(status_path)) = (cli.pid_file.as_deref(), cli.status_file.as_deref())
+    else {
+        return Err(Error::usage(
+            "--restart needs --pid-file and --status-file to be set as well",
+        ));
+    };
+    let (file, pid) = read_pid(pid_path)?;
+    let _file = running(file, pid, pid_path)?;
+    let read_generations = || -> Result<Vec<u64>> {
+        let text = std::fs::read_to_string(status_path).map_err(|e| {
+            Error::runtime(format!(
+                "failed to open status file {}: {e}",
+                status_path.display()
+            ))
+        })?;
+        Ok(status_file::generations(&text))
+    };
+    let newest = *read_generations()?.last().ok_or_else(|| {
+        Error::runtime(format!(
+            "no active process found in the status file {}",
+            status_path.display()
+        ))
+    })?;
+    signal(pid, Signal::SIGHUP)?;
+    loop {
+        std::thread::sleep(POLL);
+        if kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+            return Err(Error::runtime(format!(
+                "start_server (pid {pid}) exited before a new generation took over"
+            )));
+        }
+        // The file is replaced atomically, but is absent between start-up and generation 1.
+        if let Ok(gens) = read_generations() {
+            if gens.len() == 1 && gens[0] > newest {
+                eprintln!(
+                    "start_server (pid:{pid}) restarted: generation {} is serving",
+                    gens[0]
+                );
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! From the parsed command line to a checked configuration: everything an operator can get
+//! wrong is found here, before a socket is bound or a file written.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+
+use nix::sys::socket::Backlog;
+
+use crate::cli::Cli;
+use crate::error::{Error, Result};
+use crate::output::LogTarget;
+use crate::port_spec::PortSpec;
+use crate::signals;
+use crate::supervisor::Policy;
+use crate::worker_env::{self, Env, SYSTEMD_SOCKET_VARS};
+
+/// What start_server runs with.
+#[derive(Debug)]
+pub struct Config {
+    /// `--port` sockets, in order.
+    pub ports: Vec<PortSpec>,
+    /// `--path` sockets, in order.
+    pub paths: Vec<PathBuf>,
+    /// Listen backlog.
+    pub backlog: Backlog,
+    /// Working directory of the workers.
+    pub dir: Option<PathBuf>,
+    /// Interval and signals.
+    pub policy: Policy,
+    /// `--pid-file`.
+    pub pid_file: Option<PathBuf>,
+    /// `--status-file`.
+    pub status_file: Option<PathBuf>,
+    /// `--envdir` (or `ENVDIR`).
+    pub envdir: Option<PathBuf>,
+    /// `--log-file`.
+    pub log: Option<LogTarget>,
+    /// `--daemonize`.
+    pub daemonize: bool,
+    /// The server program and its arguments.
+    pub command: Vec<OsString>,
+    /// The environment every worker starts from (the envdir goes on top at each spawn).
+    pub base_env: Env,
+}
+
+impl Config {
+    /// Checks the command line; `env` is start_server's own environment.
+    pub fn new(cli: Cli, env: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Config> {
+        if cli.daemonize && cli.log_file.is_none() {
+            return Err(Error::usage(
+                "--daemonize needs --log-file: a daemon has no terminal to write its log to",
+            ));
+        }
+        if cli.command.is_empty() {
+            return Err(Error::usage(
+                "server program not specified; usage: start_server [OPTIONS] -- PROGRAM [ARGS...]",
+            ));
+        }
+        if let Some(bad) = cli.command.iter().find(|a| a.as_encoded_bytes().contains(&0)) {
+            return Err(Error::usage(format!(
+                "the server command line contains a NUL byte: {bad:?}"
+            )));
+        }
+        let policy = Policy {
+            interval: cli.interval,
+            signal_on_hup: signals::parse(&cli.signal_on_hup, "--signal-on-hup")?,
+            signal_on_term: signals::parse(&cli.signal_on_term, "--signal-on-term")?,
+        };
+        let ports = cli
+            .port
+            .iter()
+            .map(|p| PortSpec::parse(p))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(dir) = &cli.dir {
+            if !dir.is_dir() {
+                return Err(Error::usage(format!(
+                    "--dir {}: no such directory",
+                    dir.display()
+                )));
+            }
+        }
+        let mut base_env: Env = env
+            .into_iter()
+            .filter(|(k, _)| !SYSTEMD_SOCKET_VARS.iter().any(|v| k == OsStr::new(v)))
+            .collect();
+        // The original passes its settings on to the worker through the environment.
+        let mut set = |name: &str, value: Option<String>| {
+            if let Some(value) = value {
+                base_env.insert(name.into(), value.into());
+            }
+        };
+        set(
+            "ENVDIR",
+            cli.envdir.as_ref().map(|d| d.to_string_lossy().into_owned()),
+        );
+        set(
+            "ENABLE_AUTO_RESTART",
+            cli.enable_auto_restart.then(|| "1".to_string()),
+        );
+        set(
+            "AUTO_RESTART_INTERVAL",
+            cli.auto_restart_interval.map(|d| d.as_secs_f64().to_string()),
+        );
+        set(
+            "KILL_OLD_DELAY",
+            cli.kill_old_delay.map(|d| d.as_secs_f64().to_string()),
+        );
+        let mut first_env = base_env.clone();
+        if let Some(dir) = &cli.envdir {
+            let overlay = worker_env::read_envdir(dir).map_err(|e| {
+                Error::usage(format!("--envdir {}: cannot read it: {e}", dir.display()))
+            })?;
+            first_env.extend(overlay);
+        }
+        crate::program::resolve(
+            &cli.command[0],
+            first_env.get(OsStr::new("PATH")).map(OsString::as_os_str),
+            cli.dir.as_deref(),
+        )
+        .map_err(Error::usage)?;
+        Ok(Config {
+            ports,
+            paths: cli.path,
+            backlog: match cli.backlog {
+                Some(n) => Backlog::new(n)
+                    .map_err(|_| Error::usage(format!("--backlog {n} is out of range")))?,
+                None => Backlog::MAXCONN,
+            },
+            dir: cli.dir,
+            policy,
+            pid_file: cli.pid_file,
+            status_file: cli.status_file,
+            envdir: cli.envdir,
+            log: cli.log_file.as_deref().map(LogTarget::parse),
+            daemonize: cli.daemonize,
+            command: cli.command,
+            base_env,
+        })
+    }
+}

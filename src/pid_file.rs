@@ -1,0 +1,89 @@
+//! `--pid-file`: start_server's pid, under an exclusive `flock` held for its whole life, so that
+//! `--stop` can wait for it to exit by taking the lock, and a second start_server on the same
+//! file is refused instead of overwriting the first one's pid.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Context, Error, Result};
+use crate::supervisor::Pid;
+
+/// A locked pid file, removed when dropped.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+    file: Flock<File>,
+}
+
+impl PidFile {
+    /// Opens and locks the file. Fails at once if another process holds the lock.
+    pub fn lock(path: &Path) -> Result<PidFile> {
+        let shown = path.display();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+            .context(|| format!("failed to open pid file {shown}"))?;
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(mut file, e)| {
+            if e == nix::errno::Errno::EWOULDBLOCK {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                Error::runtime(format!(
+                    "pid file {shown} is locked by a running start_server (pid {}); stop it \
+                     first (start_server --stop --pid-file={shown}) or use another --pid-file",
+                    text.trim()
+                ))
+            } else {
+                Error::runtime(format!("failed to lock pid file {shown}: {}", e.desc()))
+            }
+        })?;
+        Ok(PidFile {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Writes this process's pid (called after daemonizing, so it is the daemon's).
+    pub fn write_pid(&mut self) -> Result<()> {
+        let what = || format!("failed to write pid file {}", self.path.display());
+        self.file.set_len(0).context(what)?;
+        self.file.rewind().context(what)?;
+        writeln!(self.file, "{}", std::process::id()).context(what)?;
+        self.file.flush().context(what)
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        // Unlink while still holding the lock, so a waiting --stop sees the file gone.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Reads the pid a running start_server wrote, for `--restart` and `--stop`.
+pub fn read_pid(path: &Path) -> Result<(File, Pid)> {
+    let shown = path.display();
+    let mut file = File::open(path).context(|| format!("failed to open pid file {shown}"))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .context(|| format!("failed to read pid file {shown}"))?;
+    let pid = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<Pid>().ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| {
+            Error::runtime(format!(
+                "pid file {shown} does not hold a pid (found {:?})",
+                text.trim()
+            ))
+        })?;
+    Ok((file, pid))
+}

@@ -1,0 +1,91 @@
+//! start_server's life: set-up in the order the original does it (pid file lock, log, sockets,
+//! redirection, daemonize, pid), the event loop, then clean-up. Each resource is a guard, so an
+//! error at any step removes what the steps before it created.
+
+use std::time::Duration;
+
+use tracing::info;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::event_loop::{self, Runtime};
+use crate::output;
+use crate::pid_file::PidFile;
+use crate::signals::Signals;
+use crate::sockets;
+use crate::spawn::FdLayout;
+use crate::status_file::StatusFile;
+
+/// Runs start_server until it is told to stop.
+pub fn serve(config: Config) -> Result<()> {
+    let nofile = raise_open_file_limit();
+    let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
+    let log = config.log.as_ref().map(output::open).transpose()?;
+    info!("start_server (pid:{}) starting now...", std::process::id());
+    let mut bound = sockets::bind_all(&config.ports, &config.paths, config.backlog)?;
+    let listeners = std::mem::take(&mut bound.listeners);
+    let explicit: Vec<_> = listeners.iter().filter_map(|l| l.requested_fd).collect();
+    let (layout, described) = FdLayout::new(listeners)?;
+    for fd in explicit {
+        info!("socket is duplicated to file descriptor {fd}");
+    }
+    let port_env = (!described.is_empty()).then(|| {
+        let entries: Vec<_> = described
+            .into_iter()
+            .map(|(key, fd)| server_starter::port_env::PortEntry { key, fd })
+            .collect();
+        server_starter::port_env::format(&entries)
+    });
+    let logger = match log {
+        Some(log) => log.redirect_stdio()?,
+        None => None,
+    };
+    if config.daemonize {
+        output::daemonize()?;
+    }
+    if let Some(pid_file) = &mut pid_file {
+        pid_file.write_pid()?;
+    }
+    let mut signals = Signals::open()?;
+    let mut runtime = Runtime {
+        layout,
+        port_env,
+        command: config.command,
+        dir: config.dir,
+        envdir: config.envdir,
+        base_env: config.base_env,
+        status: config.status_file.as_deref().map(StatusFile::new),
+        nofile,
+        logger,
+    };
+    event_loop::run(&mut runtime, &mut signals, config.policy)?;
+    info!("exiting");
+    drop(runtime);
+    drop(pid_file);
+    drop(bound);
+    if let Some(logger) = logger {
+        output::close_stdio();
+        event_loop::wait_for_logger(&mut signals, logger, Duration::from_secs(5));
+    }
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one, so that many sockets (each held at a high fd,
+/// see `spawn`) fit; returns the original limit, which workers get back.
+fn raise_open_file_limit() -> libc::rlimit {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with valid pointers.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+    limit
+}

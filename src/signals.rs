@@ -1,0 +1,141 @@
+//! Signal names from the command line, and the signals start_server receives as events.
+//!
+//! Every signal start_server reacts to is blocked from the start and read from a signalfd by the
+//! event loop, so nothing runs in a signal handler and no signal is lost between two waits.
+//! Workers get an empty mask back before exec (see `spawn`).
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::str::FromStr;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::error::{Context, Error, Result};
+
+/// Parses `TERM`, `SIGTERM`, `term` or `15` (the original accepts names with or without `SIG`,
+/// in any case).
+pub fn parse(text: &str, option: &str) -> Result<Signal> {
+    let trimmed = text.trim();
+    let by_number = trimmed
+        .parse::<i32>()
+        .ok()
+        .and_then(|n| Signal::try_from(n).ok());
+    let upper = trimmed.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    by_number
+        .or_else(|| Signal::from_str(&format!("SIG{name}")).ok())
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "{option}: unknown signal {text:?}; use a name such as TERM, QUIT, INT, USR1, \
+                 USR2, HUP (with or without SIG) or a number"
+            ))
+        })
+}
+
+/// Name without the `SIG` prefix, as the original prints it (`TERM`).
+pub fn short_name(signal: Signal) -> &'static str {
+    let name = signal.as_str();
+    name.strip_prefix("SIG").unwrap_or(name)
+}
+
+/// What a received signal means to the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// SIGHUP: start a new generation.
+    Hangup,
+    /// SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2: stop the workers and exit.
+    Terminate(Signal),
+    /// SIGCHLD: reap children.
+    Child,
+    /// SIGALRM: ignored, as by the original (which uses it internally).
+    Ignored,
+}
+
+const TERMINATING: [Signal; 5] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+fn handled() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in TERMINATING {
+        set.add(signal);
+    }
+    set.add(Signal::SIGHUP);
+    set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGALRM);
+    set
+}
+
+/// Blocks every signal start_server handles. Done first thing, so that a signal arriving during
+/// set-up waits for the event loop instead of killing the process half-way.
+pub fn block_handled() -> Result<()> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled()), None)
+        .context(|| "failed to block signals".to_string())
+}
+
+/// The blocked signals, readable as a file descriptor.
+pub struct Signals {
+    fd: SignalFd,
+}
+
+impl Signals {
+    /// Opens a signalfd for the handled signals (which [`block_handled`] must have blocked).
+    pub fn open() -> Result<Signals> {
+        let fd = SignalFd::with_flags(&handled(), SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .context(|| "failed to create a signalfd".to_string())?;
+        Ok(Signals { fd })
+    }
+
+    /// Every signal pending now, oldest first; empty when none is.
+    pub fn drain(&mut self) -> Result<Vec<Received>> {
+        let mut received = Vec::new();
+        while let Some(info) = self
+            .fd
+            .read_signal()
+            .context(|| "failed to read the signalfd".to_string())?
+        {
+            let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            received.push(match signal {
+                Signal::SIGHUP => Received::Hangup,
+                Signal::SIGCHLD => Received::Child,
+                s if TERMINATING.contains(&s) => Received::Terminate(s),
+                _ => Received::Ignored,
+            });
+        }
+        Ok(received)
+    }
+}
+
+impl AsFd for Signals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_in_every_spelling() {
+        for text in ["TERM", "SIGTERM", "term", "sigterm", "SigTerm", "15", " TERM "] {
+            assert_eq!(parse(text, "--x").unwrap(), Signal::SIGTERM, "{text}");
+        }
+        assert_eq!(parse("usr1", "--x").unwrap(), Signal::SIGUSR1);
+        assert_eq!(short_name(Signal::SIGQUIT), "QUIT");
+    }
+
+    #[test]
+    fn rejects_unknown_names() {
+        for text in ["", "FOO", "SIG", "999", "-1", "TERM2"] {
+            let err = parse(text, "--signal-on-hup").unwrap_err().to_string();
+            assert!(err.starts_with("--signal-on-hup: unknown signal"), "{err}");
+        }
+    }
+}

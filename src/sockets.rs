@@ -1,0 +1,215 @@
+//! Binding the listening sockets of `--port` and `--path`, the way the original does
+//! (`SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6, unix sockets made with umask 0), with errors that
+//! name the address and what to do.
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, sockopt,
+};
+use nix::sys::stat::{Mode, umask};
+use tracing::warn;
+
+use crate::error::{Context, Error, Result};
+use crate::port_spec::{Host, PortSpec};
+
+/// A socket start_server holds for its workers.
+#[derive(Debug)]
+pub struct Listener {
+    /// The worker's `SERVER_STARTER_PORT` key for it.
+    pub key: String,
+    /// The socket (close-on-exec in start_server itself).
+    pub fd: OwnedFd,
+    /// The fd the operator asked for in the worker (`--port=...=FD`).
+    pub requested_fd: Option<RawFd>,
+}
+
+/// Everything bound at start-up. Dropping it removes the unix socket files it created, so an
+/// error half-way leaves nothing behind; a daemonizing parent leaves with `_exit` and so keeps
+/// them for its child.
+#[derive(Debug, Default)]
+pub struct Bound {
+    /// Ports first, then paths, in command-line order.
+    pub listeners: Vec<Listener>,
+    unix_paths: Vec<PathBuf>,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        for path in &self.unix_paths {
+            if is_socket(path) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Binds every `--port` then every `--path`.
+pub fn bind_all(ports: &[PortSpec], paths: &[PathBuf], backlog: Backlog) -> Result<Bound> {
+    let mut bound = Bound::default();
+    for spec in ports {
+        let fd = bind_port(spec, backlog)?;
+        bound.listeners.push(Listener {
+            key: spec.key.clone(),
+            fd,
+            requested_fd: spec.fd,
+        });
+    }
+    for path in paths {
+        let key = unix_key(path)?;
+        let fd = bind_unix(path, backlog, &mut bound.unix_paths)?;
+        bound.listeners.push(Listener {
+            key,
+            fd,
+            requested_fd: None,
+        });
+    }
+    Ok(bound)
+}
+
+fn resolve(spec: &PortSpec) -> Result<SocketAddr> {
+    let ip: IpAddr = match &spec.host {
+        Host::AnyV4 => Ipv4Addr::UNSPECIFIED.into(),
+        Host::V6(addr) => addr
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| Error::usage(format!("{addr:?} is not an IPv6 address")))?
+            .into(),
+        Host::Named(name) => {
+            let addrs: Vec<SocketAddr> = (name.as_str(), spec.port)
+                .to_socket_addrs()
+                .map_err(|e| {
+                    Error::runtime(format!(
+                        "failed to resolve host {name:?} of --port={}: {e}",
+                        spec.key
+                    ))
+                })?
+                .collect();
+            // The original resolves with gethostbyname: IPv4 first.
+            addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
+                .map(|a| a.ip())
+                .ok_or_else(|| Error::runtime(format!("host {name:?} has no address")))?
+        }
+    };
+    Ok(SocketAddr::new(ip, spec.port))
+}
+
+fn bind_port(spec: &PortSpec, backlog: Backlog) -> Result<OwnedFd> {
+    let addr = resolve(spec)?;
+    let (family, kind) = (
+        if addr.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        },
+        if spec.udp {
+            SockType::Datagram
+        } else {
+            SockType::Stream
+        },
+    );
+    let what = || format!("failed to bind to {}", spec.key);
+    let fd = socket::socket(family, kind, SockFlag::SOCK_CLOEXEC, None).context(what)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).context(what)?;
+    let result = match addr {
+        SocketAddr::V4(v4) => socket::bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::from(v4),
+        ),
+        SocketAddr::V6(v6) => {
+            socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true).context(what)?;
+            socket::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                &SockaddrIn6::from(v6),
+            )
+        }
+    };
+    result.map_err(|errno| {
+        let hint = match errno {
+            nix::errno::Errno::EADDRINUSE => {
+                "; another process listens there: stop it or choose another port"
+            }
+            nix::errno::Errno::EACCES => {
+                "; ports below 1024 need root or CAP_NET_BIND_SERVICE (or use socket activation)"
+            }
+            nix::errno::Errno::EADDRNOTAVAIL => "; no interface has that address",
+            _ => "",
+        };
+        Error::runtime(format!("{}: {}{hint}", what(), errno.desc()))
+    })?;
+    if !spec.udp {
+        socket::listen(&fd, backlog)
+            .context(|| format!("listen(2) failed for {}", spec.key))?;
+    }
+    Ok(fd)
+}
+
+/// The key of a unix socket is its path; clients split entries on `;` and `=`, so neither may
+/// appear in it.
+fn unix_key(path: &Path) -> Result<String> {
+    let key = path
+        .to_str()
+        .ok_or_else(|| Error::usage(format!("--path {path:?} is not valid UTF-8")))?;
+    if key.is_empty() || key.contains([';', '=']) {
+        return Err(Error::usage(format!(
+            "--path {key:?} cannot be described in SERVER_STARTER_PORT: it must be non-empty \
+             and contain neither ';' nor '='"
+        )));
+    }
+    Ok(key.to_string())
+}
+
+fn is_socket(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+fn bind_unix(path: &Path, backlog: Backlog, created: &mut Vec<PathBuf>) -> Result<OwnedFd> {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(Error::runtime(format!(
+                    "failed to listen to file {shown}: another process is listening on it; \
+                     stop it or choose another --path"
+                )));
+            }
+            Err(_) => {
+                warn!("removing existing socket file:{shown}");
+                std::fs::remove_file(path)
+                    .context(|| format!("failed to remove existing socket file:{shown}"))?;
+            }
+        },
+        Ok(_) => {
+            return Err(Error::runtime(format!(
+                "failed to listen to file {shown}: it exists and is not a socket; remove it or \
+                 choose another --path"
+            )));
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::runtime(format!("failed to inspect {shown}: {e}"))),
+    }
+    let what = || format!("failed to listen to file {shown}");
+    let addr = UnixAddr::new(path).context(what)?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .context(what)?;
+    // The original creates the socket with umask 0, so that any user can connect.
+    let saved = umask(Mode::empty());
+    let result = socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
+    umask(saved);
+    result.context(what)?;
+    created.push(path.to_path_buf());
+    socket::listen(&fd, backlog).context(what)?;
+    Ok(fd)
+}

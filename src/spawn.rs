@@ -1,0 +1,264 @@
+//! Forking and exec'ing a worker with exactly the descriptors it should have.
+//!
+//! The sockets live in start_server above every fd a worker is meant to see them at (the
+//! *floor*), close-on-exec. Between fork and exec the child only makes system calls: `chdir`,
+//! one `dup2` per socket to its place (which clears close-on-exec there), restoring the open-file
+//! limit and an empty signal mask with default SIGPIPE, then `execve` with an argv and envp built
+//! beforehand. Everything else start_server holds is close-on-exec, so the worker sees fds 0, 1,
+//! 2 and its sockets, nothing more. An error before exec comes back through a close-on-exec pipe.
+
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
+
+use crate::error::{Error, Result};
+use crate::sockets::Listener;
+use crate::supervisor::Pid;
+
+/// Where each socket goes in the worker, with the sockets parked above those places.
+#[derive(Debug)]
+pub struct FdLayout {
+    /// `(socket in start_server, fd in the worker)`, in command-line order.
+    slots: Vec<(OwnedFd, RawFd)>,
+    floor: RawFd,
+}
+
+/// Picks each socket's fd in the worker: the one asked for with `=FD`, else the lowest free one
+/// from 3 up. Two sockets asking for one fd is an error (the original silently closed one).
+pub fn assign_fds(requested: &[(&str, Option<RawFd>)]) -> Result<Vec<RawFd>> {
+    let mut taken: Vec<(RawFd, &str)> = Vec::new();
+    for (key, fd) in requested {
+        if let Some(fd) = fd {
+            if let Some((_, other)) = taken.iter().find(|(t, _)| t == fd) {
+                return Err(Error::usage(format!(
+                    "--port {other} and --port {key} both ask for file descriptor {fd}; give \
+                     each socket its own"
+                )));
+            }
+            taken.push((*fd, key));
+        }
+    }
+    let mut next = 3;
+    let mut fds = Vec::with_capacity(requested.len());
+    for (_, fd) in requested {
+        fds.push(match fd {
+            Some(fd) => *fd,
+            None => {
+                while taken.iter().any(|(t, _)| *t == next) {
+                    next += 1;
+                }
+                next += 1;
+                next - 1
+            }
+        });
+    }
+    Ok(fds)
+}
+
+impl FdLayout {
+    /// Assigns every socket its fd in the worker and parks it above all of them.
+    pub fn new(listeners: Vec<Listener>) -> Result<(FdLayout, Vec<(String, RawFd)>)> {
+        let requested: Vec<(&str, Option<RawFd>)> = listeners
+            .iter()
+            .map(|l| (l.key.as_str(), l.requested_fd))
+            .collect();
+        let targets = assign_fds(&requested)?;
+        let floor = targets.iter().copied().max().unwrap_or(2).max(2) + 1;
+        let mut slots = Vec::with_capacity(listeners.len());
+        let mut described = Vec::with_capacity(listeners.len());
+        for (listener, target) in listeners.into_iter().zip(targets) {
+            let parked = dup_above(&listener.fd, floor).map_err(|e| {
+                Error::runtime(format!(
+                    "cannot keep the socket of {} open above fd {floor}: {e}; raise the \
+                     open-file limit (ulimit -n)",
+                    listener.key
+                ))
+            })?;
+            described.push((listener.key, target));
+            slots.push((parked, target));
+        }
+        Ok((FdLayout { slots, floor }, described))
+    }
+}
+
+fn dup_above(fd: &OwnedFd, floor: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a valid fd returns a new fd that we then own.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a freshly created descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// A worker's command line, environment and directory, ready for exec.
+#[derive(Debug)]
+pub struct Launch {
+    /// Path to exec (already looked up in PATH).
+    pub program: CString,
+    /// argv, starting with the name as the operator gave it.
+    pub argv: Vec<CString>,
+    /// `NAME=VALUE` entries.
+    pub env: Vec<CString>,
+    /// Directory to change to first.
+    pub dir: Option<CString>,
+    /// Open-file limit to give back to the worker (start_server raises its own).
+    pub nofile: libc::rlimit,
+}
+
+/// Turns an OS string into a C string, refusing interior NULs with a message naming `what`.
+pub fn c_string(value: OsString, what: &str) -> std::result::Result<CString, String> {
+    CString::new(value.into_vec()).map_err(|_| format!("{what} contains a NUL byte"))
+}
+
+const STAGE_CHDIR: u8 = 1;
+const STAGE_DUP: u8 = 2;
+const STAGE_EXEC: u8 = 3;
+
+/// Forks and execs one worker. Returns its pid once exec succeeded, or why it did not.
+pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, String> {
+    let argv = null_terminated(&launch.argv);
+    let envp = null_terminated(&launch.env);
+    let (report_read, report_write) = report_pipe(layout.floor).map_err(|e| e.to_string())?;
+    let slots: Vec<(RawFd, RawFd)> = layout
+        .slots
+        .iter()
+        .map(|(fd, target)| (fd.as_raw_fd(), *target))
+        .collect();
+    // SAFETY: start_server is single-threaded; the child runs only async-signal-safe calls on
+    // data prepared above and leaves through execve or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork failed: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: see above; in the child of fork.
+        unsafe {
+            exec_child(
+                launch,
+                &slots,
+                &argv,
+                &envp,
+                report_write.as_raw_fd(),
+            )
+        }
+    }
+    drop(report_write);
+    let mut report = [0u8; 5];
+    let mut got = 0;
+    while got < report.len() {
+        // SAFETY: reading into a local buffer from a pipe we own.
+        let n = unsafe {
+            libc::read(
+                report_read.as_raw_fd(),
+                report[got..].as_mut_ptr().cast(),
+                report.len() - got,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    if got < report.len() {
+        return Ok(pid);
+    }
+    let errno = i32::from_ne_bytes([report[1], report[2], report[3], report[4]]);
+    let error = std::io::Error::from_raw_os_error(errno);
+    let program = launch.program.to_string_lossy();
+    Err(match report[0] {
+        STAGE_CHDIR => format!(
+            "failed to chdir to {}: {error}",
+            launch
+                .dir
+                .as_ref()
+                .map(|d| d.to_string_lossy())
+                .unwrap_or_default()
+        ),
+        STAGE_DUP => format!("failed to place a socket at its file descriptor: {error}"),
+        _ => format!("failed to exec {program}: {error}"),
+    })
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// A close-on-exec pipe with both ends above `floor`, so no `dup2` in the child can hit it.
+fn report_pipe(floor: RawFd) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds that we own from here on.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both are fresh descriptors.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((dup_above(&read, floor)?, dup_above(&write, floor)?))
+}
+
+/// The child side of fork. Only async-signal-safe calls from here to exec.
+unsafe fn exec_child(
+    launch: &Launch,
+    slots: &[(RawFd, RawFd)],
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    report: RawFd,
+) -> ! {
+    // SAFETY (whole body): plain system calls on prepared, valid pointers.
+    unsafe {
+        if let Some(dir) = &launch.dir {
+            if libc::chdir(dir.as_ptr()) != 0 {
+                fail(report, STAGE_CHDIR);
+            }
+        }
+        for &(source, target) in slots {
+            if libc::dup2(source, target) < 0 {
+                fail(report, STAGE_DUP);
+            }
+        }
+        libc::setrlimit(libc::RLIMIT_NOFILE, &launch.nofile);
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::execve(launch.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        fail(report, STAGE_EXEC)
+    }
+}
+
+unsafe fn fail(report: RawFd, stage: u8) -> ! {
+    // SAFETY: errno location is thread-local and valid; write and _exit are async-signal-safe.
+    unsafe {
+        let errno = *libc::__errno_location();
+        let e = errno.to_ne_bytes();
+        let message = [stage, e[0], e[1], e[2], e[3]];
+        libc::write(report, message.as_ptr().cast(), message.len());
+        libc::_exit(127)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unrequested_sockets_fill_from_three_around_requested_ones() {
+        let fds = assign_fds(&[("a", None), ("b", Some(4)), ("c", None), ("d", Some(0))]);
+        assert_eq!(fds.unwrap(), vec![3, 4, 5, 0]);
+        let fds = assign_fds(&[("a", Some(3)), ("b", None), ("c", None)]);
+        assert_eq!(fds.unwrap(), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn two_sockets_on_one_fd_is_an_error() {
+        let err = assign_fds(&[("80", Some(5)), ("81", Some(5))]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--port 80 and --port 81 both ask for file descriptor 5; give each socket its own"
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! `--status-file`: one `GEN:PID` line per live generation, sorted by generation, replaced
+//! atomically (write a temporary file, then rename) so a reader never sees half of it.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Result};
+use crate::supervisor::Worker;
+
+/// The status file of this start_server; removed on drop if this process wrote it.
+#[derive(Debug)]
+pub struct StatusFile {
+    path: PathBuf,
+    created: bool,
+}
+
+impl StatusFile {
+    /// A status file at `path`, not yet written.
+    pub fn new(path: &Path) -> StatusFile {
+        StatusFile {
+            path: path.to_path_buf(),
+            created: false,
+        }
+    }
+
+    /// Replaces the file's content with `workers`.
+    pub fn write(&mut self, workers: &[Worker]) -> Result<()> {
+        let mut temp = self.path.clone().into_os_string();
+        temp.push(format!(".{}", std::process::id()));
+        let temp = PathBuf::from(temp);
+        std::fs::write(&temp, format(workers))
+            .context(|| format!("failed to create temporary file {}", temp.display()))?;
+        self.created = true;
+        std::fs::rename(&temp, &self.path).context(|| {
+            format!(
+                "failed to rename {} to {}",
+                temp.display(),
+                self.path.display()
+            )
+        })
+    }
+}
+
+impl Drop for StatusFile {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The file's text for these workers.
+pub fn format(workers: &[Worker]) -> String {
+    let mut sorted = workers.to_vec();
+    sorted.sort();
+    sorted
+        .iter()
+        .map(|w| format!("{}:{}\n", w.generation, w.pid))
+        .collect()
+}
+
+/// The distinct generations listed in a status file's text, ascending.
+pub fn generations(text: &str) -> Vec<u64> {
+    let mut gens: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.split_once(':')?.0.parse().ok())
+        .collect();
+    gens.sort_unstable();
+    gens.dedup();
+    gens
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_numerically_by_generation() {
+        let text = format(&[
+            Worker {
+                generation: 10,
+                pid: 5,
+            },
+            Worker {
+                generation: 9,
+                pid: 7,
+            },
+        ]);
+        assert_eq!(text, "9:7\n10:5\n");
+        assert_eq!(generations(&text), vec![9, 10]);
+        assert_eq!(generations("junk\n3:1\n3:2\n"), vec![3]);
+    }
+}

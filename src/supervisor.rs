@@ -1,0 +1,727 @@
+//! The supervisor as plain data: generations, workers and what happens to them.
+//!
+//! The OS layer (`event_loop`) turns signals, child exits and the passing of time into calls
+//! here, and carries out the [`Action`]s they return. Nothing in this file touches the OS, so
+//! every transition is tested without a process.
+//!
+//! A generation is one spawn attempt. It is first on *trial*: it counts as started once it is
+//! still alive `interval` after its spawn. Then it becomes *current*, the one before it becomes
+//! *old* and gets `signal_on_hup` (after `kill_old_delay`). A trial that exits early failed; the
+//! next attempt comes when its interval is over, so spawns are never closer than `interval`.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tracing::{info, warn};
+
+use crate::signals::short_name;
+
+/// A process id, as the kernel gives it.
+pub type Pid = i32;
+
+/// One running worker process and the generation it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Worker {
+    /// Generation number (`SERVER_STARTER_GENERATION` of the worker).
+    pub generation: u64,
+    /// Process id.
+    pub pid: Pid,
+}
+
+/// Settings fixed for the life of start_server.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// How long a new worker must live to count as started.
+    pub interval: Duration,
+    /// Sent to old workers once their successor started.
+    pub signal_on_hup: Signal,
+    /// Sent to every worker when start_server gets SIGTERM.
+    pub signal_on_term: Signal,
+}
+
+/// Settings re-read from the environment (and envdir) at every spawn, as the original does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    /// Wait this long after a generation started before signalling the old ones.
+    pub kill_old_delay: Duration,
+    /// Restart periodically with this interval, when auto-restart is on.
+    pub auto_restart_interval: Option<Duration>,
+}
+
+/// A raw wait status, printed as the original prints `$?` plus what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus(pub i32);
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let raw = self.0;
+        let signal = raw & 0x7f;
+        if signal == 0 {
+            write!(f, "{raw} (exit code {})", (raw >> 8) & 0xff)
+        } else {
+            let name = Signal::try_from(signal).map(|s| s.as_str()).unwrap_or("?");
+            write!(f, "{raw} (killed by {name})")
+        }
+    }
+}
+
+/// What the OS layer must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Fork and exec a worker for this generation, then report with [`Supervisor::spawned`].
+    Spawn { generation: u64 },
+    /// Send `signal` to each of `pids`.
+    Signal { pids: Vec<Pid>, signal: Signal },
+    /// Rewrite the status file with these live generations (sorted).
+    WriteStatus(Vec<Worker>),
+    /// Every worker is gone after a shutdown: clean up and exit 0.
+    Exit,
+}
+
+#[derive(Debug)]
+struct Trial {
+    generation: u64,
+    pid: Option<Pid>,
+    /// When the interval is over: promotion if still alive, else the next attempt. Unset until
+    /// the spawn is reported.
+    deadline: Option<Instant>,
+    failed: bool,
+}
+
+#[derive(Debug)]
+struct Retiring {
+    worker: Worker,
+    /// When to send `signal_on_hup`; `None` once sent.
+    signal_at: Option<Instant>,
+}
+
+/// All the supervisor knows: see the module documentation.
+#[derive(Debug)]
+pub struct Supervisor {
+    policy: Policy,
+    tunables: Tunables,
+    generation: u64,
+    current: Option<Worker>,
+    trial: Option<Trial>,
+    old: Vec<Retiring>,
+    restart_pending: bool,
+    stopping: bool,
+    last_restart: Instant,
+    /// What the status file says (nothing is written until something is live).
+    written_status: Vec<Worker>,
+    actions: Vec<Action>,
+}
+
+impl Supervisor {
+    /// A supervisor with no worker yet; [`Supervisor::start`] spawns generation 1.
+    pub fn new(policy: Policy, tunables: Tunables, now: Instant) -> Self {
+        Supervisor {
+            policy,
+            tunables,
+            generation: 0,
+            current: None,
+            trial: None,
+            old: Vec::new(),
+            restart_pending: false,
+            stopping: false,
+            last_restart: now,
+            written_status: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// Starts generation 1.
+    pub fn start(&mut self) -> Vec<Action> {
+        self.begin_generation();
+        self.take_actions()
+    }
+
+    /// Replaces the settings that the environment can change between restarts.
+    pub fn set_tunables(&mut self, tunables: Tunables) {
+        self.tunables = tunables;
+    }
+
+    /// The outcome of an [`Action::Spawn`]: the new pid, or why no process could be made.
+    pub fn spawned(
+        &mut self,
+        generation: u64,
+        result: Result<Pid, String>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let deadline = now + self.policy.interval;
+        if let Some(trial) = self.trial.as_mut().filter(|t| t.generation == generation) {
+            trial.deadline = Some(deadline);
+            match result {
+                Ok(pid) => {
+                    info!(generation, pid, "starting new worker {pid}");
+                    trial.pid = Some(pid);
+                }
+                Err(why) => {
+                    warn!(generation, "failed to start a new worker: {why}");
+                    trial.failed = true;
+                }
+            }
+        }
+        self.take_actions()
+    }
+
+    /// SIGHUP: start a new generation, or one more after the one already starting.
+    pub fn hangup(&mut self) -> Vec<Action> {
+        if self.stopping {
+            info!("received HUP while shutting down, ignored");
+        } else if let Some(trial) = &self.trial {
+            info!(
+                "received HUP while generation {} is starting, a new worker will follow it",
+                trial.generation
+            );
+            self.restart_pending = true;
+        } else {
+            info!("received HUP, spawning a new worker");
+            self.begin_generation();
+        }
+        self.take_actions()
+    }
+
+    /// A terminating signal: stop every worker, then exit once they are all gone.
+    pub fn terminate(&mut self, received: Signal) -> Vec<Action> {
+        let pids = self.live_pids();
+        if self.stopping {
+            info!(
+                "received {}, still waiting for workers:{}",
+                short_name(received),
+                join(&pids)
+            );
+            return self.take_actions();
+        }
+        self.stopping = true;
+        let signal = if received == Signal::SIGTERM {
+            self.policy.signal_on_term
+        } else {
+            Signal::SIGTERM
+        };
+        info!(
+            "received {}, sending {} to all workers:{}",
+            short_name(received),
+            short_name(signal),
+            join(&pids)
+        );
+        for retiring in &mut self.old {
+            retiring.signal_at = None;
+        }
+        if pids.is_empty() {
+            self.actions.push(Action::Exit);
+        } else {
+            self.actions.push(Action::Signal { pids, signal });
+        }
+        self.take_actions()
+    }
+
+    /// A child was reaped. Children that are not workers (a log command) are ignored.
+    pub fn child_exited(&mut self, pid: Pid, status: ExitStatus) -> Vec<Action> {
+        let stopping = self.stopping;
+        if let Some(trial) = self.trial.as_mut().filter(|t| t.pid == Some(pid)) {
+            let generation = trial.generation;
+            trial.pid = None;
+            if stopping {
+                self.trial = None;
+                info!(generation, pid, "worker {pid} died, status:{status}");
+            } else {
+                trial.failed = true;
+                warn!(
+                    generation,
+                    pid, "new worker {pid} seems to have failed to start, exit status:{status}"
+                );
+            }
+        } else if let Some(worker) = self.current.filter(|w| w.pid == pid) {
+            self.current = None;
+            let generation = worker.generation;
+            if stopping {
+                info!(generation, pid, "worker {pid} died, status:{status}");
+            } else {
+                warn!(
+                    generation,
+                    pid, "worker {pid} died unexpectedly with status:{status}, restarting"
+                );
+                if self.trial.is_none() {
+                    self.begin_generation();
+                }
+            }
+        } else if let Some(index) = self.old.iter().position(|r| r.worker.pid == pid) {
+            let worker = self.old.remove(index).worker;
+            let generation = worker.generation;
+            if stopping {
+                info!(generation, pid, "worker {pid} died, status:{status}");
+            } else {
+                info!(generation, pid, "old worker {pid} died, status:{status}");
+            }
+        } else {
+            return Vec::new();
+        }
+        self.update_status();
+        if self.stopping && self.live_pids().is_empty() {
+            self.actions.push(Action::Exit);
+        }
+        self.take_actions()
+    }
+
+    /// Time passed: end trials, signal old workers, auto-restart, as they fall due.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        if self.stopping {
+            return Vec::new();
+        }
+        if let Some(trial) = self.trial.take_if(|t| t.deadline.is_some_and(|d| now >= d)) {
+            match trial.pid.filter(|_| !trial.failed) {
+                Some(pid) => self.promote(trial.generation, pid, now),
+                None => self.begin_generation(),
+            }
+        }
+        self.signal_due_old_workers(now);
+        if let Some(due) = self.auto_restart_due() {
+            if self.trial.is_none() && now >= due {
+                let interval = self.tunables.auto_restart_interval.unwrap_or_default();
+                let forced = if self.old.is_empty() { "" } else { "forced, " };
+                info!(
+                    "autorestart triggered ({forced}interval={})",
+                    interval.as_secs_f64()
+                );
+                self.begin_generation();
+            }
+        }
+        self.take_actions()
+    }
+
+    /// The next moment [`Supervisor::tick`] has something to do; `None` means only a signal or
+    /// a child exit can change anything.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.stopping {
+            return None;
+        }
+        let trial = self.trial.as_ref().and_then(|t| t.deadline);
+        let old = self.old.iter().filter_map(|r| r.signal_at).min();
+        let auto = self.auto_restart_due().filter(|_| self.trial.is_none());
+        [trial, old, auto].into_iter().flatten().min()
+    }
+
+    /// Live generations as the status file lists them: current and old, by generation.
+    pub fn live(&self) -> Vec<Worker> {
+        let mut live: Vec<Worker> = self.current.into_iter().collect();
+        live.extend(self.old.iter().map(|r| r.worker));
+        live.sort();
+        live
+    }
+
+    /// The generation serving now, if one has started.
+    #[cfg(test)]
+    pub fn current(&self) -> Option<Worker> {
+        self.current
+    }
+
+    fn begin_generation(&mut self) {
+        self.generation += 1;
+        self.restart_pending = false;
+        self.trial = Some(Trial {
+            generation: self.generation,
+            pid: None,
+            deadline: None,
+            failed: false,
+        });
+        self.actions.push(Action::Spawn {
+            generation: self.generation,
+        });
+    }
+
+    fn promote(&mut self, generation: u64, pid: Pid, now: Instant) {
+        let delay = self.tunables.kill_old_delay;
+        if let Some(previous) = self.current.replace(Worker { generation, pid }) {
+            self.old.push(Retiring {
+                worker: previous,
+                signal_at: Some(now + delay),
+            });
+        }
+        self.last_restart = now;
+        let mut waiting: Vec<Pid> = self
+            .old
+            .iter()
+            .filter(|r| r.signal_at.is_some())
+            .map(|r| r.worker.pid)
+            .collect();
+        waiting.sort();
+        info!(
+            generation,
+            pid,
+            "new worker is now running, sending {} to old workers:{}",
+            short_name(self.policy.signal_on_hup),
+            if waiting.is_empty() {
+                "none".to_string()
+            } else {
+                join(&waiting)
+            }
+        );
+        if !delay.is_zero() && !waiting.is_empty() {
+            info!(
+                "sleeping {} secs before killing old workers",
+                delay.as_secs_f64()
+            );
+        }
+        self.update_status();
+        if self.restart_pending {
+            info!("received HUP, spawning a new worker");
+            self.begin_generation();
+        }
+    }
+
+    fn signal_due_old_workers(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for retiring in &mut self.old {
+            if retiring.signal_at.is_some_and(|at| now >= at) {
+                retiring.signal_at = None;
+                due.push(retiring.worker.pid);
+            }
+        }
+        if !due.is_empty() {
+            due.sort();
+            info!("killing old workers:{}", join(&due));
+            self.actions.push(Action::Signal {
+                pids: due,
+                signal: self.policy.signal_on_hup,
+            });
+        }
+    }
+
+    fn auto_restart_due(&self) -> Option<Instant> {
+        let interval = self.tunables.auto_restart_interval?;
+        self.current?;
+        let wait = if self.old.is_empty() {
+            interval
+        } else {
+            interval * 2
+        };
+        Some(self.last_restart + wait)
+    }
+
+    fn live_pids(&self) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self.live().iter().map(|w| w.pid).collect();
+        pids.extend(self.trial.as_ref().and_then(|t| t.pid));
+        pids.sort();
+        pids
+    }
+
+    fn update_status(&mut self) {
+        let live = self.live();
+        if self.written_status != live {
+            self.written_status = live.clone();
+            self.actions.push(Action::WriteStatus(live));
+        }
+    }
+
+    fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+}
+
+fn join(pids: &[Pid]) -> String {
+    pids.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    struct Harness {
+        sup: Supervisor,
+        now: Instant,
+        next_pid: Pid,
+        log: Vec<Action>,
+    }
+
+    impl Harness {
+        fn new(tunables: Tunables) -> Self {
+            let now = Instant::now();
+            let policy = Policy {
+                interval: SEC,
+                signal_on_hup: Signal::SIGTERM,
+                signal_on_term: Signal::SIGTERM,
+            };
+            Harness {
+                sup: Supervisor::new(policy, tunables, now),
+                now,
+                next_pid: 100,
+                log: Vec::new(),
+            }
+        }
+
+        fn plain() -> Self {
+            Self::new(Tunables {
+                kill_old_delay: Duration::ZERO,
+                auto_restart_interval: None,
+            })
+        }
+
+        /// Feeds actions back like the event loop: every Spawn gets the next pid.
+        fn run(&mut self, actions: Vec<Action>) -> Vec<Action> {
+            let mut seen = Vec::new();
+            let mut queue = actions;
+            while !queue.is_empty() {
+                let mut next = Vec::new();
+                for action in queue {
+                    if let Action::Spawn { generation } = action {
+                        self.next_pid += 1;
+                        next.extend(self.sup.spawned(generation, Ok(self.next_pid), self.now));
+                    }
+                    seen.push(action);
+                }
+                queue = next;
+            }
+            self.log.extend(seen.clone());
+            seen
+        }
+
+        fn advance(&mut self, by: Duration) -> Vec<Action> {
+            self.now += by;
+            let actions = self.sup.tick(self.now);
+            self.run(actions)
+        }
+
+        fn started(&mut self) -> Vec<Action> {
+            let actions = self.sup.start();
+            self.run(actions)
+        }
+
+        fn exit(&mut self, pid: Pid, raw: i32) -> Vec<Action> {
+            let actions = self.sup.child_exited(pid, ExitStatus(raw));
+            self.run(actions)
+        }
+
+        fn hup(&mut self) -> Vec<Action> {
+            let actions = self.sup.hangup();
+            self.run(actions)
+        }
+    }
+
+    fn w(generation: u64, pid: Pid) -> Worker {
+        Worker { generation, pid }
+    }
+
+    #[test]
+    fn first_generation_starts_after_interval() {
+        let mut h = Harness::plain();
+        assert_eq!(h.started(), vec![Action::Spawn { generation: 1 }]);
+        assert_eq!(h.sup.next_deadline(), Some(h.now + SEC));
+        assert!(h.advance(SEC / 2).is_empty());
+        assert_eq!(h.advance(SEC / 2), vec![Action::WriteStatus(vec![w(1, 101)])]);
+        assert_eq!(h.sup.current(), Some(w(1, 101)));
+        assert_eq!(h.sup.next_deadline(), None, "idle means no timer at all");
+    }
+
+    #[test]
+    fn failed_start_retries_with_next_generation_after_interval() {
+        let mut h = Harness::plain();
+        h.started();
+        assert!(h.exit(101, 256).is_empty());
+        assert_eq!(h.sup.next_deadline(), Some(h.now + SEC));
+        assert_eq!(h.advance(SEC), vec![Action::Spawn { generation: 2 }]);
+        h.advance(SEC);
+        assert_eq!(h.sup.current(), Some(w(2, 102)));
+    }
+
+    #[test]
+    fn hup_replaces_generation_and_signals_old() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(SEC);
+        assert_eq!(h.hup(), vec![Action::Spawn { generation: 2 }]);
+        assert_eq!(
+            h.advance(SEC),
+            vec![
+                Action::WriteStatus(vec![w(1, 101), w(2, 102)]),
+                Action::Signal {
+                    pids: vec![101],
+                    signal: Signal::SIGTERM
+                },
+            ]
+        );
+        assert_eq!(h.exit(101, 15), vec![Action::WriteStatus(vec![w(2, 102)])]);
+    }
+
+    #[test]
+    fn failing_new_generation_leaves_old_serving() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(SEC);
+        h.hup();
+        h.exit(102, 256);
+        h.advance(SEC); // retry as generation 3
+        assert_eq!(h.sup.current(), Some(w(1, 101)));
+        assert!(
+            !h.log
+                .iter()
+                .any(|a| matches!(a, Action::Signal { pids, .. } if pids.contains(&101))),
+            "the old worker is never signalled while no successor started"
+        );
+        h.advance(SEC);
+        assert_eq!(h.sup.current(), Some(w(3, 103)));
+    }
+
+    #[test]
+    fn hup_during_start_is_kept_and_coalesced() {
+        let mut h = Harness::plain();
+        h.started();
+        assert!(h.hup().is_empty());
+        assert!(h.hup().is_empty());
+        let actions = h.advance(SEC);
+        assert_eq!(
+            actions,
+            vec![
+                Action::WriteStatus(vec![w(1, 101)]),
+                Action::Spawn { generation: 2 }
+            ]
+        );
+        h.advance(SEC);
+        assert_eq!(h.sup.current(), Some(w(2, 102)));
+        assert_eq!(h.sup.next_deadline(), None);
+    }
+
+    #[test]
+    fn hup_during_start_is_satisfied_by_a_retry() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(SEC);
+        h.hup(); // generation 2 starting
+        h.hup(); // pending
+        h.exit(102, 256); // generation 2 fails
+        h.advance(SEC); // generation 3 spawned after the HUP: it satisfies it
+        h.advance(SEC);
+        assert_eq!(h.sup.current(), Some(w(3, 103)));
+        assert_eq!(h.sup.next_deadline(), None);
+    }
+
+    #[test]
+    fn current_worker_dying_is_respawned() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(SEC);
+        assert_eq!(
+            h.exit(101, 9),
+            vec![Action::Spawn { generation: 2 }, Action::WriteStatus(vec![])]
+        );
+        h.advance(SEC);
+        assert_eq!(h.sup.current(), Some(w(2, 102)));
+    }
+
+    #[test]
+    fn kill_old_delay_postpones_the_signal() {
+        let mut h = Harness::new(Tunables {
+            kill_old_delay: 5 * SEC,
+            auto_restart_interval: None,
+        });
+        h.started();
+        h.advance(SEC);
+        h.hup();
+        h.advance(SEC);
+        assert_eq!(h.sup.next_deadline(), Some(h.now + 5 * SEC));
+        assert!(h.advance(4 * SEC).is_empty());
+        assert_eq!(
+            h.advance(SEC),
+            vec![Action::Signal {
+                pids: vec![101],
+                signal: Signal::SIGTERM
+            }]
+        );
+    }
+
+    #[test]
+    fn terminate_signals_everyone_and_exits_when_all_are_gone() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(SEC);
+        h.hup(); // 102 on trial
+        let actions = h.sup.terminate(Signal::SIGINT);
+        assert_eq!(
+            actions,
+            vec![Action::Signal {
+                pids: vec![101, 102],
+                signal: Signal::SIGTERM
+            }]
+        );
+        assert_eq!(h.sup.next_deadline(), None);
+        assert!(h.advance(10 * SEC).is_empty(), "no spawn while stopping");
+        assert_eq!(h.exit(102, 15), vec![]);
+        assert_eq!(
+            h.exit(101, 15),
+            vec![Action::WriteStatus(vec![]), Action::Exit]
+        );
+    }
+
+    #[test]
+    fn term_uses_signal_on_term() {
+        let mut h = Harness::plain();
+        h.sup.policy.signal_on_term = Signal::SIGUSR1;
+        h.started();
+        h.advance(SEC);
+        assert_eq!(
+            h.sup.terminate(Signal::SIGTERM),
+            vec![Action::Signal {
+                pids: vec![101],
+                signal: Signal::SIGUSR1
+            }]
+        );
+    }
+
+    #[test]
+    fn auto_restart_waits_for_old_workers_until_forced() {
+        let mut h = Harness::new(Tunables {
+            kill_old_delay: Duration::ZERO,
+            auto_restart_interval: Some(10 * SEC),
+        });
+        h.started();
+        h.advance(SEC); // gen 1 current at t=1
+        assert_eq!(h.sup.next_deadline(), Some(h.now + 10 * SEC));
+        assert_eq!(h.advance(10 * SEC), vec![Action::Spawn { generation: 2 }]);
+        h.advance(SEC); // gen 2 current, 101 signalled but still alive
+        assert_eq!(h.sup.next_deadline(), Some(h.now + 20 * SEC), "forced at 2x");
+        h.exit(101, 15);
+        assert_eq!(h.sup.next_deadline(), Some(h.now + 10 * SEC));
+        assert_eq!(h.advance(10 * SEC), vec![Action::Spawn { generation: 3 }]);
+    }
+
+    #[test]
+    fn a_tick_before_the_spawn_is_reported_changes_nothing() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(SEC);
+        assert_eq!(h.sup.hangup(), vec![Action::Spawn { generation: 2 }]);
+        assert!(h.sup.tick(h.now + 10 * SEC).is_empty());
+        assert!(h.sup.spawned(2, Ok(500), h.now).is_empty());
+        h.advance(SEC);
+        assert_eq!(h.sup.current(), Some(w(2, 500)));
+    }
+
+    #[test]
+    fn spawn_failure_counts_as_failed_start() {
+        let mut h = Harness::plain();
+        let actions = h.sup.start();
+        assert_eq!(actions, vec![Action::Spawn { generation: 1 }]);
+        h.sup.spawned(1, Err("fork failed".into()), h.now);
+        assert_eq!(h.advance(SEC), vec![Action::Spawn { generation: 2 }]);
+    }
+
+    #[test]
+    fn exit_status_reads_like_the_original_plus_meaning() {
+        assert_eq!(ExitStatus(256).to_string(), "256 (exit code 1)");
+        assert_eq!(ExitStatus(15).to_string(), "15 (killed by SIGTERM)");
+        assert_eq!(ExitStatus(0).to_string(), "0 (exit code 0)");
+    }
+
+    #[test]
+    fn strangers_are_ignored() {
+        let mut h = Harness::plain();
+        h.started();
+        assert!(h.exit(4242, 0).is_empty());
+    }
+}

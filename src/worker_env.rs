@@ -1,0 +1,139 @@
+//! The environment a worker gets: start_server's own, the envdir on top (re-read at every spawn,
+//! so a removed file unsets its variable again), then the socket and generation variables.
+//! The settings the original reads from the environment come from the same merged view.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::supervisor::Tunables;
+
+/// Variables describing sockets handed over by systemd: they are start_server's, not the worker's.
+pub const SYSTEMD_SOCKET_VARS: [&str; 3] = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
+
+/// A set of environment variables.
+pub type Env = BTreeMap<OsString, OsString>;
+
+/// Reads a daemontools-style envdir: each file NAME not starting with `.` sets NAME to its first
+/// line. Empty files and unreadable entries are skipped, as the original does.
+pub fn read_envdir(dir: &Path) -> std::io::Result<Env> {
+    let mut env = Env::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.as_bytes().first() == Some(&b'.') || name.as_bytes().contains(&b'=') {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(entry.path()) else {
+            continue;
+        };
+        let mut line = Vec::new();
+        match BufReader::new(file).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => continue,
+            Ok(_) => {}
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        if line.contains(&0) {
+            warn!(
+                "envdir file {} contains a NUL byte, skipped",
+                entry.path().display()
+            );
+            continue;
+        }
+        env.insert(name, OsString::from_vec(line));
+    }
+    Ok(env)
+}
+
+/// The settings that the environment (and so the envdir) controls, as the original reads them.
+pub fn tunables(env: &Env) -> Tunables {
+    let get = |name: &str| env.get(OsStr::new(name)).map(|v| v.to_string_lossy());
+    let truthy = |v: &str| !v.is_empty() && v != "0";
+    let auto = get("ENABLE_AUTO_RESTART").is_some_and(|v| truthy(&v));
+    let seconds = |name: &str| {
+        let value = get(name)?;
+        match value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        {
+            Some(d) => Some(d),
+            None => {
+                warn!("ignoring {name}={value:?}: not a number of seconds");
+                None
+            }
+        }
+    };
+    let interval = seconds("AUTO_RESTART_INTERVAL")
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(360));
+    let default_delay = Duration::from_secs(if auto { 5 } else { 0 });
+    Tunables {
+        kill_old_delay: seconds("KILL_OLD_DELAY").unwrap_or(default_delay),
+        auto_restart_interval: auto.then_some(interval),
+    }
+}
+
+/// Flattens an environment into `NAME=VALUE` byte strings.
+pub fn entries(env: &Env) -> impl Iterator<Item = OsString> + '_ {
+    env.iter().map(|(name, value)| {
+        let mut entry = name.clone();
+        entry.push("=");
+        entry.push(value);
+        entry
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_original() {
+        let t = tunables(&env(&[]));
+        assert_eq!(t.kill_old_delay, Duration::ZERO);
+        assert_eq!(t.auto_restart_interval, None);
+        let t = tunables(&env(&[("ENABLE_AUTO_RESTART", "1")]));
+        assert_eq!(t.kill_old_delay, Duration::from_secs(5));
+        assert_eq!(t.auto_restart_interval, Some(Duration::from_secs(360)));
+        let t = tunables(&env(&[("ENABLE_AUTO_RESTART", "0"), ("KILL_OLD_DELAY", "2")]));
+        assert_eq!(t.auto_restart_interval, None);
+        assert_eq!(t.kill_old_delay, Duration::from_secs(2));
+        let t = tunables(&env(&[
+            ("ENABLE_AUTO_RESTART", "yes"),
+            ("AUTO_RESTART_INTERVAL", "10"),
+            ("KILL_OLD_DELAY", "0"),
+        ]));
+        assert_eq!(t.auto_restart_interval, Some(Duration::from_secs(10)));
+        assert_eq!(t.kill_old_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn envdir_takes_first_lines_and_skips_dotfiles() {
+        let dir = std::env::temp_dir().join(format!("ss-envdir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("A"), "one\ntwo\n").unwrap();
+        std::fs::write(dir.join("B"), "").unwrap();
+        std::fs::write(dir.join("C"), "\n").unwrap();
+        std::fs::write(dir.join(".hidden"), "x").unwrap();
+        std::fs::write(dir.join("D"), "no newline").unwrap();
+        let read = read_envdir(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(read, env(&[("A", "one"), ("C", ""), ("D", "no newline")]));
+    }
+}
