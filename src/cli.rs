@@ -18,6 +18,7 @@ use clap::{CommandFactory, Parser};
     name = "start_server",
     version,
     infer_long_args = true,
+    args_override_self = true,
     override_usage = "start_server [OPTIONS] -- PROGRAM [ARGS...]\n       \
                       start_server --restart --pid-file=FILE --status-file=FILE\n       \
                       start_server --stop --pid-file=FILE",
