@@ -16,7 +16,10 @@ use server_starter::port_env;
 
 fn main() {
     let value = std::env::var(port_env::VAR).unwrap_or_else(|_| {
-        eprintln!("hello_worker: {} is not set; run me under start_server", port_env::VAR);
+        eprintln!(
+            "hello_worker: {} is not set; run me under start_server",
+            port_env::VAR
+        );
         std::process::exit(2);
     });
     let entries = port_env::parse(&value).unwrap_or_else(|e| {
@@ -52,10 +55,10 @@ fn main() {
             return;
         }
         for (pollfd, listener) in fds[1..].iter().zip(&listeners) {
-            if pollfd.revents != 0 {
-                if let Ok((stream, _)) = listener.accept() {
-                    answer(stream, pid, &generation);
-                }
+            if pollfd.revents != 0
+                && let Ok((stream, _)) = listener.accept()
+            {
+                answer(stream, pid, &generation);
             }
         }
     }

@@ -185,7 +185,15 @@ mod tests {
 
     #[test]
     fn single_dash_long_options_become_double() {
-        let out = rewrite(&["start_server", "-port=80", "-interval", "3", "--", "w", "-port=1"]);
+        let out = rewrite(&[
+            "start_server",
+            "-port=80",
+            "-interval",
+            "3",
+            "--",
+            "w",
+            "-port=1",
+        ]);
         assert_eq!(out[1], "--port=80");
         assert_eq!(out[2], "--interval");
         assert_eq!(out[3], "3");
@@ -197,15 +205,28 @@ mod tests {
         let out = rewrite(&["start_server", "--port", "80", "prog", "-daemonize"]);
         assert_eq!(out[4], "-daemonize");
         let cli = Cli::try_parse_from(out).unwrap();
-        assert_eq!(cli.command, vec![OsString::from("prog"), "-daemonize".into()]);
+        assert_eq!(
+            cli.command,
+            vec![OsString::from("prog"), "-daemonize".into()]
+        );
         assert!(!cli.daemonize);
     }
 
     #[test]
     fn both_value_forms_and_repeats_parse() {
         let cli = Cli::try_parse_from(rewrite(&[
-            "start_server", "--port=80", "--port", "81", "--path", "/tmp/s", "--interval=0.5",
-            "--signal-on-hup", "USR1", "--", "prog", "--flag",
+            "start_server",
+            "--port=80",
+            "--port",
+            "81",
+            "--path",
+            "/tmp/s",
+            "--interval=0.5",
+            "--signal-on-hup",
+            "USR1",
+            "--",
+            "prog",
+            "--flag",
         ]))
         .unwrap();
         assert_eq!(cli.port, vec!["80", "81"]);

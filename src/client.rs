@@ -98,14 +98,15 @@ pub fn restart(cli: &Cli) -> Result<()> {
             )));
         }
         // The file is replaced atomically, but is absent between start-up and generation 1.
-        if let Ok(gens) = read_generations() {
-            if gens.len() == 1 && gens[0] > newest {
-                eprintln!(
-                    "start_server (pid:{pid}) restarted: generation {} is serving",
-                    gens[0]
-                );
-                return Ok(());
-            }
+        if let Ok(gens) = read_generations()
+            && gens.len() == 1
+            && gens[0] > newest
+        {
+            eprintln!(
+                "start_server (pid:{pid}) restarted: generation {} is serving",
+                gens[0]
+            );
+            return Ok(());
         }
     }
 }

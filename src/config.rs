@@ -56,7 +56,11 @@ impl Config {
                 "server program not specified; usage: start_server [OPTIONS] -- PROGRAM [ARGS...]",
             ));
         }
-        if let Some(bad) = cli.command.iter().find(|a| a.as_encoded_bytes().contains(&0)) {
+        if let Some(bad) = cli
+            .command
+            .iter()
+            .find(|a| a.as_encoded_bytes().contains(&0))
+        {
             return Err(Error::usage(format!(
                 "the server command line contains a NUL byte: {bad:?}"
             )));
@@ -71,13 +75,13 @@ impl Config {
             .iter()
             .map(|p| PortSpec::parse(p))
             .collect::<Result<Vec<_>>>()?;
-        if let Some(dir) = &cli.dir {
-            if !dir.is_dir() {
-                return Err(Error::usage(format!(
-                    "--dir {}: no such directory",
-                    dir.display()
-                )));
-            }
+        if let Some(dir) = &cli.dir
+            && !dir.is_dir()
+        {
+            return Err(Error::usage(format!(
+                "--dir {}: no such directory",
+                dir.display()
+            )));
         }
         let mut base_env: Env = env
             .into_iter()
@@ -91,7 +95,9 @@ impl Config {
         };
         set(
             "ENVDIR",
-            cli.envdir.as_ref().map(|d| d.to_string_lossy().into_owned()),
+            cli.envdir
+                .as_ref()
+                .map(|d| d.to_string_lossy().into_owned()),
         );
         set(
             "ENABLE_AUTO_RESTART",
@@ -99,7 +105,8 @@ impl Config {
         );
         set(
             "AUTO_RESTART_INTERVAL",
-            cli.auto_restart_interval.map(|d| d.as_secs_f64().to_string()),
+            cli.auto_restart_interval
+                .map(|d| d.as_secs_f64().to_string()),
         );
         set(
             "KILL_OLD_DELAY",

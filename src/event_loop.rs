@@ -58,10 +58,10 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 }
                 Action::Signal { pids, signal } => send(&pids, signal),
                 Action::WriteStatus(workers) => {
-                    if let Some(status) = &mut rt.status {
-                        if let Err(e) = status.write(&workers) {
-                            error!("{e}");
-                        }
+                    if let Some(status) = &mut rt.status
+                        && let Err(e) = status.write(&workers)
+                    {
+                        error!("{e}");
                     }
                 }
                 Action::Exit => return Ok(()),
@@ -157,7 +157,11 @@ impl Runtime {
         (env, tunables)
     }
 
-    fn spawn(&self, generation: u64, supervisor: &mut Supervisor) -> std::result::Result<Pid, String> {
+    fn spawn(
+        &self,
+        generation: u64,
+        supervisor: &mut Supervisor,
+    ) -> std::result::Result<Pid, String> {
         let (env, tunables) = self.worker_env(generation);
         supervisor.set_tunables(tunables);
         let program = crate::program::resolve(

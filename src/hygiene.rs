@@ -9,17 +9,17 @@ use std::os::fd::{AsRawFd, IntoRawFd};
 pub fn standard_fds_and_no_leaks() {
     for fd in 0..3 {
         // SAFETY: F_GETFD only queries the fd.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
-                if null.as_raw_fd() == fd {
-                    // Opened right onto the gap: keep it (and clear the close-on-exec std sets).
-                    let fd = null.into_raw_fd();
-                    // SAFETY: clearing FD_CLOEXEC on our own fd.
-                    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-                } else {
-                    // SAFETY: dup2 onto a closed standard fd.
-                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
-                }
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0
+            && let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null")
+        {
+            if null.as_raw_fd() == fd {
+                // Opened right onto the gap: keep it (and clear the close-on-exec std sets).
+                let fd = null.into_raw_fd();
+                // SAFETY: clearing FD_CLOEXEC on our own fd.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+            } else {
+                // SAFETY: dup2 onto a closed standard fd.
+                unsafe { libc::dup2(null.as_raw_fd(), fd) };
             }
         }
     }
@@ -32,16 +32,14 @@ pub fn standard_fds_and_no_leaks() {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     } == 0;
-    if !done {
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            let fds: Vec<i32> = dir
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .filter(|fd| *fd >= 3)
-                .collect();
-            for fd in fds {
-                // SAFETY: setting FD_CLOEXEC; a stale number (the dir's own fd) just fails.
-                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-            }
+    if !done && let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        let fds: Vec<i32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd >= 3)
+            .collect();
+        for fd in fds {
+            // SAFETY: setting FD_CLOEXEC; a stale number (the dir's own fd) just fails.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
 }

@@ -31,19 +31,20 @@ impl PidFile {
             .mode(0o644)
             .open(path)
             .context(|| format!("failed to open pid file {shown}"))?;
-        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(mut file, e)| {
-            if e == nix::errno::Errno::EWOULDBLOCK {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                Error::runtime(format!(
-                    "pid file {shown} is locked by a running start_server (pid {}); stop it \
+        let file =
+            Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(mut file, e)| {
+                if e == nix::errno::Errno::EWOULDBLOCK {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    Error::runtime(format!(
+                        "pid file {shown} is locked by a running start_server (pid {}); stop it \
                      first (start_server --stop --pid-file={shown}) or use another --pid-file",
-                    text.trim()
-                ))
-            } else {
-                Error::runtime(format!("failed to lock pid file {shown}: {}", e.desc()))
-            }
-        })?;
+                        text.trim()
+                    ))
+                } else {
+                    Error::runtime(format!("failed to lock pid file {shown}: {}", e.desc()))
+                }
+            })?;
         Ok(PidFile {
             path: path.to_path_buf(),
             file,

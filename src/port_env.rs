@@ -38,7 +38,10 @@ impl fmt::Display for ParseError {
             }
             ParseError::EmptyKey { entry } => write!(f, "{VAR} entry {entry:?} has an empty key"),
             ParseError::BadFd { entry } => {
-                write!(f, "{VAR} entry {entry:?} does not end in a file descriptor number")
+                write!(
+                    f,
+                    "{VAR} entry {entry:?} does not end in a file descriptor number"
+                )
             }
         }
     }
@@ -122,6 +125,9 @@ mod tests {
         assert!(matches!(parse("8080=-1"), Err(ParseError::BadFd { .. })));
         assert!(matches!(parse("8080=+3"), Err(ParseError::BadFd { .. })));
         assert_eq!(parse("").unwrap(), vec![]);
-        assert_eq!(parse("a=3;;b=4;").unwrap(), vec![entry("a", 3), entry("b", 4)]);
+        assert_eq!(
+            parse("a=3;;b=4;").unwrap(),
+            vec![entry("a", 3), entry("b", 4)]
+        );
     }
 }

@@ -81,10 +81,10 @@ impl PortSpec {
             Some(_) => return Err(bad("port numbers go from 0 to 65535")),
             None => return Err(bad(FORMS)),
         };
-        if let Host::V6(addr) = &host {
-            if addr.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(bad(&format!("{addr:?} is not an IPv6 address")));
-            }
+        if let Host::V6(addr) = &host
+            && addr.parse::<std::net::Ipv6Addr>().is_err()
+        {
+            return Err(bad(&format!("{addr:?} is not an IPv6 address")));
         }
         let key = match &host {
             Host::AnyV4 => port.to_string(),
@@ -135,7 +135,10 @@ mod tests {
     #[test]
     fn ipv6_forms() {
         let p = ok("[::1]:8080");
-        assert_eq!((p.key.as_str(), &p.host), ("[::1]:8080", &Host::V6("::1".into())));
+        assert_eq!(
+            (p.key.as_str(), &p.host),
+            ("[::1]:8080", &Host::V6("::1".into()))
+        );
         // The original also takes an unbracketed IPv6 address and brackets it in the key.
         assert_eq!(ok("::1:8080").key, "[::1]:8080");
         assert_eq!(ok("[::]:u53=0").fd, Some(0));
@@ -146,15 +149,32 @@ mod tests {
         let p = ok("u53");
         assert_eq!((p.key.as_str(), p.udp, p.port), ("53", true, 53));
         let p = ok("0.0.0.0:u5353=7");
-        assert_eq!((p.key.as_str(), p.udp, p.fd), ("0.0.0.0:5353", true, Some(7)));
+        assert_eq!(
+            (p.key.as_str(), p.udp, p.fd),
+            ("0.0.0.0:5353", true, Some(7))
+        );
         assert_eq!(ok("8080 = 0").fd, Some(0));
     }
 
     #[test]
     fn rejects_malformed() {
         for bad in [
-            "", "abc", "80x", "65536", "99999999999", "host:", ":80", "[::1]80", "[::1:80", "80=",
-            "80=x", "80=-1", "[nothost]:80", "u", "uu80", "1.2.3.4:port",
+            "",
+            "abc",
+            "80x",
+            "65536",
+            "99999999999",
+            "host:",
+            ":80",
+            "[::1]80",
+            "[::1:80",
+            "80=",
+            "80=x",
+            "80=-1",
+            "[nothost]:80",
+            "u",
+            "uu80",
+            "1.2.3.4:port",
         ] {
             let err = PortSpec::parse(bad).expect_err(bad).to_string();
             assert!(err.contains("invalid --port value"), "{bad}: {err}");

@@ -67,14 +67,18 @@ mod tests {
 
     #[test]
     fn finds_programs_in_path() {
-        let found = resolve(OsStr::new("sh"), Some(OsStr::new("/nonexistent:/bin")), None);
+        let found = resolve(
+            OsStr::new("sh"),
+            Some(OsStr::new("/nonexistent:/bin")),
+            None,
+        );
         assert_eq!(found, Ok(PathBuf::from("/bin/sh")));
     }
 
     #[test]
     fn reports_missing_and_non_executable() {
-        let err = resolve(OsStr::new("no-such-prog-x"), Some(OsStr::new("/bin")), None)
-            .unwrap_err();
+        let err =
+            resolve(OsStr::new("no-such-prog-x"), Some(OsStr::new("/bin")), None).unwrap_err();
         assert!(err.contains("not found in PATH (/bin)"), "{err}");
         let err = resolve(OsStr::new("/etc/passwd"), None, None).unwrap_err();
         assert!(err.contains("is not executable"), "{err}");

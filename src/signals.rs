@@ -124,7 +124,9 @@ mod tests {
 
     #[test]
     fn parses_names_in_every_spelling() {
-        for text in ["TERM", "SIGTERM", "term", "sigterm", "SigTerm", "15", " TERM "] {
+        for text in [
+            "TERM", "SIGTERM", "term", "sigterm", "SigTerm", "15", " TERM ",
+        ] {
             assert_eq!(parse(text, "--x").unwrap(), Signal::SIGTERM, "{text}");
         }
         assert_eq!(parse("usr1", "--x").unwrap(), Signal::SIGUSR1);

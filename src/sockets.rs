@@ -119,16 +119,12 @@ fn bind_port(spec: &PortSpec, backlog: Backlog) -> Result<OwnedFd> {
     let fd = socket::socket(family, kind, SockFlag::SOCK_CLOEXEC, None).context(what)?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true).context(what)?;
     let result = match addr {
-        SocketAddr::V4(v4) => socket::bind(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &SockaddrIn::from(v4),
-        ),
+        SocketAddr::V4(v4) => {
+            socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4))
+        }
         SocketAddr::V6(v6) => {
             socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true).context(what)?;
-            socket::bind(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                &SockaddrIn6::from(v6),
-            )
+            socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn6::from(v6))
         }
     };
     result.map_err(|errno| {
@@ -145,8 +141,7 @@ fn bind_port(spec: &PortSpec, backlog: Backlog) -> Result<OwnedFd> {
         Error::runtime(format!("{}: {}{hint}", what(), errno.desc()))
     })?;
     if !spec.udp {
-        socket::listen(&fd, backlog)
-            .context(|| format!("listen(2) failed for {}", spec.key))?;
+        socket::listen(&fd, backlog).context(|| format!("listen(2) failed for {}", spec.key))?;
     }
     Ok(fd)
 }

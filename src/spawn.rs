@@ -133,15 +133,7 @@ pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, Str
     }
     if pid == 0 {
         // SAFETY: see above; in the child of fork.
-        unsafe {
-            exec_child(
-                launch,
-                &slots,
-                &argv,
-                &envp,
-                report_write.as_raw_fd(),
-            )
-        }
+        unsafe { exec_child(launch, &slots, &argv, &envp, report_write.as_raw_fd()) }
     }
     drop(report_write);
     let mut report = [0u8; 5];
@@ -210,10 +202,10 @@ unsafe fn exec_child(
 ) -> ! {
     // SAFETY (whole body): plain system calls on prepared, valid pointers.
     unsafe {
-        if let Some(dir) = &launch.dir {
-            if libc::chdir(dir.as_ptr()) != 0 {
-                fail(report, STAGE_CHDIR);
-            }
+        if let Some(dir) = &launch.dir
+            && libc::chdir(dir.as_ptr()) != 0
+        {
+            fail(report, STAGE_CHDIR);
         }
         for &(source, target) in slots {
             if libc::dup2(source, target) < 0 {

@@ -277,16 +277,17 @@ impl Supervisor {
             }
         }
         self.signal_due_old_workers(now);
-        if let Some(due) = self.auto_restart_due() {
-            if self.trial.is_none() && now >= due {
-                let interval = self.tunables.auto_restart_interval.unwrap_or_default();
-                let forced = if self.old.is_empty() { "" } else { "forced, " };
-                info!(
-                    "autorestart triggered ({forced}interval={})",
-                    interval.as_secs_f64()
-                );
-                self.begin_generation();
-            }
+        if let Some(due) = self.auto_restart_due()
+            && self.trial.is_none()
+            && now >= due
+        {
+            let interval = self.tunables.auto_restart_interval.unwrap_or_default();
+            let forced = if self.old.is_empty() { "" } else { "forced, " };
+            info!(
+                "autorestart triggered ({forced}interval={})",
+                interval.as_secs_f64()
+            );
+            self.begin_generation();
         }
         self.take_actions()
     }
@@ -514,7 +515,10 @@ mod tests {
         assert_eq!(h.started(), vec![Action::Spawn { generation: 1 }]);
         assert_eq!(h.sup.next_deadline(), Some(h.now + SEC));
         assert!(h.advance(SEC / 2).is_empty());
-        assert_eq!(h.advance(SEC / 2), vec![Action::WriteStatus(vec![w(1, 101)])]);
+        assert_eq!(
+            h.advance(SEC / 2),
+            vec![Action::WriteStatus(vec![w(1, 101)])]
+        );
         assert_eq!(h.sup.current(), Some(w(1, 101)));
         assert_eq!(h.sup.next_deadline(), None, "idle means no timer at all");
     }
@@ -684,7 +688,11 @@ mod tests {
         assert_eq!(h.sup.next_deadline(), Some(h.now + 10 * SEC));
         assert_eq!(h.advance(10 * SEC), vec![Action::Spawn { generation: 2 }]);
         h.advance(SEC); // gen 2 current, 101 signalled but still alive
-        assert_eq!(h.sup.next_deadline(), Some(h.now + 20 * SEC), "forced at 2x");
+        assert_eq!(
+            h.sup.next_deadline(),
+            Some(h.now + 20 * SEC),
+            "forced at 2x"
+        );
         h.exit(101, 15);
         assert_eq!(h.sup.next_deadline(), Some(h.now + 10 * SEC));
         assert_eq!(h.advance(10 * SEC), vec![Action::Spawn { generation: 3 }]);

@@ -111,7 +111,10 @@ mod tests {
         let t = tunables(&env(&[("ENABLE_AUTO_RESTART", "1")]));
         assert_eq!(t.kill_old_delay, Duration::from_secs(5));
         assert_eq!(t.auto_restart_interval, Some(Duration::from_secs(360)));
-        let t = tunables(&env(&[("ENABLE_AUTO_RESTART", "0"), ("KILL_OLD_DELAY", "2")]));
+        let t = tunables(&env(&[
+            ("ENABLE_AUTO_RESTART", "0"),
+            ("KILL_OLD_DELAY", "2"),
+        ]));
         assert_eq!(t.auto_restart_interval, None);
         assert_eq!(t.kill_old_delay, Duration::from_secs(2));
         let t = tunables(&env(&[

@@ -12,8 +12,15 @@ use common::*;
 /// Runs start_server and checks it failed with `code` and a message containing `expected`.
 fn fails(options: &[String], code: i32, expected: &str) -> String {
     let (status, log) = run(options);
-    assert_eq!(status.code(), Some(code), "exit status for {options:?}: {log}");
-    assert!(log.contains(expected), "{options:?}: expected {expected:?} in {log:?}");
+    assert_eq!(
+        status.code(),
+        Some(code),
+        "exit status for {options:?}: {log}"
+    );
+    assert!(
+        log.contains(expected),
+        "{options:?}: expected {expected:?} in {log:?}"
+    );
     assert!(!log.contains("panicked"), "{log}");
     log
 }
@@ -26,7 +33,17 @@ fn with_program(options: &[&str]) -> Vec<String> {
 
 #[test]
 fn malformed_ports() {
-    for bad in ["abc", "80x", "70000", "host:", ":80", "[::1]80", "80=x", "[nothost]:80", "uu5"] {
+    for bad in [
+        "abc",
+        "80x",
+        "70000",
+        "host:",
+        ":80",
+        "[::1]80",
+        "80=x",
+        "[nothost]:80",
+        "uu5",
+    ] {
         let log = fails(
             &with_program(&[&format!("--port={bad}")]),
             2,
@@ -107,7 +124,10 @@ fn a_stale_socket_file_is_replaced_with_a_warning() {
     let tmp = TempDir::new();
     drop(std::os::unix::net::UnixListener::bind(tmp.path("stale.sock")).unwrap());
     let server = Server::start(
-        &with_program(&[&tmp.arg("--path", "stale.sock"), &tmp.arg("--status-file", "st")]),
+        &with_program(&[
+            &tmp.arg("--path", "stale.sock"),
+            &tmp.arg("--status-file", "st"),
+        ]),
         &[],
     );
     server.wait_log(&format!(
@@ -129,7 +149,10 @@ fn low_port_without_privilege() {
     } else {
         Command::new(bin())
     };
-    command.args(with_program(&["--port=127.0.0.1:1", &tmp.arg("--pid-file", "pid")]));
+    command.args(with_program(&[
+        "--port=127.0.0.1:1",
+        &tmp.arg("--pid-file", "pid"),
+    ]));
     let mut server = Server::spawn(command, &[]);
     let status = server.wait_exit();
     let log = server.log();
@@ -178,7 +201,11 @@ fn missing_or_unusable_program() {
         "server program no-such-program-anywhere not found in PATH",
     );
     fails(&args(&["--", "/etc/passwd"]), 2, "is not executable");
-    fails(&args(&["--", "./nope"]), 2, "server program ./nope does not exist");
+    fails(
+        &args(&["--", "./nope"]),
+        2,
+        "server program ./nope does not exist",
+    );
 }
 
 #[test]
@@ -194,7 +221,11 @@ fn option_combinations() {
         "--restart needs --pid-file and --status-file",
     );
     fails(&args(&["--stop"]), 2, "--stop needs --pid-file");
-    fails(&with_program(&["--interval=soon"]), 2, "is not a number of seconds");
+    fails(
+        &with_program(&["--interval=soon"]),
+        2,
+        "is not a number of seconds",
+    );
     fails(&with_program(&["--backlog=0"]), 2, "--backlog");
     fails(&with_program(&["--no-such-option"]), 2, "--no-such-option");
 }
@@ -243,7 +274,10 @@ fn unwritable_pid_file_leaves_no_socket_file() {
 fn a_second_start_server_on_the_same_pid_file_is_refused() {
     let tmp = TempDir::new();
     let first = Server::start(
-        &with_program(&[&tmp.arg("--pid-file", "pid"), &tmp.arg("--status-file", "st")]),
+        &with_program(&[
+            &tmp.arg("--pid-file", "pid"),
+            &tmp.arg("--status-file", "st"),
+        ]),
         &[],
     );
     wait_sole_generation(&tmp.path("st"), 1);

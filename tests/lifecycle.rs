@@ -37,7 +37,10 @@ fn serves_and_replaces_the_worker_on_hup() {
     assert_eq!(gen1, 1);
     assert_eq!(wait_sole_generation(&tmp.path("status"), 1), (1, pid1));
     let log = server.wait_log("new worker is now running, sending TERM to old workers:none");
-    assert!(log.contains(&format!("start_server (pid:{}) starting now...", server.pid())));
+    assert!(log.contains(&format!(
+        "start_server (pid:{}) starting now...",
+        server.pid()
+    )));
     assert!(log.contains(&format!("starting new worker {pid1}")));
 
     server.signal(libc::SIGHUP);
@@ -79,7 +82,10 @@ fn a_failing_new_generation_leaves_the_old_one_serving() {
     let (pid1, _) = served_by(&addr);
     std::fs::write(tmp.path("fail"), "").unwrap();
     server.signal(libc::SIGHUP);
-    server.wait_log_n("seems to have failed to start, exit status:768 (exit code 3)", 2);
+    server.wait_log_n(
+        "seems to have failed to start, exit status:768 (exit code 3)",
+        2,
+    );
     // Two failed attempts later, generation 1 still serves and was never signalled.
     assert_eq!(served_by(&addr), (pid1, 1));
     assert_eq!(common::status_entries(&tmp.path("status")), vec![(1, pid1)]);

@@ -93,10 +93,20 @@ fn every_address_form_is_described_like_the_original() {
         p[5],
         sock.display()
     );
-    assert_eq!(report.env("SERVER_STARTER_PORT").as_deref(), Some(&*expected));
-    assert_eq!(report.env("SERVER_STARTER_GENERATION").as_deref(), Some("1"));
+    assert_eq!(
+        report.env("SERVER_STARTER_PORT").as_deref(),
+        Some(&*expected)
+    );
+    assert_eq!(
+        report.env("SERVER_STARTER_GENERATION").as_deref(),
+        Some("1")
+    );
     let check = |key: String, family: &str, kind: &str| {
-        assert_eq!(report.socket(&key, "family").as_deref(), Some(family), "{key}");
+        assert_eq!(
+            report.socket(&key, "family").as_deref(),
+            Some(family),
+            "{key}"
+        );
         assert_eq!(report.socket(&key, "type").as_deref(), Some(kind), "{key}");
     };
     check(p[0].to_string(), "AF_INET", "SOCK_STREAM");
@@ -107,7 +117,11 @@ fn every_address_form_is_described_like_the_original() {
     check(format!("127.0.0.1:{}", p[5]), "AF_INET", "SOCK_DGRAM");
     check(sock.display().to_string(), "AF_UNIX", "SOCK_STREAM");
     // A bare port is IPv4 0.0.0.0, and the unix socket file is world-connectable (umask 0).
-    assert!(report.text.contains(&format!("\"name\": \"('0.0.0.0', {})\"", p[0])));
+    assert!(
+        report
+            .text
+            .contains(&format!("\"name\": \"('0.0.0.0', {})\"", p[0]))
+    );
     let mode = fs::metadata(&sock).map(|m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o777
@@ -129,7 +143,10 @@ fn without_sockets_the_variable_is_absent() {
     let tmp = TempDir::new();
     let (_server, report) = report(&tmp, &[]);
     assert_eq!(report.env("SERVER_STARTER_PORT"), None);
-    assert_eq!(report.env("SERVER_STARTER_GENERATION").as_deref(), Some("1"));
+    assert_eq!(
+        report.env("SERVER_STARTER_GENERATION").as_deref(),
+        Some("1")
+    );
 }
 
 /// fd numbers open in a process, from /proc.
@@ -188,7 +205,10 @@ fn workers_get_only_stdio_and_their_sockets_and_a_clean_signal_state() {
     ]);
     let server = Server::spawn(command, &[]);
     let (_, worker) = wait_sole_generation(&tmp.path("status"), 1);
-    assert!(open_fds(server.pid()).contains(&7), "start_server did inherit fd 7");
+    assert!(
+        open_fds(server.pid()).contains(&7),
+        "start_server did inherit fd 7"
+    );
     assert_eq!(
         open_fds(worker),
         BTreeSet::from([0, 1, 2, 3, 4, 5]),
@@ -218,7 +238,10 @@ fn signals_the_caller_ignored_stay_ignored() {
     ]);
     let server = Server::spawn(command, &[]);
     let (_, worker) = wait_sole_generation(&tmp.path("status"), 1);
-    assert_eq!(ignored(worker) & 1 << (libc::SIGUSR2 - 1), 1 << (libc::SIGUSR2 - 1));
+    assert_eq!(
+        ignored(worker) & 1 << (libc::SIGUSR2 - 1),
+        1 << (libc::SIGUSR2 - 1)
+    );
     assert_eq!(ignored(worker), given_to(server.pid()));
 }
 
@@ -232,7 +255,10 @@ fn a_socket_can_be_placed_at_fd_zero() {
         Some(format!("127.0.0.1:{port}=0"))
     );
     let target = fs::read_link(format!("/proc/{}/fd/0", report.pid())).unwrap();
-    assert!(target.to_string_lossy().starts_with("socket:"), "{target:?}");
+    assert!(
+        target.to_string_lossy().starts_with("socket:"),
+        "{target:?}"
+    );
 }
 
 #[test]

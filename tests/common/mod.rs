@@ -274,7 +274,9 @@ impl Server {
 
     /// Waits for start_server to exit and for its stderr to close.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let status = wait_until("start_server to exit", || self.child.try_wait().ok().flatten());
+        let status = wait_until("start_server to exit", || {
+            self.child.try_wait().ok().flatten()
+        });
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
@@ -312,12 +314,13 @@ pub fn status_entries(path: &Path) -> Vec<(u64, i32)> {
 
 /// Waits until the status file lists exactly one generation, `generation` or later.
 pub fn wait_sole_generation(path: &Path, generation: u64) -> (u64, i32) {
-    wait_until(&format!("generation {generation} alone in the status file"), || {
-        match status_entries(path).as_slice() {
+    wait_until(
+        &format!("generation {generation} alone in the status file"),
+        || match status_entries(path).as_slice() {
             [(g, p)] if *g >= generation => Some((*g, *p)),
             _ => None,
-        }
-    })
+        },
+    )
 }
 
 pub fn alive(pid: i32) -> bool {
