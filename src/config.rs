@@ -6,13 +6,14 @@ use std::path::PathBuf;
 
 use nix::sys::socket::Backlog;
 
+use crate::activation::Inherited;
 use crate::cli::Cli;
 use crate::error::{Error, Result};
 use crate::output::LogTarget;
 use crate::port_spec::PortSpec;
 use crate::signals;
 use crate::supervisor::Policy;
-use crate::worker_env::{self, Env, SYSTEMD_SOCKET_VARS};
+use crate::worker_env::{self, Env, SYSTEMD_VARS};
 
 /// What start_server runs with.
 #[derive(Debug)]
@@ -41,11 +42,17 @@ pub struct Config {
     pub command: Vec<OsString>,
     /// The environment every worker starts from (the envdir goes on top at each spawn).
     pub base_env: Env,
+    /// Sockets systemd handed over.
+    pub inherited: Vec<Inherited>,
 }
 
 impl Config {
     /// Checks the command line; `env` is start_server's own environment.
-    pub fn new(cli: Cli, env: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Config> {
+    pub fn new(
+        cli: Cli,
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+        inherited: Vec<Inherited>,
+    ) -> Result<Config> {
         if cli.daemonize && cli.log_file.is_none() {
             return Err(Error::usage(
                 "--daemonize needs --log-file: a daemon has no terminal to write its log to",
@@ -85,7 +92,7 @@ impl Config {
         }
         let mut base_env: Env = env
             .into_iter()
-            .filter(|(k, _)| !SYSTEMD_SOCKET_VARS.iter().any(|v| k == OsStr::new(v)))
+            .filter(|(k, _)| !SYSTEMD_VARS.iter().any(|v| k == OsStr::new(v)))
             .collect();
         // The original passes its settings on to the worker through the environment.
         let mut set = |name: &str, value: Option<String>| {
@@ -142,6 +149,7 @@ impl Config {
             daemonize: cli.daemonize,
             command: cli.command,
             base_env,
+            inherited,
         })
     }
 }

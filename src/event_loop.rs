@@ -15,6 +15,7 @@ use nix::sys::time::TimeSpec;
 use tracing::{error, warn};
 
 use crate::error::{Context, Result};
+use crate::notify::Notifier;
 use crate::signals::{Received, Signals};
 use crate::spawn::{self, FdLayout, Launch};
 use crate::status_file::StatusFile;
@@ -41,6 +42,8 @@ pub struct Runtime {
     pub nofile: libc::rlimit,
     /// The `--log-file` command, which is our child too but not a worker.
     pub logger: Option<Pid>,
+    /// systemd's notification socket.
+    pub notifier: Notifier,
 }
 
 /// Runs the supervisor until every worker is gone after a terminating signal.
@@ -49,6 +52,8 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
     let tunables = worker_env::tunables(&rt.base_env);
     let mut supervisor = Supervisor::new(policy, tunables, Instant::now());
     let mut actions: VecDeque<Action> = supervisor.start().into();
+    let watchdog_every = rt.notifier.watchdog_interval();
+    let mut next_watchdog = watchdog_every.map(|every| Instant::now() + every);
     loop {
         while let Some(action) = actions.pop_front() {
             match action {
@@ -64,10 +69,15 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                         error!("{e}");
                     }
                 }
+                Action::Notify(notice) => rt.notifier.notice(&notice),
                 Action::Exit => return Ok(()),
             }
         }
-        wait(signals, supervisor.next_deadline())?;
+        let deadline = [supervisor.next_deadline(), next_watchdog]
+            .into_iter()
+            .flatten()
+            .min();
+        wait(signals, deadline)?;
         for received in signals.drain()? {
             match received {
                 Received::Hangup => actions.extend(supervisor.hangup()),
@@ -85,7 +95,14 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 Received::Ignored => {}
             }
         }
-        actions.extend(supervisor.tick(Instant::now()));
+        let now = Instant::now();
+        if let (Some(every), Some(due)) = (watchdog_every, next_watchdog)
+            && now >= due
+        {
+            rt.notifier.watchdog();
+            next_watchdog = Some(now + every);
+        }
+        actions.extend(supervisor.tick(now));
     }
 }
 

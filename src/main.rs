@@ -5,6 +5,7 @@
 //! `output`, `sockets`, `spawn::FdLayout`) → `event_loop` (`supervisor`, `spawn`,
 //! `status_file`). `client` is the `--restart`/`--stop` side.
 
+mod activation;
 mod cli;
 mod client;
 mod config;
@@ -12,6 +13,7 @@ mod error;
 mod event_loop;
 mod hygiene;
 mod logging;
+mod notify;
 mod output;
 mod pid_file;
 mod port_spec;
@@ -28,7 +30,8 @@ use cli::Cli;
 
 fn main() {
     let cli = Cli::from_env();
-    logging::init();
+    // With --log-file, stderr is about to become that file: the journal is not the target then.
+    logging::init(cli.log_file.is_none() && logging::stderr_is_journal());
     let result = if cli.stop {
         client::stop(&cli)
     } else if cli.restart {
@@ -36,7 +39,8 @@ fn main() {
     } else {
         hygiene::standard_fds_and_no_leaks();
         signals::block_handled()
-            .and_then(|()| config::Config::new(cli, std::env::vars_os()))
+            .and_then(|()| activation::take_from_env())
+            .and_then(|inherited| config::Config::new(cli, std::env::vars_os(), inherited))
             .and_then(serve::serve)
     };
     if let Err(error) = result {

@@ -9,6 +9,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::error::Result;
 use crate::event_loop::{self, Runtime};
+use crate::notify::Notifier;
 use crate::output;
 use crate::pid_file::PidFile;
 use crate::signals::Signals;
@@ -22,7 +23,19 @@ pub fn serve(config: Config) -> Result<()> {
     let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
     let log = config.log.as_ref().map(output::open).transpose()?;
     info!("start_server (pid:{}) starting now...", std::process::id());
-    let mut bound = sockets::bind_all(&config.ports, &config.paths, config.backlog)?;
+    for socket in &config.inherited {
+        info!(
+            "using socket {} ({}) from systemd",
+            socket.key(),
+            socket.name
+        );
+    }
+    let mut bound = sockets::bind_all(
+        &config.ports,
+        &config.paths,
+        config.backlog,
+        config.inherited,
+    )?;
     let listeners = std::mem::take(&mut bound.listeners);
     let explicit: Vec<_> = listeners.iter().filter_map(|l| l.requested_fd).collect();
     let (layout, described) = FdLayout::new(listeners)?;
@@ -57,6 +70,7 @@ pub fn serve(config: Config) -> Result<()> {
         status: config.status_file.as_deref().map(StatusFile::new),
         nofile,
         logger,
+        notifier: Notifier::from_env(),
     };
     event_loop::run(&mut runtime, &mut signals, config.policy)?;
     info!("exiting");

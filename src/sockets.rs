@@ -15,6 +15,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{Mode, umask};
 use tracing::warn;
 
+use crate::activation::{Address, Inherited};
 use crate::error::{Context, Error, Result};
 use crate::port_spec::{Host, PortSpec};
 
@@ -49,11 +50,24 @@ impl Drop for Bound {
     }
 }
 
-/// Binds every `--port` then every `--path`.
-pub fn bind_all(ports: &[PortSpec], paths: &[PathBuf], backlog: Backlog) -> Result<Bound> {
+/// Binds every `--port` then every `--path`, except those systemd already handed over
+/// (`inherited`), which are used as they are; inherited sockets no option names come last.
+pub fn bind_all(
+    ports: &[PortSpec],
+    paths: &[PathBuf],
+    backlog: Backlog,
+    mut inherited: Vec<Inherited>,
+) -> Result<Bound> {
     let mut bound = Bound::default();
     for spec in ports {
-        let fd = bind_port(spec, backlog)?;
+        let addr = resolve(spec)?;
+        let taken = take_inherited(&mut inherited, |s| {
+            s.datagram == spec.udp && matches_port(&s.address, addr, &spec.host)
+        });
+        let fd = match taken {
+            Some(socket) => socket.fd,
+            None => bind_port(spec, addr, backlog)?,
+        };
         bound.listeners.push(Listener {
             key: spec.key.clone(),
             fd,
@@ -62,14 +76,47 @@ pub fn bind_all(ports: &[PortSpec], paths: &[PathBuf], backlog: Backlog) -> Resu
     }
     for path in paths {
         let key = unix_key(path)?;
-        let fd = bind_unix(path, backlog, &mut bound.unix_paths)?;
+        let taken = take_inherited(&mut inherited, |s| {
+            !s.datagram && s.address == Address::Path(path.clone())
+        });
+        let fd = match taken {
+            Some(socket) => socket.fd,
+            None => bind_unix(path, backlog, &mut bound.unix_paths)?,
+        };
         bound.listeners.push(Listener {
             key,
             fd,
             requested_fd: None,
         });
     }
+    for socket in inherited {
+        bound.listeners.push(Listener {
+            key: socket.key(),
+            fd: socket.fd,
+            requested_fd: None,
+        });
+    }
     Ok(bound)
+}
+
+fn take_inherited(
+    pool: &mut Vec<Inherited>,
+    wanted: impl Fn(&Inherited) -> bool,
+) -> Option<Inherited> {
+    let index = pool.iter().position(wanted)?;
+    Some(pool.remove(index))
+}
+
+/// A bare `--port=P` (IPv4 any) also matches systemd's default `ListenStream=P`, which is the
+/// dual-stack `[::]:P`, so that one `ExecStart=` line works with and without the socket unit.
+fn matches_port(address: &Address, wanted: SocketAddr, host: &Host) -> bool {
+    match address {
+        Address::Ip(addr) if *addr == wanted => true,
+        Address::Ip(SocketAddr::V6(v6)) => {
+            *host == Host::AnyV4 && v6.ip().is_unspecified() && v6.port() == wanted.port()
+        }
+        _ => false,
+    }
 }
 
 fn resolve(spec: &PortSpec) -> Result<SocketAddr> {
@@ -101,8 +148,7 @@ fn resolve(spec: &PortSpec) -> Result<SocketAddr> {
     Ok(SocketAddr::new(ip, spec.port))
 }
 
-fn bind_port(spec: &PortSpec, backlog: Backlog) -> Result<OwnedFd> {
-    let addr = resolve(spec)?;
+fn bind_port(spec: &PortSpec, addr: SocketAddr, backlog: Backlog) -> Result<OwnedFd> {
     let (family, kind) = (
         if addr.is_ipv4() {
             AddressFamily::Inet

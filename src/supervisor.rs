@@ -66,6 +66,23 @@ impl fmt::Display for ExitStatus {
     }
 }
 
+/// Something the service manager should hear about (see `notify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// This generation now serves: start-up or reload done.
+    Serving(Worker),
+    /// A reload was asked for and a new generation is on its way.
+    Reloading,
+    /// A spawn attempt failed; `serving` is the generation still serving, if any.
+    StartFailed {
+        generation: u64,
+        why: String,
+        serving: Option<Worker>,
+    },
+    /// Shutting down.
+    Stopping,
+}
+
 /// What the OS layer must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -75,6 +92,8 @@ pub enum Action {
     Signal { pids: Vec<Pid>, signal: Signal },
     /// Rewrite the status file with these live generations (sorted).
     WriteStatus(Vec<Worker>),
+    /// Tell the service manager.
+    Notify(Notice),
     /// Every worker is gone after a shutdown: clean up and exit 0.
     Exit,
 }
@@ -154,12 +173,18 @@ impl Supervisor {
             trial.deadline = Some(deadline);
             match result {
                 Ok(pid) => {
-                    info!(generation, pid, "starting new worker {pid}");
+                    info!(generation, worker_pid = pid, "starting new worker {pid}");
                     trial.pid = Some(pid);
                 }
                 Err(why) => {
                     warn!(generation, "failed to start a new worker: {why}");
                     trial.failed = true;
+                    let serving = self.current;
+                    self.actions.push(Action::Notify(Notice::StartFailed {
+                        generation,
+                        why,
+                        serving,
+                    }));
                 }
             }
         }
@@ -170,7 +195,10 @@ impl Supervisor {
     pub fn hangup(&mut self) -> Vec<Action> {
         if self.stopping {
             info!("received HUP while shutting down, ignored");
-        } else if let Some(trial) = &self.trial {
+            return self.take_actions();
+        }
+        self.actions.push(Action::Notify(Notice::Reloading));
+        if let Some(trial) = &self.trial {
             info!(
                 "received HUP while generation {} is starting, a new worker will follow it",
                 trial.generation
@@ -209,6 +237,7 @@ impl Supervisor {
         for retiring in &mut self.old {
             retiring.signal_at = None;
         }
+        self.actions.push(Action::Notify(Notice::Stopping));
         if pids.is_empty() {
             self.actions.push(Action::Exit);
         } else {
@@ -225,23 +254,39 @@ impl Supervisor {
             trial.pid = None;
             if stopping {
                 self.trial = None;
-                info!(generation, pid, "worker {pid} died, status:{status}");
+                info!(
+                    generation,
+                    worker_pid = pid,
+                    "worker {pid} died, status:{status}"
+                );
             } else {
                 trial.failed = true;
                 warn!(
                     generation,
-                    pid, "new worker {pid} seems to have failed to start, exit status:{status}"
+                    worker_pid = pid,
+                    "new worker {pid} seems to have failed to start, exit status:{status}"
                 );
+                let serving = self.current;
+                self.actions.push(Action::Notify(Notice::StartFailed {
+                    generation,
+                    why: format!("exit status:{status}"),
+                    serving,
+                }));
             }
         } else if let Some(worker) = self.current.filter(|w| w.pid == pid) {
             self.current = None;
             let generation = worker.generation;
             if stopping {
-                info!(generation, pid, "worker {pid} died, status:{status}");
+                info!(
+                    generation,
+                    worker_pid = pid,
+                    "worker {pid} died, status:{status}"
+                );
             } else {
                 warn!(
                     generation,
-                    pid, "worker {pid} died unexpectedly with status:{status}, restarting"
+                    worker_pid = pid,
+                    "worker {pid} died unexpectedly with status:{status}, restarting"
                 );
                 if self.trial.is_none() {
                     self.begin_generation();
@@ -251,9 +296,17 @@ impl Supervisor {
             let worker = self.old.remove(index).worker;
             let generation = worker.generation;
             if stopping {
-                info!(generation, pid, "worker {pid} died, status:{status}");
+                info!(
+                    generation,
+                    worker_pid = pid,
+                    "worker {pid} died, status:{status}"
+                );
             } else {
-                info!(generation, pid, "old worker {pid} died, status:{status}");
+                info!(
+                    generation,
+                    worker_pid = pid,
+                    "old worker {pid} died, status:{status}"
+                );
             }
         } else {
             return Vec::new();
@@ -341,6 +394,8 @@ impl Supervisor {
             });
         }
         self.last_restart = now;
+        self.actions
+            .push(Action::Notify(Notice::Serving(Worker { generation, pid })));
         let mut waiting: Vec<Pid> = self
             .old
             .iter()
@@ -350,7 +405,7 @@ impl Supervisor {
         waiting.sort();
         info!(
             generation,
-            pid,
+            worker_pid = pid,
             "new worker is now running, sending {} to old workers:{}",
             short_name(self.policy.signal_on_hup),
             if waiting.is_empty() {
@@ -439,6 +494,7 @@ mod tests {
         now: Instant,
         next_pid: Pid,
         log: Vec<Action>,
+        notices: Vec<Notice>,
     }
 
     impl Harness {
@@ -454,6 +510,7 @@ mod tests {
                 now,
                 next_pid: 100,
                 log: Vec::new(),
+                notices: Vec::new(),
             }
         }
 
@@ -464,16 +521,24 @@ mod tests {
             })
         }
 
-        /// Feeds actions back like the event loop: every Spawn gets the next pid.
+        /// Feeds actions back like the event loop: every Spawn gets the next pid. Notices are
+        /// collected apart, in `notices`.
         fn run(&mut self, actions: Vec<Action>) -> Vec<Action> {
             let mut seen = Vec::new();
             let mut queue = actions;
             while !queue.is_empty() {
                 let mut next = Vec::new();
                 for action in queue {
-                    if let Action::Spawn { generation } = action {
-                        self.next_pid += 1;
-                        next.extend(self.sup.spawned(generation, Ok(self.next_pid), self.now));
+                    match action {
+                        Action::Notify(notice) => {
+                            self.notices.push(notice);
+                            continue;
+                        }
+                        Action::Spawn { generation } => {
+                            self.next_pid += 1;
+                            next.extend(self.sup.spawned(generation, Ok(self.next_pid), self.now));
+                        }
+                        _ => {}
                     }
                     seen.push(action);
                 }
@@ -646,6 +711,7 @@ mod tests {
         h.advance(SEC);
         h.hup(); // 102 on trial
         let actions = h.sup.terminate(Signal::SIGINT);
+        let actions = h.run(actions);
         assert_eq!(
             actions,
             vec![Action::Signal {
@@ -668,8 +734,9 @@ mod tests {
         h.sup.policy.signal_on_term = Signal::SIGUSR1;
         h.started();
         h.advance(SEC);
+        let actions = h.sup.terminate(Signal::SIGTERM);
         assert_eq!(
-            h.sup.terminate(Signal::SIGTERM),
+            h.run(actions),
             vec![Action::Signal {
                 pids: vec![101],
                 signal: Signal::SIGUSR1
@@ -703,7 +770,13 @@ mod tests {
         let mut h = Harness::plain();
         h.started();
         h.advance(SEC);
-        assert_eq!(h.sup.hangup(), vec![Action::Spawn { generation: 2 }]);
+        assert_eq!(
+            h.sup.hangup(),
+            vec![
+                Action::Notify(Notice::Reloading),
+                Action::Spawn { generation: 2 }
+            ]
+        );
         assert!(h.sup.tick(h.now + 10 * SEC).is_empty());
         assert!(h.sup.spawned(2, Ok(500), h.now).is_empty());
         h.advance(SEC);
@@ -715,8 +788,45 @@ mod tests {
         let mut h = Harness::plain();
         let actions = h.sup.start();
         assert_eq!(actions, vec![Action::Spawn { generation: 1 }]);
-        h.sup.spawned(1, Err("fork failed".into()), h.now);
+        let actions = h.sup.spawned(1, Err("fork failed".into()), h.now);
+        h.run(actions);
+        assert_eq!(
+            h.notices,
+            vec![Notice::StartFailed {
+                generation: 1,
+                why: "fork failed".into(),
+                serving: None
+            }]
+        );
         assert_eq!(h.advance(SEC), vec![Action::Spawn { generation: 2 }]);
+    }
+
+    #[test]
+    fn notices_follow_the_notify_reload_protocol() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(SEC);
+        assert_eq!(h.notices, vec![Notice::Serving(w(1, 101))]);
+        h.notices.clear();
+        h.hup();
+        h.exit(102, 256);
+        h.advance(SEC);
+        h.advance(SEC);
+        let actions = h.sup.terminate(Signal::SIGTERM);
+        h.run(actions);
+        assert_eq!(
+            h.notices,
+            vec![
+                Notice::Reloading,
+                Notice::StartFailed {
+                    generation: 2,
+                    why: "exit status:256 (exit code 1)".into(),
+                    serving: Some(w(1, 101))
+                },
+                Notice::Serving(w(3, 103)),
+                Notice::Stopping,
+            ]
+        );
     }
 
     #[test]

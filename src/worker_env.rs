@@ -13,8 +13,16 @@ use tracing::warn;
 
 use crate::supervisor::Tunables;
 
-/// Variables describing sockets handed over by systemd: they are start_server's, not the worker's.
-pub const SYSTEMD_SOCKET_VARS: [&str; 3] = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
+/// Variables systemd sets for start_server itself (its sockets, its notification socket, its
+/// watchdog): workers must not take them for theirs. Only start_server talks to systemd.
+pub const SYSTEMD_VARS: [&str; 6] = [
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
 
 /// A set of environment variables.
 pub type Env = BTreeMap<OsString, OsString>;

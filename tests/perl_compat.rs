@@ -102,7 +102,12 @@ fn restart_scenario(binary: &str, tmp: &TempDir, name: &str) -> Vec<String> {
     server.signal(libc::SIGHUP);
     wait_sole_generation(&status, 2);
     server.signal(libc::SIGTERM);
-    assert_eq!(server.wait_exit().code(), Some(0), "{binary}: {}", server.log());
+    assert_eq!(
+        server.wait_exit().code(),
+        Some(0),
+        "{binary}: {}",
+        server.log()
+    );
     normalized(&server.log())
 }
 

@@ -1,0 +1,126 @@
+//! Sockets inherited from systemd (socket activation): `LISTEN_FDS` sockets at fds 3.. with
+//! `LISTEN_PID` and `LISTEN_FDNAMES`. Each is checked to be a socket and described by its address,
+//! in the forms clients of `SERVER_STARTER_PORT` already parse.
+//!
+//! Reading the variables is left to `sd-notify`'s `listen_fds_with_names` (checks `LISTEN_PID`,
+//! parses the count and names, marks the fds close-on-exec). The `listenfd` crate is not used:
+//! it ignores `LISTEN_FDNAMES`, accepts a missing `LISTEN_PID` and edits the process environment.
+
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, AddressFamily, SockType, SockaddrLike, SockaddrStorage, sockopt};
+
+use crate::error::{Error, Result};
+
+/// Where an inherited socket listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// TCP or UDP on an IP address.
+    Ip(SocketAddr),
+    /// A unix socket with a path.
+    Path(PathBuf),
+    /// A unix socket in the abstract namespace (`@name`), or unnamed.
+    OtherUnix(String),
+}
+
+/// A socket systemd handed over.
+#[derive(Debug)]
+pub struct Inherited {
+    /// The socket (close-on-exec).
+    pub fd: OwnedFd,
+    /// Its name in `LISTEN_FDNAMES` (the socket unit's name or its `FileDescriptorName=`).
+    pub name: String,
+    /// What it is bound to.
+    pub address: Address,
+    /// A datagram socket (UDP, or a unix datagram socket).
+    pub datagram: bool,
+}
+
+impl Inherited {
+    /// The `SERVER_STARTER_PORT` key: `0.0.0.0:80`, `[::]:443`, `/run/app.sock`.
+    pub fn key(&self) -> String {
+        match &self.address {
+            Address::Ip(addr) => addr.to_string(),
+            Address::Path(path) => path.display().to_string(),
+            Address::OtherUnix(name) => name.clone(),
+        }
+    }
+}
+
+/// Takes the sockets systemd passed to this process, if any. The variables themselves are left
+/// for `config` to remove from what workers get.
+pub fn take_from_env() -> Result<Vec<Inherited>> {
+    let listed = sd_notify::listen_fds_with_names().map_err(|e| {
+        let show = |name: &str| {
+            std::env::var(name).map_or_else(|_| "(unset)".to_string(), |v| format!("{v:?}"))
+        };
+        Error::usage(format!(
+            "bad socket activation variables LISTEN_FDS={}, LISTEN_PID={}, LISTEN_FDNAMES={}: \
+             {e}; they must come from systemd (or systemd-socket-activate)",
+            show("LISTEN_FDS"),
+            show("LISTEN_PID"),
+            show("LISTEN_FDNAMES"),
+        ))
+    })?;
+    let mut inherited = Vec::new();
+    for (fd, name) in listed {
+        inherited.push(describe(fd, name)?);
+    }
+    Ok(inherited)
+}
+
+fn describe(fd: RawFd, name: String) -> Result<Inherited> {
+    let bad = |what: String| {
+        Error::usage(format!(
+            "LISTEN_FDS: fd {fd} ({name:?}) {what}; systemd passes sockets only"
+        ))
+    };
+    // SAFETY: the fd was handed to this process by LISTEN_FDS and sd-notify checked it is open;
+    // from here on we own it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let kind = match socket::getsockopt(&fd, sockopt::SockType) {
+        Ok(kind) => kind,
+        Err(Errno::ENOTSOCK) => return Err(bad("is not a socket".into())),
+        Err(e) => return Err(bad(format!("cannot be inspected ({})", e.desc()))),
+    };
+    let local: SockaddrStorage = socket::getsockname(fd.as_raw_fd())
+        .map_err(|e| bad(format!("has no address ({})", e.desc())))?;
+    let address = match local.family() {
+        Some(AddressFamily::Inet) => {
+            let v4 = local.as_sockaddr_in().map(|a| SocketAddrV4::from(*a));
+            Address::Ip(
+                v4.ok_or_else(|| bad("has an unreadable address".into()))?
+                    .into(),
+            )
+        }
+        Some(AddressFamily::Inet6) => {
+            let v6 = local.as_sockaddr_in6().map(|a| SocketAddrV6::from(*a));
+            Address::Ip(
+                v6.ok_or_else(|| bad("has an unreadable address".into()))?
+                    .into(),
+            )
+        }
+        Some(AddressFamily::Unix) => {
+            let unix = local
+                .as_unix_addr()
+                .ok_or_else(|| bad("has an unreadable address".into()))?;
+            match (unix.path(), unix.as_abstract()) {
+                (Some(path), _) => Address::Path(path.to_path_buf()),
+                (None, Some(name)) => {
+                    Address::OtherUnix(format!("@{}", String::from_utf8_lossy(name)))
+                }
+                (None, None) => Address::OtherUnix(name.clone()),
+            }
+        }
+        other => return Err(bad(format!("is of an unsupported family ({other:?})"))),
+    };
+    Ok(Inherited {
+        fd,
+        name,
+        address,
+        datagram: kind == SockType::Datagram,
+    })
+}
