@@ -46,7 +46,7 @@ pub fn stderr_is_journal() -> bool {
         return false;
     };
     match nix::sys::stat::fstat(std::io::stderr()) {
-        Ok(stat) => dev.parse() == Ok(stat.st_dev as u64) && ino.parse() == Ok(stat.st_ino as u64),
+        Ok(stat) => dev.parse() == Ok(stat.st_dev) && ino.parse() == Ok(stat.st_ino),
         Err(_) => false,
     }
 }
