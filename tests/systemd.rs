@@ -1,0 +1,473 @@
+//! The systemd side without PID-1 systemd: `systemd-socket-activate` hands over sockets, a
+//! test-owned datagram socket plays `NOTIFY_SOCKET`, and `JOURNAL_STREAM` decides the log target.
+
+mod common;
+
+use std::fs;
+use std::net::TcpStream;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+
+/// start_server under `systemd-socket-activate -l ADDR... --fdname=NAMES`, with the report
+/// worker; connects once to the first address, which is what makes it start.
+fn activated(
+    tmp: &TempDir,
+    listen: &[String],
+    names: &str,
+    options: &[String],
+    env: &[(&str, String)],
+) -> (Server, String) {
+    let mut command = Command::new("systemd-socket-activate");
+    for address in listen {
+        command.arg(format!("--listen={address}"));
+    }
+    command.arg(format!("--fdname={names}"));
+    command.arg(format!("--setenv=REPORT={}", tmp.path("report").display()));
+    for (name, _) in env {
+        command.arg(format!("--setenv={name}"));
+    }
+    command.arg(bin()).args(options);
+    command
+        .arg("--")
+        .arg(tmp.script("report.py", REPORT_WORKER));
+    let server = Server::spawn(command, env);
+    let first = if listen[0].contains(':') {
+        listen[0].clone()
+    } else {
+        format!("127.0.0.1:{}", listen[0])
+    };
+    wait_until("systemd-socket-activate to listen", || {
+        TcpStream::connect(&first).ok()
+    });
+    let report = wait_until("the worker's report", || {
+        fs::read_to_string(tmp.path("report")).ok()
+    });
+    (server, report)
+}
+
+fn env_value(report: &str, name: &str) -> Option<String> {
+    let needle = format!("\"{name}\": \"");
+    let at = report.find(&needle)? + needle.len();
+    Some(report[at..at + report[at..].find('"')?].to_string())
+}
+
+#[test]
+fn inherited_sockets_are_used_and_passed_on_with_bound_ones() {
+    let tmp = TempDir::new();
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let path = tmp.path("app.sock");
+    let (server, report) = activated(
+        &tmp,
+        &[
+            format!("127.0.0.1:{p1}"),
+            format!("[::1]:{p2}"),
+            path.display().to_string(),
+        ],
+        "web:web6:local",
+        &[
+            format!("--port=127.0.0.1:{p1}"),
+            format!("--port=127.0.0.1:{p3}"),
+        ],
+        &[],
+    );
+    // The named one keeps the key as written; the bound one follows; the inherited ones nobody
+    // named come last, keyed by their address.
+    assert_eq!(
+        env_value(&report, "SERVER_STARTER_PORT"),
+        Some(format!(
+            "127.0.0.1:{p1}=3;127.0.0.1:{p3}=4;[::1]:{p2}=5;{}=6",
+            path.display()
+        ))
+    );
+    for variable in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+        assert_eq!(
+            env_value(&report, variable),
+            None,
+            "{variable} must not leak"
+        );
+    }
+    let log = server.log();
+    assert!(
+        log.contains(&format!("using socket 127.0.0.1:{p1} (web) from systemd")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("using socket [::1]:{p2} (web6) from systemd")),
+        "{log}"
+    );
+    assert!(log.contains(&format!(
+        "using socket {} (local) from systemd",
+        path.display()
+    )));
+    assert!(report.contains("\"family\": \"AF_INET6\""));
+    assert!(report.contains("\"family\": \"AF_UNIX\""));
+}
+
+#[test]
+fn a_bare_port_matches_the_dual_stack_socket_of_listen_stream_port() {
+    let tmp = TempDir::new();
+    let port = free_port();
+    let (server, report) = activated(
+        &tmp,
+        &[format!("{port}")],
+        "http",
+        &[format!("--port={port}")],
+        &[],
+    );
+    assert_eq!(
+        env_value(&report, "SERVER_STARTER_PORT"),
+        Some(format!("{port}=3"))
+    );
+    assert!(
+        server
+            .log()
+            .contains(&format!("using socket [::]:{port} (http)"))
+    );
+}
+
+#[test]
+fn the_same_command_line_works_without_the_socket_unit() {
+    // Counterpart of the test above: no LISTEN_FDS, so start_server binds the port itself.
+    let tmp = TempDir::new();
+    let port = free_port();
+    let worker = tmp.script("report.py", REPORT_WORKER);
+    let _server = Server::start(
+        &args(&[
+            &format!("--port={port}"),
+            "--",
+            &worker.display().to_string(),
+        ]),
+        &[("REPORT", tmp.path("report").display().to_string())],
+    );
+    let report = wait_until("report", || fs::read_to_string(tmp.path("report")).ok());
+    assert_eq!(
+        env_value(&report, "SERVER_STARTER_PORT"),
+        Some(format!("{port}=3"))
+    );
+}
+
+/// Runs start_server from a shell snippet (to set LISTEN_PID=$$ and stray fds) and returns
+/// its exit code and stderr.
+fn from_shell(snippet: &str) -> (Option<i32>, String) {
+    let mut command = Command::new("/bin/sh");
+    command.args(["-c", snippet, "sh", bin()]);
+    let mut server = Server::spawn(command, &[]);
+    let status = server.wait_exit();
+    (status.code(), server.log())
+}
+
+#[test]
+fn bad_activation_variables_are_named_in_the_error() {
+    let (code, log) = from_shell(r#"LISTEN_PID=$$ LISTEN_FDS=abc exec "$1" -- /bin/true"#);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("LISTEN_FDS=\"abc\""), "{log}");
+    let (code, log) = from_shell(r#"exec 3<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "$1" -- /bin/true"#);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("LISTEN_FDS=\"1\""), "{log}");
+    let (code, log) =
+        from_shell(r#"exec 3</dev/null; LISTEN_PID=$$ LISTEN_FDS=1 exec "$1" -- /bin/true"#);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("LISTEN_FDS: fd 3"), "{log}");
+    assert!(log.contains("is not a socket"), "{log}");
+    let (code, log) = from_shell(
+        r#"LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=a:b exec "$1" -- /bin/true 3</dev/null"#,
+    );
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("LISTEN_FDNAMES=\"a:b\""), "{log}");
+}
+
+#[test]
+fn variables_for_another_pid_are_ignored_and_not_passed_on() {
+    let tmp = TempDir::new();
+    let worker = tmp.script("report.py", REPORT_WORKER);
+    let _server = Server::start(
+        &args(&["--", &worker.display().to_string()]),
+        &[
+            ("REPORT", tmp.path("report").display().to_string()),
+            ("LISTEN_PID", "1".into()),
+            ("LISTEN_FDS", "1".into()),
+        ],
+    );
+    let report = wait_until("report", || fs::read_to_string(tmp.path("report")).ok());
+    assert_eq!(env_value(&report, "SERVER_STARTER_PORT"), None);
+    assert_eq!(env_value(&report, "LISTEN_FDS"), None);
+}
+
+/// A test-owned notification socket collecting what start_server sends.
+struct NotifySocket {
+    messages: Arc<Mutex<Vec<String>>>,
+    address: String,
+}
+
+impl NotifySocket {
+    fn at_path(path: &Path) -> NotifySocket {
+        Self::collect(
+            UnixDatagram::bind(path).unwrap(),
+            path.display().to_string(),
+        )
+    }
+
+    fn abstract_name(name: &str) -> NotifySocket {
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        Self::collect(UnixDatagram::bind_addr(&addr).unwrap(), format!("@{name}"))
+    }
+
+    fn collect(socket: UnixDatagram, address: String) -> NotifySocket {
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&messages);
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 65536];
+            while let Ok(n) = socket.recv(&mut buffer) {
+                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                sink.lock().unwrap().push(text);
+            }
+        });
+        NotifySocket { messages, address }
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Waits for a datagram containing every one of `lines`; returns it.
+    fn wait_for(&self, lines: &[&str]) -> String {
+        wait_until(&format!("a notification with {lines:?}"), || {
+            self.all()
+                .into_iter()
+                .find(|m| lines.iter().all(|l| m.lines().any(|x| x.starts_with(l))))
+        })
+    }
+}
+
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+fn notify_scenario(notify: &NotifySocket) {
+    let tmp = TempDir::new();
+    let port = free_port();
+    let mut server = Server::start(
+        &args(&[
+            &format!("--port=127.0.0.1:{port}"),
+            &tmp.arg("--status-file", "status"),
+            "--interval=0.2",
+            "--",
+            &tmp.script("worker.py", HTTP_WORKER).display().to_string(),
+        ]),
+        &[
+            ("NOTIFY_SOCKET", notify.address.clone()),
+            ("FAIL_IF_EXISTS", tmp.path("fail").display().to_string()),
+        ],
+    );
+    let (_, pid1) = wait_sole_generation(&tmp.path("status"), 1);
+    let ready = notify.wait_for(&["READY=1"]);
+    assert!(
+        ready.contains(&format!("STATUS=generation 1 (pid {pid1}) serving")),
+        "{ready}"
+    );
+
+    // A good reload: RELOADING=1 with a plausible MONOTONIC_USEC, then READY=1 for generation 2.
+    let before = monotonic_usec();
+    server.signal(libc::SIGHUP);
+    let reloading = notify.wait_for(&["RELOADING=1", "MONOTONIC_USEC="]);
+    let after = monotonic_usec();
+    let stamp: u64 = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|v| v.parse().ok())
+        .expect("MONOTONIC_USEC value");
+    assert!(
+        before <= stamp && stamp <= after,
+        "{before} <= {stamp} <= {after}"
+    );
+    let (_, pid2) = wait_sole_generation(&tmp.path("status"), 2);
+    notify.wait_for(&[
+        "READY=1",
+        &format!("STATUS=generation 2 (pid {pid2}) serving"),
+    ]);
+
+    // A failed reload ends with READY=1 too, and STATUS says the old generation still serves.
+    fs::write(tmp.path("fail"), "").unwrap();
+    server.signal(libc::SIGHUP);
+    let failed = notify.wait_for(&["READY=1", "STATUS=reload failed: generation 3"]);
+    assert!(
+        failed.contains(&format!("generation 2 (pid {pid2}) still serving")),
+        "{failed}"
+    );
+
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    notify.wait_for(&["STOPPING=1"]);
+    // Workers never see start_server's NOTIFY_SOCKET.
+    let environ = fs::read(format!("/proc/{pid1}/environ")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&environ).contains("NOTIFY_SOCKET"));
+}
+
+#[test]
+fn notifications_to_a_socket_path() {
+    let tmp = TempDir::new();
+    let notify = NotifySocket::at_path(&tmp.path("notify"));
+    notify_scenario(&notify);
+}
+
+#[test]
+fn notifications_to_an_abstract_socket() {
+    let notify = NotifySocket::abstract_name(&format!("ss-test-notify-{}", std::process::id()));
+    notify_scenario(&notify);
+}
+
+#[test]
+fn watchdog_pings_at_half_the_timeout_when_it_is_ours() {
+    let tmp = TempDir::new();
+    let notify = NotifySocket::at_path(&tmp.path("notify"));
+    let _server = Server::start(
+        &args(&["--interval=0.1", "--", "/bin/sleep", "600"]),
+        &[
+            ("NOTIFY_SOCKET", notify.address.clone()),
+            ("WATCHDOG_USEC", "200000".into()),
+        ],
+    );
+    wait_until("three WATCHDOG=1", || {
+        (notify
+            .all()
+            .iter()
+            .filter(|m| m.contains("WATCHDOG=1"))
+            .count()
+            >= 3)
+            .then_some(())
+    });
+    let other = TempDir::new();
+    let quiet = NotifySocket::at_path(&other.path("notify"));
+    let quiet_server = Server::start(
+        &args(&["--interval=0.1", "--", "/bin/sleep", "600"]),
+        &[
+            ("NOTIFY_SOCKET", quiet.address.clone()),
+            ("WATCHDOG_USEC", "200000".into()),
+            ("WATCHDOG_PID", "1".into()),
+        ],
+    );
+    quiet.wait_for(&["READY=1"]);
+    // Two more generations take at least two 0.1 s intervals: a 0.1 s watchdog would show.
+    for generation in 2..=3 {
+        quiet_server.signal(libc::SIGHUP);
+        quiet.wait_for(&[&format!("STATUS=generation {generation} ")]);
+    }
+    assert!(!quiet.all().iter().any(|m| m.contains("WATCHDOG=1")));
+}
+
+#[test]
+fn without_notify_socket_nothing_is_sent_and_nothing_fails() {
+    let tmp = TempDir::new();
+    let mut server = Server::start(
+        &args(&[
+            &tmp.arg("--status-file", "status"),
+            "--interval=0.1",
+            "--",
+            "/bin/sleep",
+            "600",
+        ]),
+        &[],
+    );
+    wait_sole_generation(&tmp.path("status"), 1);
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(!server.log().contains("notify"), "{}", server.log());
+}
+
+/// Runs start_server inside a private mount namespace where a stand-in journald listens on
+/// /run/systemd/journal/socket; returns (what reached the journal, start_server's stderr).
+fn with_fake_journal(journal_stream_matches: bool) -> (String, String) {
+    let tmp = TempDir::new();
+    let helper = tmp.script(
+        "journal.py",
+        r#"#!/usr/bin/env python3
+import os, socket, subprocess, sys, time
+os.makedirs("/run/systemd/journal", exist_ok=True)
+journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+journal.bind("/run/systemd/journal/socket")
+journal.settimeout(0.2)
+def fields(datagram):
+    # journald's native protocol: KEY=VALUE lines, or KEY, newline, 64-bit length, VALUE.
+    out, i = [], 0
+    while i < len(datagram):
+        nl = datagram.index(b"\n", i)
+        line = datagram[i:nl]
+        if b"=" in line:
+            out.append(line.decode())
+            i = nl + 1
+        else:
+            size = int.from_bytes(datagram[nl + 1:nl + 9], "little")
+            out.append(line.decode() + "=" + datagram[nl + 9:nl + 9 + size].decode())
+            i = nl + 9 + size + 1
+    return "\n".join(out)
+err = open(sys.argv[1], "w")
+st = os.fstat(err.fileno())
+env = dict(os.environ)
+env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino) if sys.argv[3] == "yes" else "1:1"
+server = subprocess.Popen([sys.argv[2], "--interval=0.1", "--", "/bin/sleep", "600"],
+                          stderr=err, env=env)
+entries, deadline = [], time.time() + 30
+while time.time() < deadline and not any(b"new worker is now running" in e for e in entries):
+    try:
+        entries.append(journal.recv(65536))
+    except socket.timeout:
+        if open(sys.argv[1]).read().count("new worker is now running"):
+            break
+server.terminate()
+server.wait()
+sys.stdout.write("\n--\n".join(fields(e) for e in entries))
+"#,
+    );
+    let root = unsafe { libc::geteuid() } == 0;
+    let output = Command::new("unshare")
+        .args(if root { vec!["-m"] } else { vec!["-rm"] })
+        .args([
+            "sh",
+            "-c",
+            r#"mount -t tmpfs tmpfs /run && exec "$@""#,
+            "sh",
+            &helper.display().to_string(),
+            &tmp.path("stderr").display().to_string(),
+            bin(),
+            if journal_stream_matches { "yes" } else { "no" },
+        ])
+        .output()
+        .expect("run unshare");
+    assert!(output.status.success(), "{output:?}");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        fs::read_to_string(tmp.path("stderr")).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn logs_go_natively_to_the_journal_when_stderr_is_the_journal() {
+    let (journal, stderr) = with_fake_journal(true);
+    assert!(!stderr.contains("starting new worker"), "stderr: {stderr}");
+    let entry = journal
+        .split("\n--\n")
+        .find(|e| e.contains("MESSAGE=starting new worker"))
+        .unwrap_or_else(|| panic!("no journal entry: {journal}"));
+    assert!(entry.contains("SYSLOG_IDENTIFIER=start_server"), "{entry}");
+    assert!(entry.contains("PRIORITY=5"), "info level: {entry}");
+    assert!(entry.contains("GENERATION=1"), "{entry}");
+    assert!(entry.contains("WORKER_PID="), "{entry}");
+}
+
+#[test]
+fn logs_stay_on_stderr_when_journal_stream_is_not_stderr() {
+    let (journal, stderr) = with_fake_journal(false);
+    assert!(stderr.contains("starting new worker"), "stderr: {stderr}");
+    assert!(!journal.contains("MESSAGE="), "{journal}");
+}
