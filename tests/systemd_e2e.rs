@@ -1,0 +1,160 @@
+//! End-to-end under a real systemd (PID 1 of a throw-away container, systemd 257), with the unit
+//! files shipped in `systemd/`: socket activation, `systemctl reload`, `status`, `journalctl`,
+//! `stop`. Needs root and `../shared/systemd/run-in-systemd` (as CI has).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+const RUN_IN_SYSTEMD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/systemd/run-in-systemd"
+);
+
+/// Common shell helpers for the scenarios.
+const PRELUDE: &str = r#"set -euo pipefail
+fail() { echo "FAIL: $*"; systemctl status --no-pager -l 'myapp*' 'server-starter*' 2>&1 | tail -30; exit 1; }
+wait_for() { for _ in $(seq 300); do if eval "$1"; then return 0; fi; sleep 0.1; done; fail "timed out: $1"; }
+field() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$2"; }
+install -m 755 /src/start_server /usr/bin/start_server
+install -m 755 /src/worker.py /usr/local/bin/myapp
+"#;
+
+/// Boots the container with the binary, the test worker and the unit files, runs `scenario`,
+/// and returns its output; fails the test if the scenario failed.
+fn run_scenario(scenario: &str) -> String {
+    assert!(
+        Path::new(RUN_IN_SYSTEMD).exists(),
+        "{RUN_IN_SYSTEMD} is missing: these tests need the shared harness beside the checkout"
+    );
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "run-in-systemd needs root");
+    let tmp = TempDir::new();
+    fs::copy(bin(), tmp.path("start_server")).expect("copy the binary");
+    tmp.script("worker.py", HTTP_WORKER);
+    let units = tmp.path("units");
+    fs::create_dir_all(units.join("older-systemd")).unwrap();
+    for unit in [
+        "myapp.socket",
+        "myapp.service",
+        "older-systemd/myapp.service",
+        "server-starter@.socket",
+        "server-starter@.service",
+        "server-starter.env.example",
+    ] {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("systemd")
+            .join(unit);
+        fs::copy(&shipped, units.join(unit)).expect("copy a unit file");
+    }
+    let script = tmp.path("scenario.sh");
+    fs::write(&script, format!("{PRELUDE}{scenario}\necho SCENARIO-OK\n")).unwrap();
+    let output = Command::new(RUN_IN_SYSTEMD)
+        .arg("--bind")
+        .arg(format!("{}:/src", tmp.0.display()))
+        .arg(&script)
+        .output()
+        .expect("run run-in-systemd");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.contains("SCENARIO-OK"),
+        "scenario failed ({:?}):\n{text}",
+        output.status
+    );
+    text
+}
+
+#[test]
+fn notify_reload_units_serve_reload_report_and_stop_cleanly() {
+    run_scenario(
+        r#"
+cp /src/units/myapp.socket /src/units/myapp.service /etc/systemd/system/
+mkdir -p /etc/systemd/system/myapp.service.d
+printf '[Service]\nEnvironment=FAIL_IF_EXISTS=/run/myapp-fail\n' > /etc/systemd/system/myapp.service.d/test.conf
+systemctl daemon-reload
+systemctl start myapp.socket
+systemctl is-active -q myapp.service && fail "the service ran before any connection"
+first=$(curl -sf --max-time 30 http://127.0.0.1:8080/) || fail "no answer through the socket"
+[[ $first == *gen=1* ]] || fail "first answer: $first"
+wait_for 'systemctl is-active -q myapp.service'
+pid1=$(field pid "$first")
+
+systemctl reload myapp.service
+second=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
+pid2=$(field pid "$second")
+[[ $second == *gen=2* && $pid2 != "$pid1" ]] || fail "reload returned before generation 2 served: $second"
+systemctl status --no-pager myapp.service | grep -F "Status: \"generation 2 (pid $pid2) serving\"" \
+  || fail "status does not show ours"
+journal=$(journalctl -u myapp.service -o verbose --no-pager)
+grep -q 'SYSLOG_IDENTIFIER=start_server' <<<"$journal" || fail "no entries of start_server"
+grep -q 'MESSAGE=new worker is now running' <<<"$journal" || fail "no structured message"
+grep -q 'GENERATION=2' <<<"$journal" || fail "no GENERATION field"
+grep -q "WORKER_PID=$pid2" <<<"$journal" || fail "no WORKER_PID field"
+
+touch /run/myapp-fail
+systemctl reload myapp.service
+systemctl is-active -q myapp.service || fail "a failed reload made the unit inactive"
+third=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
+[[ $(field pid "$third") == "$pid2" ]] || fail "the old generation no longer serves: $third"
+systemctl status --no-pager myapp.service | grep -F "reload failed" || fail "status does not say the reload failed"
+rm /run/myapp-fail
+
+systemctl stop myapp.service myapp.socket
+if pgrep -f /usr/local/bin/myapp; then fail "workers left behind"; fi
+if pgrep -x start_server; then fail "start_server left behind"; fi
+"#,
+    );
+}
+
+#[test]
+fn older_systemd_unit_reloads_through_start_server_restart() {
+    run_scenario(
+        r#"
+cp /src/units/myapp.socket /etc/systemd/system/
+cp /src/units/older-systemd/myapp.service /etc/systemd/system/
+systemctl daemon-reload
+systemctl start myapp.socket
+first=$(curl -sf --max-time 30 http://127.0.0.1:8080/) || fail "no answer through the socket"
+wait_for 'systemctl is-active -q myapp.service'
+systemctl reload myapp.service
+second=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
+[[ $second == *gen=2* && $(field pid "$second") != $(field pid "$first") ]] \
+  || fail "ExecReload returned before generation 2 served: $first / $second"
+systemctl stop myapp.service myapp.socket
+if pgrep -f /usr/local/bin/myapp; then fail "workers left behind"; fi
+"#,
+    );
+}
+
+#[test]
+fn template_units_run_an_application_from_its_environment_file() {
+    run_scenario(
+        r#"
+cp /src/units/server-starter@.socket /src/units/server-starter@.service /etc/systemd/system/
+mkdir -p /etc/server-starter
+printf 'APP_COMMAND=/usr/local/bin/myapp\nSTART_SERVER_OPTIONS=--interval=0.5 --signal-on-hup=TERM\n' \
+  > /etc/server-starter/demo.env
+systemctl daemon-reload
+systemctl start server-starter@demo.socket
+ask() { curl -sf --max-time 30 --unix-socket /run/server-starter/demo.sock http://localhost/; }
+first=$(ask) || fail "no answer through the instance's socket"
+[[ $first == *gen=1* ]] || fail "first: $first"
+wait_for 'systemctl is-active -q server-starter@demo.service'
+systemctl reload server-starter@demo.service
+second=$(ask)
+[[ $second == *gen=2* ]] || fail "after reload: $second"
+journalctl -u server-starter@demo.service --no-pager | grep -q "using socket /run/server-starter/demo.sock (demo) from systemd" \
+  || fail "the inherited socket is not in the log"
+systemctl stop server-starter@demo.service server-starter@demo.socket
+if pgrep -f /usr/local/bin/myapp; then fail "workers left behind"; fi
+"#,
+    );
+}
