@@ -10,40 +10,42 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 
-use server_starter::port_env;
+use server_starter::listeners::Listeners;
 
 fn main() {
-    let value = std::env::var(port_env::VAR).unwrap_or_else(|_| {
-        eprintln!(
-            "hello_worker: {} is not set; run me under start_server",
-            port_env::VAR
-        );
-        std::process::exit(2);
-    });
-    let entries = port_env::parse(&value).unwrap_or_else(|e| {
+    let mut sockets = Listeners::from_env().unwrap_or_else(|e| {
         eprintln!("hello_worker: {e}");
         std::process::exit(2);
     });
+    let mut listeners: Vec<(String, TcpListener)> = Vec::new();
+    for index in 0..sockets.len() {
+        let name = sockets.name(index).unwrap_or_default().to_string();
+        match sockets.take_tcp_listener(index) {
+            Ok(Some(listener)) => listeners.push((name, listener)),
+            Ok(None) => {}
+            Err(e) => eprintln!("hello_worker: skipping {name}: {e}"),
+        }
+    }
     let generation = std::env::var("SERVER_STARTER_GENERATION").unwrap_or_default();
-    // SAFETY: start_server hands these fds to us and nothing else in this process uses them.
-    let listeners: Vec<TcpListener> = entries
-        .iter()
-        .filter(|e| !e.key.starts_with('/'))
-        .map(|e| unsafe { TcpListener::from_raw_fd(e.fd) })
-        .collect();
     let terminate = block_and_watch_sigterm();
     let mut fds: Vec<libc::pollfd> = std::iter::once(terminate)
-        .chain(listeners.iter().map(|l| l.as_raw_fd()))
+        .chain(listeners.iter().map(|(_, l)| l.as_raw_fd()))
         .map(|fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
         })
         .collect();
+    for (_, listener) in &listeners {
+        // Several generations share each socket: never block in accept on a connection that
+        // another worker took first.
+        let _ = listener.set_nonblocking(true);
+    }
     let pid = std::process::id();
-    eprintln!("hello_worker: pid {pid}, generation {generation}, serving {value}");
+    let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
+    eprintln!("hello_worker: pid {pid}, generation {generation}, serving {names:?}");
     loop {
         // SAFETY: a valid array of pollfds.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -54,17 +56,18 @@ fn main() {
             eprintln!("hello_worker: pid {pid} got SIGTERM, exiting");
             return;
         }
-        for (pollfd, listener) in fds[1..].iter().zip(&listeners) {
-            if pollfd.revents != 0
-                && let Ok((stream, _)) = listener.accept()
-            {
-                answer(stream, pid, &generation);
+        for (pollfd, (_, listener)) in fds[1..].iter().zip(&listeners) {
+            if pollfd.revents != 0 {
+                if let Ok((stream, _)) = listener.accept() {
+                    answer(stream, pid, &generation);
+                }
             }
         }
     }
 }
 
 fn answer(mut stream: TcpStream, pid: u32, generation: &str) {
+    let _ = stream.set_nonblocking(false);
     let mut request = [0u8; 4096];
     let _ = stream.read(&mut request);
     let body = format!("Hello from pid {pid}, generation {generation}\n");

@@ -94,6 +94,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub kill_old_delay: Option<Duration>,
 
+    /// Do not also describe the sockets to workers with LISTEN_FDS, LISTEN_PID and
+    /// LISTEN_FDNAMES (the systemd convention); SERVER_STARTER_PORT only.
+    #[arg(long)]
+    pub no_listen_fds: bool,
+
     /// Ask the running start_server (found by --pid-file) for a graceful restart and wait until
     /// the new generation is the only one in --status-file.
     #[arg(long, conflicts_with = "stop")]

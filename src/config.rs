@@ -38,6 +38,8 @@ pub struct Config {
     pub log: Option<LogTarget>,
     /// `--daemonize`.
     pub daemonize: bool,
+    /// Describe the sockets with `LISTEN_*` too (unless `--no-listen-fds`).
+    pub listen_fds: bool,
     /// The server program and its arguments.
     pub command: Vec<OsString>,
     /// The environment every worker starts from (the envdir goes on top at each spawn).
@@ -147,6 +149,7 @@ impl Config {
             envdir: cli.envdir,
             log: cli.log_file.as_deref().map(LogTarget::parse),
             daemonize: cli.daemonize,
+            listen_fds: !cli.no_listen_fds,
             command: cli.command,
             base_env,
             inherited,

@@ -28,6 +28,8 @@ pub struct Runtime {
     pub layout: FdLayout,
     /// `SERVER_STARTER_PORT`, absent when there are no sockets.
     pub port_env: Option<String>,
+    /// `LISTEN_FDS` and `LISTEN_FDNAMES` (plus `LISTEN_PID`, set in the child), when they apply.
+    pub listen_env: Option<(String, String)>,
     /// The server program and its arguments.
     pub command: Vec<OsString>,
     /// The workers' directory.
@@ -167,6 +169,10 @@ impl Runtime {
         if let Some(ports) = &self.port_env {
             env.insert("SERVER_STARTER_PORT".into(), ports.into());
         }
+        if let Some((count, names)) = &self.listen_env {
+            env.insert("LISTEN_FDS".into(), count.into());
+            env.insert("LISTEN_FDNAMES".into(), names.into());
+        }
         env.insert(
             "SERVER_STARTER_GENERATION".into(),
             generation.to_string().into(),
@@ -202,6 +208,7 @@ impl Runtime {
                 .map(|d| spawn::c_string(d.clone().into_os_string(), "--dir"))
                 .transpose()?,
             nofile: self.nofile,
+            listen_pid: self.listen_env.is_some(),
         };
         spawn::spawn(&self.layout, &launch)
     }

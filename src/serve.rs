@@ -2,6 +2,7 @@
 //! redirection, daemonize, pid), the event loop, then clean-up. Each resource is a guard, so an
 //! error at any step removes what the steps before it created.
 
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use tracing::info;
@@ -42,10 +43,15 @@ pub fn serve(config: Config) -> Result<()> {
     for fd in explicit {
         info!("socket is duplicated to file descriptor {fd}");
     }
+    let listen_env = if config.listen_fds {
+        listen_fds_env(&described)
+    } else {
+        None
+    };
     let port_env = (!described.is_empty()).then(|| {
         let entries: Vec<_> = described
             .into_iter()
-            .map(|(key, fd)| server_starter::port_env::PortEntry { key, fd })
+            .map(|(key, fd, _)| server_starter::port_env::PortEntry { key, fd })
             .collect();
         server_starter::port_env::format(&entries)
     });
@@ -63,6 +69,7 @@ pub fn serve(config: Config) -> Result<()> {
     let mut runtime = Runtime {
         layout,
         port_env,
+        listen_env,
         command: config.command,
         dir: config.dir,
         envdir: config.envdir,
@@ -82,6 +89,32 @@ pub fn serve(config: Config) -> Result<()> {
         event_loop::wait_for_logger(&mut signals, logger, Duration::from_secs(5));
     }
     Ok(())
+}
+
+/// `LISTEN_FDS` and `LISTEN_FDNAMES` for the workers, when the sockets sit at fds 3, 4, ... as
+/// the systemd convention requires (in fd order); `None`, with a notice, when `=FD` placed them
+/// otherwise.
+fn listen_fds_env(described: &[(String, RawFd, String)]) -> Option<(String, String)> {
+    if described.is_empty() {
+        return None;
+    }
+    let mut by_fd: Vec<&(String, RawFd, String)> = described.iter().collect();
+    by_fd.sort_by_key(|(_, fd, _)| *fd);
+    let start = server_starter::listen_fds::START;
+    if !by_fd
+        .iter()
+        .zip(start..)
+        .all(|((_, fd, _), want)| *fd == want)
+    {
+        info!(
+            "sockets are not at fds {start}..{} (--port=...=FD): workers get SERVER_STARTER_PORT \
+             only, not LISTEN_FDS",
+            start + described.len() as RawFd - 1
+        );
+        return None;
+    }
+    let names: Vec<&str> = by_fd.iter().map(|(_, _, name)| name.as_str()).collect();
+    Some((described.len().to_string(), names.join(":")))
 }
 
 /// Raises the soft open-file limit to the hard one, so that many sockets (each held at a high fd,

@@ -18,6 +18,7 @@ use tracing::warn;
 use crate::activation::{Address, Inherited};
 use crate::error::{Context, Error, Result};
 use crate::port_spec::{Host, PortSpec};
+use server_starter::listen_fds::name_for;
 
 /// A socket start_server holds for its workers.
 #[derive(Debug)]
@@ -28,6 +29,9 @@ pub struct Listener {
     pub fd: OwnedFd,
     /// The fd the operator asked for in the worker (`--port=...=FD`).
     pub requested_fd: Option<RawFd>,
+    /// Its name in the worker's `LISTEN_FDNAMES`: systemd's name for an inherited socket, the
+    /// key (made fit for that list) for one bound here.
+    pub fdname: String,
 }
 
 /// Everything bound at start-up. Dropping it removes the unix socket files it created, so an
@@ -64,14 +68,15 @@ pub fn bind_all(
         let taken = take_inherited(&mut inherited, |s| {
             s.datagram == spec.udp && matches_port(&s.address, addr, &spec.host)
         });
-        let fd = match taken {
-            Some(socket) => socket.fd,
-            None => bind_port(spec, addr, backlog)?,
+        let (fd, fdname) = match taken {
+            Some(socket) => (socket.fd, socket.name),
+            None => (bind_port(spec, addr, backlog)?, name_for(&spec.key)),
         };
         bound.listeners.push(Listener {
             key: spec.key.clone(),
             fd,
             requested_fd: spec.fd,
+            fdname,
         });
     }
     for path in paths {
@@ -79,14 +84,18 @@ pub fn bind_all(
         let taken = take_inherited(&mut inherited, |s| {
             !s.datagram && s.address == Address::Path(path.clone())
         });
-        let fd = match taken {
-            Some(socket) => socket.fd,
-            None => bind_unix(path, backlog, &mut bound.unix_paths)?,
+        let (fd, fdname) = match taken {
+            Some(socket) => (socket.fd, socket.name),
+            None => (
+                bind_unix(path, backlog, &mut bound.unix_paths)?,
+                name_for(&key),
+            ),
         };
         bound.listeners.push(Listener {
             key,
             fd,
             requested_fd: None,
+            fdname,
         });
     }
     for socket in inherited {
@@ -94,6 +103,7 @@ pub fn bind_all(
             key: socket.key(),
             fd: socket.fd,
             requested_fd: None,
+            fdname: socket.name,
         });
     }
     Ok(bound)

@@ -56,8 +56,9 @@ pub fn assign_fds(requested: &[(&str, Option<RawFd>)]) -> Result<Vec<RawFd>> {
 }
 
 impl FdLayout {
-    /// Assigns every socket its fd in the worker and parks it above all of them.
-    pub fn new(listeners: Vec<Listener>) -> Result<(FdLayout, Vec<(String, RawFd)>)> {
+    /// Assigns every socket its fd in the worker and parks it above all of them. Returns the
+    /// layout and, in command-line order, each socket's key, fd in the worker and fd name.
+    pub fn new(listeners: Vec<Listener>) -> Result<(FdLayout, Vec<(String, RawFd, String)>)> {
         let requested: Vec<(&str, Option<RawFd>)> = listeners
             .iter()
             .map(|l| (l.key.as_str(), l.requested_fd))
@@ -74,7 +75,7 @@ impl FdLayout {
                     listener.key
                 ))
             })?;
-            described.push((listener.key, target));
+            described.push((listener.key, target, listener.fdname));
             slots.push((parked, target));
         }
         Ok((FdLayout { slots, floor }, described))
@@ -104,6 +105,8 @@ pub struct Launch {
     pub dir: Option<CString>,
     /// Open-file limit to give back to the worker (start_server raises its own).
     pub nofile: libc::rlimit,
+    /// Add `LISTEN_PID=<the worker's pid>` to the environment (known only after fork).
+    pub listen_pid: bool,
 }
 
 /// Turns an OS string into a C string, refusing interior NULs with a message naming `what`.
@@ -111,6 +114,7 @@ pub fn c_string(value: OsString, what: &str) -> std::result::Result<CString, Str
     CString::new(value.into_vec()).map_err(|_| format!("{what} contains a NUL byte"))
 }
 
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
 const STAGE_CHDIR: u8 = 1;
 const STAGE_DUP: u8 = 2;
 const STAGE_EXEC: u8 = 3;
@@ -118,7 +122,15 @@ const STAGE_EXEC: u8 = 3;
 /// Forks and execs one worker. Returns its pid once exec succeeded, or why it did not.
 pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, String> {
     let argv = null_terminated(&launch.argv);
-    let envp = null_terminated(&launch.env);
+    let mut envp = null_terminated(&launch.env);
+    // LISTEN_PID's value is the child's pid: the child writes it into this buffer (its own
+    // copy) with plain stores, which is async-signal-safe.
+    let mut listen_pid = [0u8; 32];
+    listen_pid[..LISTEN_PID.len()].copy_from_slice(LISTEN_PID);
+    let listen_pid: *mut u8 = listen_pid.as_mut_ptr();
+    if launch.listen_pid {
+        envp.insert(envp.len() - 1, listen_pid.cast_const().cast());
+    }
     let (report_read, report_write) = report_pipe(layout.floor).map_err(|e| e.to_string())?;
     let slots: Vec<(RawFd, RawFd)> = layout
         .slots
@@ -133,7 +145,16 @@ pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, Str
     }
     if pid == 0 {
         // SAFETY: see above; in the child of fork.
-        unsafe { exec_child(launch, &slots, &argv, &envp, report_write.as_raw_fd()) }
+        unsafe {
+            exec_child(
+                launch,
+                &slots,
+                &argv,
+                &envp,
+                listen_pid,
+                report_write.as_raw_fd(),
+            )
+        }
     }
     drop(report_write);
     let mut report = [0u8; 5];
@@ -198,10 +219,14 @@ unsafe fn exec_child(
     slots: &[(RawFd, RawFd)],
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
+    listen_pid: *mut u8,
     report: RawFd,
 ) -> ! {
     // SAFETY (whole body): plain system calls on prepared, valid pointers.
     unsafe {
+        if launch.listen_pid {
+            write_decimal(listen_pid.add(LISTEN_PID.len()), libc::getpid());
+        }
         if let Some(dir) = &launch.dir
             && libc::chdir(dir.as_ptr()) != 0
         {
@@ -220,6 +245,28 @@ unsafe fn exec_child(
         libc::execve(launch.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail(report, STAGE_EXEC)
     }
+}
+
+/// Writes `value` in decimal, NUL-terminated, at `out` (room for 11 bytes needed), without
+/// allocating.
+unsafe fn write_decimal(out: *mut u8, value: libc::pid_t) {
+    let mut digits = [0u8; 10];
+    let mut n = value.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        // SAFETY: the caller gives room for 10 digits and the NUL.
+        unsafe { *out.add(i) = digits[len - 1 - i] };
+    }
+    // SAFETY: as above.
+    unsafe { *out.add(len) = 0 };
 }
 
 unsafe fn fail(report: RawFd, stage: u8) -> ! {
@@ -243,6 +290,22 @@ mod tests {
         assert_eq!(fds.unwrap(), vec![3, 4, 5, 0]);
         let fds = assign_fds(&[("a", Some(3)), ("b", None), ("c", None)]);
         assert_eq!(fds.unwrap(), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn decimal_without_allocation() {
+        let mut buffer = [0xffu8; 12];
+        for (value, text) in [
+            (0, "0"),
+            (7, "7"),
+            (4194304, "4194304"),
+            (i32::MAX, "2147483647"),
+        ] {
+            // SAFETY: 12 bytes of room.
+            unsafe { write_decimal(buffer.as_mut_ptr(), value) };
+            let end = buffer.iter().position(|b| *b == 0).unwrap();
+            assert_eq!(&buffer[..end], text.as_bytes());
+        }
     }
 
     #[test]

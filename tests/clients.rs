@@ -17,7 +17,7 @@ fn serving(tmp: &TempDir, port: u16, extra: &[&str]) -> Server {
     ];
     a.extend(args(extra));
     a.push("--".into());
-    a.push(tmp.script("worker.py", HTTP_WORKER).display().to_string());
+    a.push(tmp.http_worker().display().to_string());
     Server::start(&a, &[])
 }
 
@@ -197,7 +197,7 @@ fn single_dash_long_options_and_option_abbreviations_work() {
             "0.1",
             &format!("--status={}", tmp.path("status").display()),
             "--",
-            &tmp.script("worker.py", HTTP_WORKER).display().to_string(),
+            &tmp.http_worker().display().to_string(),
         ]),
         &[],
     );

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use common::*;
 
 fn http_server(tmp: &TempDir, port: u16, extra: &[&str]) -> Server {
-    let worker = tmp.script("worker.py", HTTP_WORKER);
+    let worker = tmp.http_worker();
     let mut a = vec![
         format!("--port=127.0.0.1:{port}"),
         tmp.arg("--status-file", "status"),
@@ -200,7 +200,7 @@ fn signal_on_hup_and_kill_old_delay() {
             "--signal-on-hup=usr2".into(),
             "--kill-old-delay=1".into(),
             "--".into(),
-            tmp.script("worker.py", HTTP_WORKER).display().to_string(),
+            tmp.http_worker().display().to_string(),
         ],
         &[
             ("SIGNAL_LOG", tmp.path("signals").display().to_string()),
@@ -247,7 +247,7 @@ fn auto_restart_replaces_the_worker_periodically() {
 fn auto_restart_from_the_environment() {
     let tmp = TempDir::new();
     let port = free_port();
-    let worker = tmp.script("worker.py", HTTP_WORKER);
+    let worker = tmp.http_worker();
     let server = Server::start(
         &[
             format!("--port=127.0.0.1:{port}"),

@@ -95,7 +95,7 @@ fn restart_scenario(binary: &str, tmp: &TempDir, name: &str) -> Vec<String> {
         format!("--status-file={}", status.display()),
         "--interval=1".into(),
         "--".into(),
-        tmp.script("worker.py", HTTP_WORKER).display().to_string(),
+        tmp.http_worker().display().to_string(),
     ]);
     let mut server = Server::spawn(command, &[]);
     wait_sole_generation(&status, 1);

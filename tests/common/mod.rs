@@ -123,6 +123,20 @@ impl TempDir {
         format!("{option}={}", self.path(name).display())
     }
 
+    /// Writes the HTTP worker; returns a wrapper that fails at once (exit 3) when the file named
+    /// by $FAIL_IF_EXISTS exists, before Python even starts, so that a failed start is one
+    /// whatever --interval and however slow the machine.
+    pub fn http_worker(&self) -> PathBuf {
+        let python = self.script("worker.py", HTTP_WORKER);
+        self.script(
+            "worker.sh",
+            &format!(
+                "#!/bin/sh\n[ -e \"${{FAIL_IF_EXISTS:-/nonexistent}}\" ] && exit 3\nexec {} \"$@\"\n",
+                python.display()
+            ),
+        )
+    }
+
     /// Writes an executable script.
     pub fn script(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path(name);

@@ -1,0 +1,150 @@
+//! The systemd socket-passing convention: `LISTEN_FDS` sockets at fds 3, 4, ..., meant for the
+//! process whose pid is `LISTEN_PID`, named in `LISTEN_FDNAMES` (`:`-separated).
+
+use std::fmt;
+use std::os::fd::RawFd;
+
+/// The first passed fd (`SD_LISTEN_FDS_START`).
+pub const START: RawFd = 3;
+
+/// Why `LISTEN_*` variables could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// `LISTEN_FDS` is not a count of descriptors.
+    BadCount(String),
+    /// `LISTEN_PID` is not a pid.
+    BadPid(String),
+    /// `LISTEN_FDNAMES` does not have one name per descriptor.
+    NamesMismatch {
+        /// The number of descriptors in `LISTEN_FDS`.
+        count: usize,
+        /// The `LISTEN_FDNAMES` value.
+        names: String,
+    },
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::BadCount(v) => write!(f, "LISTEN_FDS={v:?} is not a number of sockets"),
+            ParseError::BadPid(v) => write!(f, "LISTEN_PID={v:?} is not a process id"),
+            ParseError::NamesMismatch { count, names } => write!(
+                f,
+                "LISTEN_FDNAMES={names:?} does not name each of the {count} sockets of LISTEN_FDS"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Reads the three variables as `sd_listen_fds_with_names` does: `None` when `LISTEN_FDS` or
+/// `LISTEN_PID` is unset or `LISTEN_PID` is another process (the variables are not ours);
+/// otherwise each fd with its name (`"unknown"` without `LISTEN_FDNAMES`).
+pub fn parse(
+    fds: Option<&str>,
+    pid: Option<&str>,
+    names: Option<&str>,
+    own_pid: u32,
+) -> Result<Option<Vec<(RawFd, String)>>, ParseError> {
+    let (Some(fds), Some(pid)) = (fds, pid) else {
+        return Ok(None);
+    };
+    let pid = number(pid)
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ParseError::BadPid(pid.to_string()))?;
+    if pid != own_pid {
+        return Ok(None);
+    }
+    let count = number(fds)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| {
+            START
+                .checked_add(RawFd::try_from(*n).unwrap_or(RawFd::MAX))
+                .is_some()
+        })
+        .ok_or_else(|| ParseError::BadCount(fds.to_string()))?;
+    let names: Vec<String> = match names {
+        Some(names) => {
+            let split: Vec<String> = names.split(':').map(str::to_string).collect();
+            if split.len() != count && !(count == 0 && names.is_empty()) {
+                return Err(ParseError::NamesMismatch {
+                    count,
+                    names: names.to_string(),
+                });
+            }
+            split
+        }
+        None => vec!["unknown".to_string(); count],
+    };
+    Ok(Some(
+        (START..)
+            .zip(names)
+            .take(count)
+            .collect::<Vec<(RawFd, String)>>(),
+    ))
+}
+
+fn number(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// A name usable in `LISTEN_FDNAMES` for a socket described by `key`: `:` (the separator) and
+/// anything but printable ASCII become `_`, at most 255 characters (systemd's limits).
+pub fn name_for(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(255)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ours_and_ignores_others() {
+        let got = parse(Some("2"), Some("42"), Some("web:admin"), 42).unwrap();
+        assert_eq!(got, Some(vec![(3, "web".into()), (4, "admin".into())]));
+        assert_eq!(parse(Some("2"), Some("41"), None, 42).unwrap(), None);
+        assert_eq!(parse(Some("2"), None, None, 42).unwrap(), None);
+        assert_eq!(parse(None, Some("42"), None, 42).unwrap(), None);
+        let got = parse(Some("1"), Some("42"), None, 42).unwrap();
+        assert_eq!(got, Some(vec![(3, "unknown".into())]));
+        assert_eq!(
+            parse(Some("0"), Some("42"), Some(""), 42).unwrap(),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_values() {
+        assert_eq!(
+            parse(Some("abc"), Some("42"), None, 42),
+            Err(ParseError::BadCount("abc".into()))
+        );
+        assert!(parse(Some("-1"), Some("42"), None, 42).is_err());
+        assert!(parse(Some("99999999999"), Some("42"), None, 42).is_err());
+        assert!(parse(Some("1"), Some("x"), None, 42).is_err());
+        assert!(parse(Some("1"), Some("0"), None, 42).is_err());
+        assert!(parse(Some("2"), Some("42"), Some("one"), 42).is_err());
+    }
+
+    #[test]
+    fn names_never_contain_the_separator() {
+        assert_eq!(name_for("127.0.0.1:8080"), "127.0.0.1_8080");
+        assert_eq!(name_for("[::1]:80"), "[__1]_80");
+        assert_eq!(name_for("/run/app.sock"), "/run/app.sock");
+        assert_eq!(name_for("/tmp/é x").len(), 8);
+    }
+}
