@@ -57,10 +57,10 @@ fn main() {
             return;
         }
         for (pollfd, (_, listener)) in fds[1..].iter().zip(&listeners) {
-            if pollfd.revents != 0 {
-                if let Ok((stream, _)) = listener.accept() {
-                    answer(stream, pid, &generation);
-                }
+            if pollfd.revents != 0
+                && let Ok((stream, _)) = listener.accept()
+            {
+                answer(stream, pid, &generation);
             }
         }
     }

@@ -219,7 +219,15 @@ fn workers_get_only_stdio_and_their_sockets_and_a_clean_signal_state() {
     assert_eq!(ignored(worker) & PIPE, 0);
     let environ = fs::read(format!("/proc/{worker}/environ")).unwrap();
     let environ = String::from_utf8_lossy(&environ);
-    assert!(!environ.contains("LISTEN_FDS"));
+    let vars: Vec<&str> = environ.split('\0').collect();
+    assert!(vars.contains(&"LISTEN_FDS=3"), "{vars:?}");
+    assert!(
+        vars.contains(&format!("LISTEN_PID={worker}").as_str()),
+        "{vars:?}"
+    );
+    let path_name = tmp.path("s.sock").display().to_string();
+    let names = format!("LISTEN_FDNAMES=127.0.0.1_{p1}:{path_name}:127.0.0.1_{p2}");
+    assert!(vars.contains(&names.as_str()), "in fd order: {vars:?}");
 }
 
 #[test]
