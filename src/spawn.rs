@@ -23,6 +23,17 @@ pub struct FdLayout {
     floor: RawFd,
 }
 
+/// Where a socket is in the worker, and how it is described there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Its `SERVER_STARTER_PORT` key.
+    pub key: String,
+    /// Its fd in the worker.
+    pub fd: RawFd,
+    /// Its `LISTEN_FDNAMES` name.
+    pub fdname: String,
+}
+
 /// Picks each socket's fd in the worker: the one asked for with `=FD`, else the lowest free one
 /// from 3 up. Two sockets asking for one fd is an error (the original silently closed one).
 pub fn assign_fds(requested: &[(&str, Option<RawFd>)]) -> Result<Vec<RawFd>> {
@@ -57,8 +68,8 @@ pub fn assign_fds(requested: &[(&str, Option<RawFd>)]) -> Result<Vec<RawFd>> {
 
 impl FdLayout {
     /// Assigns every socket its fd in the worker and parks it above all of them. Returns the
-    /// layout and, in command-line order, each socket's key, fd in the worker and fd name.
-    pub fn new(listeners: Vec<Listener>) -> Result<(FdLayout, Vec<(String, RawFd, String)>)> {
+    /// layout and where each socket went, in command-line order.
+    pub fn new(listeners: Vec<Listener>) -> Result<(FdLayout, Vec<Placement>)> {
         let requested: Vec<(&str, Option<RawFd>)> = listeners
             .iter()
             .map(|l| (l.key.as_str(), l.requested_fd))
@@ -75,7 +86,11 @@ impl FdLayout {
                     listener.key
                 ))
             })?;
-            described.push((listener.key, target, listener.fdname));
+            described.push(Placement {
+                key: listener.key,
+                fd: target,
+                fdname: listener.fdname,
+            });
             slots.push((parked, target));
         }
         Ok((FdLayout { slots, floor }, described))
