@@ -15,7 +15,7 @@ use crate::output;
 use crate::pid_file::PidFile;
 use crate::signals::Signals;
 use crate::sockets;
-use crate::spawn::FdLayout;
+use crate::spawn::{FdLayout, Placement};
 use crate::status_file::StatusFile;
 
 /// Runs start_server until it is told to stop.
@@ -51,7 +51,10 @@ pub fn serve(config: Config) -> Result<()> {
     let port_env = (!described.is_empty()).then(|| {
         let entries: Vec<_> = described
             .into_iter()
-            .map(|(key, fd, _)| server_starter::port_env::PortEntry { key, fd })
+            .map(|p| server_starter::port_env::PortEntry {
+                key: p.key,
+                fd: p.fd,
+            })
             .collect();
         server_starter::port_env::format(&entries)
     });
@@ -94,18 +97,14 @@ pub fn serve(config: Config) -> Result<()> {
 /// `LISTEN_FDS` and `LISTEN_FDNAMES` for the workers, when the sockets sit at fds 3, 4, ... as
 /// the systemd convention requires (in fd order); `None`, with a notice, when `=FD` placed them
 /// otherwise.
-fn listen_fds_env(described: &[(String, RawFd, String)]) -> Option<(String, String)> {
+fn listen_fds_env(described: &[Placement]) -> Option<(String, String)> {
     if described.is_empty() {
         return None;
     }
-    let mut by_fd: Vec<&(String, RawFd, String)> = described.iter().collect();
-    by_fd.sort_by_key(|(_, fd, _)| *fd);
+    let mut by_fd: Vec<&Placement> = described.iter().collect();
+    by_fd.sort_by_key(|p| p.fd);
     let start = server_starter::listen_fds::START;
-    if !by_fd
-        .iter()
-        .zip(start..)
-        .all(|((_, fd, _), want)| *fd == want)
-    {
+    if !by_fd.iter().zip(start..).all(|(p, want)| p.fd == want) {
         info!(
             "sockets are not at fds {start}..{} (--port=...=FD): workers get SERVER_STARTER_PORT \
              only, not LISTEN_FDS",
@@ -113,7 +112,7 @@ fn listen_fds_env(described: &[(String, RawFd, String)]) -> Option<(String, Stri
         );
         return None;
     }
-    let names: Vec<&str> = by_fd.iter().map(|(_, _, name)| name.as_str()).collect();
+    let names: Vec<&str> = by_fd.iter().map(|p| p.fdname.as_str()).collect();
     Some((described.len().to_string(), names.join(":")))
 }
 
