@@ -87,10 +87,9 @@ pub fn parse(
 }
 
 fn number(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
+    crate::port_env::canonical_number(text)
+        .then(|| text.parse().ok())
+        .flatten()
 }
 
 /// A name usable in `LISTEN_FDNAMES` for a socket described by `key`: `:` (the separator) and
@@ -138,6 +137,46 @@ mod tests {
         assert!(parse(Some("1"), Some("x"), None, 42).is_err());
         assert!(parse(Some("1"), Some("0"), None, 42).is_err());
         assert!(parse(Some("2"), Some("42"), Some("one"), 42).is_err());
+    }
+
+    #[test]
+    fn property_accepted_values_are_exactly_what_they_say() {
+        use crate::port_env::tests::XorShift;
+        let alphabet = [
+            "1",
+            "2",
+            "0",
+            "42",
+            "-",
+            "a",
+            ":",
+            "",
+            " ",
+            "99999999999999999999",
+        ];
+        let mut rng = XorShift(0x2545f4914f6cdd1d);
+        let mut accepted = 0;
+        for _ in 0..200_000 {
+            let fds = rng.text(&alphabet, 3);
+            let pid = rng.text(&alphabet, 2);
+            let names = rng.text(&alphabet, 4);
+            let names = (rng.below(3) > 0).then_some(names.as_str());
+            if let Ok(Some(listed)) = parse(Some(&fds), Some(&pid), names, 42) {
+                accepted += 1;
+                assert_eq!(pid, "42", "only our own pid is accepted");
+                assert_eq!(fds.parse::<usize>().ok(), Some(listed.len()), "{fds:?}");
+                assert!(fds.bytes().all(|b| b.is_ascii_digit()));
+                for (i, (fd, name)) in listed.iter().enumerate() {
+                    assert_eq!(*fd, START + i as RawFd);
+                    assert!(!name.contains(':'));
+                }
+                if let Some(names) = names.filter(|_| !listed.is_empty()) {
+                    let joined: Vec<&str> = listed.iter().map(|(_, n)| n.as_str()).collect();
+                    assert_eq!(joined.join(":"), names);
+                }
+            }
+        }
+        assert!(accepted > 100, "valid input was generated too ({accepted})");
     }
 
     #[test]

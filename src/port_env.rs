@@ -64,9 +64,7 @@ pub fn parse(value: &str) -> Result<Vec<PortEntry>, ParseError> {
                     entry: entry.to_string(),
                 });
             }
-            let fd = fd
-                .bytes()
-                .all(|b| b.is_ascii_digit())
+            let fd = canonical_number(fd)
                 .then(|| fd.parse::<RawFd>().ok())
                 .flatten()
                 .ok_or_else(|| ParseError::BadFd {
@@ -80,6 +78,14 @@ pub fn parse(value: &str) -> Result<Vec<PortEntry>, ParseError> {
         .collect()
 }
 
+/// A decimal number as a program writes it: digits only, no leading zero (but "0"), so that
+/// every accepted value reads back the same.
+pub(crate) fn canonical_number(text: &str) -> bool {
+    !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'))
+}
+
 /// Writes entries in the `SERVER_STARTER_PORT` format, in the order given.
 pub fn format(entries: &[PortEntry]) -> String {
     entries
@@ -90,7 +96,7 @@ pub fn format(entries: &[PortEntry]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn entry(key: &str, fd: RawFd) -> PortEntry {
@@ -117,6 +123,69 @@ mod tests {
         assert_eq!(parse(&text).unwrap(), entries);
     }
 
+    /// A small deterministic generator, so that the property tests need no extra crate.
+    pub(crate) struct XorShift(pub u64);
+
+    impl XorShift {
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        pub(crate) fn text(&mut self, alphabet: &[&str], max: usize) -> String {
+            let len = self.below(max + 1);
+            (0..len)
+                .map(|_| alphabet[self.below(alphabet.len())])
+                .collect()
+        }
+    }
+
+    #[test]
+    fn property_accepted_input_is_exactly_what_it_says() {
+        let alphabet = [
+            "8",
+            "0",
+            "1",
+            "=",
+            ";",
+            ":",
+            "[",
+            "]",
+            "/",
+            "a",
+            "u",
+            " ",
+            "-",
+            "+",
+            ".",
+            "é",
+            "\0",
+            "99999999999",
+        ];
+        let mut rng = XorShift(0x9e3779b97f4a7c15);
+        let mut accepted = 0;
+        for _ in 0..200_000 {
+            let input = rng.text(&alphabet, 12);
+            // Never panics; anything accepted reproduces every non-empty entry exactly, so no
+            // part of the input was dropped or guessed at.
+            if let Ok(entries) = parse(&input) {
+                accepted += 1;
+                let segments: Vec<&str> = input.split(';').filter(|s| !s.is_empty()).collect();
+                assert_eq!(segments.len(), entries.len(), "{input:?}");
+                for (segment, entry) in segments.iter().zip(&entries) {
+                    assert_eq!(*segment, format!("{}={}", entry.key, entry.fd), "{input:?}");
+                    assert!(!entry.key.is_empty() && entry.fd >= 0);
+                }
+            }
+        }
+        assert!(
+            accepted > 1000,
+            "the generator also makes valid input ({accepted})"
+        );
+    }
+
     #[test]
     fn rejects_malformed_entries() {
         assert!(matches!(parse("8080"), Err(ParseError::MissingFd { .. })));
@@ -124,6 +193,7 @@ mod tests {
         assert!(matches!(parse("8080=x"), Err(ParseError::BadFd { .. })));
         assert!(matches!(parse("8080=-1"), Err(ParseError::BadFd { .. })));
         assert!(matches!(parse("8080=+3"), Err(ParseError::BadFd { .. })));
+        assert!(matches!(parse("8080=03"), Err(ParseError::BadFd { .. })));
         assert_eq!(parse("").unwrap(), vec![]);
         assert_eq!(
             parse("a=3;;b=4;").unwrap(),

@@ -365,3 +365,62 @@ fn generation_counts_every_spawn_attempt() {
         2
     );
 }
+
+#[test]
+fn listen_fds_are_left_out_when_the_layout_cannot_follow_systemd() {
+    let tmp = TempDir::new();
+    let (p1, p2) = (free_port(), free_port());
+    // fd 9 leaves a gap after 3: LISTEN_FDS needs 3, 4, ...
+    let (server, report) = report(
+        &tmp,
+        &[
+            format!("--port=127.0.0.1:{p1}"),
+            format!("--port=127.0.0.1:{p2}=9"),
+        ],
+    );
+    assert_eq!(
+        report.env("SERVER_STARTER_PORT"),
+        Some(format!("127.0.0.1:{p1}=3;127.0.0.1:{p2}=9"))
+    );
+    assert_eq!(report.env("LISTEN_FDS"), None);
+    assert_eq!(report.env("LISTEN_PID"), None);
+    let notice = "sockets are not at fds 3..4 (--port=...=FD): workers get SERVER_STARTER_PORT \
+                  only, not LISTEN_FDS";
+    assert_eq!(server.log().matches(notice).count(), 1, "{}", server.log());
+}
+
+#[test]
+fn no_listen_fds_turns_them_off() {
+    let tmp = TempDir::new();
+    let (_server, report) = report(
+        &tmp,
+        &[
+            format!("--port=127.0.0.1:{}", free_port()),
+            "--no-listen-fds".into(),
+        ],
+    );
+    assert!(report.env("SERVER_STARTER_PORT").is_some());
+    assert_eq!(report.env("LISTEN_FDS"), None);
+    assert_eq!(report.env("LISTEN_FDNAMES"), None);
+    assert_eq!(report.env("LISTEN_PID"), None);
+}
+
+#[test]
+fn an_explicit_layout_that_fits_keeps_listen_fds() {
+    let tmp = TempDir::new();
+    let (p1, p2) = (free_port(), free_port());
+    // Reversed but still 3 and 4: LISTEN_FDNAMES lists them in fd order.
+    let (_server, report) = report(
+        &tmp,
+        &[
+            format!("--port=127.0.0.1:{p1}=4"),
+            format!("--port=127.0.0.1:{p2}=3"),
+        ],
+    );
+    assert_eq!(report.env("LISTEN_FDS").as_deref(), Some("2"));
+    assert_eq!(
+        report.env("LISTEN_FDNAMES"),
+        Some(format!("127.0.0.1_{p2}:127.0.0.1_{p1}"))
+    );
+    assert_eq!(report.env("LISTEN_PID"), Some(report.pid().to_string()));
+}

@@ -182,7 +182,11 @@ pub fn http_get(addr: &str) -> std::io::Result<String> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     match answer.split_once("\r\n\r\n") {
-        Some((_, body)) if answer.starts_with("HTTP/1.0 200") => Ok(body.to_string()),
+        Some((_, body))
+            if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") =>
+        {
+            Ok(body.to_string())
+        }
         _ => Err(std::io::Error::other(format!("bad answer {answer:?}"))),
     }
 }
