@@ -89,7 +89,7 @@ sleep 600;
         &[("OUT", out.display().to_string())],
     );
     let seen = wait_until("the Perl worker's answer", || fs::read_to_string(&out).ok());
-    let mut expected = vec![
+    let mut expected = [
         format!("{p1}=3"),
         format!("[::1]:{p2}=7"),
         format!("{}=4", sock.display()),
