@@ -94,6 +94,21 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub kill_old_delay: Option<Duration>,
 
+    /// Seconds a new worker has to send READY=1 on its NOTIFY_SOCKET; a worker silent that long
+    /// failed to start and is stopped [default: off, a silent worker is judged by --interval].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub ready_timeout: Option<Duration>,
+
+    /// Send SIGKILL to old workers still alive this many seconds after their signal (and, at
+    /// shutdown, to any worker) [default: off, wait for them].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub kill_old_timeout: Option<Duration>,
+
+    /// After 3 failed starts in a row, wait longer before each new attempt (doubling from
+    /// --interval), up to this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
+    pub max_restart_delay: Duration,
+
     /// Do not also describe the sockets to workers with LISTEN_FDS, LISTEN_PID and
     /// LISTEN_FDNAMES (the systemd convention); SERVER_STARTER_PORT only.
     #[arg(long)]

@@ -89,12 +89,29 @@ pub fn restart(cli: &Cli) -> Result<()> {
             status_path.display()
         ))
     })?;
+    let failures = status_file::failure_path(status_path);
     signal(pid, Signal::SIGHUP)?;
     loop {
         std::thread::sleep(POLL);
         if kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
             return Err(Error::runtime(format!(
                 "start_server (pid {pid}) exited before a new generation took over"
+            )));
+        }
+        // A generation newer than the ones listed before failed: the restart did not happen.
+        if let Some((generation, why)) = std::fs::read_to_string(&failures)
+            .ok()
+            .and_then(|text| {
+                let (generation, why) = text.trim_end().split_once(':')?;
+                Some((generation.parse::<u64>().ok()?, why.to_string()))
+            })
+            .filter(|(generation, _)| *generation > newest)
+        {
+            let serving = read_generations().unwrap_or_default();
+            return Err(Error::runtime(format!(
+                "restart failed: generation {generation} did not start ({why}); generation {} \
+                 is still serving",
+                serving.last().map_or("none".to_string(), u64::to_string)
             )));
         }
         // The file is replaced atomically, but is absent between start-up and generation 1.

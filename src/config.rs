@@ -78,6 +78,10 @@ impl Config {
             interval: cli.interval,
             signal_on_hup: signals::parse(&cli.signal_on_hup, "--signal-on-hup")?,
             signal_on_term: signals::parse(&cli.signal_on_term, "--signal-on-term")?,
+            ready_timeout: cli.ready_timeout.filter(|d| !d.is_zero()),
+            kill_old_timeout: cli.kill_old_timeout,
+            backoff_after: 3,
+            backoff_max: cli.max_restart_delay,
         };
         let ports = cli
             .port

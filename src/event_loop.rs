@@ -1,8 +1,9 @@
-//! The OS side of the supervisor: one blocking `ppoll` on the signalfd, with the timeout of the
-//! supervisor's next deadline (none while idle), then the events it reports fed to the state
-//! machine and the actions it answers carried out. Every signal path is in [`run`].
+//! The OS side of the supervisor: one blocking `ppoll` on the signalfd and the workers'
+//! notification socket, with the timeout of the next deadline (none while idle), then the events
+//! it reports fed to the state machine and the actions it answers carried out. Every signal path
+//! is in [`run`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -12,15 +13,16 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::Signal;
 use nix::sys::time::TimeSpec;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::error::{Context, Result};
 use crate::notify::Notifier;
 use crate::signals::{Received, Signals};
 use crate::spawn::{self, FdLayout, Launch};
 use crate::status_file::StatusFile;
-use crate::supervisor::{Action, ExitStatus, Pid, Policy, Supervisor, Tunables};
+use crate::supervisor::{Action, ExitStatus, Pid, Policy, Supervisor};
 use crate::worker_env::{self, Env};
+use crate::worker_notify::{WorkerNotify, owning_worker};
 
 /// What the loop needs to make and watch workers.
 pub struct Runtime {
@@ -46,6 +48,10 @@ pub struct Runtime {
     pub logger: Option<Pid>,
     /// systemd's notification socket.
     pub notifier: Notifier,
+    /// The workers' notification socket.
+    pub worker_notify: WorkerNotify,
+    /// Processes left behind by dead workers (adopted: start_server is a subreaper).
+    pub strays: BTreeSet<Pid>,
 }
 
 /// Runs the supervisor until every worker is gone after a terminating signal.
@@ -65,36 +71,61 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 }
                 Action::Signal { pids, signal } => send(&pids, signal),
                 Action::WriteStatus(workers) => {
-                    if let Some(status) = &mut rt.status
-                        && let Err(e) = status.write(&workers)
+                    if let Some(Err(e)) = rt.status.as_mut().map(|s| s.write(&workers)) {
+                        error!("{e}");
+                    }
+                }
+                Action::RecordFailure { generation, why } => {
+                    if let Some(Err(e)) = rt
+                        .status
+                        .as_mut()
+                        .map(|s| s.record_failure(generation, &why))
                     {
                         error!("{e}");
                     }
                 }
                 Action::Notify(notice) => rt.notifier.notice(&notice),
-                Action::Exit => return Ok(()),
+                Action::Exit => {
+                    rt.stop_strays(signals);
+                    return Ok(());
+                }
             }
         }
         let deadline = [supervisor.next_deadline(), next_watchdog]
             .into_iter()
             .flatten()
             .min();
-        wait(signals, deadline)?;
+        wait(signals, Some(&rt.worker_notify), deadline)?;
         for received in signals.drain()? {
             match received {
                 Received::Hangup => actions.extend(supervisor.hangup()),
-                Received::Terminate(signal) => actions.extend(supervisor.terminate(signal)),
+                Received::Terminate(signal) => {
+                    actions.extend(supervisor.terminate(signal, Instant::now()))
+                }
                 Received::Child => {
+                    let mut worker_gone = false;
                     for (pid, status) in reap() {
                         if rt.logger == Some(pid) {
                             rt.logger = None;
                             warn!("the log command exited, status:{status}");
+                        } else if supervisor.worker_pids().contains(&pid) {
+                            worker_gone = true;
+                            actions.extend(supervisor.child_exited(pid, status, Instant::now()));
                         } else {
-                            actions.extend(supervisor.child_exited(pid, status));
+                            rt.strays.remove(&pid);
+                            info!("process {pid} left behind by a worker exited, status:{status}");
                         }
+                    }
+                    if worker_gone {
+                        rt.adopt_strays(&supervisor.worker_pids());
                     }
                 }
                 Received::Ignored => {}
+            }
+        }
+        for (sender, message) in rt.worker_notify.receive() {
+            if let Some(worker) = owning_worker(sender, &supervisor.worker_pids()) {
+                actions.extend(supervisor.notified(worker, &message, Instant::now()));
             }
         }
         let now = Instant::now();
@@ -108,28 +139,38 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
     }
 }
 
-/// Sleeps until a signal is pending or `deadline` passes; no deadline means no timeout.
-fn wait(signals: &Signals, deadline: Option<Instant>) -> Result<()> {
+/// Sleeps until a signal or a worker's message is pending, or `deadline` passes; no deadline
+/// means no timeout.
+fn wait(signals: &Signals, notify: Option<&WorkerNotify>, deadline: Option<Instant>) -> Result<()> {
     let timeout = deadline.map(|d| TimeSpec::from(d.saturating_duration_since(Instant::now())));
-    let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+    let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+    fds.extend(notify.map(|n| PollFd::new(n.as_fd(), PollFlags::POLLIN)));
     match ppoll(&mut fds, timeout, None) {
         Ok(_) | Err(Errno::EINTR) => Ok(()),
         Err(e) => Err(e).context(|| "ppoll failed".to_string()),
     }
 }
 
-/// Waits for the log command to finish writing (bounded, in case a worker's descendant keeps
-/// the pipe open).
-pub fn wait_for_logger(signals: &mut Signals, logger: Pid, limit: Duration) {
+/// Waits (bounded) until none of `pids` is left, reaping them.
+fn wait_for_exit(signals: &mut Signals, pids: &mut BTreeSet<Pid>, limit: Duration) {
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if reap().iter().any(|(pid, _)| *pid == logger) {
+    while !pids.is_empty() && Instant::now() < deadline {
+        for (pid, _) in reap() {
+            pids.remove(&pid);
+        }
+        if pids.is_empty() || wait(signals, None, Some(deadline)).is_err() {
             return;
         }
-        if wait(signals, Some(deadline)).is_err() || signals.drain().is_err() {
+        if signals.drain().is_err() {
             return;
         }
     }
+}
+
+/// Waits for the log command to finish writing (bounded, in case a worker's descendant keeps
+/// the pipe open).
+pub fn wait_for_logger(signals: &mut Signals, logger: Pid, limit: Duration) {
+    wait_for_exit(signals, &mut BTreeSet::from([logger]), limit);
 }
 
 /// Every child that has exited, without blocking.
@@ -146,6 +187,18 @@ fn reap() -> Vec<(Pid, ExitStatus)> {
     }
 }
 
+/// start_server's children, from /proc (a subreaper also has adopted orphans among them).
+fn children() -> Vec<Pid> {
+    let me = std::process::id();
+    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn send(pids: &[Pid], signal: Signal) {
     for &pid in pids {
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
@@ -156,8 +209,32 @@ fn send(pids: &[Pid], signal: Signal) {
 }
 
 impl Runtime {
+    /// Children that are neither workers nor the log command are what a dead worker left
+    /// behind (a daemonized child, say): they get SIGTERM, and are reaped when they exit.
+    fn adopt_strays(&mut self, workers: &[Pid]) {
+        for pid in children() {
+            if !workers.contains(&pid) && self.logger != Some(pid) && self.strays.insert(pid) {
+                warn!("process {pid} was left behind by a worker, sending TERM");
+                send(&[pid], Signal::SIGTERM);
+            }
+        }
+    }
+
+    /// At exit: nothing a worker left behind outlives start_server (TERM, then KILL).
+    fn stop_strays(&mut self, signals: &mut Signals) {
+        self.adopt_strays(&[]);
+        let mut strays = std::mem::take(&mut self.strays);
+        wait_for_exit(signals, &mut strays, Duration::from_secs(5));
+        if !strays.is_empty() {
+            let pids: Vec<Pid> = strays.iter().copied().collect();
+            warn!("processes left behind by workers still alive, sending KILL:{pids:?}");
+            send(&pids, Signal::SIGKILL);
+            wait_for_exit(signals, &mut strays, Duration::from_secs(5));
+        }
+    }
+
     /// The environment of generation `generation`'s worker, and the settings it implies.
-    fn worker_env(&self, generation: u64) -> (Env, Tunables) {
+    fn worker_env(&self, generation: u64) -> (Env, crate::supervisor::Tunables) {
         let mut env = self.base_env.clone();
         if let Some(dir) = &self.envdir {
             match worker_env::read_envdir(dir) {
@@ -173,6 +250,10 @@ impl Runtime {
             env.insert("LISTEN_FDS".into(), count.into());
             env.insert("LISTEN_FDNAMES".into(), names.into());
         }
+        env.insert(
+            "NOTIFY_SOCKET".into(),
+            self.worker_notify.env_value().into(),
+        );
         env.insert(
             "SERVER_STARTER_GENERATION".into(),
             generation.to_string().into(),

@@ -25,6 +25,7 @@ mod spawn;
 mod status_file;
 mod supervisor;
 mod worker_env;
+mod worker_notify;
 
 use cli::Cli;
 

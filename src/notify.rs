@@ -92,6 +92,13 @@ impl Notifier {
                     self.send(&[NotifyState::Status(&status)]);
                 }
             },
+            Notice::WorkerStatus { worker, status } => {
+                let status = format!(
+                    "generation {} (pid {}) serving: {status}",
+                    worker.generation, worker.pid
+                );
+                self.send(&[NotifyState::Status(&status)]);
+            }
             Notice::Stopping => self.send(&[
                 NotifyState::Stopping,
                 NotifyState::Status("stopping: waiting for the workers to exit"),

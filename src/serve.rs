@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::info;
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Context, Result};
 use crate::event_loop::{self, Runtime};
 use crate::notify::Notifier;
 use crate::output;
@@ -17,6 +17,7 @@ use crate::signals::Signals;
 use crate::sockets;
 use crate::spawn::{FdLayout, Placement};
 use crate::status_file::StatusFile;
+use crate::worker_notify::WorkerNotify;
 
 /// Runs start_server until it is told to stop.
 pub fn serve(config: Config) -> Result<()> {
@@ -68,6 +69,10 @@ pub fn serve(config: Config) -> Result<()> {
     if let Some(pid_file) = &mut pid_file {
         pid_file.write_pid()?;
     }
+    // Orphans of workers (a worker that daemonized, say) become our children, to be stopped
+    // and reaped instead of lingering with the sockets.
+    nix::sys::prctl::set_child_subreaper(true)
+        .context(|| "failed to become a child subreaper".to_string())?;
     let mut signals = Signals::open()?;
     let mut runtime = Runtime {
         layout,
@@ -81,6 +86,8 @@ pub fn serve(config: Config) -> Result<()> {
         nofile,
         logger,
         notifier: Notifier::from_env(),
+        worker_notify: WorkerNotify::bind()?,
+        strays: Default::default(),
     };
     event_loop::run(&mut runtime, &mut signals, config.policy)?;
     info!("exiting");

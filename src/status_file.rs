@@ -11,6 +11,7 @@ use crate::supervisor::Worker;
 pub struct StatusFile {
     path: PathBuf,
     created: bool,
+    failure_written: bool,
 }
 
 impl StatusFile {
@@ -19,7 +20,22 @@ impl StatusFile {
         StatusFile {
             path: path.to_path_buf(),
             created: false,
+            failure_written: false,
         }
+    }
+
+    /// Notes that `generation` failed to start, in `FILE.failed` (`GEN:why`), where
+    /// `--restart` looks for the outcome of the restart it asked for.
+    pub fn record_failure(&mut self, generation: u64, why: &str) -> Result<()> {
+        let path = failure_path(&self.path);
+        let mut temp = path.clone().into_os_string();
+        temp.push(format!(".{}", std::process::id()));
+        let temp = PathBuf::from(temp);
+        std::fs::write(&temp, format!("{generation}:{why}\n"))
+            .context(|| format!("failed to create temporary file {}", temp.display()))?;
+        self.failure_written = true;
+        std::fs::rename(&temp, &path)
+            .context(|| format!("failed to rename {} to {}", temp.display(), path.display()))
     }
 
     /// Replaces the file's content with `workers`.
@@ -45,7 +61,17 @@ impl Drop for StatusFile {
         if self.created {
             let _ = std::fs::remove_file(&self.path);
         }
+        if self.failure_written {
+            let _ = std::fs::remove_file(failure_path(&self.path));
+        }
     }
+}
+
+/// Where the last failed start is noted, beside the status file.
+pub fn failure_path(status: &Path) -> PathBuf {
+    let mut path = status.as_os_str().to_os_string();
+    path.push(".failed");
+    PathBuf::from(path)
 }
 
 /// The file's text for these workers.

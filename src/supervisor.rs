@@ -1,13 +1,16 @@
 //! The supervisor as plain data: generations, workers and what happens to them.
 //!
-//! The OS layer (`event_loop`) turns signals, child exits and the passing of time into calls
-//! here, and carries out the [`Action`]s they return. Nothing in this file touches the OS, so
-//! every transition is tested without a process.
+//! The OS layer (`event_loop`) turns signals, child exits, worker notifications and the passing
+//! of time into calls here, and carries out the [`Action`]s they return. Nothing in this file
+//! touches the OS, so every transition is tested without a process.
 //!
-//! A generation is one spawn attempt. It is first on *trial*: it counts as started once it is
-//! still alive `interval` after its spawn. Then it becomes *current*, the one before it becomes
-//! *old* and gets `signal_on_hup` (after `kill_old_delay`). A trial that exits early failed; the
-//! next attempt comes when its interval is over, so spawns are never closer than `interval`.
+//! A generation is one spawn attempt. It is first on *trial*. It counts as started when its
+//! worker sends `READY=1`, or, for a worker that says nothing, when it is still alive `interval`
+//! after its spawn (with `ready_timeout`, only `READY=1` counts, and a worker silent that long
+//! failed). Then it becomes *current*, the one before it becomes *old* and gets `signal_on_hup`
+//! (after `kill_old_delay`; `SIGKILL` after `kill_old_timeout` more). A trial that fails is
+//! followed by the next attempt once `interval` has passed since its spawn, later (backoff) after
+//! several failures in a row.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -32,12 +35,21 @@ pub struct Worker {
 /// Settings fixed for the life of start_server.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// How long a new worker must live to count as started.
+    /// How long a silent new worker must live to count as started; also the least time between
+    /// two spawns.
     pub interval: Duration,
     /// Sent to old workers once their successor started.
     pub signal_on_hup: Signal,
     /// Sent to every worker when start_server gets SIGTERM.
     pub signal_on_term: Signal,
+    /// A new worker must send `READY=1` within this time, or it failed.
+    pub ready_timeout: Option<Duration>,
+    /// Workers still alive this long after their signal (retiring or at shutdown) get SIGKILL.
+    pub kill_old_timeout: Option<Duration>,
+    /// Start failures in a row that are retried at the original pace; later ones back off.
+    pub backoff_after: u32,
+    /// The longest wait between two attempts when backing off.
+    pub backoff_max: Duration,
 }
 
 /// Settings re-read from the environment (and envdir) at every spawn, as the original does.
@@ -79,6 +91,8 @@ pub enum Notice {
         why: String,
         serving: Option<Worker>,
     },
+    /// The serving worker's own `STATUS=`.
+    WorkerStatus { worker: Worker, status: String },
     /// Shutting down.
     Stopping,
 }
@@ -92,6 +106,8 @@ pub enum Action {
     Signal { pids: Vec<Pid>, signal: Signal },
     /// Rewrite the status file with these live generations (sorted).
     WriteStatus(Vec<Worker>),
+    /// Record that this generation failed to start, and why (for `--restart`).
+    RecordFailure { generation: u64, why: String },
     /// Tell the service manager.
     Notify(Notice),
     /// Every worker is gone after a shutdown: clean up and exit 0.
@@ -102,17 +118,22 @@ pub enum Action {
 struct Trial {
     generation: u64,
     pid: Option<Pid>,
-    /// When the interval is over: promotion if still alive, else the next attempt. Unset until
-    /// the spawn is reported.
-    deadline: Option<Instant>,
-    failed: bool,
+    /// Unset until the spawn is reported.
+    spawned_at: Option<Instant>,
+    /// When the failure became known; the next attempt follows after the interval and backoff.
+    failed_at: Option<Instant>,
 }
 
+/// A worker that was signalled and is waited for, with the moment it gets SIGKILL.
 #[derive(Debug)]
-struct Retiring {
+struct Leaving {
     worker: Worker,
-    /// When to send `signal_on_hup`; `None` once sent.
+    /// When to send `signal_on_hup` (old workers during `kill_old_delay`); `None` once sent.
     signal_at: Option<Instant>,
+    /// When to send SIGKILL if still alive; `None` without `kill_old_timeout`.
+    kill_at: Option<Instant>,
+    /// An old generation (listed in the status file) rather than a failed trial.
+    served: bool,
 }
 
 /// All the supervisor knows: see the module documentation.
@@ -123,7 +144,8 @@ pub struct Supervisor {
     generation: u64,
     current: Option<Worker>,
     trial: Option<Trial>,
-    old: Vec<Retiring>,
+    leaving: Vec<Leaving>,
+    failures_in_a_row: u32,
     restart_pending: bool,
     stopping: bool,
     last_restart: Instant,
@@ -141,7 +163,8 @@ impl Supervisor {
             generation: 0,
             current: None,
             trial: None,
-            old: Vec::new(),
+            leaving: Vec::new(),
+            failures_in_a_row: 0,
             restart_pending: false,
             stopping: false,
             last_restart: now,
@@ -168,9 +191,8 @@ impl Supervisor {
         result: Result<Pid, String>,
         now: Instant,
     ) -> Vec<Action> {
-        let deadline = now + self.policy.interval;
         if let Some(trial) = self.trial.as_mut().filter(|t| t.generation == generation) {
-            trial.deadline = Some(deadline);
+            trial.spawned_at = Some(now);
             match result {
                 Ok(pid) => {
                     info!(generation, worker_pid = pid, "starting new worker {pid}");
@@ -178,13 +200,7 @@ impl Supervisor {
                 }
                 Err(why) => {
                     warn!(generation, "failed to start a new worker: {why}");
-                    trial.failed = true;
-                    let serving = self.current;
-                    self.actions.push(Action::Notify(Notice::StartFailed {
-                        generation,
-                        why,
-                        serving,
-                    }));
+                    self.trial_failed(why, now);
                 }
             }
         }
@@ -212,7 +228,7 @@ impl Supervisor {
     }
 
     /// A terminating signal: stop every worker, then exit once they are all gone.
-    pub fn terminate(&mut self, received: Signal) -> Vec<Action> {
+    pub fn terminate(&mut self, received: Signal, now: Instant) -> Vec<Action> {
         let pids = self.live_pids();
         if self.stopping {
             info!(
@@ -234,9 +250,37 @@ impl Supervisor {
             short_name(signal),
             join(&pids)
         );
-        for retiring in &mut self.old {
-            retiring.signal_at = None;
+        // Everyone is leaving now; the trial too, if its process exists.
+        let kill_at = self.policy.kill_old_timeout.map(|t| now + t);
+        let mut leaving: Vec<Leaving> = self
+            .current
+            .take()
+            .into_iter()
+            .map(|w| Leaving {
+                worker: w,
+                signal_at: None,
+                kill_at,
+                served: true,
+            })
+            .collect();
+        if let Some(trial) = self.trial.take()
+            && let Some(pid) = trial.pid
+        {
+            leaving.push(Leaving {
+                worker: Worker {
+                    generation: trial.generation,
+                    pid,
+                },
+                signal_at: None,
+                kill_at,
+                served: false,
+            });
         }
+        for old in &mut self.leaving {
+            old.signal_at = None;
+            old.kill_at = kill_at;
+        }
+        self.leaving.extend(leaving);
         self.actions.push(Action::Notify(Notice::Stopping));
         if pids.is_empty() {
             self.actions.push(Action::Exit);
@@ -246,66 +290,52 @@ impl Supervisor {
         self.take_actions()
     }
 
-    /// A child was reaped. Children that are not workers (a log command) are ignored.
-    pub fn child_exited(&mut self, pid: Pid, status: ExitStatus) -> Vec<Action> {
+    /// A child was reaped. Returns whether it was one of ours (a worker); other children (a
+    /// log command, strays) are the OS layer's business.
+    pub fn child_exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Vec<Action> {
         let stopping = self.stopping;
         if let Some(trial) = self.trial.as_mut().filter(|t| t.pid == Some(pid)) {
             let generation = trial.generation;
             trial.pid = None;
-            if stopping {
-                self.trial = None;
-                info!(
-                    generation,
-                    worker_pid = pid,
-                    "worker {pid} died, status:{status}"
-                );
-            } else {
-                trial.failed = true;
+            if trial.failed_at.is_none() {
                 warn!(
                     generation,
                     worker_pid = pid,
                     "new worker {pid} seems to have failed to start, exit status:{status}"
                 );
-                let serving = self.current;
-                self.actions.push(Action::Notify(Notice::StartFailed {
-                    generation,
-                    why: format!("exit status:{status}"),
-                    serving,
-                }));
+                self.trial_failed(format!("exit status:{status}"), now);
             }
         } else if let Some(worker) = self.current.filter(|w| w.pid == pid) {
             self.current = None;
             let generation = worker.generation;
-            if stopping {
-                info!(
-                    generation,
-                    worker_pid = pid,
-                    "worker {pid} died, status:{status}"
-                );
-            } else {
-                warn!(
-                    generation,
-                    worker_pid = pid,
-                    "worker {pid} died unexpectedly with status:{status}, restarting"
-                );
-                if self.trial.is_none() {
-                    self.begin_generation();
-                }
+            warn!(
+                generation,
+                worker_pid = pid,
+                "worker {pid} died unexpectedly with status:{status}, restarting"
+            );
+            if self.trial.is_none() {
+                self.begin_generation();
             }
-        } else if let Some(index) = self.old.iter().position(|r| r.worker.pid == pid) {
-            let worker = self.old.remove(index).worker;
-            let generation = worker.generation;
+        } else if let Some(index) = self.leaving.iter().position(|r| r.worker.pid == pid) {
+            let left = self.leaving.remove(index);
+            let generation = left.worker.generation;
             if stopping {
                 info!(
                     generation,
                     worker_pid = pid,
                     "worker {pid} died, status:{status}"
                 );
-            } else {
+            } else if left.served {
                 info!(
                     generation,
                     worker_pid = pid,
                     "old worker {pid} died, status:{status}"
+                );
+            } else {
+                info!(
+                    generation,
+                    worker_pid = pid,
+                    "stopped worker {pid} exited, status:{status}"
                 );
             }
         } else {
@@ -318,15 +348,69 @@ impl Supervisor {
         self.take_actions()
     }
 
-    /// Time passed: end trials, signal old workers, auto-restart, as they fall due.
-    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
-        if self.stopping {
-            return Vec::new();
+    /// A notification (`READY=1`, `STATUS=...` lines) sent by worker `pid` or one of its
+    /// descendants. Only the trial's `READY=1` and the serving worker's `STATUS=` matter.
+    pub fn notified(&mut self, pid: Pid, message: &str, now: Instant) -> Vec<Action> {
+        let ready = message.lines().any(|l| l == "READY=1");
+        let status = message
+            .lines()
+            .filter_map(|l| l.strip_prefix("STATUS="))
+            .next_back();
+        let on_trial = self
+            .trial
+            .as_ref()
+            .filter(|t| t.pid == Some(pid) && t.failed_at.is_none())
+            .map(|t| t.generation);
+        if let Some(generation) = on_trial.filter(|_| ready && !self.stopping) {
+            info!(
+                generation,
+                worker_pid = pid,
+                "new worker {pid} is ready (READY=1)"
+            );
+            self.trial = None;
+            self.promote(generation, pid, now);
+        } else if let (Some(worker), Some(status)) = (self.current.filter(|w| w.pid == pid), status)
+        {
+            self.actions.push(Action::Notify(Notice::WorkerStatus {
+                worker,
+                status: status.to_string(),
+            }));
         }
-        if let Some(trial) = self.trial.take_if(|t| t.deadline.is_some_and(|d| now >= d)) {
-            match trial.pid.filter(|_| !trial.failed) {
-                Some(pid) => self.promote(trial.generation, pid, now),
-                None => self.begin_generation(),
+        self.take_actions()
+    }
+
+    /// Time passed: end trials, retry, signal or kill leaving workers, auto-restart.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        self.kill_overdue(now);
+        if self.stopping {
+            return self.take_actions();
+        }
+        if let Some(trial) = &self.trial {
+            match (trial.failed_at, trial.pid, self.trial_deadline()) {
+                (None, Some(pid), Some(due)) if now >= due => {
+                    let generation = trial.generation;
+                    match self.policy.ready_timeout {
+                        None => {
+                            self.trial = None;
+                            self.promote(generation, pid, now);
+                        }
+                        Some(limit) => {
+                            warn!(
+                                generation,
+                                worker_pid = pid,
+                                "new worker {pid} did not send READY=1 within {} secs, stopping it",
+                                limit.as_secs_f64()
+                            );
+                            self.discard(generation, pid, now);
+                            self.trial_failed(
+                                format!("no READY=1 within {} secs", limit.as_secs_f64()),
+                                now,
+                            );
+                        }
+                    }
+                }
+                (Some(_), _, Some(due)) if now >= due => self.begin_generation(),
+                _ => {}
             }
         }
         self.signal_due_old_workers(now);
@@ -335,7 +419,11 @@ impl Supervisor {
             && now >= due
         {
             let interval = self.tunables.auto_restart_interval.unwrap_or_default();
-            let forced = if self.old.is_empty() { "" } else { "forced, " };
+            let forced = if self.old_workers().next().is_none() {
+                ""
+            } else {
+                "forced, "
+            };
             info!(
                 "autorestart triggered ({forced}interval={})",
                 interval.as_secs_f64()
@@ -345,24 +433,30 @@ impl Supervisor {
         self.take_actions()
     }
 
-    /// The next moment [`Supervisor::tick`] has something to do; `None` means only a signal or
-    /// a child exit can change anything.
+    /// The next moment [`Supervisor::tick`] has something to do; `None` means only a signal, a
+    /// child exit or a notification can change anything.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let kills = self.leaving.iter().filter_map(|r| r.kill_at).min();
         if self.stopping {
-            return None;
+            return kills;
         }
-        let trial = self.trial.as_ref().and_then(|t| t.deadline);
-        let old = self.old.iter().filter_map(|r| r.signal_at).min();
+        let trial = self.trial_deadline();
+        let signals = self.leaving.iter().filter_map(|r| r.signal_at).min();
         let auto = self.auto_restart_due().filter(|_| self.trial.is_none());
-        [trial, old, auto].into_iter().flatten().min()
+        [trial, signals, kills, auto].into_iter().flatten().min()
     }
 
     /// Live generations as the status file lists them: current and old, by generation.
     pub fn live(&self) -> Vec<Worker> {
         let mut live: Vec<Worker> = self.current.into_iter().collect();
-        live.extend(self.old.iter().map(|r| r.worker));
+        live.extend(self.old_workers());
         live.sort();
         live
+    }
+
+    /// Every worker process start_server is responsible for.
+    pub fn worker_pids(&self) -> Vec<Pid> {
+        self.live_pids()
     }
 
     /// The generation serving now, if one has started.
@@ -371,14 +465,94 @@ impl Supervisor {
         self.current
     }
 
+    fn old_workers(&self) -> impl Iterator<Item = Worker> + '_ {
+        self.leaving.iter().filter(|r| r.served).map(|r| r.worker)
+    }
+
+    /// When the running trial is judged (not failed) or retried (failed).
+    fn trial_deadline(&self) -> Option<Instant> {
+        let trial = self.trial.as_ref()?;
+        let spawned = trial.spawned_at?;
+        match trial.failed_at {
+            None => trial
+                .pid
+                .map(|_| spawned + self.policy.ready_timeout.unwrap_or(self.policy.interval)),
+            Some(failed) => Some((spawned + self.policy.interval).max(failed) + self.backoff()),
+        }
+    }
+
+    /// Extra wait before the next attempt after `failures_in_a_row` failures: none for the
+    /// first `backoff_after`, then the interval doubling each time, capped.
+    fn backoff(&self) -> Duration {
+        let beyond = self
+            .failures_in_a_row
+            .saturating_sub(self.policy.backoff_after);
+        if beyond == 0 {
+            return Duration::ZERO;
+        }
+        let base = self.policy.interval.max(Duration::from_millis(100));
+        base.saturating_mul(1u32 << (beyond - 1).min(20))
+            .min(self.policy.backoff_max)
+    }
+
+    fn trial_failed(&mut self, why: String, now: Instant) {
+        let Some(trial) = self.trial.as_mut() else {
+            return;
+        };
+        trial.failed_at = Some(now);
+        let generation = trial.generation;
+        self.failures_in_a_row += 1;
+        let delay = self.backoff();
+        if !delay.is_zero() {
+            warn!(
+                generation,
+                "{} failed starts in a row: backing off, next attempt in {} secs",
+                self.failures_in_a_row,
+                delay.as_secs_f64()
+            );
+        }
+        let serving = self.current;
+        self.actions.push(Action::RecordFailure {
+            generation,
+            why: why.clone(),
+        });
+        self.actions.push(Action::Notify(Notice::StartFailed {
+            generation,
+            why,
+            serving,
+        }));
+    }
+
+    /// Stops a worker that failed its trial but is still running.
+    fn discard(&mut self, generation: u64, pid: Pid, now: Instant) {
+        if let Some(trial) = self.trial.as_mut() {
+            trial.pid = None;
+        }
+        self.leaving.push(Leaving {
+            worker: Worker { generation, pid },
+            signal_at: None,
+            kill_at: Some(
+                now + self
+                    .policy
+                    .kill_old_timeout
+                    .unwrap_or(Duration::from_secs(5)),
+            ),
+            served: false,
+        });
+        self.actions.push(Action::Signal {
+            pids: vec![pid],
+            signal: Signal::SIGTERM,
+        });
+    }
+
     fn begin_generation(&mut self) {
         self.generation += 1;
         self.restart_pending = false;
         self.trial = Some(Trial {
             generation: self.generation,
             pid: None,
-            deadline: None,
-            failed: false,
+            spawned_at: None,
+            failed_at: None,
         });
         self.actions.push(Action::Spawn {
             generation: self.generation,
@@ -386,18 +560,21 @@ impl Supervisor {
     }
 
     fn promote(&mut self, generation: u64, pid: Pid, now: Instant) {
+        self.failures_in_a_row = 0;
         let delay = self.tunables.kill_old_delay;
         if let Some(previous) = self.current.replace(Worker { generation, pid }) {
-            self.old.push(Retiring {
+            self.leaving.push(Leaving {
                 worker: previous,
                 signal_at: Some(now + delay),
+                kill_at: None,
+                served: true,
             });
         }
         self.last_restart = now;
         self.actions
             .push(Action::Notify(Notice::Serving(Worker { generation, pid })));
         let mut waiting: Vec<Pid> = self
-            .old
+            .leaving
             .iter()
             .filter(|r| r.signal_at.is_some())
             .map(|r| r.worker.pid)
@@ -421,6 +598,7 @@ impl Supervisor {
             );
         }
         self.update_status();
+        self.signal_due_old_workers(now);
         if self.restart_pending {
             info!("received HUP, spawning a new worker");
             self.begin_generation();
@@ -428,11 +606,13 @@ impl Supervisor {
     }
 
     fn signal_due_old_workers(&mut self, now: Instant) {
+        let kill_after = self.policy.kill_old_timeout;
         let mut due = Vec::new();
-        for retiring in &mut self.old {
-            if retiring.signal_at.is_some_and(|at| now >= at) {
-                retiring.signal_at = None;
-                due.push(retiring.worker.pid);
+        for leaving in &mut self.leaving {
+            if leaving.signal_at.is_some_and(|at| now >= at) {
+                leaving.signal_at = None;
+                leaving.kill_at = kill_after.map(|t| now + t);
+                due.push(leaving.worker.pid);
             }
         }
         if !due.is_empty() {
@@ -445,10 +625,31 @@ impl Supervisor {
         }
     }
 
+    fn kill_overdue(&mut self, now: Instant) {
+        let mut overdue = Vec::new();
+        for leaving in &mut self.leaving {
+            if leaving.kill_at.is_some_and(|at| now >= at) {
+                leaving.kill_at = None;
+                overdue.push(leaving.worker.pid);
+            }
+        }
+        if !overdue.is_empty() {
+            overdue.sort();
+            warn!(
+                "workers still alive after their signal, sending KILL:{}",
+                join(&overdue)
+            );
+            self.actions.push(Action::Signal {
+                pids: overdue,
+                signal: Signal::SIGKILL,
+            });
+        }
+    }
+
     fn auto_restart_due(&self) -> Option<Instant> {
         let interval = self.tunables.auto_restart_interval?;
         self.current?;
-        let wait = if self.old.is_empty() {
+        let wait = if self.old_workers().next().is_none() {
             interval
         } else {
             interval * 2
@@ -457,7 +658,8 @@ impl Supervisor {
     }
 
     fn live_pids(&self) -> Vec<Pid> {
-        let mut pids: Vec<Pid> = self.live().iter().map(|w| w.pid).collect();
+        let mut pids: Vec<Pid> = self.current.iter().map(|w| w.pid).collect();
+        pids.extend(self.leaving.iter().map(|r| r.worker.pid));
         pids.extend(self.trial.as_ref().and_then(|t| t.pid));
         pids.sort();
         pids
@@ -495,6 +697,7 @@ mod tests {
         next_pid: Pid,
         log: Vec<Action>,
         notices: Vec<Notice>,
+        failures: Vec<u64>,
     }
 
     impl Harness {
@@ -504,6 +707,10 @@ mod tests {
                 interval: SEC,
                 signal_on_hup: Signal::SIGTERM,
                 signal_on_term: Signal::SIGTERM,
+                ready_timeout: None,
+                kill_old_timeout: None,
+                backoff_after: 3,
+                backoff_max: 10 * SEC,
             };
             Harness {
                 sup: Supervisor::new(policy, tunables, now),
@@ -511,6 +718,7 @@ mod tests {
                 next_pid: 100,
                 log: Vec::new(),
                 notices: Vec::new(),
+                failures: Vec::new(),
             }
         }
 
@@ -532,6 +740,10 @@ mod tests {
                     match action {
                         Action::Notify(notice) => {
                             self.notices.push(notice);
+                            continue;
+                        }
+                        Action::RecordFailure { generation, .. } => {
+                            self.failures.push(generation);
                             continue;
                         }
                         Action::Spawn { generation } => {
@@ -560,7 +772,7 @@ mod tests {
         }
 
         fn exit(&mut self, pid: Pid, raw: i32) -> Vec<Action> {
-            let actions = self.sup.child_exited(pid, ExitStatus(raw));
+            let actions = self.sup.child_exited(pid, ExitStatus(raw), self.now);
             self.run(actions)
         }
 
@@ -710,7 +922,7 @@ mod tests {
         h.started();
         h.advance(SEC);
         h.hup(); // 102 on trial
-        let actions = h.sup.terminate(Signal::SIGINT);
+        let actions = h.sup.terminate(Signal::SIGINT, h.now);
         let actions = h.run(actions);
         assert_eq!(
             actions,
@@ -734,7 +946,7 @@ mod tests {
         h.sup.policy.signal_on_term = Signal::SIGUSR1;
         h.started();
         h.advance(SEC);
-        let actions = h.sup.terminate(Signal::SIGTERM);
+        let actions = h.sup.terminate(Signal::SIGTERM, h.now);
         assert_eq!(
             h.run(actions),
             vec![Action::Signal {
@@ -812,7 +1024,7 @@ mod tests {
         h.exit(102, 256);
         h.advance(SEC);
         h.advance(SEC);
-        let actions = h.sup.terminate(Signal::SIGTERM);
+        let actions = h.sup.terminate(Signal::SIGTERM, h.now);
         h.run(actions);
         assert_eq!(
             h.notices,

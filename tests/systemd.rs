@@ -276,6 +276,18 @@ fn notify_scenario(notify: &NotifySocket) {
         ],
     );
     let (_, pid1) = wait_sole_generation(&tmp.path("status"), 1);
+    // The worker never sees systemd's NOTIFY_SOCKET: it gets start_server's own.
+    let environ = fs::read(format!("/proc/{pid1}/environ")).expect("the worker's environment");
+    let environ = String::from_utf8_lossy(&environ);
+    let worker_notify = environ
+        .split('\0')
+        .find_map(|v| v.strip_prefix("NOTIFY_SOCKET="))
+        .expect("a NOTIFY_SOCKET for the worker");
+    assert_ne!(worker_notify, notify.address);
+    assert!(
+        worker_notify.starts_with("@start_server/"),
+        "{worker_notify}"
+    );
     let ready = notify.wait_for(&["READY=1"]);
     assert!(
         ready.contains(&format!("STATUS=generation 1 (pid {pid1}) serving")),
@@ -314,9 +326,6 @@ fn notify_scenario(notify: &NotifySocket) {
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit().code(), Some(0));
     notify.wait_for(&["STOPPING=1"]);
-    // Workers never see start_server's NOTIFY_SOCKET.
-    let environ = fs::read(format!("/proc/{pid1}/environ")).unwrap_or_default();
-    assert!(!String::from_utf8_lossy(&environ).contains("NOTIFY_SOCKET"));
 }
 
 #[test]
