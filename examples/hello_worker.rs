@@ -46,6 +46,10 @@ fn main() {
     let pid = std::process::id();
     let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
     eprintln!("hello_worker: pid {pid}, generation {generation}, serving {names:?}");
+    // Ready now: start_server need not wait for --interval to retire the old generation.
+    if let Err(e) = server_starter::ready::notify(&format!("READY=1\nSTATUS=serving {names:?}")) {
+        eprintln!("hello_worker: cannot notify readiness: {e}");
+    }
     loop {
         // SAFETY: a valid array of pollfds.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };

@@ -1054,4 +1054,192 @@ mod tests {
         h.started();
         assert!(h.exit(4242, 0).is_empty());
     }
+
+    fn with_policy(change: impl FnOnce(&mut Policy)) -> Harness {
+        let mut h = Harness::plain();
+        change(&mut h.sup.policy);
+        h
+    }
+
+    fn notify(h: &mut Harness, pid: Pid, message: &str) -> Vec<Action> {
+        let actions = h.sup.notified(pid, message, h.now);
+        h.run(actions)
+    }
+
+    #[test]
+    fn ready_promotes_at_once() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(SEC);
+        h.hup();
+        h.advance(SEC / 100);
+        let actions = notify(&mut h, 102, "READY=1\nSTATUS=warming up\n");
+        assert_eq!(
+            actions,
+            vec![
+                Action::WriteStatus(vec![w(1, 101), w(2, 102)]),
+                Action::Signal {
+                    pids: vec![101],
+                    signal: Signal::SIGTERM
+                }
+            ]
+        );
+        assert_eq!(h.sup.current(), Some(w(2, 102)));
+    }
+
+    #[test]
+    fn only_the_trial_can_declare_itself_ready() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(SEC);
+        h.hup();
+        assert!(
+            notify(&mut h, 101, "READY=1").is_empty(),
+            "the current worker"
+        );
+        assert!(notify(&mut h, 999, "READY=1").is_empty(), "a stranger");
+        assert_eq!(h.sup.current(), Some(w(1, 101)));
+        h.notices.clear();
+        notify(&mut h, 101, "STATUS=42 requests in flight");
+        assert_eq!(
+            h.notices,
+            vec![Notice::WorkerStatus {
+                worker: w(1, 101),
+                status: "42 requests in flight".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn ready_timeout_stops_a_silent_worker_and_keeps_the_old_one() {
+        let mut h = with_policy(|p| p.ready_timeout = Some(3 * SEC));
+        h.started();
+        notify(&mut h, 101, "READY=1");
+        h.hup(); // generation 2, pid 102, never ready
+        assert!(
+            h.advance(2 * SEC).is_empty(),
+            "alive past the interval is not enough"
+        );
+        assert_eq!(
+            h.advance(SEC),
+            vec![Action::Signal {
+                pids: vec![102],
+                signal: Signal::SIGTERM
+            }]
+        );
+        assert_eq!(h.failures, vec![2]);
+        assert_eq!(h.sup.current(), Some(w(1, 101)));
+        // The stopped worker is not a generation of the status file, and gets KILL later.
+        assert_eq!(h.sup.live(), vec![w(1, 101)]);
+        assert_eq!(h.sup.next_deadline(), Some(h.now), "the retry is due now");
+        assert_eq!(
+            h.advance(Duration::ZERO),
+            vec![Action::Spawn { generation: 3 }]
+        );
+        assert_eq!(
+            h.advance(5 * SEC).first(),
+            Some(&Action::Signal {
+                pids: vec![102],
+                signal: Signal::SIGKILL
+            })
+        );
+        h.exit(102, 9);
+        assert!(h.sup.worker_pids().iter().all(|p| *p != 102));
+    }
+
+    #[test]
+    fn kill_old_timeout_escalates_to_sigkill() {
+        let mut h = with_policy(|p| p.kill_old_timeout = Some(2 * SEC));
+        h.started();
+        h.advance(SEC);
+        h.hup();
+        h.advance(SEC); // 101 gets TERM
+        assert_eq!(h.sup.next_deadline(), Some(h.now + 2 * SEC));
+        assert_eq!(
+            h.advance(2 * SEC),
+            vec![Action::Signal {
+                pids: vec![101],
+                signal: Signal::SIGKILL
+            }]
+        );
+    }
+
+    #[test]
+    fn kill_old_timeout_also_bounds_shutdown() {
+        let mut h = with_policy(|p| p.kill_old_timeout = Some(2 * SEC));
+        h.started();
+        h.advance(SEC);
+        let actions = h.sup.terminate(Signal::SIGTERM, h.now);
+        h.run(actions);
+        assert_eq!(
+            h.advance(2 * SEC),
+            vec![Action::Signal {
+                pids: vec![101],
+                signal: Signal::SIGKILL
+            }]
+        );
+        assert_eq!(
+            h.exit(101, 9),
+            vec![Action::WriteStatus(vec![]), Action::Exit]
+        );
+    }
+
+    #[test]
+    fn repeated_failures_back_off_and_a_success_resets() {
+        let mut h = Harness::plain();
+        h.started();
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let pid = h.next_pid;
+            h.exit(pid, 256);
+            let due = h.sup.next_deadline().expect("a retry");
+            waits.push(due - h.now);
+            h.now = due;
+            let actions = h.sup.tick(h.now);
+            h.run(actions);
+        }
+        // Spawns are one interval apart for the first three failures (as the original), then
+        // the wait doubles, capped at backoff_max (10 s here).
+        assert_eq!(
+            waits,
+            vec![SEC, SEC, SEC, 2 * SEC, 3 * SEC, 5 * SEC, 9 * SEC],
+            "interval plus 0, 0, 0, 1, 2, 4, 8 s of backoff"
+        );
+        h.advance(SEC);
+        assert!(h.sup.current().is_some());
+        let pid = h.sup.current().unwrap().pid;
+        h.exit(pid, 256); // dies after it had started: respawned at once
+        h.exit(h.next_pid, 256); // that one fails its start: the count was reset
+        assert_eq!(h.sup.next_deadline(), Some(h.now + SEC));
+    }
+
+    #[test]
+    fn a_storm_of_hups_makes_one_more_generation() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(SEC);
+        h.hup();
+        for _ in 0..50 {
+            h.hup();
+        }
+        h.advance(SEC);
+        h.advance(SEC);
+        assert_eq!(h.sup.current(), Some(w(3, 103)));
+        assert_eq!(h.sup.next_deadline(), None);
+    }
+
+    #[test]
+    fn shutdown_during_a_start_waits_for_the_new_worker_too() {
+        let mut h = Harness::plain();
+        h.started(); // 101 on trial, never started
+        let actions = h.sup.terminate(Signal::SIGTERM, h.now);
+        assert_eq!(
+            h.run(actions),
+            vec![Action::Signal {
+                pids: vec![101],
+                signal: Signal::SIGTERM
+            }]
+        );
+        assert_eq!(h.exit(101, 15), vec![Action::Exit]);
+    }
 }

@@ -23,7 +23,7 @@ pub fn bin() -> &'static str {
 }
 
 /// An HTTP worker: serves every TCP socket of SERVER_STARTER_PORT, answering
-/// `pid=PID gen=GEN`; on SIGTERM (or the signal in $STOP_SIGNAL) it finishes the request at hand,
+/// `pid=PID gen=GEN`; sends READY=1 to NOTIFY_SOCKET when $SEND_READY is set; on SIGTERM (or the signal in $STOP_SIGNAL) it finishes the request at hand,
 /// appends the signal's name to $SIGNAL_LOG if set, and exits.
 pub const HTTP_WORKER: &str = r#"#!/usr/bin/env python3
 import os, select, signal, socket, sys
@@ -37,6 +37,12 @@ for entry in filter(None, os.environ.get("SERVER_STARTER_PORT", "").split(";")):
         s.setblocking(False)
         socks.append(s)
 gen = os.environ.get("SERVER_STARTER_GENERATION")
+if os.environ.get("SEND_READY") and os.environ.get("NOTIFY_SOCKET"):
+    target = os.environ["NOTIFY_SOCKET"]
+    if target.startswith("@"):
+        target = "\0" + target[1:]
+    note = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    note.sendto(b"READY=1\nSTATUS=python worker up", target)
 busy = False
 stop = False
 class Stop(Exception):
