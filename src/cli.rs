@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
-/// start_server: a superdaemon for hot-deploying server programs.
+/// A superdaemon for hot-deploying server programs.
 ///
 /// Binds the listening sockets, runs the server program (the worker) with those sockets open,
 /// and on SIGHUP starts a new worker, retiring the old one only once the new one is up.
@@ -123,6 +123,11 @@ pub struct Cli {
     #[arg(long)]
     pub stop: bool,
 
+    /// Print the man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`) made
+    /// from this very definition, and exit. For packagers; hidden from --help.
+    #[arg(long, value_name = "WHAT", hide = true, value_parser = ["man", "bash", "zsh", "fish"])]
+    pub generate: Option<String>,
+
     /// The server program and its arguments.
     #[arg(
         value_name = "PROGRAM [ARGS...]",
@@ -139,6 +144,19 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .ok_or_else(|| format!("{text:?} is not a number of seconds (e.g. 1 or 0.5)"))
+}
+
+/// Writes the man page or a completion script for `what` (see `--generate`) to `out`.
+pub fn generate(what: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut command = Cli::command();
+    let shell = match what {
+        "man" => return clap_mangen::Man::new(command).render(out),
+        "bash" => clap_complete::Shell::Bash,
+        "zsh" => clap_complete::Shell::Zsh,
+        _ => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut command, "start_server", out);
+    Ok(())
 }
 
 impl Cli {

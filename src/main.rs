@@ -33,7 +33,10 @@ fn main() {
     let cli = Cli::from_env();
     // With --log-file, stderr is about to become that file: the journal is not the target then.
     logging::init(cli.log_file.is_none() && logging::stderr_is_journal());
-    let result = if cli.stop {
+    let result = if let Some(what) = &cli.generate {
+        cli::generate(what, &mut std::io::stdout().lock())
+            .map_err(|e| error::Error::runtime(format!("cannot write the {what} output: {e}")))
+    } else if cli.stop {
         client::stop(&cli)
     } else if cli.restart {
         client::restart(&cli)

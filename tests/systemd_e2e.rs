@@ -17,7 +17,7 @@ const RUN_IN_SYSTEMD: &str = concat!(
 
 /// Common shell helpers for the scenarios.
 const PRELUDE: &str = r#"set -euo pipefail
-fail() { echo "FAIL: $*"; systemctl status --no-pager -l 'myapp*' 'server-starter*' 2>&1 | tail -30; exit 1; }
+fail() { echo "FAIL: $*"; systemctl status --no-pager -l 'server-starter-example*' 'server-starter*' 2>&1 | tail -30; exit 1; }
 wait_for() { for _ in $(seq 300); do if eval "$1"; then return 0; fi; sleep 0.1; done; fail "timed out: $1"; }
 field() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$2"; }
 install -m 755 /src/start_server /usr/bin/start_server
@@ -39,9 +39,9 @@ fn run_scenario(scenario: &str) -> String {
     let units = tmp.path("units");
     fs::create_dir_all(units.join("older-systemd")).unwrap();
     for unit in [
-        "myapp.socket",
-        "myapp.service",
-        "older-systemd/myapp.service",
+        "server-starter-example.socket",
+        "server-starter-example.service",
+        "older-systemd/server-starter-example.service",
         "server-starter@.socket",
         "server-starter@.service",
         "server-starter.env.example",
@@ -76,38 +76,38 @@ fn run_scenario(scenario: &str) -> String {
 fn notify_reload_units_serve_reload_report_and_stop_cleanly() {
     run_scenario(
         r#"
-cp /src/units/myapp.socket /src/units/myapp.service /etc/systemd/system/
-mkdir -p /etc/systemd/system/myapp.service.d
-printf '[Service]\nEnvironment=FAIL_IF_EXISTS=/run/myapp-fail\n' > /etc/systemd/system/myapp.service.d/test.conf
+cp /src/units/server-starter-example.socket /src/units/server-starter-example.service /etc/systemd/system/
+mkdir -p /etc/systemd/system/server-starter-example.service.d
+printf '[Service]\nEnvironment=FAIL_IF_EXISTS=/run/myapp-fail\n' > /etc/systemd/system/server-starter-example.service.d/test.conf
 systemctl daemon-reload
-systemctl start myapp.socket
-systemctl is-active -q myapp.service && fail "the service ran before any connection"
+systemctl start server-starter-example.socket
+systemctl is-active -q server-starter-example.service && fail "the service ran before any connection"
 first=$(curl -sf --max-time 30 http://127.0.0.1:8080/) || fail "no answer through the socket"
 [[ $first == *gen=1* ]] || fail "first answer: $first"
-wait_for 'systemctl is-active -q myapp.service'
+wait_for 'systemctl is-active -q server-starter-example.service'
 pid1=$(field pid "$first")
 
-systemctl reload myapp.service
+systemctl reload server-starter-example.service
 second=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
 pid2=$(field pid "$second")
 [[ $second == *gen=2* && $pid2 != "$pid1" ]] || fail "reload returned before generation 2 served: $second"
-systemctl status --no-pager myapp.service | grep -F "Status: \"generation 2 (pid $pid2) serving\"" \
+systemctl status --no-pager server-starter-example.service | grep -F "Status: \"generation 2 (pid $pid2) serving\"" \
   || fail "status does not show ours"
-journal=$(journalctl -u myapp.service -o verbose --no-pager)
+journal=$(journalctl -u server-starter-example.service -o verbose --no-pager)
 grep -q 'SYSLOG_IDENTIFIER=start_server' <<<"$journal" || fail "no entries of start_server"
 grep -q 'MESSAGE=new worker is now running' <<<"$journal" || fail "no structured message"
 grep -q 'GENERATION=2' <<<"$journal" || fail "no GENERATION field"
 grep -q "WORKER_PID=$pid2" <<<"$journal" || fail "no WORKER_PID field"
 
 touch /run/myapp-fail
-systemctl reload myapp.service
-systemctl is-active -q myapp.service || fail "a failed reload made the unit inactive"
+systemctl reload server-starter-example.service
+systemctl is-active -q server-starter-example.service || fail "a failed reload made the unit inactive"
 third=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
 [[ $(field pid "$third") == "$pid2" ]] || fail "the old generation no longer serves: $third"
-systemctl status --no-pager myapp.service | grep -F "reload failed" || fail "status does not say the reload failed"
+systemctl status --no-pager server-starter-example.service | grep -F "reload failed" || fail "status does not say the reload failed"
 rm /run/myapp-fail
 
-systemctl stop myapp.service myapp.socket
+systemctl stop server-starter-example.service server-starter-example.socket
 if pgrep -f /usr/local/bin/myapp; then fail "workers left behind"; fi
 if pgrep -x start_server; then fail "start_server left behind"; fi
 "#,
@@ -118,17 +118,17 @@ if pgrep -x start_server; then fail "start_server left behind"; fi
 fn older_systemd_unit_reloads_through_start_server_restart() {
     run_scenario(
         r#"
-cp /src/units/myapp.socket /etc/systemd/system/
-cp /src/units/older-systemd/myapp.service /etc/systemd/system/
+cp /src/units/server-starter-example.socket /etc/systemd/system/
+cp /src/units/older-systemd/server-starter-example.service /etc/systemd/system/
 systemctl daemon-reload
-systemctl start myapp.socket
+systemctl start server-starter-example.socket
 first=$(curl -sf --max-time 30 http://127.0.0.1:8080/) || fail "no answer through the socket"
-wait_for 'systemctl is-active -q myapp.service'
-systemctl reload myapp.service
+wait_for 'systemctl is-active -q server-starter-example.service'
+systemctl reload server-starter-example.service
 second=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
 [[ $second == *gen=2* && $(field pid "$second") != $(field pid "$first") ]] \
   || fail "ExecReload returned before generation 2 served: $first / $second"
-systemctl stop myapp.service myapp.socket
+systemctl stop server-starter-example.service server-starter-example.socket
 if pgrep -f /usr/local/bin/myapp; then fail "workers left behind"; fi
 "#,
     );
