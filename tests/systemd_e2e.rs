@@ -54,6 +54,9 @@ fn run_scenario(scenario: &str) -> String {
     let script = tmp.path("scenario.sh");
     fs::write(&script, format!("{PRELUDE}{scenario}\necho SCENARIO-OK\n")).unwrap();
     let output = Command::new(RUN_IN_SYSTEMD)
+        // A boot takes seconds; a container that hangs on its way down (its scenario's output
+        // is kept) must not hold the suite for the default 10 minutes.
+        .env("RUN_IN_SYSTEMD_TIMEOUT", "180")
         .arg("--bind")
         .arg(format!("{}:/src", tmp.0.display()))
         .arg(&script)
