@@ -1,0 +1,183 @@
+//! The Debian and RPM packages: same files, lintian-clean, and the `.deb` installed, used and
+//! removed under a real systemd. Needs dpkg-deb, rpmbuild, lintian (installed by `.ci/run`), and
+//! root with `../shared/systemd/run-in-systemd` for the last test.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Builds both packages from the binary under test; returns (deb, rpm).
+fn build(out: &Path) -> (PathBuf, PathBuf) {
+    let output = Command::new(format!("{ROOT}/packaging/build-packages.sh"))
+        .args(["--binary", bin(), "--out"])
+        .arg(out)
+        .output()
+        .expect("run packaging/build-packages.sh");
+    assert!(output.status.success(), "{output:?}");
+    let find = |ext: &str| {
+        fs::read_dir(out)
+            .unwrap()
+            .filter_map(|e| Some(e.ok()?.path()))
+            .find(|p| p.extension().is_some_and(|e| e == ext))
+            .unwrap_or_else(|| panic!("no .{ext} in {}", out.display()))
+    };
+    (find("deb"), find("rpm"))
+}
+
+fn stdout(command: &mut Command) -> String {
+    let output = command.output().expect("run a packaging tool");
+    assert!(output.status.success(), "{command:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn deb_and_rpm_install_the_same_files() {
+    let tmp = TempDir::new();
+    let (deb, rpm) = build(&tmp.0);
+    let deb_files: BTreeSet<String> = stdout(Command::new("dpkg-deb").arg("-c").arg(&deb))
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|p| p.trim_start_matches('.').to_string())
+        .collect();
+    let rpm_files: BTreeSet<String> = stdout(
+        Command::new("rpm")
+            .args(["-qp", "--qf", "[%{FILEMODES:perms} %{FILENAMES}\\n]"])
+            .arg(&rpm),
+    )
+    .lines()
+    .filter(|l| l.starts_with('-'))
+    .filter_map(|l| l.split_whitespace().last())
+    .map(str::to_string)
+    .collect();
+    assert_eq!(deb_files, rpm_files);
+    for expected in [
+        "/usr/bin/start_server",
+        "/usr/share/man/man1/start_server.1.gz",
+        "/usr/share/bash-completion/completions/start_server",
+        "/usr/share/zsh/vendor-completions/_start_server",
+        "/usr/share/fish/vendor_completions.d/start_server.fish",
+        "/usr/lib/systemd/system/server-starter@.socket",
+        "/usr/lib/systemd/system/server-starter@.service",
+        "/usr/lib/systemd/system/server-starter-example.socket",
+        "/usr/lib/systemd/system/server-starter-example.service",
+        "/usr/share/doc/server-starter/README.md.gz",
+        "/usr/share/doc/server-starter/copyright",
+    ] {
+        assert!(
+            deb_files.contains(expected),
+            "{expected} missing: {deb_files:#?}"
+        );
+    }
+    // `rpm -qlp` (what operators run) lists them too.
+    let listed = stdout(Command::new("rpm").arg("-qlp").arg(&rpm));
+    for file in &deb_files {
+        assert!(listed.lines().any(|l| l == file), "{file} not in rpm -qlp");
+    }
+}
+
+#[test]
+fn the_deb_is_lintian_clean() {
+    let tmp = TempDir::new();
+    let (deb, _) = build(&tmp.0);
+    let output = Command::new("lintian")
+        .arg(&deb)
+        .output()
+        .expect("lintian is needed (apt-get install lintian)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let problems: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn man_page_and_completions_come_from_the_option_definitions() {
+    let man = stdout(Command::new(bin()).args(["--generate", "man"]));
+    assert!(man.contains(".TH start_server 1"), "{man}");
+    for option in [
+        "ready\\-timeout",
+        "signal\\-on\\-hup",
+        "no\\-listen\\-fds",
+        "restart",
+    ] {
+        assert!(man.contains(option), "{option} missing from the man page");
+    }
+    assert!(
+        !man.contains("generate"),
+        "the packaging option stays hidden"
+    );
+    let bash = stdout(Command::new(bin()).args(["--generate", "bash"]));
+    assert!(bash.contains("--kill-old-timeout"), "{bash}");
+    let zsh = stdout(Command::new(bin()).args(["--generate", "zsh"]));
+    assert!(zsh.starts_with("#compdef start_server"), "{zsh}");
+    let fish = stdout(Command::new(bin()).args(["--generate", "fish"]));
+    assert!(fish.contains("complete -c start_server"), "{fish}");
+}
+
+#[test]
+fn the_deb_installs_serves_reloads_and_removes_cleanly_under_systemd() {
+    let runner = format!("{ROOT}/../shared/systemd/run-in-systemd");
+    assert!(Path::new(&runner).exists(), "{runner} is missing");
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "run-in-systemd needs root");
+    let tmp = TempDir::new();
+    let (deb, _) = build(&tmp.0);
+    fs::copy(&deb, tmp.path("server-starter.deb")).unwrap();
+    tmp.script("worker.py", HTTP_WORKER);
+    let scenario = tmp.path("scenario.sh");
+    fs::write(
+        &scenario,
+        r#"set -euo pipefail
+fail() { echo "FAIL: $*"; systemctl status --no-pager 'server-starter*' 2>&1 | tail -20; exit 1; }
+wait_for() { for _ in $(seq 300); do if eval "$1"; then return 0; fi; sleep 0.1; done; fail "timed out: $1"; }
+# Stand-in for libserver-starter-perl's start_server, which the package must divert, not clobber.
+printf '#!/bin/sh\necho perl start_server\n' > /usr/bin/start_server; chmod 755 /usr/bin/start_server
+dpkg -i /src/server-starter.deb
+[[ $(/usr/bin/start_server.perl) == "perl start_server" ]] || fail "the other start_server was not diverted"
+/usr/bin/start_server --version | grep -q '^start_server ' || fail "ours is not /usr/bin/start_server"
+if command -v man >/dev/null; then man -w start_server || fail "man does not find the page"
+else zcat /usr/share/man/man1/start_server.1.gz | grep -q '^.TH start_server 1' || fail "no man page"; fi
+install -m 755 /src/worker.py /usr/local/bin/demo-app
+mkdir -p /etc/server-starter
+printf 'APP_COMMAND=/usr/local/bin/demo-app\nSTART_SERVER_OPTIONS=--interval=0.5\n' > /etc/server-starter/demo.env
+systemctl enable --now server-starter@demo.socket
+ask() { curl -sf --max-time 30 --unix-socket /run/server-starter/demo.sock http://localhost/; }
+first=$(ask) || fail "no answer through the instance's socket"
+[[ $first == *gen=1* ]] || fail "first: $first"
+wait_for 'systemctl is-active -q server-starter@demo.service'
+systemctl reload server-starter@demo.service
+second=$(ask)
+[[ $second == *gen=2* ]] || fail "after reload: $second"
+dpkg -r server-starter
+if pgrep -f /usr/local/bin/demo-app; then fail "workers left behind"; fi
+if pgrep -x start_server; then fail "start_server left behind"; fi
+[[ $(/usr/bin/start_server) == "perl start_server" ]] || fail "the diverted start_server was not given back"
+[[ ! -e /usr/lib/systemd/system/server-starter@.service ]] || fail "unit files left behind"
+echo SCENARIO-OK
+"#,
+    )
+    .unwrap();
+    let output = Command::new(&runner)
+        .env("RUN_IN_SYSTEMD_TIMEOUT", "180")
+        .arg("--bind")
+        .arg(format!("{}:/src", tmp.0.display()))
+        .arg(&scenario)
+        .output()
+        .expect("run run-in-systemd");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("SCENARIO-OK"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
