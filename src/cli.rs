@@ -25,7 +25,8 @@ use clap::{CommandFactory, Parser};
     after_help = "Examples:\n  \
         start_server --port=8080 -- plackup -s Starlet app.psgi\n  \
         start_server --port=127.0.0.1:80 --port=[::1]:80 --path=/run/app.sock -- ./server\n  \
-        kill -HUP $(cat app.pid)    # graceful restart"
+        kill -HUP $(cat app.pid)    # graceful restart",
+    after_long_help = AFTER_LONG_HELP
 )]
 pub struct Cli {
     /// TCP port to listen on: PORT (IPv4 0.0.0.0), HOST:PORT or [IPV6]:PORT; 'u' before PORT
@@ -136,6 +137,31 @@ pub struct Cli {
     )]
     pub command: Vec<OsString>,
 }
+
+const AFTER_LONG_HELP: &str = "\
+Signals:
+  HUP: start a new generation; once it is up, --signal-on-hup to the old
+  TERM: --signal-on-term to every worker, wait for them all, exit 0
+  INT, QUIT, USR1, USR2: the same, sending TERM
+
+The worker gets:
+  SERVER_STARTER_PORT: KEY=FD;... (8080=3;127.0.0.1:81=4;/run/a.sock=5)
+  SERVER_STARTER_GENERATION: 1, 2, ...: one more per spawn attempt
+  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES: the same sockets, systemd-style
+  NOTIFY_SOCKET: send READY=1 there to end a reload at once
+  the variables of --envdir, re-read at every spawn
+
+Environment of start_server:
+  ENVDIR, ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL, KILL_OLD_DELAY
+  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES: sockets from systemd
+  NOTIFY_SOCKET, WATCHDOG_USEC: notifications to systemd
+  JOURNAL_STREAM: log to journald when stderr is the journal
+
+Examples:
+  start_server --port=8080 -- plackup -s Starlet app.psgi
+  start_server --port=[::1]:80 --path=/run/app.sock -- ./server
+  start_server --restart --pid-file=app.pid --status-file=app.status
+  start_server --stop --pid-file=app.pid";
 
 /// Seconds as an integer or decimal number (the original takes integers only).
 fn parse_seconds(text: &str) -> Result<Duration, String> {
