@@ -95,8 +95,13 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
             .into_iter()
             .flatten()
             .min();
-        wait(signals, Some(&rt.worker_notify), deadline)?;
-        for received in signals.drain()? {
+        let ready = wait(signals, Some(&rt.worker_notify), deadline)?;
+        let received = if ready.signals {
+            signals.drain()?
+        } else {
+            Vec::new()
+        };
+        for received in received {
             match received {
                 Received::Hangup => actions.extend(supervisor.hangup()),
                 Received::Terminate(signal) => {
@@ -123,7 +128,12 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 Received::Ignored => {}
             }
         }
-        for (sender, message) in rt.worker_notify.receive() {
+        let messages = if ready.notify {
+            rt.worker_notify.receive()
+        } else {
+            Vec::new()
+        };
+        for (sender, message) in messages {
             if let Some(worker) = owning_worker(sender, &supervisor.worker_pids()) {
                 actions.extend(supervisor.notified(worker, &message, Instant::now()));
             }
@@ -139,16 +149,32 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
     }
 }
 
+/// Which sources have something to read after [`wait`].
+struct Ready {
+    signals: bool,
+    notify: bool,
+}
+
 /// Sleeps until a signal or a worker's message is pending, or `deadline` passes; no deadline
 /// means no timeout.
-fn wait(signals: &Signals, notify: Option<&WorkerNotify>, deadline: Option<Instant>) -> Result<()> {
+fn wait(
+    signals: &Signals,
+    notify: Option<&WorkerNotify>,
+    deadline: Option<Instant>,
+) -> Result<Ready> {
     let timeout = deadline.map(|d| TimeSpec::from(d.saturating_duration_since(Instant::now())));
     let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
     fds.extend(notify.map(|n| PollFd::new(n.as_fd(), PollFlags::POLLIN)));
     match ppoll(&mut fds, timeout, None) {
-        Ok(_) | Err(Errno::EINTR) => Ok(()),
-        Err(e) => Err(e).context(|| "ppoll failed".to_string()),
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => return Err(e).context(|| "ppoll failed".to_string()),
     }
+    let readable =
+        |fd: Option<&PollFd>| fd.and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+    Ok(Ready {
+        signals: readable(fds.first()),
+        notify: readable(fds.get(1)),
+    })
 }
 
 /// Waits (bounded) until none of `pids` is left, reaping them.
