@@ -126,20 +126,13 @@ fn man_page_and_completions_come_from_the_option_definitions() {
 
 #[test]
 fn the_deb_installs_serves_reloads_and_removes_cleanly_under_systemd() {
-    let runner = format!("{ROOT}/../shared/systemd/run-in-systemd");
-    assert!(Path::new(&runner).exists(), "{runner} is missing");
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "run-in-systemd needs root");
     let tmp = TempDir::new();
     let (deb, _) = build(&tmp.0);
     fs::copy(&deb, tmp.path("server-starter.deb")).unwrap();
     tmp.script("worker.py", HTTP_WORKER);
-    let scenario = tmp.path("scenario.sh");
-    fs::write(
-        &scenario,
-        r#"set -euo pipefail
-fail() { echo "FAIL: $*"; systemctl status --no-pager 'server-starter*' 2>&1 | tail -20; exit 1; }
-wait_for() { for _ in $(seq 300); do if eval "$1"; then return 0; fi; sleep 0.1; done; fail "timed out: $1"; }
+    run_in_systemd(
+        &tmp,
+        r#"
 # Stand-in for libserver-starter-perl's start_server, which the package must divert, not clobber.
 printf '#!/bin/sh\necho perl start_server\n' > /usr/bin/start_server; chmod 755 /usr/bin/start_server
 dpkg -i /src/server-starter.deb
@@ -163,21 +156,6 @@ if pgrep -f /usr/local/bin/demo-app; then fail "workers left behind"; fi
 if pgrep -x start_server; then fail "start_server left behind"; fi
 [[ $(/usr/bin/start_server) == "perl start_server" ]] || fail "the diverted start_server was not given back"
 [[ ! -e /usr/lib/systemd/system/server-starter@.service ]] || fail "unit files left behind"
-echo SCENARIO-OK
 "#,
-    )
-    .unwrap();
-    let output = Command::new(&runner)
-        .env("RUN_IN_SYSTEMD_TIMEOUT", "180")
-        .arg("--bind")
-        .arg(format!("{}:/src", tmp.0.display()))
-        .arg(&scenario)
-        .output()
-        .expect("run run-in-systemd");
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && text.contains("SCENARIO-OK"),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
     );
 }

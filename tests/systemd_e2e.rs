@@ -6,33 +6,16 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
-const RUN_IN_SYSTEMD: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/systemd/run-in-systemd"
-);
-
-/// Common shell helpers for the scenarios.
-const PRELUDE: &str = r#"set -euo pipefail
-fail() { echo "FAIL: $*"; systemctl status --no-pager -l 'server-starter-example*' 'server-starter*' 2>&1 | tail -30; exit 1; }
-wait_for() { for _ in $(seq 300); do if eval "$1"; then return 0; fi; sleep 0.1; done; fail "timed out: $1"; }
-field() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$2"; }
-install -m 755 /src/start_server /usr/bin/start_server
+/// What every scenario here starts with: our binary and the test worker in place.
+const INSTALL: &str = "install -m 755 /src/start_server /usr/bin/start_server
 install -m 755 /src/worker.py /usr/local/bin/myapp
-"#;
+";
 
-/// Boots the container with the binary, the test worker and the unit files, runs `scenario`,
-/// and returns its output; fails the test if the scenario failed.
+/// Boots the container with the binary, the test worker and the unit files, runs `scenario`.
 fn run_scenario(scenario: &str) -> String {
-    assert!(
-        Path::new(RUN_IN_SYSTEMD).exists(),
-        "{RUN_IN_SYSTEMD} is missing: these tests need the shared harness beside the checkout"
-    );
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "run-in-systemd needs root");
     let tmp = TempDir::new();
     fs::copy(bin(), tmp.path("start_server")).expect("copy the binary");
     tmp.script("worker.py", HTTP_WORKER);
@@ -51,28 +34,7 @@ fn run_scenario(scenario: &str) -> String {
             .join(unit);
         fs::copy(&shipped, units.join(unit)).expect("copy a unit file");
     }
-    let script = tmp.path("scenario.sh");
-    fs::write(&script, format!("{PRELUDE}{scenario}\necho SCENARIO-OK\n")).unwrap();
-    let output = Command::new(RUN_IN_SYSTEMD)
-        // A boot takes seconds; a container that hangs on its way down (its scenario's output
-        // is kept) must not hold the suite for the default 10 minutes.
-        .env("RUN_IN_SYSTEMD_TIMEOUT", "180")
-        .arg("--bind")
-        .arg(format!("{}:/src", tmp.0.display()))
-        .arg(&script)
-        .output()
-        .expect("run run-in-systemd");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && text.contains("SCENARIO-OK"),
-        "scenario failed ({:?}):\n{text}",
-        output.status
-    );
-    text
+    run_in_systemd(&tmp, &format!("{INSTALL}{scenario}"))
 }
 
 #[test]

@@ -357,6 +357,56 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Shell helpers for scenarios run under a real systemd: `fail MSG` (with the units' status),
+/// `wait_for CONDITION` (bounded), `field NAME TEXT` (a `NAME=123` number from a worker's answer).
+pub const SCENARIO_HELPERS: &str = r#"set -euo pipefail
+fail() { echo "FAIL: $*"; systemctl status --no-pager -l 'server-starter*' 2>&1 | tail -30; exit 1; }
+wait_for() { for _ in $(seq 300); do if eval "$1"; then return 0; fi; sleep 0.1; done; fail "timed out: $1"; }
+field() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$2"; }
+"#;
+
+/// Boots a throw-away container with a real systemd (`../shared/systemd/run-in-systemd`), with
+/// `dir` at /src, runs [`SCENARIO_HELPERS`] then `scenario` as root inside, and fails the test
+/// unless the scenario got to its end. Needs root. Returns the scenario's output.
+pub fn run_in_systemd(dir: &TempDir, scenario: &str) -> String {
+    let runner = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/systemd/run-in-systemd"
+    );
+    assert!(
+        Path::new(runner).exists(),
+        "{runner} is missing: these tests need the shared harness beside the checkout"
+    );
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "run-in-systemd needs root");
+    let script = dir.path("scenario.sh");
+    fs::write(
+        &script,
+        format!("{SCENARIO_HELPERS}{scenario}\necho SCENARIO-OK\n"),
+    )
+    .expect("write the scenario");
+    let output = Command::new(runner)
+        // A boot takes seconds; a container that hangs on its way down (its scenario's output
+        // is kept) must not hold the suite for the default 10 minutes.
+        .env("RUN_IN_SYSTEMD_TIMEOUT", "180")
+        .arg("--bind")
+        .arg(format!("{}:/src", dir.0.display()))
+        .arg(&script)
+        .output()
+        .expect("run run-in-systemd");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.contains("SCENARIO-OK"),
+        "scenario failed ({:?}):\n{text}",
+        output.status
+    );
+    text
+}
+
 /// Strings for args.
 pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
