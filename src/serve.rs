@@ -142,3 +142,25 @@ fn raise_open_file_limit() -> libc::rlimit {
     }
     limit
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(key: &str, fd: RawFd) -> Placement {
+        Placement {
+            key: key.into(),
+            fd,
+            fdname: server_starter::listen_fds::name_for(key),
+        }
+    }
+
+    #[test]
+    fn listen_fds_follow_fd_order_and_need_3_4_and_so_on() {
+        let env = listen_fds_env(&[placed("80", 4), placed("/s", 3)]);
+        assert_eq!(env, Some(("2".into(), "/s:80".into())));
+        assert_eq!(listen_fds_env(&[placed("80", 3), placed("81", 5)]), None);
+        assert_eq!(listen_fds_env(&[placed("80", 0)]), None);
+        assert_eq!(listen_fds_env(&[]), None);
+    }
+}

@@ -229,7 +229,7 @@ impl Supervisor {
 
     /// A terminating signal: stop every worker, then exit once they are all gone.
     pub fn terminate(&mut self, received: Signal, now: Instant) -> Vec<Action> {
-        let pids = self.live_pids();
+        let pids = self.worker_pids();
         if self.stopping {
             info!(
                 "received {}, still waiting for workers:{}",
@@ -342,7 +342,7 @@ impl Supervisor {
             return Vec::new();
         }
         self.update_status();
-        if self.stopping && self.live_pids().is_empty() {
+        if self.stopping && self.worker_pids().is_empty() {
             self.actions.push(Action::Exit);
         }
         self.take_actions()
@@ -452,11 +452,6 @@ impl Supervisor {
         live.extend(self.old_workers());
         live.sort();
         live
-    }
-
-    /// Every worker process start_server is responsible for.
-    pub fn worker_pids(&self) -> Vec<Pid> {
-        self.live_pids()
     }
 
     /// The generation serving now, if one has started.
@@ -657,7 +652,8 @@ impl Supervisor {
         Some(self.last_restart + wait)
     }
 
-    fn live_pids(&self) -> Vec<Pid> {
+    /// Every worker process start_server is responsible for: current, on trial, leaving.
+    pub fn worker_pids(&self) -> Vec<Pid> {
         let mut pids: Vec<Pid> = self.current.iter().map(|w| w.pid).collect();
         pids.extend(self.leaving.iter().map(|r| r.worker.pid));
         pids.extend(self.trial.as_ref().and_then(|t| t.pid));
