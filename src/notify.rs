@@ -59,10 +59,12 @@ impl Notifier {
             return;
         }
         match notice {
-            Notice::Serving(worker) => {
+            Notice::Serving { worker, status } => {
                 let status = format!(
-                    "generation {} (pid {}) serving",
-                    worker.generation, worker.pid
+                    "generation {} (pid {}) serving{}",
+                    worker.generation,
+                    worker.pid,
+                    status.as_ref().map_or(String::new(), |s| format!(": {s}"))
                 );
                 self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
             }

@@ -81,8 +81,12 @@ impl fmt::Display for ExitStatus {
 /// Something the service manager should hear about (see `notify`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// This generation now serves: start-up or reload done.
-    Serving(Worker),
+    /// This generation now serves: start-up or reload done. `status` is the worker's own last
+    /// `STATUS=`, if it sent one.
+    Serving {
+        worker: Worker,
+        status: Option<String>,
+    },
     /// A reload was asked for and a new generation is on its way.
     Reloading,
     /// A spawn attempt failed; `serving` is the generation still serving, if any.
@@ -122,6 +126,8 @@ struct Trial {
     spawned_at: Option<Instant>,
     /// When the failure became known; the next attempt follows after the interval and backoff.
     failed_at: Option<Instant>,
+    /// The worker's last `STATUS=` while on trial, shown once it serves.
+    status: Option<String>,
 }
 
 /// A worker that was signalled and is waited for, with the moment it gets SIGKILL.
@@ -349,26 +355,32 @@ impl Supervisor {
     }
 
     /// A notification (`READY=1`, `STATUS=...` lines) sent by worker `pid` or one of its
-    /// descendants. Only the trial's `READY=1` and the serving worker's `STATUS=` matter.
+    /// descendants. The trial's `READY=1` and `STATUS=`, and the serving worker's `STATUS=`
+    /// matter; the rest is ignored.
     pub fn notified(&mut self, pid: Pid, message: &str, now: Instant) -> Vec<Action> {
         let ready = message.lines().any(|l| l == "READY=1");
         let status = message
             .lines()
             .filter_map(|l| l.strip_prefix("STATUS="))
             .next_back();
-        let on_trial = self
+        let trial = self
             .trial
-            .as_ref()
-            .filter(|t| t.pid == Some(pid) && t.failed_at.is_none())
-            .map(|t| t.generation);
-        if let Some(generation) = on_trial.filter(|_| ready && !self.stopping) {
-            info!(
-                generation,
-                worker_pid = pid,
-                "new worker {pid} is ready (READY=1)"
-            );
-            self.trial = None;
-            self.promote(generation, pid, now);
+            .as_mut()
+            .filter(|t| t.pid == Some(pid) && t.failed_at.is_none());
+        if let Some(trial) = trial {
+            if let Some(status) = status {
+                trial.status = Some(status.to_string());
+            }
+            if ready && !self.stopping {
+                let (generation, status) = (trial.generation, trial.status.take());
+                info!(
+                    generation,
+                    worker_pid = pid,
+                    "new worker {pid} is ready (READY=1)"
+                );
+                self.trial = None;
+                self.promote(generation, pid, status, now);
+            }
         } else if let (Some(worker), Some(status)) = (self.current.filter(|w| w.pid == pid), status)
         {
             self.actions.push(Action::Notify(Notice::WorkerStatus {
@@ -391,8 +403,8 @@ impl Supervisor {
                     let generation = trial.generation;
                     match self.policy.ready_timeout {
                         None => {
-                            self.trial = None;
-                            self.promote(generation, pid, now);
+                            let status = self.trial.take().and_then(|t| t.status);
+                            self.promote(generation, pid, status, now);
                         }
                         Some(limit) => {
                             warn!(
@@ -548,13 +560,14 @@ impl Supervisor {
             pid: None,
             spawned_at: None,
             failed_at: None,
+            status: None,
         });
         self.actions.push(Action::Spawn {
             generation: self.generation,
         });
     }
 
-    fn promote(&mut self, generation: u64, pid: Pid, now: Instant) {
+    fn promote(&mut self, generation: u64, pid: Pid, status: Option<String>, now: Instant) {
         self.failures_in_a_row = 0;
         let delay = self.tunables.kill_old_delay;
         if let Some(previous) = self.current.replace(Worker { generation, pid }) {
@@ -566,8 +579,10 @@ impl Supervisor {
             });
         }
         self.last_restart = now;
-        self.actions
-            .push(Action::Notify(Notice::Serving(Worker { generation, pid })));
+        self.actions.push(Action::Notify(Notice::Serving {
+            worker: Worker { generation, pid },
+            status,
+        }));
         let mut waiting: Vec<Pid> = self
             .leaving
             .iter()
@@ -1014,7 +1029,13 @@ mod tests {
         let mut h = Harness::plain();
         h.started();
         h.advance(SEC);
-        assert_eq!(h.notices, vec![Notice::Serving(w(1, 101))]);
+        assert_eq!(
+            h.notices,
+            vec![Notice::Serving {
+                worker: w(1, 101),
+                status: None
+            }]
+        );
         h.notices.clear();
         h.hup();
         h.exit(102, 256);
@@ -1031,7 +1052,10 @@ mod tests {
                     why: "exit status:256 (exit code 1)".into(),
                     serving: Some(w(1, 101))
                 },
-                Notice::Serving(w(3, 103)),
+                Notice::Serving {
+                    worker: w(3, 103),
+                    status: None
+                },
                 Notice::Stopping,
             ]
         );
@@ -1069,7 +1093,9 @@ mod tests {
         h.advance(SEC);
         h.hup();
         h.advance(SEC / 100);
-        let actions = notify(&mut h, 102, "READY=1\nSTATUS=warming up\n");
+        notify(&mut h, 102, "STATUS=warming up");
+        h.notices.clear();
+        let actions = notify(&mut h, 102, "READY=1\n");
         assert_eq!(
             actions,
             vec![
@@ -1081,6 +1107,14 @@ mod tests {
             ]
         );
         assert_eq!(h.sup.current(), Some(w(2, 102)));
+        assert_eq!(
+            h.notices,
+            vec![Notice::Serving {
+                worker: w(2, 102),
+                status: Some("warming up".into())
+            }],
+            "the status the worker gave while starting is kept"
+        );
     }
 
     #[test]

@@ -312,3 +312,33 @@ fn shutdown_while_a_generation_starts_leaves_no_process() {
             .contains(&format!("received TERM, sending TERM to all workers:{pid}"))
     );
 }
+
+#[test]
+fn the_workers_status_shows_in_start_servers_own() {
+    let tmp = TempDir::new();
+    let port = free_port();
+    let systemd = std::os::unix::net::UnixDatagram::bind(tmp.path("systemd.sock")).unwrap();
+    systemd
+        .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .unwrap();
+    let _server = start(
+        &tmp,
+        port,
+        &["--interval=600"],
+        &[
+            ("SEND_READY", "1".into()),
+            (
+                "NOTIFY_SOCKET",
+                tmp.path("systemd.sock").display().to_string(),
+            ),
+        ],
+    );
+    let (_, pid) = wait_sole_generation(&tmp.path("status"), 1);
+    let expected = format!("STATUS=generation 1 (pid {pid}) serving: python worker up");
+    let mut buffer = vec![0u8; 4096];
+    wait_until("the worker's STATUS in start_server's", || {
+        let n = systemd.recv(&mut buffer).ok()?;
+        let message = String::from_utf8_lossy(&buffer[..n]);
+        (message.contains("READY=1") && message.lines().any(|l| l == expected)).then_some(())
+    });
+}
