@@ -191,6 +191,9 @@ pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, Str
     if got < report.len() {
         return Ok(pid);
     }
+    // The child reported and is in _exit: reap it here, so it is never taken for anything else.
+    // SAFETY: waitpid on our own child.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     let errno = i32::from_ne_bytes([report[1], report[2], report[3], report[4]]);
     let error = std::io::Error::from_raw_os_error(errno);
     let program = launch.program.to_string_lossy();

@@ -265,3 +265,52 @@ fn auto_restart_from_the_environment() {
     wait_sole_generation(&tmp.path("status"), 2);
     server.wait_log("autorestart triggered");
 }
+
+#[test]
+fn a_program_that_disappears_is_reported_as_a_failed_start() {
+    let tmp = TempDir::new();
+    let worker = tmp.script("vanishing.sh", "#!/bin/sh\nexec sleep 600\n");
+    let server = Server::start(
+        &args(&[
+            &tmp.arg("--status-file", "status"),
+            "--interval=0.1",
+            "--",
+            &worker.display().to_string(),
+        ]),
+        &[],
+    );
+    wait_sole_generation(&tmp.path("status"), 1);
+    std::fs::remove_file(&worker).unwrap();
+    server.signal(libc::SIGHUP);
+    let log = server.wait_log("failed to start a new worker: server program");
+    assert!(log.contains("does not exist"), "{log}");
+    // The old generation keeps serving; nothing was left behind by the attempts.
+    assert_eq!(status_entries(&tmp.path("status")).len(), 1);
+    assert!(!log.contains("left behind"), "{log}");
+}
+
+#[test]
+fn a_program_that_cannot_be_executed_is_reported_as_a_failed_start() {
+    let tmp = TempDir::new();
+    let worker = tmp.script("worker", "#!/bin/sh\nexec sleep 600\n");
+    let server = Server::start(
+        &args(&[
+            &tmp.arg("--status-file", "status"),
+            "--interval=0.1",
+            "--",
+            &worker.display().to_string(),
+        ]),
+        &[],
+    );
+    let (_, pid) = wait_sole_generation(&tmp.path("status"), 1);
+    // Still there and executable, but not a program any more: execve fails in the child.
+    std::fs::write(&worker, b"\x7fELF not really").unwrap();
+    server.signal(libc::SIGHUP);
+    let log = server.wait_log_n("failed to start a new worker: failed to exec", 2);
+    assert!(log.contains("Exec format error"), "{log}");
+    assert!(
+        !log.contains("left behind"),
+        "the failed child was reaped: {log}"
+    );
+    assert_eq!(status_entries(&tmp.path("status")), vec![(1, pid)]);
+}
