@@ -153,14 +153,9 @@ fn kill_old_timeout_kills_a_stubborn_old_worker() {
         "stubborn.sh",
         "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 1; done\n",
     );
-    let server = Server::start(
-        &args(&[
-            &tmp.arg("--status-file", "status"),
-            "--interval=0.1",
-            "--kill-old-timeout=0.5",
-            "--",
-            &worker.display().to_string(),
-        ]),
+    let server = tmp.start_server(
+        &["--interval=0.1", "--kill-old-timeout=0.5"],
+        &[&worker.display().to_string()],
         &[],
     );
     let (_, pid1) = wait_sole_generation(&tmp.path("status"), 1);
@@ -268,15 +263,7 @@ fn a_worker_that_daemonizes_leaves_nothing_behind() {
             pidfile.display()
         ),
     );
-    let mut server = Server::start(
-        &args(&[
-            &tmp.arg("--status-file", "status"),
-            "--interval=0.2",
-            "--",
-            &worker.display().to_string(),
-        ]),
-        &[],
-    );
+    let mut server = tmp.start_server(&["--interval=0.2"], &[&worker.display().to_string()], &[]);
     let (generation, _) = wait_sole_generation(&tmp.path("status"), 2);
     assert_eq!(generation, 2);
     let orphan: i32 = fs::read_to_string(&pidfile)

@@ -383,16 +383,7 @@ fn watchdog_pings_at_half_the_timeout_when_it_is_ours() {
 #[test]
 fn without_notify_socket_nothing_is_sent_and_nothing_fails() {
     let tmp = TempDir::new();
-    let mut server = Server::start(
-        &args(&[
-            &tmp.arg("--status-file", "status"),
-            "--interval=0.1",
-            "--",
-            "/bin/sleep",
-            "600",
-        ]),
-        &[],
-    );
+    let mut server = tmp.start_server(&["--interval=0.1"], &["/bin/sleep", "600"], &[]);
     wait_sole_generation(&tmp.path("status"), 1);
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit().code(), Some(0));

@@ -346,13 +346,9 @@ fn generation_counts_every_spawn_attempt() {
         "flaky.sh",
         "#!/bin/sh\necho \"$SERVER_STARTER_GENERATION\" >> \"$OUT\"\n[ \"$SERVER_STARTER_GENERATION\" -ge 3 ] || exit 1\nexec sleep 600\n",
     );
-    let server = Server::start(
-        &args(&[
-            &tmp.arg("--status-file", "status"),
-            "--interval=0.1",
-            "--",
-            &worker.display().to_string(),
-        ]),
+    let server = tmp.start_server(
+        &["--interval=0.1"],
+        &[&worker.display().to_string()],
         &[("OUT", tmp.path("out").display().to_string())],
     );
     let (generation, _) = wait_sole_generation(&tmp.path("status"), 3);

@@ -143,6 +143,21 @@ impl TempDir {
         )
     }
 
+    /// Starts start_server with its status file here (`status`), `options`, then `--` and
+    /// `command`.
+    pub fn start_server(
+        &self,
+        options: &[&str],
+        command: &[&str],
+        env: &[(&str, String)],
+    ) -> Server {
+        let mut a = vec![self.arg("--status-file", "status")];
+        a.extend(options.iter().map(|o| o.to_string()));
+        a.push("--".into());
+        a.extend(command.iter().map(|c| c.to_string()));
+        Server::start(&a, env)
+    }
+
     /// Writes an executable script.
     pub fn script(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path(name);
