@@ -11,7 +11,11 @@ use common::*;
 
 /// What every scenario here starts with: our binary and the test worker in place.
 const INSTALL: &str = "install -m 755 /src/start_server /usr/bin/start_server
-install -m 755 /src/worker.py /usr/local/bin/myapp
+install -m 755 /src/worker.py /usr/local/lib/test-worker.py
+# The program of the units: fails at once (exit 3) while $FAIL_IF_EXISTS exists.
+printf '#!/bin/sh\n[ -e \"${FAIL_IF_EXISTS:-/nonexistent}\" ] && exit 3\nexec /usr/local/lib/test-worker.py\n' \\
+  > /usr/local/bin/myapp
+chmod 755 /usr/local/bin/myapp
 ";
 
 /// Boots the container with the binary, the test worker and the unit files, runs `scenario`.
@@ -73,7 +77,7 @@ systemctl status --no-pager server-starter-example.service | grep -F "reload fai
 rm /run/myapp-fail
 
 systemctl stop server-starter-example.service server-starter-example.socket
-if pgrep -f /usr/local/bin/myapp; then fail "workers left behind"; fi
+if pgrep -f test-worker.py; then fail "workers left behind"; fi
 if pgrep -x start_server; then fail "start_server left behind"; fi
 "#,
     );
@@ -94,7 +98,7 @@ second=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
 [[ $second == *gen=2* && $(field pid "$second") != $(field pid "$first") ]] \
   || fail "ExecReload returned before generation 2 served: $first / $second"
 systemctl stop server-starter-example.service server-starter-example.socket
-if pgrep -f /usr/local/bin/myapp; then fail "workers left behind"; fi
+if pgrep -f test-worker.py; then fail "workers left behind"; fi
 "#,
     );
 }
@@ -119,7 +123,7 @@ second=$(ask)
 journalctl -u server-starter@demo.service --no-pager | grep -q "using socket /run/server-starter/demo.sock (demo) from systemd" \
   || fail "the inherited socket is not in the log"
 systemctl stop server-starter@demo.service server-starter@demo.socket
-if pgrep -f /usr/local/bin/myapp; then fail "workers left behind"; fi
+if pgrep -f test-worker.py; then fail "workers left behind"; fi
 "#,
     );
 }

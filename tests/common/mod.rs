@@ -27,8 +27,6 @@ pub fn bin() -> &'static str {
 /// appends the signal's name to $SIGNAL_LOG if set, and exits.
 pub const HTTP_WORKER: &str = r#"#!/usr/bin/env python3
 import os, select, signal, socket, sys
-if os.path.exists(os.environ.get("FAIL_IF_EXISTS", "/nonexistent")):
-    sys.exit(3)
 socks = []
 for entry in filter(None, os.environ.get("SERVER_STARTER_PORT", "").split(";")):
     key, fd = entry.split("=", 1)
