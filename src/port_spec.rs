@@ -31,6 +31,9 @@ pub struct PortSpec {
     pub fd: Option<RawFd>,
 }
 
+/// The largest fd Linux can give a process (`fs.nr_open`'s ceiling is 2^20 by default).
+const MAX_FD: RawFd = (1 << 20) - 1;
+
 const FORMS: &str = "expected PORT, HOST:PORT or [IPV6]:PORT, with an optional 'u' before PORT \
                      for UDP and '=FD' after it (e.g. 8080, 127.0.0.1:8080, [::1]:u53=5)";
 
@@ -45,6 +48,11 @@ impl PortSpec {
                 let fd = digits(fd)
                     .and_then(|_| fd.parse::<RawFd>().ok())
                     .ok_or_else(|| bad("the part after '=' must be a file descriptor number"))?;
+                if fd > MAX_FD {
+                    return Err(bad(&format!(
+                        "file descriptor numbers go up to {MAX_FD} (the kernel's limit)"
+                    )));
+                }
                 (address.trim_end(), Some(fd))
             }
             None => (spec, None),
@@ -171,6 +179,8 @@ mod tests {
             "80=",
             "80=x",
             "80=-1",
+            "80=2147483647",
+            "80=1048576",
             "[nothost]:80",
             "u",
             "uu80",

@@ -319,3 +319,84 @@ fn clients_refuse_a_stale_pid_file() {
         "failed to open pid file",
     );
 }
+
+/// Every value below, for every option, ends in a clean exit: a usage error (2), a runtime
+/// error (1), or, when the value happens to be valid, a normal run that the worker ends at once
+/// by sending TERM to start_server (0). Never a panic (101) or a death by signal.
+#[test]
+fn no_input_makes_it_panic() {
+    let mut seed: u64 = 0x5eed_1234_abcd_9876;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let pieces = [
+        "0",
+        "1",
+        "9",
+        "65535",
+        "65536",
+        "2147483647",
+        "99999999999",
+        ":",
+        "[",
+        "]",
+        "::1",
+        "=",
+        "u",
+        ".",
+        "a",
+        "localhost",
+        "127.0.0.1",
+        "-",
+        " ",
+        "%",
+        "/",
+        "\\",
+        "é",
+    ];
+    let options = [
+        "--port",
+        "--port",
+        "--port",
+        "--backlog",
+        "--interval",
+        "--signal-on-hup",
+        "--signal-on-term",
+        "--kill-old-delay",
+        "--auto-restart-interval",
+        "--ready-timeout",
+        "--kill-old-timeout",
+        "--max-restart-delay",
+        "--path",
+    ];
+    let tmp = TempDir::new();
+    let stopper = tmp.script("stop.sh", "#!/bin/sh\nkill -TERM $PPID\nexec sleep 5\n");
+    for case in 0..150 {
+        let option = options[next(options.len())];
+        let value: String = (0..1 + next(5))
+            .map(|_| pieces[next(pieces.len())])
+            .collect();
+        let value = if option == "--path" {
+            tmp.path(&format!("s{case}-{value}")).display().to_string()
+        } else {
+            value
+        };
+        let mut a = vec![format!("{option}={value}")];
+        if option != "--port" {
+            a.push("--port=127.0.0.1:0".into());
+        }
+        a.extend(args(&[
+            "--interval=0",
+            "--",
+            &stopper.display().to_string(),
+        ]));
+        let (status, log) = run(&a);
+        assert!(
+            matches!(status.code(), Some(0..=2)) && !log.contains("panicked"),
+            "{a:?} ended with {status:?}: {log}"
+        );
+    }
+}
