@@ -220,7 +220,15 @@ impl Supervisor {
             return self.take_actions();
         }
         self.actions.push(Action::Notify(Notice::Reloading));
-        if let Some(trial) = &self.trial {
+        if let Some(trial) = self.trial.as_ref().filter(|t| t.failed_at.is_some()) {
+            // The last attempt failed and the next one waits (interval, backoff): an operator's
+            // HUP (say, after fixing the deployment) tries again now.
+            info!(
+                "received HUP while generation {} waits to be retried, spawning a new worker now",
+                trial.generation
+            );
+            self.begin_generation();
+        } else if let Some(trial) = &self.trial {
             info!(
                 "received HUP while generation {} is starting, a new worker will follow it",
                 trial.generation
@@ -1241,6 +1249,26 @@ mod tests {
         h.exit(pid, 256); // dies after it had started: respawned at once
         h.exit(h.next_pid, 256); // that one fails its start: the count was reset
         assert_eq!(h.sup.next_deadline(), Some(h.now + SEC));
+    }
+
+    #[test]
+    fn a_hup_during_backoff_retries_at_once() {
+        let mut h = Harness::plain();
+        h.started();
+        for _ in 0..5 {
+            let pid = h.next_pid;
+            h.exit(pid, 256);
+            let due = h.sup.next_deadline().unwrap();
+            h.now = due;
+            let actions = h.sup.tick(h.now);
+            h.run(actions);
+        }
+        h.exit(h.next_pid, 256); // sixth failure: backing off
+        assert!(h.sup.next_deadline().unwrap() > h.now + SEC);
+        let actions = h.hup();
+        assert_eq!(actions, vec![Action::Spawn { generation: 7 }]);
+        h.advance(SEC);
+        assert_eq!(h.sup.current(), Some(w(7, 107)));
     }
 
     #[test]
