@@ -1,9 +1,11 @@
 //! `start_server`: parse the command line, run the chosen mode, map errors to exit codes.
 //!
 //! Data flows config → sockets → supervisor → workers:
-//! `cli` → `config` (`port_spec`, `signals`, `program`, `worker_env`) → `serve` (`pid_file`,
-//! `output`, `sockets`, `spawn::FdLayout`) → `event_loop` (`supervisor`, `spawn`,
-//! `status_file`). `client` is the `--restart`/`--stop` side.
+//! `cli` → `config` (`port_spec`, `signals`, `program`, `worker_env`; `activation` for sockets
+//! from systemd) → `serve` (`pid_file`, `output`, `sockets`, `spawn::FdLayout`) → `event_loop`
+//! (`supervisor`, the state machine; `spawn`; `status_file`; `notify` to systemd,
+//! `worker_notify` from workers). `client` is the `--restart`/`--stop` side; `hygiene` what
+//! start_server sets up about itself first.
 
 mod activation;
 mod cli;
