@@ -1,11 +1,13 @@
 //! `--restart` and `--stop`: talking to a running start_server through its pid and status files.
 
 use std::fs::File;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{Signal, kill};
 
 use crate::cli::Cli;
@@ -13,9 +15,6 @@ use crate::error::{Error, Result};
 use crate::pid_file::read_pid;
 use crate::status_file;
 use crate::supervisor::Pid;
-
-/// How often `--restart` looks at the status file.
-const POLL: Duration = Duration::from_millis(100);
 
 /// Fails unless a start_server holds the pid file's lock: a pid from a stale file might belong
 /// to an unrelated process by now, and must not be signalled.
@@ -90,14 +89,39 @@ pub fn restart(cli: &Cli) -> Result<()> {
         ))
     })?;
     let failures = status_file::failure_path(status_path);
+    // Both files are renamed into place in the status file's directory: watch it, and the
+    // process itself (a pidfd), instead of polling.
+    let directory = match status_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let changes = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+        .and_then(|watch| {
+            watch.add_watch(
+                directory,
+                AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+            )?;
+            Ok(watch)
+        })
+        .map_err(|e| {
+            Error::runtime(format!(
+                "cannot watch {}: {}",
+                directory.display(),
+                e.desc()
+            ))
+        })?;
+    let exited = pidfd(pid)?;
     signal(pid, Signal::SIGHUP)?;
     loop {
-        std::thread::sleep(POLL);
-        if kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
-            return Err(Error::runtime(format!(
-                "start_server (pid {pid}) exited before a new generation took over"
-            )));
+        let mut fds = [
+            PollFd::new(changes.as_fd(), PollFlags::POLLIN),
+            PollFd::new(exited.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::runtime(format!("poll failed: {}", e.desc()))),
         }
+        let _ = changes.read_events();
         // A generation newer than the ones listed before failed: the restart did not happen.
         if let Some((generation, why)) = std::fs::read_to_string(&failures)
             .ok()
@@ -125,5 +149,30 @@ pub fn restart(cli: &Cli) -> Result<()> {
             );
             return Ok(());
         }
+        if has_exited(&exited) {
+            return Err(Error::runtime(format!(
+                "start_server (pid {pid}) exited before a new generation took over"
+            )));
+        }
     }
+}
+
+/// A descriptor that becomes readable when process `pid` exits.
+fn pidfd(pid: Pid) -> Result<OwnedFd> {
+    // SAFETY: pidfd_open has no memory arguments; the result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Error::runtime(format!(
+            "cannot watch start_server (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether the process behind a pidfd has exited, without waiting.
+fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }

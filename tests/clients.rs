@@ -236,3 +236,54 @@ fn help_and_version() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("start_server "));
 }
+
+#[test]
+fn restart_reports_a_start_server_that_dies_meanwhile() {
+    let tmp = TempDir::new();
+    let port = free_port();
+    // The first generation starts at once (READY=1); a --restart's never does (--ready-timeout
+    // far away, and the new worker is told not to send READY).
+    let flag = tmp.path("ready");
+    fs::write(&flag, "").unwrap();
+    let worker = tmp.script(
+        "maybe_ready.sh",
+        &format!(
+            "#!/bin/sh\n[ -e {} ] && export SEND_READY=1\nexec {}\n",
+            flag.display(),
+            tmp.http_worker().display()
+        ),
+    );
+    let server = Server::start(
+        &args(&[
+            &format!("--port=127.0.0.1:{port}"),
+            &tmp.arg("--pid-file", "pid"),
+            &tmp.arg("--status-file", "status"),
+            "--ready-timeout=600",
+            "--",
+            &worker.display().to_string(),
+        ]),
+        &[],
+    );
+    wait_sole_generation(&tmp.path("status"), 1);
+    fs::remove_file(&flag).unwrap();
+    let mut client = Server::start(
+        &args(&[
+            "--restart",
+            &tmp.arg("--pid-file", "pid"),
+            &tmp.arg("--status-file", "status"),
+        ]),
+        &[],
+    );
+    server.wait_log_n("starting new worker", 2);
+    assert!(client.child.try_wait().unwrap().is_none(), "still waiting");
+    server.signal(libc::SIGKILL);
+    assert_eq!(client.wait_exit().code(), Some(1));
+    assert!(
+        client.log().contains(&format!(
+            "start_server (pid {}) exited before a new generation took over",
+            server.pid()
+        )),
+        "{}",
+        client.log()
+    );
+}
