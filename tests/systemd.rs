@@ -476,3 +476,49 @@ fn logs_stay_on_stderr_when_journal_stream_is_not_stderr() {
     assert!(stderr.contains("starting new worker"), "stderr: {stderr}");
     assert!(!journal.contains("MESSAGE="), "{journal}");
 }
+
+#[test]
+fn inherited_udp_sockets_are_passed_on_and_matched() {
+    let tmp = TempDir::new();
+    let (p1, p2) = (free_port(), free_port());
+    let mut command = Command::new("systemd-socket-activate");
+    command.args([
+        "--datagram",
+        &format!("--listen=127.0.0.1:{p1}"),
+        &format!("--listen=127.0.0.1:{p2}"),
+        "--fdname=dns:syslog",
+        &format!("--setenv=REPORT={}", tmp.path("report").display()),
+        bin(),
+        &format!("--port=127.0.0.1:u{p1}"),
+        "--",
+        &tmp.script("report.py", REPORT_WORKER).display().to_string(),
+    ]);
+    let server = Server::spawn(command, &[]);
+    // A datagram is what makes systemd-socket-activate start its command.
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let report = wait_until("the worker's report", || {
+        let _ = sender.send_to(b"hello", ("127.0.0.1", p1));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::read_to_string(tmp.path("report")).ok()
+    });
+    // --port=...:uP1 took the inherited UDP socket (key as written, without the u); the other
+    // inherited one follows, keyed by its address.
+    assert_eq!(
+        env_value(&report, "SERVER_STARTER_PORT"),
+        Some(format!("127.0.0.1:{p1}=3;127.0.0.1:{p2}=4"))
+    );
+    assert_eq!(
+        report.matches("\"type\": \"SOCK_DGRAM\"").count(),
+        2,
+        "{report}"
+    );
+    assert_eq!(
+        env_value(&report, "LISTEN_FDNAMES").as_deref(),
+        Some("dns:syslog")
+    );
+    assert!(
+        server
+            .log()
+            .contains(&format!("using socket 127.0.0.1:{p2} (syslog)"))
+    );
+}
