@@ -6,8 +6,6 @@
 //! crate does not reach sockets in the abstract namespace (`NOTIFY_SOCKET=@name`), which systemd
 //! and test harnesses use.
 
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
@@ -28,11 +26,7 @@ impl Notifier {
     /// `WATCHDOG_PID`, if set, is this process).
     pub fn from_env() -> Notifier {
         let target = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
-            let bytes = path.as_bytes();
-            let addr = match bytes.strip_prefix(b"@") {
-                Some(name) => SocketAddr::from_abstract_name(name),
-                None => SocketAddr::from_pathname(&path),
-            };
+            let addr = server_starter::ready::socket_addr(&path);
             match (UnixDatagram::unbound(), addr) {
                 (Ok(socket), Ok(addr)) => Some((socket, addr)),
                 (Err(e), _) | (_, Err(e)) => {

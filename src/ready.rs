@@ -14,16 +14,20 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
+/// The address a `NOTIFY_SOCKET` value names: a path, or `@name` in the abstract namespace.
+pub fn socket_addr(value: &std::ffi::OsStr) -> io::Result<SocketAddr> {
+    match value.as_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(value),
+    }
+}
+
 /// Sends `state` (newline-separated `KEY=VALUE` lines) to `NOTIFY_SOCKET` (a path, or `@name` in
 /// the abstract namespace). Returns `Ok(false)` when the variable is not set.
 pub fn notify(state: &str) -> io::Result<bool> {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };
-    let addr = match target.as_bytes().strip_prefix(b"@") {
-        Some(name) => SocketAddr::from_abstract_name(name)?,
-        None => SocketAddr::from_pathname(&target)?,
-    };
-    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)?;
+    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &socket_addr(&target)?)?;
     Ok(true)
 }
