@@ -245,14 +245,7 @@ fn restart_reports_a_start_server_that_dies_meanwhile() {
     // far away, and the new worker is told not to send READY).
     let flag = tmp.path("ready");
     fs::write(&flag, "").unwrap();
-    let worker = tmp.script(
-        "maybe_ready.sh",
-        &format!(
-            "#!/bin/sh\n[ -e {} ] && export SEND_READY=1\nexec {}\n",
-            flag.display(),
-            tmp.http_worker().display()
-        ),
-    );
+    let worker = tmp.http_worker_ready_while(&flag);
     let server = Server::start(
         &args(&[
             &format!("--port=127.0.0.1:{port}"),

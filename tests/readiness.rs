@@ -58,14 +58,7 @@ fn a_worker_that_never_says_ready_is_stopped_and_the_old_one_keeps_serving() {
     let ready_flag = tmp.path("ready");
     fs::write(&ready_flag, "").unwrap();
     // The wrapper sends READY only while the flag file exists.
-    let worker = tmp.script(
-        "maybe_ready.sh",
-        &format!(
-            "#!/bin/sh\n[ -e {} ] && export SEND_READY=1\nexec {}\n",
-            ready_flag.display(),
-            tmp.http_worker().display()
-        ),
-    );
+    let worker = tmp.http_worker_ready_while(&ready_flag);
     let server = Server::start(
         &args(&[
             &format!("--port=127.0.0.1:{port}"),
@@ -304,28 +297,19 @@ fn shutdown_while_a_generation_starts_leaves_no_process() {
 fn the_workers_status_shows_in_start_servers_own() {
     let tmp = TempDir::new();
     let port = free_port();
-    let systemd = std::os::unix::net::UnixDatagram::bind(tmp.path("systemd.sock")).unwrap();
-    systemd
-        .set_read_timeout(Some(std::time::Duration::from_secs(1)))
-        .unwrap();
+    let systemd = NotifySocket::at_path(&tmp.path("systemd.sock"));
     let _server = start(
         &tmp,
         port,
         &["--interval=600"],
         &[
             ("SEND_READY", "1".into()),
-            (
-                "NOTIFY_SOCKET",
-                tmp.path("systemd.sock").display().to_string(),
-            ),
+            ("NOTIFY_SOCKET", systemd.address.clone()),
         ],
     );
     let (_, pid) = wait_sole_generation(&tmp.path("status"), 1);
-    let expected = format!("STATUS=generation 1 (pid {pid}) serving: python worker up");
-    let mut buffer = vec![0u8; 4096];
-    wait_until("the worker's STATUS in start_server's", || {
-        let n = systemd.recv(&mut buffer).ok()?;
-        let message = String::from_utf8_lossy(&buffer[..n]);
-        (message.contains("READY=1") && message.lines().any(|l| l == expected)).then_some(())
-    });
+    systemd.wait_for(&[
+        "READY=1",
+        &format!("STATUS=generation 1 (pid {pid}) serving: python worker up"),
+    ]);
 }

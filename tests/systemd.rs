@@ -5,11 +5,7 @@ mod common;
 
 use std::fs;
 use std::net::TcpStream;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use common::*;
 
@@ -201,52 +197,6 @@ fn variables_for_another_pid_are_ignored_and_not_passed_on() {
     let report = wait_until("report", || fs::read_to_string(tmp.path("report")).ok());
     assert_eq!(env_value(&report, "SERVER_STARTER_PORT"), None);
     assert_eq!(env_value(&report, "LISTEN_FDS"), None);
-}
-
-/// A test-owned notification socket collecting what start_server sends.
-struct NotifySocket {
-    messages: Arc<Mutex<Vec<String>>>,
-    address: String,
-}
-
-impl NotifySocket {
-    fn at_path(path: &Path) -> NotifySocket {
-        Self::collect(
-            UnixDatagram::bind(path).unwrap(),
-            path.display().to_string(),
-        )
-    }
-
-    fn abstract_name(name: &str) -> NotifySocket {
-        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-        Self::collect(UnixDatagram::bind_addr(&addr).unwrap(), format!("@{name}"))
-    }
-
-    fn collect(socket: UnixDatagram, address: String) -> NotifySocket {
-        let messages = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&messages);
-        std::thread::spawn(move || {
-            let mut buffer = vec![0u8; 65536];
-            while let Ok(n) = socket.recv(&mut buffer) {
-                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
-                sink.lock().unwrap().push(text);
-            }
-        });
-        NotifySocket { messages, address }
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.messages.lock().unwrap().clone()
-    }
-
-    /// Waits for a datagram containing every one of `lines`; returns it.
-    fn wait_for(&self, lines: &[&str]) -> String {
-        wait_until(&format!("a notification with {lines:?}"), || {
-            self.all()
-                .into_iter()
-                .find(|m| lines.iter().all(|l| m.lines().any(|x| x.starts_with(l))))
-        })
-    }
 }
 
 fn monotonic_usec() -> u64 {

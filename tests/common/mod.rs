@@ -6,7 +6,9 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -137,6 +139,20 @@ impl TempDir {
             &format!(
                 "#!/bin/sh\n[ -e \"${{FAIL_IF_EXISTS:-/nonexistent}}\" ] && exit 3\nexec {} \"$@\"\n",
                 python.display()
+            ),
+        )
+    }
+
+    /// Writes the HTTP worker behind a wrapper that exports SEND_READY (so it sends READY=1)
+    /// only while `flag` exists.
+    pub fn http_worker_ready_while(&self, flag: &Path) -> PathBuf {
+        let worker = self.http_worker();
+        self.script(
+            "maybe_ready.sh",
+            &format!(
+                "#!/bin/sh\n[ -e {} ] && export SEND_READY=1\nexec {}\n",
+                flag.display(),
+                worker.display()
             ),
         )
     }
@@ -418,6 +434,52 @@ pub fn run_in_systemd(dir: &TempDir, scenario: &str) -> String {
         output.status
     );
     text
+}
+
+/// A test-owned notification socket collecting what start_server sends.
+pub struct NotifySocket {
+    messages: Arc<Mutex<Vec<String>>>,
+    pub address: String,
+}
+
+impl NotifySocket {
+    pub fn at_path(path: &Path) -> NotifySocket {
+        Self::collect(
+            UnixDatagram::bind(path).unwrap(),
+            path.display().to_string(),
+        )
+    }
+
+    pub fn abstract_name(name: &str) -> NotifySocket {
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        Self::collect(UnixDatagram::bind_addr(&addr).unwrap(), format!("@{name}"))
+    }
+
+    pub fn collect(socket: UnixDatagram, address: String) -> NotifySocket {
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&messages);
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 65536];
+            while let Ok(n) = socket.recv(&mut buffer) {
+                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                sink.lock().unwrap().push(text);
+            }
+        });
+        NotifySocket { messages, address }
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Waits for a datagram containing every one of `lines`; returns it.
+    pub fn wait_for(&self, lines: &[&str]) -> String {
+        wait_until(&format!("a notification with {lines:?}"), || {
+            self.all()
+                .into_iter()
+                .find(|m| lines.iter().all(|l| m.lines().any(|x| x.starts_with(l))))
+        })
+    }
 }
 
 /// Strings for args.
