@@ -95,6 +95,14 @@ impl Notifier {
                 );
                 self.send(&[NotifyState::Status(&status)]);
             }
+            Notice::BackingOff { failures, delay } => {
+                let status = format!(
+                    "no worker serving: {failures} failed starts in a row, \
+                     next attempt in {} secs",
+                    delay.as_secs_f64()
+                );
+                self.send(&[NotifyState::Status(&status)]);
+            }
             Notice::Stopping => self.send(&[
                 NotifyState::Stopping,
                 NotifyState::Status("stopping: waiting for the workers to exit"),

@@ -10,7 +10,8 @@
 //! failed). Then it becomes *current*, the one before it becomes *old* and gets `signal_on_hup`
 //! (after `kill_old_delay`; `SIGKILL` after `kill_old_timeout` more). A trial that fails is
 //! followed by the next attempt once `interval` has passed since its spawn, later (backoff) after
-//! several failures in a row.
+//! several failures in a row. A worker that dies within [`MIN_UPTIME`] of starting counts as a
+//! failed start too, so a crash loop backs off whatever `interval` is.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -19,6 +20,11 @@ use nix::sys::signal::Signal;
 use tracing::{info, warn};
 
 use crate::signals::short_name;
+
+/// A worker that dies sooner than this after it started counts as a failed start (for backoff):
+/// without it, a worker that exits at once with `--interval=0` is respawned as fast as the
+/// machine can fork.
+pub const MIN_UPTIME: Duration = Duration::from_secs(1);
 
 /// A process id, as the kernel gives it.
 pub type Pid = i32;
@@ -97,6 +103,8 @@ pub enum Notice {
     },
     /// The serving worker's own `STATUS=`.
     WorkerStatus { worker: Worker, status: String },
+    /// Nothing serves and starts keep failing: the next attempt waits `delay`.
+    BackingOff { failures: u32, delay: Duration },
     /// Shutting down.
     Stopping,
 }
@@ -152,6 +160,13 @@ pub struct Supervisor {
     trial: Option<Trial>,
     leaving: Vec<Leaving>,
     failures_in_a_row: u32,
+    /// When the current worker started, and the failures in a row before it: dying within
+    /// [`MIN_UPTIME`] makes it one more failure instead of a reset.
+    probation: Option<(Instant, u32)>,
+    /// When to replace a current worker that died young (backoff); no trial runs meanwhile.
+    respawn_at: Option<Instant>,
+    /// The backoff delay last logged, so the log says when it changes, not at every death.
+    announced_backoff: Duration,
     restart_pending: bool,
     stopping: bool,
     last_restart: Instant,
@@ -171,6 +186,9 @@ impl Supervisor {
             trial: None,
             leaving: Vec::new(),
             failures_in_a_row: 0,
+            probation: None,
+            respawn_at: None,
+            announced_backoff: Duration::ZERO,
             restart_pending: false,
             stopping: false,
             last_restart: now,
@@ -322,13 +340,23 @@ impl Supervisor {
         } else if let Some(worker) = self.current.filter(|w| w.pid == pid) {
             self.current = None;
             let generation = worker.generation;
+            let delay = self.died_young(now);
             warn!(
                 generation,
                 worker_pid = pid,
-                "worker {pid} died unexpectedly with status:{status}, restarting"
+                "worker {pid} died unexpectedly with status:{status}, restarting{}",
+                if delay.is_zero() {
+                    String::new()
+                } else {
+                    format!(" in {} secs", delay.as_secs_f64())
+                }
             );
             if self.trial.is_none() {
-                self.begin_generation();
+                if delay.is_zero() {
+                    self.begin_generation();
+                } else {
+                    self.respawn_at = Some(now + delay);
+                }
             }
         } else if let Some(index) = self.leaving.iter().position(|r| r.worker.pid == pid) {
             let left = self.leaving.remove(index);
@@ -432,6 +460,9 @@ impl Supervisor {
                 (Some(_), _, Some(due)) if now >= due => self.begin_generation(),
                 _ => {}
             }
+        } else if self.respawn_at.is_some_and(|due| now >= due) {
+            info!("backoff over, spawning a new worker");
+            self.begin_generation();
         }
         self.signal_due_old_workers(now);
         if let Some(due) = self.auto_restart_due()
@@ -463,7 +494,11 @@ impl Supervisor {
         let trial = self.trial_deadline();
         let signals = self.leaving.iter().filter_map(|r| r.signal_at).min();
         let auto = self.auto_restart_due().filter(|_| self.trial.is_none());
-        [trial, signals, kills, auto].into_iter().flatten().min()
+        let respawn = self.respawn_at.filter(|_| self.trial.is_none());
+        [trial, signals, kills, auto, respawn]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Live generations as the status file lists them: current and old, by generation.
@@ -517,15 +552,6 @@ impl Supervisor {
         trial.failed_at = Some(now);
         let generation = trial.generation;
         self.failures_in_a_row += 1;
-        let delay = self.backoff();
-        if !delay.is_zero() {
-            warn!(
-                generation,
-                "{} failed starts in a row: backing off, next attempt in {} secs",
-                self.failures_in_a_row,
-                delay.as_secs_f64()
-            );
-        }
         let serving = self.current;
         self.actions.push(Action::RecordFailure {
             generation,
@@ -536,6 +562,46 @@ impl Supervisor {
             why,
             serving,
         }));
+        self.announce_backoff();
+    }
+
+    /// The current worker died at `now`: one more failed start if it had lived less than
+    /// [`MIN_UPTIME`]. Returns how long to wait before replacing it.
+    fn died_young(&mut self, now: Instant) -> Duration {
+        let young = self
+            .probation
+            .take()
+            .filter(|(since, _)| now.saturating_duration_since(*since) < MIN_UPTIME);
+        let Some((_, before)) = young else {
+            return Duration::ZERO;
+        };
+        self.failures_in_a_row = self.failures_in_a_row.max(before) + 1;
+        self.announce_backoff()
+    }
+
+    /// Logs the backoff delay when it changes (not at every failure) and shows it in `STATUS=`
+    /// while nothing serves; returns it.
+    fn announce_backoff(&mut self) -> Duration {
+        let delay = self.backoff();
+        if delay != self.announced_backoff {
+            self.announced_backoff = delay;
+            if delay.is_zero() {
+                info!("restarts are back to their normal pace");
+            } else {
+                warn!(
+                    "{} failed starts in a row: backing off, {} secs more before each attempt",
+                    self.failures_in_a_row,
+                    delay.as_secs_f64()
+                );
+            }
+        }
+        if !delay.is_zero() && self.current.is_none() {
+            self.actions.push(Action::Notify(Notice::BackingOff {
+                failures: self.failures_in_a_row,
+                delay,
+            }));
+        }
+        delay
     }
 
     /// Stops a worker that failed its trial but is still running.
@@ -563,6 +629,7 @@ impl Supervisor {
     fn begin_generation(&mut self) {
         self.generation += 1;
         self.restart_pending = false;
+        self.respawn_at = None;
         self.trial = Some(Trial {
             generation: self.generation,
             pid: None,
@@ -576,6 +643,7 @@ impl Supervisor {
     }
 
     fn promote(&mut self, generation: u64, pid: Pid, status: Option<String>, now: Instant) {
+        self.probation = Some((now, self.failures_in_a_row));
         self.failures_in_a_row = 0;
         let delay = self.tunables.kill_old_delay;
         if let Some(previous) = self.current.replace(Worker { generation, pid }) {
@@ -1246,7 +1314,8 @@ mod tests {
         h.advance(SEC);
         assert!(h.sup.current().is_some());
         let pid = h.sup.current().unwrap().pid;
-        h.exit(pid, 256); // dies after it had started: respawned at once
+        h.advance(MIN_UPTIME);
+        h.exit(pid, 256); // dies after it had started and lived: respawned at once
         h.exit(h.next_pid, 256); // that one fails its start: the count was reset
         assert_eq!(h.sup.next_deadline(), Some(h.now + SEC));
     }
@@ -1299,5 +1368,92 @@ mod tests {
             }]
         );
         assert_eq!(h.exit(101, 15), vec![Action::Exit]);
+    }
+
+    /// With `--interval=0`, a worker that exits at once is promoted first and then "dies":
+    /// this must back off like failed starts, not respawn as fast as fork allows.
+    #[test]
+    fn a_crash_loop_after_promotion_backs_off_whatever_the_interval() {
+        let mut h = with_policy(|p| p.interval = Duration::ZERO);
+        h.started();
+        h.advance(Duration::ZERO); // promoted at once
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            let pid = h.sup.current().expect("promoted").pid;
+            h.exit(pid, 256);
+            let wait = match h.sup.next_deadline() {
+                None => Duration::ZERO, // respawned at once, promoted at the next tick
+                Some(due) => due - h.now,
+            };
+            waits.push(wait);
+            h.advance(wait);
+            h.advance(Duration::ZERO);
+        }
+        let ms = Duration::from_millis;
+        assert_eq!(
+            waits,
+            vec![
+                ms(0),
+                ms(0),
+                ms(0),
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(3200),
+                ms(6400),
+                10 * SEC,
+                10 * SEC
+            ],
+            "the first restarts as fast as before, then doubling up to backoff_max"
+        );
+        assert!(h.notices.contains(&Notice::BackingOff {
+            failures: 12,
+            delay: 10 * SEC
+        }));
+    }
+
+    #[test]
+    fn a_worker_that_lived_its_min_uptime_resets_the_crash_count() {
+        let mut h = with_policy(|p| p.interval = Duration::ZERO);
+        h.started();
+        h.advance(Duration::ZERO);
+        for _ in 0..6 {
+            let pid = h.sup.current().unwrap().pid;
+            h.exit(pid, 256);
+            let due = h.sup.next_deadline().unwrap_or(h.now);
+            h.advance(due - h.now);
+            h.advance(Duration::ZERO);
+        }
+        let pid = h.sup.current().unwrap().pid;
+        h.advance(MIN_UPTIME);
+        assert_eq!(
+            h.exit(pid, 256),
+            vec![Action::Spawn { generation: 8 }, Action::WriteStatus(vec![])],
+            "a worker that served a while is replaced at once"
+        );
+    }
+
+    #[test]
+    fn a_hup_during_crash_backoff_spawns_at_once_and_shutdown_needs_no_wait() {
+        let mut h = with_policy(|p| p.interval = Duration::ZERO);
+        h.started();
+        h.advance(Duration::ZERO);
+        for _ in 0..4 {
+            let pid = h.sup.current().unwrap().pid;
+            h.exit(pid, 256);
+            let due = h.sup.next_deadline().unwrap_or(h.now);
+            h.advance(due - h.now);
+            h.advance(Duration::ZERO);
+        }
+        let pid = h.sup.current().unwrap().pid;
+        h.exit(pid, 256);
+        assert!(h.sup.next_deadline().is_some_and(|d| d > h.now), "waiting");
+        assert_eq!(h.hup(), vec![Action::Spawn { generation: 6 }]);
+        let pid = h.next_pid;
+        h.exit(pid, 256);
+        let actions = h.sup.terminate(Signal::SIGTERM, h.now);
+        assert_eq!(h.run(actions), vec![Action::Exit]);
     }
 }
