@@ -22,7 +22,7 @@ use crate::spawn::{self, FdLayout, Launch};
 use crate::status_file::StatusFile;
 use crate::supervisor::{Action, ExitStatus, Pid, Policy, Supervisor};
 use crate::worker_env::{self, Env};
-use crate::worker_notify::{WorkerNotify, owning_worker};
+use crate::worker_notify::WorkerNotify;
 
 /// What the loop needs to make and watch workers.
 pub struct Runtime {
@@ -128,15 +128,15 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 Received::Ignored => {}
             }
         }
+        // A bounded batch, strangers dropped cheaply (see worker_notify): a flood of messages
+        // does not keep the loop from signals and child exits.
         let messages = if ready.notify {
-            rt.worker_notify.receive()
+            rt.worker_notify.receive(&supervisor.worker_pids())
         } else {
             Vec::new()
         };
-        for (sender, message) in messages {
-            if let Some(worker) = owning_worker(sender, &supervisor.worker_pids()) {
-                actions.extend(supervisor.notified(worker, &message, Instant::now()));
-            }
+        for (worker, message) in messages {
+            actions.extend(supervisor.notified(worker, &message, Instant::now()));
         }
         let now = Instant::now();
         if let (Some(every), Some(due)) = (watchdog_every, next_watchdog)

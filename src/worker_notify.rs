@@ -1,9 +1,16 @@
 //! The notification socket start_server gives its workers as `NOTIFY_SOCKET`: a datagram socket
 //! in the abstract namespace (nothing to clean up, nothing for permissions to get wrong). The
 //! kernel attaches each sender's credentials (`SO_PASSCRED`), so a message is attributed to the
-//! process that really sent it, not to what it claims; the event loop then checks that process is
-//! a worker or a descendant of one.
+//! process that really sent it, not to what it claims, and only messages from a worker or a
+//! descendant of one are passed on.
+//!
+//! Any local user can reach an abstract socket, so a flood must cost little: a sender that is a
+//! known worker is recognised at once, one already found to be a stranger is dropped at once,
+//! and only an unknown sender costs a walk up /proc (once). Nothing is allocated for a dropped
+//! message, and at most [`BATCH`] messages are read per call, so the event loop gets back to
+//! signals and child exits between batches however many are queued.
 
+use std::collections::HashSet;
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
@@ -20,7 +27,19 @@ use crate::supervisor::Pid;
 pub struct WorkerNotify {
     fd: OwnedFd,
     name: String,
+    /// The workers `strangers` was built against.
+    workers: Vec<Pid>,
+    /// Senders found to be neither a worker nor a worker's descendant. Emptied whenever the
+    /// workers change (a new worker's helpers must not stay rejected, and pids are reused).
+    strangers: HashSet<Pid>,
 }
+
+/// The most messages read per [`WorkerNotify::receive`].
+pub const BATCH: usize = 64;
+
+/// The most strangers remembered; the set is emptied when full (it costs one /proc walk each
+/// to learn them again), so its memory stays bounded against a sender forking new pids.
+const MAX_STRANGERS: usize = 4096;
 
 impl WorkerNotify {
     /// Binds a fresh abstract socket named after this process.
@@ -41,7 +60,12 @@ impl WorkerNotify {
         let name = format!("start_server/{}/{nonce:08x}/notify", std::process::id());
         let addr = UnixAddr::new_abstract(name.as_bytes()).context(what)?;
         socket::bind(fd.as_raw_fd(), &addr).context(what)?;
-        Ok(WorkerNotify { fd, name })
+        Ok(WorkerNotify {
+            fd,
+            name,
+            workers: Vec::new(),
+            strangers: HashSet::with_capacity(MAX_STRANGERS),
+        })
     }
 
     /// The `NOTIFY_SOCKET` value for workers (`@` marks the abstract namespace).
@@ -49,13 +73,22 @@ impl WorkerNotify {
         format!("@{}", self.name)
     }
 
-    /// Every pending message with the pid of its sender; messages without credentials are
-    /// dropped.
-    pub fn receive(&self) -> Vec<(Pid, String)> {
+    /// Up to [`BATCH`] pending messages from `workers` or their descendants, each with the
+    /// worker it speaks for; messages from anyone else, or without credentials, are dropped.
+    pub fn receive(&mut self, workers: &[Pid]) -> Vec<(Pid, String)> {
+        self.receive_up_to(workers, BATCH)
+    }
+
+    fn receive_up_to(&mut self, workers: &[Pid], batch: usize) -> Vec<(Pid, String)> {
+        if self.workers != workers {
+            self.workers = workers.to_vec();
+            self.strangers.clear();
+        }
         let mut received = Vec::new();
         let mut buffer = [0u8; 4096];
-        loop {
-            let mut cmsg = nix::cmsg_space!(libc::ucred);
+        let mut cmsg = nix::cmsg_space!(libc::ucred);
+        let mut read = 0;
+        while read < batch {
             let mut iov = [IoSliceMut::new(&mut buffer)];
             let message = match socket::recvmsg::<()>(
                 self.fd.as_raw_fd(),
@@ -67,6 +100,7 @@ impl WorkerNotify {
                 Err(Errno::EINTR) => continue,
                 Err(_) => break,
             };
+            read += 1;
             let sender = message.cmsgs().ok().and_then(|mut cmsgs| {
                 cmsgs.find_map(|c| match c {
                     ControlMessageOwned::ScmCredentials(creds) => Some(creds.pid()),
@@ -74,12 +108,30 @@ impl WorkerNotify {
                 })
             });
             let len = message.bytes;
-            if let Some(pid) = sender {
+            if let Some(worker) = sender.and_then(|pid| self.owner(pid)) {
                 let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
-                received.push((pid, text));
+                received.push((worker, text));
             }
         }
         received
+    }
+
+    /// The worker `pid` speaks for, cheapest checks first.
+    fn owner(&mut self, pid: Pid) -> Option<Pid> {
+        if self.workers.contains(&pid) {
+            return Some(pid);
+        }
+        if self.strangers.contains(&pid) {
+            return None;
+        }
+        let owner = owning_worker(pid, &self.workers);
+        if owner.is_none() {
+            if self.strangers.len() >= MAX_STRANGERS {
+                self.strangers.clear();
+            }
+            self.strangers.insert(pid);
+        }
+        owner
     }
 }
 
@@ -121,20 +173,52 @@ mod tests {
 
     #[test]
     fn attributes_messages_to_their_real_sender() {
-        let notify = WorkerNotify::bind().unwrap();
-        let name = notify.env_value();
-        let addr = SocketAddr::from_abstract_name(&name.as_bytes()[1..]).unwrap();
+        let mut notify = WorkerNotify::bind().unwrap();
+        let me = std::process::id() as Pid;
         let client = UnixDatagram::unbound().unwrap();
-        client.send_to_addr(b"READY=1\nSTATUS=up\n", &addr).unwrap();
-        let got = notify.receive();
-        assert_eq!(
-            got,
-            vec![(
-                std::process::id() as Pid,
-                "READY=1\nSTATUS=up\n".to_string()
-            )]
-        );
-        assert!(notify.receive().is_empty());
+        client
+            .send_to_addr(b"READY=1\nSTATUS=up\n", &addr_of(&notify))
+            .unwrap();
+        let got = notify.receive(&[me]);
+        assert_eq!(got, vec![(me, "READY=1\nSTATUS=up\n".to_string())]);
+        assert!(notify.receive(&[me]).is_empty());
+    }
+
+    fn addr_of(notify: &WorkerNotify) -> SocketAddr {
+        SocketAddr::from_abstract_name(&notify.env_value().as_bytes()[1..]).unwrap()
+    }
+
+    #[test]
+    fn strangers_are_dropped_and_remembered_until_the_workers_change() {
+        let mut notify = WorkerNotify::bind().unwrap();
+        let me = std::process::id() as Pid;
+        let client = UnixDatagram::unbound().unwrap();
+        client
+            .send_to_addr(b"READY=1\n", &addr_of(&notify))
+            .unwrap();
+        assert!(notify.receive(&[424242]).is_empty());
+        assert!(notify.strangers.contains(&me));
+        // A new set of workers: what was a stranger may be a worker's descendant now.
+        client
+            .send_to_addr(b"READY=1\n", &addr_of(&notify))
+            .unwrap();
+        assert_eq!(notify.receive(&[me]), vec![(me, "READY=1\n".to_string())]);
+        assert!(notify.strangers.is_empty());
+    }
+
+    #[test]
+    fn one_call_reads_at_most_a_batch() {
+        let mut notify = WorkerNotify::bind().unwrap();
+        let me = std::process::id() as Pid;
+        let client = UnixDatagram::unbound().unwrap();
+        // (The kernel queues few datagrams by default, net.unix.max_dgram_qlen: hence 3.)
+        for _ in 0..5 {
+            client
+                .send_to_addr(b"STATUS=x\n", &addr_of(&notify))
+                .unwrap();
+        }
+        assert_eq!(notify.receive_up_to(&[me], 3).len(), 3);
+        assert_eq!(notify.receive(&[me]).len(), 2);
     }
 
     #[test]
