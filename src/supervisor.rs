@@ -26,6 +26,10 @@ use crate::signals::short_name;
 /// machine can fork.
 pub const MIN_UPTIME: Duration = Duration::from_secs(1);
 
+/// A worker still alive this long after its signal, with no `kill_old_timeout` to end it, is
+/// named in the log (once): it is waited for, as the original does, but the operator should know.
+pub const STILL_ALIVE_NOTICE: Duration = Duration::from_secs(30);
+
 /// A process id, as the kernel gives it.
 pub type Pid = i32;
 
@@ -146,6 +150,8 @@ struct Leaving {
     signal_at: Option<Instant>,
     /// When to send SIGKILL if still alive; `None` without `kill_old_timeout`.
     kill_at: Option<Instant>,
+    /// When to log that it is still alive though signalled (once; only without `kill_at`).
+    note_at: Option<Instant>,
     /// An old generation (listed in the status file) rather than a failed trial.
     served: bool,
 }
@@ -284,6 +290,7 @@ impl Supervisor {
         );
         // Everyone is leaving now; the trial too, if its process exists.
         let kill_at = self.policy.kill_old_timeout.map(|t| now + t);
+        let note_at = kill_at.is_none().then_some(now + STILL_ALIVE_NOTICE);
         let mut leaving: Vec<Leaving> = self
             .current
             .take()
@@ -292,6 +299,7 @@ impl Supervisor {
                 worker: w,
                 signal_at: None,
                 kill_at,
+                note_at,
                 served: true,
             })
             .collect();
@@ -305,12 +313,14 @@ impl Supervisor {
                 },
                 signal_at: None,
                 kill_at,
+                note_at,
                 served: false,
             });
         }
         for old in &mut self.leaving {
             old.signal_at = None;
             old.kill_at = kill_at;
+            old.note_at = note_at;
         }
         self.leaving.extend(leaving);
         self.actions.push(Action::Notify(Notice::Stopping));
@@ -430,6 +440,7 @@ impl Supervisor {
     /// Time passed: end trials, retry, signal or kill leaving workers, auto-restart.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         self.kill_overdue(now);
+        self.note_lingering(now);
         if self.stopping {
             return self.take_actions();
         }
@@ -487,7 +498,12 @@ impl Supervisor {
     /// The next moment [`Supervisor::tick`] has something to do; `None` means only a signal, a
     /// child exit or a notification can change anything.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let kills = self.leaving.iter().filter_map(|r| r.kill_at).min();
+        let kills = self
+            .leaving
+            .iter()
+            .flat_map(|r| [r.kill_at, r.note_at])
+            .flatten()
+            .min();
         if self.stopping {
             return kills;
         }
@@ -618,6 +634,7 @@ impl Supervisor {
                     .kill_old_timeout
                     .unwrap_or(Duration::from_secs(5)),
             ),
+            note_at: None,
             served: false,
         });
         self.actions.push(Action::Signal {
@@ -651,6 +668,7 @@ impl Supervisor {
                 worker: previous,
                 signal_at: Some(now + delay),
                 kill_at: None,
+                note_at: None,
                 served: true,
             });
         }
@@ -698,6 +716,7 @@ impl Supervisor {
             if leaving.signal_at.is_some_and(|at| now >= at) {
                 leaving.signal_at = None;
                 leaving.kill_at = kill_after.map(|t| now + t);
+                leaving.note_at = kill_after.is_none().then_some(now + STILL_ALIVE_NOTICE);
                 due.push(leaving.worker.pid);
             }
         }
@@ -729,6 +748,26 @@ impl Supervisor {
                 pids: overdue,
                 signal: Signal::SIGKILL,
             });
+        }
+    }
+
+    /// Names, once, the signalled workers still alive after [`STILL_ALIVE_NOTICE`].
+    fn note_lingering(&mut self, now: Instant) {
+        let mut lingering = Vec::new();
+        for leaving in &mut self.leaving {
+            if leaving.note_at.is_some_and(|at| now >= at) {
+                leaving.note_at = None;
+                lingering.push(leaving.worker.pid);
+            }
+        }
+        if !lingering.is_empty() {
+            lingering.sort();
+            warn!(
+                "workers still alive {} secs after their signal, still waiting for them \
+                 (--kill-old-timeout would KILL them):{}",
+                STILL_ALIVE_NOTICE.as_secs(),
+                join(&lingering)
+            );
         }
     }
 
@@ -869,6 +908,14 @@ mod tests {
         }
     }
 
+    /// Nothing is due soon: at most the notice about signalled workers still alive (the harness
+    /// does not make them exit).
+    fn only_still_alive_notices_pending(h: &Harness) {
+        if let Some(due) = h.sup.next_deadline() {
+            assert!(due >= h.now + STILL_ALIVE_NOTICE - 5 * SEC, "{due:?}");
+        }
+    }
+
     fn w(generation: u64, pid: Pid) -> Worker {
         Worker { generation, pid }
     }
@@ -952,7 +999,7 @@ mod tests {
         );
         h.advance(SEC);
         assert_eq!(h.sup.current(), Some(w(2, 102)));
-        assert_eq!(h.sup.next_deadline(), None);
+        only_still_alive_notices_pending(&h);
     }
 
     #[test]
@@ -966,7 +1013,7 @@ mod tests {
         h.advance(SEC); // generation 3 spawned after the HUP: it satisfies it
         h.advance(SEC);
         assert_eq!(h.sup.current(), Some(w(3, 103)));
-        assert_eq!(h.sup.next_deadline(), None);
+        only_still_alive_notices_pending(&h);
     }
 
     #[test]
@@ -1018,7 +1065,7 @@ mod tests {
                 signal: Signal::SIGTERM
             }]
         );
-        assert_eq!(h.sup.next_deadline(), None);
+        only_still_alive_notices_pending(&h);
         assert!(h.advance(10 * SEC).is_empty(), "no spawn while stopping");
         assert_eq!(h.exit(102, 15), vec![]);
         assert_eq!(
@@ -1352,7 +1399,7 @@ mod tests {
         h.advance(SEC);
         h.advance(SEC);
         assert_eq!(h.sup.current(), Some(w(3, 103)));
-        assert_eq!(h.sup.next_deadline(), None);
+        only_still_alive_notices_pending(&h);
     }
 
     #[test]
@@ -1455,5 +1502,30 @@ mod tests {
         h.exit(pid, 256);
         let actions = h.sup.terminate(Signal::SIGTERM, h.now);
         assert_eq!(h.run(actions), vec![Action::Exit]);
+    }
+
+    #[test]
+    fn a_worker_ignoring_its_signal_is_named_once_and_still_waited_for() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(SEC);
+        h.hup();
+        h.advance(SEC); // 101 signalled, ignores it
+        assert!(h.log.contains(&Action::Signal {
+            pids: vec![101],
+            signal: Signal::SIGTERM
+        }));
+        assert_eq!(h.sup.next_deadline(), Some(h.now + STILL_ALIVE_NOTICE));
+        h.advance(STILL_ALIVE_NOTICE); // logged, nothing sent
+        assert!(!h.log.iter().any(|a| matches!(
+            a,
+            Action::Signal {
+                signal: Signal::SIGKILL,
+                ..
+            }
+        )));
+        assert_eq!(h.sup.next_deadline(), None, "once, then waited for quietly");
+        assert_eq!(h.sup.live(), vec![w(1, 101), w(2, 102)]);
+        assert_eq!(h.exit(101, 9), vec![Action::WriteStatus(vec![w(2, 102)])]);
     }
 }
