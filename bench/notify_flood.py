@@ -3,12 +3,13 @@
 
 A reload (HUP -> the new worker sends READY=1 -> the old one is signalled and gone, measured as in
 reload_latency.py, from the HUP to the status file listing the new generation alone) is timed
-quietly, and (alternately) while a process running as another user (uid 65534, through setpriv) sends 100,000
-datagrams to start_server's NOTIFY_SOCKET (read from a worker's environment). Needs root.
+quietly and, alternately, while a process running as another user (uid 65534, through setpriv)
+sends 100,000 datagrams to start_server's NOTIFY_SOCKET (read from a worker's environment).
+Needs root.
 
-Usage: python3 bench/notify_flood.py [RELOADS] [--binary=PATH]   (default 10 reloads each way)
+Usage: python3 bench/notify_flood.py [RELOADS] [--binary=PATH]   (default 10 of each)
 """
-import os, subprocess, sys, time
+import subprocess, sys, time
 
 from common import HELLO, OURS, Server, build, free_ports, median, summary
 
