@@ -176,12 +176,17 @@ fn repeated_failures_back_off_and_reset_after_a_success() {
         &["--interval=0.1", "--max-restart-delay=0.4"],
         &[],
     );
-    // Failures 4, 5, 6, 7 wait 0.1, 0.2, 0.4 (capped), 0.4 s more.
-    let log = server.wait_log("7 failed starts in a row: backing off, next attempt in 0.4 secs");
-    for (n, delay) in [(4, "0.1"), (5, "0.2"), (6, "0.4")] {
-        let line = format!("{n} failed starts in a row: backing off, next attempt in {delay} secs");
+    // Failures 4, 5, 6, 7 wait 0.1, 0.2, 0.4 (capped), 0.4 s more; logged when it changes.
+    server.wait_log_n("seems to have failed to start", 7);
+    let log = server.wait_log("6 failed starts in a row: backing off, 0.4 secs more");
+    for (n, delay) in [(4, "0.1"), (5, "0.2")] {
+        let line = format!("{n} failed starts in a row: backing off, {delay} secs more");
         assert!(log.contains(&line), "{line} missing:\n{log}");
     }
+    assert!(
+        !log.contains("7 failed starts"),
+        "not logged again at 0.4:\n{log}"
+    );
     assert!(
         !log.contains("3 failed starts in a row"),
         "the first three keep the pace"
@@ -189,13 +194,39 @@ fn repeated_failures_back_off_and_reset_after_a_success() {
     fs::remove_file(tmp.path("fail")).unwrap();
     let (generation, pid) = wait_sole_generation(&tmp.path("status"), 8);
     assert_eq!(served_by(&format!("127.0.0.1:{port}")), (pid, generation));
-    // After a success the count starts again: one failure does not back off.
+    // After a success (a worker that lived past the minimum uptime, 1 s) the count starts
+    // again: one failure does not back off.
+    wait_until("the worker to have lived 2 s", || {
+        (age(pid)? >= 2.0).then_some(())
+    });
     let before = server.log().matches("backing off").count();
     fs::write(tmp.path("fail"), "").unwrap();
     // SAFETY: kill(2) on the worker.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     server.wait_log_n("seems to have failed to start", 8);
+    server.wait_log("restarts are back to their normal pace");
     assert_eq!(server.log().matches("backing off").count(), before);
+}
+
+/// Seconds since process `pid` started, from /proc.
+fn age(pid: i32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let started: f64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let uptime: f64 = fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(uptime - started / ticks)
 }
 
 fn zombies_among_children(pid: i32) -> Vec<i32> {
