@@ -28,8 +28,8 @@ use crate::worker_notify::{WorkerNotify, owning_worker};
 pub struct Runtime {
     /// The sockets and where they go.
     pub layout: FdLayout,
-    /// `SERVER_STARTER_PORT`, absent when there are no sockets.
-    pub port_env: Option<String>,
+    /// `SERVER_STARTER_PORT` (empty when there are no sockets).
+    pub port_env: String,
     /// `LISTEN_FDS` and `LISTEN_FDNAMES` (plus `LISTEN_PID`, set in the child), when they apply.
     pub listen_env: Option<(String, String)>,
     /// The server program and its arguments.
@@ -264,14 +264,12 @@ impl Runtime {
         let mut env = self.base_env.clone();
         if let Some(dir) = &self.envdir {
             match worker_env::read_envdir(dir) {
-                Ok(overlay) => env.extend(overlay),
+                Ok(overlay) => overlay.apply_to(&mut env),
                 Err(e) => warn!("failed to read envdir {}: {e}", dir.display()),
             }
         }
         let tunables = worker_env::tunables(&env);
-        if let Some(ports) = &self.port_env {
-            env.insert("SERVER_STARTER_PORT".into(), ports.into());
-        }
+        env.insert("SERVER_STARTER_PORT".into(), (&self.port_env).into());
         if let Some((count, names)) = &self.listen_env {
             env.insert("LISTEN_FDS".into(), count.into());
             env.insert("LISTEN_FDNAMES".into(), names.into());
