@@ -155,7 +155,10 @@ The worker gets:
 
 Environment of start_server:
   ENVDIR, ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL, KILL_OLD_DELAY
-  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES: sockets from systemd
+  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES: sockets from systemd; a --port or
+    --path at exactly a socket's address takes it (a bare --port=8080 wants
+    ListenStream=0.0.0.0:8080, not the dual-stack [::]:8080 of
+    ListenStream=8080); the others are keyed by their address
   NOTIFY_SOCKET, WATCHDOG_USEC: notifications to systemd
   JOURNAL_STREAM: log to journald when stderr is the journal
 

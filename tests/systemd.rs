@@ -110,20 +110,23 @@ fn inherited_sockets_are_used_and_passed_on_with_bound_ones() {
 }
 
 #[test]
-fn a_bare_port_matches_the_dual_stack_socket_of_listen_stream_port() {
+fn an_ipv6_any_port_takes_the_dual_stack_socket_of_listen_stream_port() {
+    // A bare --port=P asks for IPv4 and refuses this socket (tests/dual_stack.rs); a worker that
+    // serves IPv6 names it as it is, and gets it keyed so.
     let tmp = TempDir::new();
     let port = free_port();
     let (server, report) = activated(
         &tmp,
         &[format!("{port}")],
         "http",
-        &[format!("--port={port}")],
+        &[format!("--port=[::]:{port}")],
         &[],
     );
     assert_eq!(
         env_value(&report, "SERVER_STARTER_PORT"),
-        Some(format!("{port}=3"))
+        Some(format!("[::]:{port}=3"))
     );
+    assert!(report.contains("\"family\": \"AF_INET6\""), "{report}");
     assert!(
         server
             .log()
@@ -133,7 +136,7 @@ fn a_bare_port_matches_the_dual_stack_socket_of_listen_stream_port() {
 
 #[test]
 fn the_same_command_line_works_without_the_socket_unit() {
-    // Counterpart of the test above: no LISTEN_FDS, so start_server binds the port itself.
+    // A bare --port, as with ListenStream=0.0.0.0:P, but no LISTEN_FDS: start_server binds it.
     let tmp = TempDir::new();
     let port = free_port();
     let worker = tmp.script("report.py", REPORT_WORKER);
