@@ -1,12 +1,14 @@
 //! The files start_server creates, often as root and in a directory other users can write to
-//! (`/tmp`, `/var/tmp`, a service's run directory): none of them follows a symbolic link at its
-//! own name, so a link planted there can never make start_server write to the link's target.
+//! (`/tmp`, `/var/tmp`, a service's run directory): none of them follows a symbolic link another
+//! user could have planted at its name, so such a link never makes start_server write to the
+//! link's target. Links only root (or start_server's own user) could have made, such as
+//! `/dev/stdout` or a log file linked there by a container image, are followed as before.
 
 use std::collections::hash_map::RandomState;
 use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
@@ -16,19 +18,60 @@ use crate::error::{Context, Error, Result};
 /// How many temporary names [`replace`] tries before giving up.
 const TEMP_TRIES: u32 = 8;
 
-/// Opens `path` with `options`, refusing (with an error naming `what`) if it is a symbolic link.
-pub fn open_no_follow(options: &mut OpenOptions, path: &Path, what: &str) -> Result<File> {
+/// Opens `path` with `options`; a symbolic link at `path` is followed only if no other user
+/// could have planted it (see [`planted_by_others`]), else refused with an error naming `what`.
+pub fn open_guarded(options: &mut OpenOptions, path: &Path, what: &str) -> Result<File> {
+    let failed = |e: std::io::Error| {
+        Error::runtime(format!("failed to open {what} {}: {e}", path.display()))
+    };
     match options.custom_flags(libc::O_NOFOLLOW).open(path) {
         Ok(file) => Ok(file),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && is_symlink(path) => {
-            Err(Error::runtime(format!(
-                "refusing to open {what} {}: it is a symbolic link, which start_server does not \
-                 follow (give the path of the file itself)",
+        // ELOOP, or EACCES for a link in a sticky directory when creating.
+        Err(_) if is_symlink(path) => match planted_by_others(path) {
+            None => options.custom_flags(0).open(path).map_err(failed),
+            Some(why) => Err(Error::runtime(format!(
+                "refusing to open {what} {}: it is a symbolic link {why}, which another user \
+                     could have planted (give the path of the file itself)",
                 path.display()
-            )))
-        }
-        Err(e) => Err(e).context(|| format!("failed to open {what} {}", path.display())),
+            ))),
+        },
+        Err(e) => Err(failed(e)),
     }
+}
+
+/// Why the link at `path` could have been made, or swapped since, by a user other than root
+/// and start_server's own: it is theirs, or its directory is theirs or writable by them (a
+/// sticky directory, such as /tmp, protects links that are not theirs).
+fn planted_by_others(path: &Path) -> Option<String> {
+    let me = nix::unistd::geteuid().as_raw();
+    let trusted = |uid: u32| uid == 0 || uid == me;
+    let link = match std::fs::symlink_metadata(path) {
+        Ok(link) => link,
+        Err(e) => return Some(format!("that cannot be examined ({e})")),
+    };
+    if !trusted(link.uid()) {
+        return Some(format!("owned by uid {}", link.uid()));
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) => return Some(format!("in a directory that cannot be examined ({e})")),
+    };
+    if !trusted(meta.uid()) {
+        return Some(format!("in {}, owned by uid {}", dir.display(), meta.uid()));
+    }
+    let writable_by_others = meta.mode() & 0o022 != 0;
+    let sticky = meta.mode() & 0o1000 != 0;
+    if writable_by_others && !sticky {
+        return Some(format!(
+            "in {}, which other users can write to",
+            dir.display()
+        ));
+    }
+    None
 }
 
 /// Replaces `path`'s content atomically: writes a new file beside it, then renames it over
@@ -95,6 +138,7 @@ fn is_symlink(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("ss-files-{}-{name}", std::process::id()));
@@ -121,20 +165,32 @@ mod tests {
     }
 
     #[test]
-    fn a_link_at_the_name_itself_is_refused() {
+    fn a_link_is_followed_only_where_no_other_user_could_have_planted_it() {
         let dir = scratch("open");
         let target = dir.join("target");
         std::fs::write(&target, "mine\n").unwrap();
-        let link = dir.join("app.pid");
+        let link = dir.join("app.log");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = open_no_follow(
-            OpenOptions::new().append(true).create(true),
-            &link,
-            "pid file",
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("is a symbolic link"), "{e}");
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "mine\n");
+        let append = || OpenOptions::new().append(true).create(true).clone();
+        // Our own link in our own directory (mode 0755): followed, as /dev/stdout is.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut file = open_guarded(&mut append(), &link, "log file").unwrap();
+        file.write_all(b"appended\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "mine\nappended\n"
+        );
+        // The same link where anyone could have put it: refused, the target untouched.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = open_guarded(&mut append(), &link, "log file").unwrap_err();
+        assert!(e.to_string().contains("is a symbolic link in"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "mine\nappended\n"
+        );
+        // In a sticky directory (as /tmp), our own link cannot be swapped: followed.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(open_guarded(&mut append(), &link, "log file").is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -39,7 +39,7 @@ pub struct LogOutput {
 pub fn open(target: &LogTarget) -> Result<LogOutput> {
     match target {
         LogTarget::File(path) => {
-            let file = files::open_no_follow(
+            let file = files::open_guarded(
                 OpenOptions::new().append(true).create(true),
                 path,
                 "log file",

@@ -25,7 +25,7 @@ impl PidFile {
     pub fn lock(path: &Path) -> Result<PidFile> {
         let shown = path.display();
         // Opened in place (the lock is on this file), never through a link planted at its name.
-        let file = files::open_no_follow(
+        let file = files::open_guarded(
             OpenOptions::new()
                 .read(true)
                 .write(true)

@@ -3,7 +3,9 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
 
@@ -99,11 +101,30 @@ fn at_shutdown_no_helper_of_a_live_generation_is_left() {
     );
 }
 
-/// A file the test owns, and a link to it at `name` (as another user might plant one).
-fn plant_link(tmp: &TempDir, name: &str) -> std::path::PathBuf {
-    let target = tmp.path(&format!("{name}.target"));
+/// A file the test owns, and a link to it at `name` in `dir`, made by `as_user` if given (as
+/// another user might plant one).
+fn plant_link(dir: &Path, name: &str, as_user: Option<u32>) -> PathBuf {
+    let target = dir.join(format!("{name}.target"));
     fs::write(&target, "not start_server's\n").unwrap();
-    std::os::unix::fs::symlink(&target, tmp.path(name)).unwrap();
+    let link = dir.join(name);
+    match as_user {
+        None => std::os::unix::fs::symlink(&target, &link).unwrap(),
+        Some(uid) => {
+            let status = Command::new("setpriv")
+                .args([
+                    &format!("--reuid={uid}"),
+                    &format!("--regid={uid}"),
+                    "--clear-groups",
+                    "ln",
+                    "-s",
+                ])
+                .arg(&target)
+                .arg(&link)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
     target
 }
 
@@ -112,35 +133,58 @@ fn untouched(target: &Path, link: &Path) {
     assert!(fs::symlink_metadata(link).unwrap().file_type().is_symlink());
 }
 
-fn refused(tmp: &TempDir, option: &str, name: &str, what: &str) {
-    let target = plant_link(tmp, name);
+/// A directory `name` in `tmp` with `mode`.
+fn shared_dir(tmp: &TempDir, name: &str, mode: u32) -> PathBuf {
+    let dir = tmp.path(name);
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+    dir
+}
+
+/// start_server with `option` naming a link planted in `dir` refuses to start, saying `why`.
+fn refused(dir: &Path, as_user: Option<u32>, option: &str, what: &str, why: &str) {
+    let name = "app.file";
+    let target = plant_link(dir, name, as_user);
+    let link = dir.join(name);
     let port = free_port();
     let (status, log) = run(&args(&[
         &format!("--port=127.0.0.1:{port}"),
-        &tmp.arg(option, name),
+        &format!("{option}={}", link.display()),
         "--",
         "/bin/sleep",
         "600",
     ]));
     assert_eq!(status.code(), Some(1), "{log}");
-    assert!(
-        log.contains(&format!(
-            "refusing to open {what} {}: it is a symbolic link",
-            tmp.path(name).display()
-        )),
-        "{log}"
+    let expected = format!(
+        "refusing to open {what} {}: it is a symbolic link {why}",
+        link.display()
     );
-    untouched(&target, &tmp.path(name));
+    assert!(log.contains(&expected), "{log}");
+    untouched(&target, &link);
+}
+
+/// Refused in a directory anyone can write to; as root, also another user's link in a sticky
+/// directory such as /tmp.
+fn refused_where_planted(option: &str, what: &str) {
+    let tmp = TempDir::new();
+    let open = shared_dir(&tmp, "open", 0o777);
+    let why = format!("in {}, which other users can write to", open.display());
+    refused(&open, None, option, what, &why);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let sticky = shared_dir(&tmp, "sticky", 0o1777);
+        refused(&sticky, Some(65534), option, what, "owned by uid 65534");
+    }
 }
 
 #[test]
 fn a_link_planted_at_the_pid_file_is_refused() {
-    refused(&TempDir::new(), "--pid-file", "app.pid", "pid file");
+    refused_where_planted("--pid-file", "pid file");
 }
 
 #[test]
 fn a_link_planted_at_the_log_file_is_refused() {
-    refused(&TempDir::new(), "--log-file", "app.log", "log file");
+    refused_where_planted("--log-file", "log file");
 }
 
 #[test]
@@ -165,8 +209,8 @@ fn the_status_file_is_not_written_through_planted_links() {
     );
     // The predictable temporary name, and the status file's own name.
     let temp_name = format!("status.{}", server.pid());
-    let temp_target = plant_link(&tmp, &temp_name);
-    let final_target = plant_link(&tmp, "status");
+    let temp_target = plant_link(&tmp.0, &temp_name, None);
+    let final_target = plant_link(&tmp.0, "status", None);
     fs::write(&go, "").unwrap();
     let (generation, pid) = wait_sole_generation(&tmp.path("status"), 1);
     assert_eq!(generation, 1);
