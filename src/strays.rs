@@ -46,7 +46,14 @@ impl Adopted {
             if self.strays.contains(&pid) {
                 continue;
             }
-            let origin = origin(pid);
+            // A process already attributed keeps its generation: /proc is read once per process.
+            let origin = match self.spared.get(&pid) {
+                Some(&generation) => Origin {
+                    generation: Some(generation),
+                    ..Origin::default()
+                },
+                None => origin(pid),
+            };
             match owner(&origin, workers) {
                 Some(worker) => {
                     if self.spared.insert(pid, worker.generation).is_none() {
@@ -153,7 +160,11 @@ mod tests {
             (13, of(None, 1)),    // scrubbed its environment
             (14, of(None, 300)),  // ... but is in the current worker's group
         ]);
-        let origin = |pid| origins[&pid].clone();
+        let read = std::cell::Cell::new(0);
+        let origin = |pid| {
+            read.set(read.get() + 1);
+            origins[&pid].clone()
+        };
         assert_eq!(
             adopted.sort(origins.keys().copied(), &workers, origin),
             vec![12, 13]
