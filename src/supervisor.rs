@@ -688,6 +688,20 @@ impl Supervisor {
         Some(self.last_restart + wait)
     }
 
+    /// Every worker start_server is responsible for, with its generation: current, on trial,
+    /// leaving.
+    pub fn workers(&self) -> Vec<Worker> {
+        let mut workers: Vec<Worker> = self.current.into_iter().collect();
+        workers.extend(self.leaving.iter().map(|r| r.worker));
+        workers.extend(self.trial.as_ref().and_then(|t| {
+            t.pid.map(|pid| Worker {
+                generation: t.generation,
+                pid,
+            })
+        }));
+        workers
+    }
+
     /// Every worker process start_server is responsible for: current, on trial, leaving.
     pub fn worker_pids(&self) -> Vec<Pid> {
         let mut pids: Vec<Pid> = self.current.iter().map(|w| w.pid).collect();
