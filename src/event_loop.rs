@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::error::{Context, Result};
 use crate::notify::Notifier;
+use crate::output::Logger;
 use crate::signals::{Received, Signals};
 use crate::spawn::{self, FdLayout, Launch};
 use crate::status_file::StatusFile;
@@ -45,7 +46,7 @@ pub struct Runtime {
     /// Open-file limit for workers.
     pub nofile: libc::rlimit,
     /// The `--log-file` command, which is our child too but not a worker.
-    pub logger: Option<Pid>,
+    pub logger: Option<Logger>,
     /// systemd's notification socket.
     pub notifier: Notifier,
     /// The workers' notification socket.
@@ -91,7 +92,8 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 }
             }
         }
-        let deadline = [supervisor.next_deadline(), next_watchdog]
+        let logger_due = rt.logger.as_ref().and_then(Logger::restart_due);
+        let deadline = [supervisor.next_deadline(), next_watchdog, logger_due]
             .into_iter()
             .flatten()
             .min();
@@ -110,9 +112,8 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 Received::Child => {
                     let mut worker_gone = false;
                     for (pid, status) in reap() {
-                        if rt.logger == Some(pid) {
-                            rt.logger = None;
-                            warn!("the log command exited, status:{status}");
+                        if let Some(logger) = rt.logger.as_mut().filter(|l| l.pid() == Some(pid)) {
+                            logger.exited(status, Instant::now());
                         } else if supervisor.worker_pids().contains(&pid) {
                             worker_gone = true;
                             actions.extend(supervisor.child_exited(pid, status, Instant::now()));
@@ -139,6 +140,9 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
             }
         }
         let now = Instant::now();
+        if let Some(logger) = &mut rt.logger {
+            logger.restart_if_due(now);
+        }
         if let (Some(every), Some(due)) = (watchdog_every, next_watchdog)
             && now >= due
         {
@@ -239,7 +243,8 @@ impl Runtime {
     /// behind (a daemonized child, say): they get SIGTERM, and are reaped when they exit.
     fn adopt_strays(&mut self, workers: &[Pid]) {
         for pid in children() {
-            if !workers.contains(&pid) && self.logger != Some(pid) && self.strays.insert(pid) {
+            let logger = self.logger.as_ref().and_then(Logger::pid);
+            if !workers.contains(&pid) && logger != Some(pid) && self.strays.insert(pid) {
                 warn!("process {pid} was left behind by a worker, sending TERM");
                 send(&[pid], Signal::SIGTERM);
             }

@@ -77,6 +77,16 @@ pub fn block_handled() -> Result<()> {
         .context(|| "failed to block signals".to_string())
 }
 
+/// Ignores SIGPIPE and SIGXFSZ, so that a log reader that is gone or a log file at
+/// `RLIMIT_FSIZE` is a write error (a dropped line) instead of start_server's death. Workers get
+/// both back at their default (see `spawn`).
+pub fn ignore_write_faults() {
+    for signal in [libc::SIGPIPE, libc::SIGXFSZ] {
+        // SAFETY: setting a disposition to SIG_IGN installs no handler.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
+}
+
 /// The blocked signals, readable as a file descriptor.
 pub struct Signals {
     fd: SignalFd,
