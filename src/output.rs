@@ -262,6 +262,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_command_backoff_doubles_up_to_a_minute() {
+        let waits: Vec<u64> = (0..9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
     fn pipe_or_file() {
         assert_eq!(
             LogTarget::parse(" | logger -t app"),
