@@ -20,18 +20,12 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter}
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::journal::Journal;
+
 /// Installs the global subscriber: journald when `journal` (and reachable), else stderr.
 pub fn init(journal: bool) {
     attach_stderr();
-    let journald = journal
-        .then(tracing_journald::layer)
-        .and_then(Result::ok)
-        .map(|layer| {
-            layer
-                .with_syslog_identifier("start_server".to_string())
-                .with_field_prefix(None)
-        });
-    match journald {
+    match journal.then(Journal::open).and_then(Result::ok) {
         Some(layer) => {
             let subscriber = tracing_subscriber::registry().with(layer);
             let _ = tracing::subscriber::set_global_default(subscriber);
@@ -172,17 +166,31 @@ pub fn attach_stderr() {
     }
 }
 
-/// Writes one line (with its newline) to stderr, or counts it as lost; first reports the lines
-/// lost before, once writing works again.
+/// Writes one line (with its newline) to stderr, or counts it as lost.
 pub fn write_line(line: &[u8]) {
     let sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    deliver(
+        |bytes| sink.write(bytes),
+        line,
+        |lost| format!("{}\n", lost_message(lost)).into_bytes(),
+    );
+}
+
+/// Sends `item` with `send`, or counts it as lost; first, if lines were lost before, sends
+/// `notice(count)` and, once that got through, starts counting again.
+pub fn deliver(send: impl Fn(&[u8]) -> bool, item: &[u8], notice: impl Fn(u64) -> Vec<u8>) {
     let lost = LOST.load(Ordering::Relaxed);
-    if lost > 0 && sink.write(format!("{lost} log lines were lost\n").as_bytes()) {
+    if lost > 0 && send(&notice(lost)) {
         LOST.fetch_sub(lost, Ordering::Relaxed);
     }
-    if !sink.write(line) {
+    if !send(item) {
         LOST.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// What start_server says when lines could not be written.
+pub fn lost_message(lost: u64) -> String {
+    format!("{lost} log lines were lost")
 }
 
 /// A plain line to stderr outside the subscriber (client modes, the final error).

@@ -14,6 +14,7 @@ mod config;
 mod error;
 mod event_loop;
 mod hygiene;
+mod journal;
 mod logging;
 mod notify;
 mod output;

@@ -17,6 +17,8 @@ use common::{TempDir, served_by, wait_sole_generation, wait_until};
 /// start_server with its stderr wherever the test puts it; its process group is killed on drop.
 struct Supervised {
     child: Child,
+    /// start_server's pid (the child's, unless the child is a wrapper).
+    pid: i32,
 }
 
 impl Supervised {
@@ -30,19 +32,21 @@ impl Supervised {
             .stdout(Stdio::null())
             .stderr(stderr)
             .process_group(0);
-        Supervised {
-            child: command.spawn().expect("spawn start_server"),
-        }
+        Self::wrap(command.spawn().expect("spawn start_server"))
+    }
+
+    fn wrap(child: Child) -> Self {
+        let pid = child.id() as i32;
+        Supervised { child, pid }
     }
 
     fn hup(&self) {
         // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        unsafe { libc::kill(self.pid, libc::SIGHUP) };
     }
 
     fn assert_alive(&mut self) {
-        let exited = self.child.try_wait().expect("try_wait");
-        assert!(exited.is_none(), "start_server died: {exited:?}");
+        assert!(common::alive(self.pid), "start_server died");
     }
 
     /// Serves generation `generation` now, reloads on HUP to the next one, and is still alive.
@@ -237,9 +241,7 @@ fn log_command_restarted_on_the_same_pipe_keeps_worker_output() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    let mut server = Supervised {
-        child: command.spawn().unwrap(),
-    };
+    let mut server = Supervised::wrap(command.spawn().unwrap());
     wait_sole_generation(&tmp.path("status"), 1);
     let first: i32 = wait_until("the log command's pid", || {
         fs::read_to_string(&loggers).ok()?.trim().parse().ok()
@@ -258,4 +260,125 @@ fn log_command_restarted_on_the_same_pipe_keeps_worker_output() {
     });
     assert!(text.contains("the log command exited"), "{text}");
     server.assert_alive();
+}
+
+/// A stand-in journald on /run/systemd/journal/socket (in a mount namespace of its own) that
+/// starts start_server with stderr as its "journal stream", stops reading when the file `stall`
+/// appears (and fills its queue up, as a stuck journald's is), and reads again, appending the
+/// entries' fields to `journal`, once `drain` appears.
+const STALLING_JOURNAL: &str = r#"#!/usr/bin/env python3
+import os, socket, subprocess, sys, time
+tmp, command = sys.argv[1], sys.argv[2:]
+os.makedirs("/run/systemd/journal", exist_ok=True)
+journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+journal.bind("/run/systemd/journal/socket")
+journal.settimeout(0.05)
+err = open(os.path.join(tmp, "stderr"), "w")
+st = os.fstat(err.fileno())
+env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+server = subprocess.Popen(command, stderr=err, env=env)
+with open(os.path.join(tmp, "pid.tmp"), "w") as f:
+    f.write(str(server.pid))
+os.rename(os.path.join(tmp, "pid.tmp"), os.path.join(tmp, "pid"))
+out = open(os.path.join(tmp, "journal"), "a")
+def fields(datagram):
+    # journald's native protocol: KEY=VALUE lines, or KEY, newline, 64-bit length, VALUE.
+    out, i = [], 0
+    while i < len(datagram):
+        nl = datagram.find(b"\n", i)
+        if nl < 0:
+            break
+        line = datagram[i:nl]
+        if b"=" in line:
+            out.append(line.decode(errors="replace"))
+            i = nl + 1
+        else:
+            size = int.from_bytes(datagram[nl + 1:nl + 9], "little")
+            value = datagram[nl + 9:nl + 9 + size].decode(errors="replace")
+            out.append(line.decode(errors="replace") + "=" + value)
+            i = nl + 9 + size + 1
+    return "\n".join(out)
+def read_one():
+    try:
+        entry = journal.recv(65536)
+    except socket.timeout:
+        return
+    text = fields(entry)
+    if "=" in text:
+        out.write(text + "\n--\n")
+        out.flush()
+while not os.path.exists(os.path.join(tmp, "stall")):
+    read_one()
+# Stuck: the queue is filled until a fresh sender cannot add a single datagram.
+fillers = []
+while True:
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    filler.setblocking(False)
+    fillers.append(filler)
+    sent = 0
+    try:
+        while True:
+            filler.sendto(b"x", "/run/systemd/journal/socket")
+            sent += 1
+    except BlockingIOError:
+        pass
+    if sent == 0:
+        break
+open(os.path.join(tmp, "stalled"), "w").close()
+while not os.path.exists(os.path.join(tmp, "drain")):
+    time.sleep(0.05)
+while server.poll() is None:
+    read_one()
+"#;
+
+#[test]
+fn journald_that_stops_reading_does_not_block_start_server() {
+    let tmp = TempDir::new();
+    let script = tmp.script("journal.py", STALLING_JOURNAL);
+    let (addr, options) = port_options();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut command = Command::new("unshare");
+    command
+        .arg(if root { "-m" } else { "-rm" })
+        .args([
+            "sh",
+            "-c",
+            r#"mount -t tmpfs tmpfs /run && exec "$@""#,
+            "sh",
+        ])
+        .arg(&script)
+        .arg(&tmp.0)
+        .arg(common::bin())
+        .arg(tmp.arg("--status-file", "status"))
+        .args(&options)
+        .arg("--")
+        .arg(tmp.http_worker())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut server = Supervised::wrap(command.spawn().expect("run unshare"));
+    server.pid = wait_until("start_server's pid", || {
+        fs::read_to_string(tmp.path("pid")).ok()?.parse().ok()
+    });
+    let journal = |needle: &str| {
+        wait_until(&format!("{needle:?} in the journal"), || {
+            let text = fs::read_to_string(tmp.path("journal")).ok()?;
+            text.contains(needle).then_some(text)
+        })
+    };
+    wait_sole_generation(&tmp.path("status"), 1);
+    journal("MESSAGE=starting new worker");
+    fs::write(tmp.path("stall"), "").unwrap();
+    wait_until("the journal to be stuck", || {
+        tmp.path("stalled").exists().then_some(())
+    });
+    server.serves_and_reloads(&tmp, &addr, 1);
+    fs::write(tmp.path("drain"), "").unwrap();
+    server.serves_and_reloads(&tmp, &addr, 2);
+    let text = journal("log lines were lost");
+    assert!(text.contains("SYSLOG_IDENTIFIER=start_server"), "{text}");
+    let stderr = fs::read_to_string(tmp.path("stderr")).unwrap_or_default();
+    assert!(!stderr.contains("received HUP"), "{stderr}");
 }
