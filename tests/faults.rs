@@ -382,3 +382,37 @@ fn journald_that_stops_reading_does_not_block_start_server() {
     let stderr = fs::read_to_string(tmp.path("stderr")).unwrap_or_default();
     assert!(!stderr.contains("received HUP"), "{stderr}");
 }
+
+#[test]
+fn stderr_socket_nobody_reads_does_not_block_start_server() {
+    let tmp = TempDir::new();
+    let (reader, stderr) = std::os::unix::net::UnixStream::pair().unwrap();
+    // Small buffers, filled: nothing start_server writes fits until the test reads.
+    for (socket, option) in [(&stderr, libc::SO_SNDBUF), (&reader, libc::SO_RCVBUF)] {
+        let size: libc::c_int = 4096;
+        // SAFETY: setsockopt with a valid int option.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    stderr.set_nonblocking(true).unwrap();
+    while (&stderr).write(&[b'.'; 512]).is_ok() {}
+    stderr.set_nonblocking(false).unwrap();
+    let (addr, options) = port_options();
+    let mut server = Supervised::start(
+        &tmp,
+        &options,
+        Stdio::from(OwnedFd::from(stderr)),
+        &mut bin(),
+    );
+    server.serves_and_reloads(&tmp, &addr, 1);
+    let text = collect(reader);
+    server.serves_and_reloads(&tmp, &addr, 2);
+    wait_text(&text, "log lines were lost");
+}
