@@ -321,6 +321,7 @@ impl Runtime {
                 .transpose()?,
             nofile: self.nofile,
             listen_pid: self.listen_env.is_some(),
+            xfsz: crate::signals::child_xfsz(),
         };
         spawn::spawn(&self.layout, &launch)
     }

@@ -179,7 +179,7 @@ impl Logger {
     }
 
     /// `sh -c COMMAND` reading the pipe, writing where start_server wrote before `--log-file`,
-    /// with default SIGPIPE and SIGXFSZ (std resets the signal mask and SIGPIPE).
+    /// with default SIGPIPE and SIGXFSZ as inherited (std resets the signal mask and SIGPIPE).
     fn spawn(&self) -> std::io::Result<Pid> {
         let mut command = Command::new("/bin/sh");
         command
@@ -188,10 +188,11 @@ impl Logger {
             .stdin(Stdio::from(self.input.try_clone()?))
             .stdout(Stdio::from(self.output[0].try_clone()?))
             .stderr(Stdio::from(self.output[1].try_clone()?));
+        let xfsz = crate::signals::child_xfsz();
         // SAFETY: signal(2) is async-signal-safe.
         unsafe {
-            command.pre_exec(|| {
-                libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            command.pre_exec(move || {
+                libc::signal(libc::SIGXFSZ, xfsz);
                 Ok(())
             });
         }
