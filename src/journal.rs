@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io;
 use std::os::unix::net::UnixDatagram;
+use std::sync::Mutex;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -16,22 +17,37 @@ const SOCKET: &str = "/run/systemd/journal/socket";
 /// `SYSLOG_IDENTIFIER=start_server`, the code location, and the event's fields in upper case
 /// (`GENERATION`, `WORKER_PID`).
 pub struct Journal {
-    socket: UnixDatagram,
+    /// Made at the first entry: at start-up, a new fd could take the number of a socket
+    /// inherited from systemd that is not taken yet.
+    socket: Mutex<Option<UnixDatagram>>,
 }
 
 impl Journal {
-    /// A non-blocking socket to journald, if journald takes datagrams (an empty one, which it
-    /// ignores, is the probe).
+    /// A journal client, if journald takes datagrams (an empty one, which it ignores, is the
+    /// probe).
     pub fn open() -> io::Result<Journal> {
-        let socket = UnixDatagram::unbound()?;
-        socket.set_nonblocking(true)?;
-        socket.send_to(&[], SOCKET)?;
-        Ok(Journal { socket })
+        connect()?.send_to(&[], SOCKET)?;
+        Ok(Journal {
+            socket: Mutex::new(None),
+        })
     }
 
     fn send(&self, entry: &[u8]) -> bool {
-        self.socket.send_to(entry, SOCKET).is_ok()
+        let mut socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        if socket.is_none() {
+            *socket = connect().ok();
+        }
+        socket
+            .as_ref()
+            .is_some_and(|s| s.send_to(entry, SOCKET).is_ok())
     }
+}
+
+/// A non-blocking, close-on-exec datagram socket.
+fn connect() -> io::Result<UnixDatagram> {
+    let socket = UnixDatagram::unbound()?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 impl<S: Subscriber> Layer<S> for Journal {

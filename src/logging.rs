@@ -24,7 +24,6 @@ use crate::journal::Journal;
 
 /// Installs the global subscriber: journald when `journal` (and reachable), else stderr.
 pub fn init(journal: bool) {
-    attach_stderr();
     match journal.then(Journal::open).and_then(Result::ok) {
         Some(layer) => {
             let subscriber = tracing_subscriber::registry().with(layer);
@@ -134,7 +133,9 @@ impl Sink {
     }
 }
 
-/// Looks at what fd 2 is now (again after `--log-file` replaced it). A pipe gets a non-blocking
+/// Looks at what fd 2 is now: called once the sockets inherited from systemd are taken (a new
+/// fd must not land on one of their numbers), and again after `--log-file` replaced fd 2. A pipe
+/// gets a non-blocking
 /// open file description of its own, so a reader that stopped reading cannot stop start_server
 /// while workers, which share fd 2's description, keep blocking writes; a socket is written with
 /// `MSG_DONTWAIT`. A file or terminal is written as is: a new description of a file would have

@@ -21,6 +21,7 @@ use crate::worker_notify::WorkerNotify;
 
 /// Runs start_server until it is told to stop.
 pub fn serve(config: Config) -> Result<()> {
+    crate::logging::attach_stderr();
     let nofile = raise_open_file_limit();
     let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
     let log = config.log.as_ref().map(output::open).transpose()?;
