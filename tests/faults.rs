@@ -179,6 +179,17 @@ fn stderr_reader_gone_drops_lines_then_reports_them() {
     wait_text(&text, "log lines were lost");
 }
 
+/// A worker's stderr is left as start_server's caller gave it: blocking.
+fn assert_blocking_stderr(worker: i32) {
+    let info = fs::read_to_string(format!("/proc/{worker}/fdinfo/2")).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+        .unwrap();
+    assert_eq!(flags & libc::O_NONBLOCK, 0, "worker's fd 2: {info}");
+}
+
 fn clear_nonblock(file: &impl AsRawFd) {
     // SAFETY: F_SETFL on our own fd.
     unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
@@ -206,6 +217,7 @@ fn stderr_pipe_nobody_reads_does_not_block_start_server() {
     let (addr, options) = port_options();
     let mut server = Supervised::start(&tmp, &options, Stdio::from(write), &mut bin());
     server.serves_and_reloads(&tmp, &addr, 1);
+    assert_blocking_stderr(wait_sole_generation(&tmp.path("status"), 2).1);
     let text = collect(fs::File::from(read));
     server.serves_and_reloads(&tmp, &addr, 2);
     wait_text(&text, "log lines were lost");
@@ -412,6 +424,7 @@ fn stderr_socket_nobody_reads_does_not_block_start_server() {
         &mut bin(),
     );
     server.serves_and_reloads(&tmp, &addr, 1);
+    assert_blocking_stderr(wait_sole_generation(&tmp.path("status"), 2).1);
     let text = collect(reader);
     server.serves_and_reloads(&tmp, &addr, 2);
     wait_text(&text, "log lines were lost");
