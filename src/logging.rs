@@ -97,15 +97,33 @@ static LOST: AtomicU64 = AtomicU64::new(0);
 static SINK: Mutex<Sink> = Mutex::new(Sink {
     own: None,
     socket: false,
+    fifo: false,
 });
 
 /// fd 2, or start_server's own non-blocking open file description of it when it is a pipe.
 struct Sink {
     own: Option<OwnedFd>,
     socket: bool,
+    fifo: bool,
 }
 
 impl Sink {
+    /// Opens the pipe at fd 2 anew, non-blocking. With no reader the open fails (ENXIO): it is
+    /// tried again at the next line, and meanwhile fd 2 fails with EPIPE without waiting.
+    fn open_own(&mut self) {
+        // SAFETY: open(2) of a NUL-terminated path; the new fd is ours.
+        let fd = unsafe {
+            libc::open(
+                c"/proc/self/fd/2".as_ptr(),
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor nobody else owns.
+            self.own = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+
     fn fd(&self) -> RawFd {
         self.own.as_ref().map_or(2, AsRawFd::as_raw_fd)
     }
@@ -135,32 +153,22 @@ impl Sink {
 
 /// Looks at what fd 2 is now: called once the sockets inherited from systemd are taken (a new
 /// fd must not land on one of their numbers), and again after `--log-file` replaced fd 2. A pipe
-/// gets a non-blocking
-/// open file description of its own, so a reader that stopped reading cannot stop start_server
-/// while workers, which share fd 2's description, keep blocking writes; a socket is written with
-/// `MSG_DONTWAIT`. A file or terminal is written as is: a new description of a file would have
-/// its own offset.
+/// gets a non-blocking open file description of its own, so a reader that stopped reading
+/// cannot stop start_server while workers, which share fd 2's description, keep blocking
+/// writes; a socket is written with `MSG_DONTWAIT`. A file or terminal is written as is: a new
+/// description of a file would have its own offset.
 pub fn attach_stderr() {
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
     sink.own = None;
     sink.socket = false;
+    sink.fifo = false;
     let Ok(stat) = nix::sys::stat::fstat(io::stderr()) else {
         return;
     };
     match stat.st_mode & libc::S_IFMT {
         libc::S_IFIFO => {
-            // SAFETY: open(2) of a NUL-terminated path; the new fd is ours.
-            let fd = unsafe {
-                libc::open(
-                    c"/proc/self/fd/2".as_ptr(),
-                    libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-                )
-            };
-            // With no reader left the open fails (ENXIO): fd 2 then fails with EPIPE anyway.
-            if fd >= 0 {
-                // SAFETY: a fresh descriptor nobody else owns.
-                sink.own = Some(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
+            sink.fifo = true;
+            sink.open_own();
         }
         libc::S_IFSOCK => sink.socket = true,
         _ => {}
@@ -169,7 +177,10 @@ pub fn attach_stderr() {
 
 /// Writes one line (with its newline) to stderr, or counts it as lost.
 pub fn write_line(line: &[u8]) {
-    let sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    if sink.fifo && sink.own.is_none() {
+        sink.open_own();
+    }
     deliver(
         |bytes| sink.write(bytes),
         line,
