@@ -52,10 +52,10 @@ pub fn stop(cli: &Cli) -> Result<()> {
         .ok_or_else(|| Error::usage("--stop needs --pid-file to find the server"))?;
     let (file, pid) = read_pid(path)?;
     let file = running(file, pid, path)?;
-    eprintln!(
+    crate::logging::print(&format!(
         "stop_server (pid:{}) stopping now (pid:{pid})...",
         std::process::id()
-    );
+    ));
     signal(pid, Signal::SIGTERM)?;
     Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::runtime(format!("flock failed({}): {}", path.display(), e)))?;
@@ -143,10 +143,10 @@ pub fn restart(cli: &Cli) -> Result<()> {
             && gens.len() == 1
             && gens[0] > newest
         {
-            eprintln!(
+            crate::logging::print(&format!(
                 "start_server (pid:{pid}) restarted: generation {} is serving",
                 gens[0]
-            );
+            ));
             return Ok(());
         }
         if has_exited(&exited) {

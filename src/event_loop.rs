@@ -17,6 +17,7 @@ use tracing::{error, warn};
 
 use crate::error::{Context, Result};
 use crate::notify::Notifier;
+use crate::output::Logger;
 use crate::signals::{Received, Signals};
 use crate::spawn::{self, FdLayout, Launch};
 use crate::status_file::StatusFile;
@@ -46,7 +47,7 @@ pub struct Runtime {
     /// Open-file limit for workers.
     pub nofile: libc::rlimit,
     /// The `--log-file` command, which is our child too but not a worker.
-    pub logger: Option<Pid>,
+    pub logger: Option<Logger>,
     /// systemd's notification socket.
     pub notifier: Notifier,
     /// The workers' notification socket.
@@ -92,7 +93,8 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 }
             }
         }
-        let deadline = [supervisor.next_deadline(), next_watchdog]
+        let logger_due = rt.logger.as_ref().and_then(Logger::restart_due);
+        let deadline = [supervisor.next_deadline(), next_watchdog, logger_due]
             .into_iter()
             .flatten()
             .min();
@@ -111,9 +113,8 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 Received::Child => {
                     let mut worker_gone = false;
                     for (pid, status) in reap() {
-                        if rt.logger == Some(pid) {
-                            rt.logger = None;
-                            warn!("the log command exited, status:{status}");
+                        if let Some(logger) = rt.logger.as_mut().filter(|l| l.pid() == Some(pid)) {
+                            logger.exited(status, Instant::now());
                         } else if supervisor.worker_pids().contains(&pid) {
                             worker_gone = true;
                             actions.extend(supervisor.child_exited(pid, status, Instant::now()));
@@ -139,6 +140,9 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
             }
         }
         let now = Instant::now();
+        if let Some(logger) = &mut rt.logger {
+            logger.restart_if_due(now);
+        }
         if let (Some(every), Some(due)) = (watchdog_every, next_watchdog)
             && now >= due
         {
@@ -239,9 +243,10 @@ impl Runtime {
     /// daemonized child, say): those of a generation that no longer runs get SIGTERM, and are
     /// reaped when they exit (see [`strays`]).
     fn adopt_strays(&mut self, workers: &[Worker]) {
+        let logger = self.logger.as_ref().and_then(Logger::pid);
         let adopted = children()
             .into_iter()
-            .filter(|&pid| self.logger != Some(pid) && !workers.iter().any(|w| w.pid == pid));
+            .filter(|&pid| logger != Some(pid) && !workers.iter().any(|w| w.pid == pid));
         let term = self.strays.sort(adopted, workers, strays::origin);
         send(&term, Signal::SIGTERM);
     }
@@ -314,6 +319,7 @@ impl Runtime {
                 .transpose()?,
             nofile: self.nofile,
             listen_pid: self.listen_env.is_some(),
+            xfsz: crate::signals::child_xfsz(),
         };
         spawn::spawn(&self.layout, &launch)
     }

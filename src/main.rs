@@ -16,6 +16,7 @@ mod error;
 mod event_loop;
 mod files;
 mod hygiene;
+mod journal;
 mod logging;
 mod notify;
 mod output;
@@ -47,13 +48,14 @@ fn main() {
         client::restart(&cli)
     } else {
         hygiene::standard_fds_and_no_leaks();
+        signals::ignore_write_faults();
         signals::block_handled()
             .and_then(|()| activation::take_from_env())
             .and_then(|inherited| config::Config::new(cli, std::env::vars_os(), inherited))
             .and_then(serve::serve)
     };
     if let Err(error) = result {
-        eprintln!("start_server: {error}");
+        logging::print(&format!("start_server: {error}"));
         std::process::exit(error.exit_code());
     }
 }

@@ -3,7 +3,7 @@
 //! error at any step removes what the steps before it created.
 
 use std::os::fd::RawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::info;
 
@@ -21,6 +21,7 @@ use crate::worker_notify::WorkerNotify;
 
 /// Runs start_server until it is told to stop.
 pub fn serve(config: Config) -> Result<()> {
+    crate::logging::attach_stderr();
     let nofile = raise_open_file_limit();
     let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
     let log = config.log.as_ref().map(output::open).transpose()?;
@@ -93,12 +94,18 @@ pub fn serve(config: Config) -> Result<()> {
     };
     event_loop::run(&mut runtime, &mut signals, config.policy)?;
     info!("exiting");
+    let logger = runtime.logger.take();
     drop(runtime);
     drop(pid_file);
     drop(bound);
-    if let Some(logger) = logger {
+    if let Some(mut logger) = logger {
+        // A command between two runs is started once more, to read what is left in the pipe.
+        logger.restart_now(Instant::now());
         output::close_stdio();
-        event_loop::wait_for_logger(&mut signals, logger, Duration::from_secs(5));
+        if let Some(pid) = logger.pid() {
+            drop(logger);
+            event_loop::wait_for_logger(&mut signals, pid, Duration::from_secs(5));
+        }
     }
     Ok(())
 }

@@ -297,11 +297,13 @@ fn ignored(pid: i32) -> u64 {
 }
 
 const PIPE: u64 = 1 << (libc::SIGPIPE - 1);
+const XFSZ: u64 = 1 << (libc::SIGXFSZ - 1);
 
-/// What start_server was given to ignore by its caller: its own ignored set without SIGPIPE,
-/// which the Rust runtime ignores in start_server itself. Workers must get exactly that.
+/// What start_server was given to ignore by its caller (who ignores neither SIGPIPE nor
+/// SIGXFSZ here): its own ignored set without those two, which start_server ignores for itself.
+/// Workers must get exactly that.
 fn given_to(server: i32) -> u64 {
-    ignored(server) & !PIPE
+    ignored(server) & !(PIPE | XFSZ)
 }
 
 /// A worker that is a plain `sleep` (which changes nothing about its own fds or signals).
@@ -343,6 +345,7 @@ fn workers_get_only_stdio_and_their_sockets_and_a_clean_signal_state() {
     assert_eq!(proc_status_field(worker, "SigBlk"), "0000000000000000");
     assert_eq!(ignored(worker), given_to(server.pid()));
     assert_eq!(ignored(worker) & PIPE, 0);
+    assert_eq!(ignored(worker) & XFSZ, 0, "SIGXFSZ is at its default again");
     let environ = fs::read(format!("/proc/{worker}/environ")).unwrap();
     let environ = String::from_utf8_lossy(&environ);
     let vars: Vec<&str> = environ.split('\0').collect();
