@@ -93,17 +93,30 @@ fn download() -> Result<PathBuf, String> {
     if let Some(tarball) = orig_tarball(&dir) {
         return Ok(tarball);
     }
-    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Downloaded aside and moved in whole, so that a concurrent run never sees half a file.
+    let scratch = cache_dir().join(format!("download-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    for d in [&dir, &scratch] {
+        fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
     let output = Command::new("apt-get")
         .args(["source", "--download-only", PACKAGE])
-        .current_dir(&dir)
-        .output()
-        .map_err(|e| {
-            format!("the original's test suite is fetched with Debian's apt-get, not found: {e}")
-        })?;
-    if let Some(tarball) = orig_tarball(&dir) {
+        .current_dir(&scratch)
+        .output();
+    let fetched = orig_tarball(&scratch);
+    let moved = fetched.and_then(|tarball| {
+        let target = dir.join(tarball.file_name()?);
+        fs::rename(&tarball, &target).ok().map(|()| target)
+    });
+    let _ = fs::remove_dir_all(&scratch);
+    if let Some(tarball) = moved {
         return Ok(tarball);
     }
+    let output = output.map_err(|e| {
+        format!(
+            "the original's test suite is fetched with apt-get source, which could not run: {e}"
+        )
+    })?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if stderr.contains("deb-src") {
         return Err(format!(
