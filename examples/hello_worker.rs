@@ -3,7 +3,7 @@
 //! and exits, so that no connection is lost across a reload.
 //!
 //! ```sh
-//! cargo build --release --examples
+//! cargo build --release --bins --examples
 //! ./target/release/start_server --port=8080 -- ./target/release/examples/hello_worker
 //! curl http://127.0.0.1:8080/     # then: kill -HUP <start_server pid>, and curl again
 //! ```

@@ -130,7 +130,7 @@ impl Config {
             let overlay = worker_env::read_envdir(dir).map_err(|e| {
                 Error::usage(format!("--envdir {}: cannot read it: {e}", dir.display()))
             })?;
-            first_env.extend(overlay);
+            overlay.apply_to(&mut first_env);
         }
         crate::program::resolve(
             &cli.command[0],

@@ -4,7 +4,8 @@
 //! `cli` → `config` (`port_spec`, `signals`, `program`, `worker_env`; `activation` for sockets
 //! from systemd) → `serve` (`pid_file`, `output`, `sockets`, `spawn::FdLayout`) → `event_loop`
 //! (`supervisor`, the state machine; `spawn`; `status_file`; `notify` to systemd,
-//! `worker_notify` from workers). `client` is the `--restart`/`--stop` side; `hygiene` what
+//! `worker_notify` from workers; `strays` for what workers leave behind). `files` creates files
+//! without following planted links. `client` is the `--restart`/`--stop` side; `hygiene` what
 //! start_server sets up about itself first.
 
 mod activation;
@@ -13,6 +14,7 @@ mod client;
 mod config;
 mod error;
 mod event_loop;
+mod files;
 mod hygiene;
 mod logging;
 mod notify;
@@ -25,6 +27,7 @@ mod signals;
 mod sockets;
 mod spawn;
 mod status_file;
+mod strays;
 mod supervisor;
 mod worker_env;
 mod worker_notify;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::error::{Context, Error, Result};
+use crate::files;
 use crate::supervisor::Pid;
 
 /// The `--log-file` value: a file to append to, or `| COMMAND` to pipe into.
@@ -38,11 +39,11 @@ pub struct LogOutput {
 pub fn open(target: &LogTarget) -> Result<LogOutput> {
     match target {
         LogTarget::File(path) => {
-            let file = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(path)
-                .context(|| format!("failed to open log file {}", path.display()))?;
+            let file = files::open_guarded(
+                OpenOptions::new().append(true).create(true),
+                path,
+                "log file",
+            )?;
             Ok(LogOutput {
                 fd: file.into(),
                 logger: None,

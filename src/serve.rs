@@ -49,7 +49,9 @@ pub fn serve(config: Config) -> Result<()> {
     } else {
         None
     };
-    let port_env = (!described.is_empty()).then(|| {
+    // Set even when empty, as the original does: its client library dies when it is missing,
+    // and a value from start_server's own environment must not describe sockets we do not pass.
+    let port_env = {
         let entries: Vec<_> = described
             .into_iter()
             .map(|p| server_starter::port_env::PortEntry {
@@ -58,7 +60,7 @@ pub fn serve(config: Config) -> Result<()> {
             })
             .collect();
         server_starter::port_env::format(&entries)
-    });
+    };
     let logger = match log {
         Some(log) => log.redirect_stdio()?,
         None => None,
