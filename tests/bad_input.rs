@@ -149,6 +149,7 @@ fn a_stale_socket_file_is_replaced_with_a_warning() {
 fn low_port_without_privilege() {
     // As root, drop to nobody for this one run; as another user, run directly.
     let tmp = TempDir::new();
+    // SAFETY: geteuid has no preconditions.
     let mut command = if unsafe { libc::geteuid() } == 0 {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
@@ -166,6 +167,7 @@ fn low_port_without_privilege() {
     // The pid file cannot be written by nobody either; both are permission errors.
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("Permission denied"), "{log}");
+    // SAFETY: geteuid has no preconditions.
     let mut command = if unsafe { libc::geteuid() } == 0 {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);

@@ -456,6 +456,7 @@ server.wait()
 sys.stdout.write("\n--\n".join(fields(e) for e in entries))
 "#,
     );
+    // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let output = Command::new("unshare")
         .args(if root { vec!["-m"] } else { vec!["-rm"] })

@@ -20,7 +20,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter}
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::journal::Journal;
+use crate::runtime::journal::Journal;
 
 /// Installs the global subscriber: journald when `journal` (and reachable), else stderr.
 pub fn init(journal: bool) {

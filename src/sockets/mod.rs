@@ -2,6 +2,8 @@
 //! (`SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6, unix sockets made with umask 0), with errors that
 //! name the address and what to do.
 
+pub mod activation;
+
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{OwnedFd, RawFd};
@@ -15,10 +17,10 @@ use nix::sys::socket::{
 use nix::sys::stat::{Mode, umask};
 use tracing::warn;
 
-use crate::activation::{Address, Inherited};
+use crate::config::port_spec::{Host, PortSpec};
 use crate::error::{Context, Error, Result};
-use crate::port_spec::{Host, PortSpec};
-use server_starter::listen_fds::name_for;
+use crate::sockets::activation::{Address, Inherited};
+use server_starter_worker::listen_fds::name_for;
 
 /// A socket start_server holds for its workers.
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::files;
+use crate::runtime::files;
 use crate::supervisor::Worker;
 
 /// The status file of this start_server; removed on drop if this process wrote it.

@@ -243,7 +243,8 @@ unsafe fn exec_child(
     listen_pid: *mut u8,
     report: RawFd,
 ) -> ! {
-    // SAFETY (whole body): plain system calls on prepared, valid pointers.
+    // SAFETY: plain async-signal-safe system calls on pointers prepared before fork, valid in
+    // the child's copy of the memory.
     unsafe {
         if launch.listen_pid {
             write_decimal(listen_pid.add(LISTEN_PID.len()), libc::getpid());

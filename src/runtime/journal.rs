@@ -64,7 +64,7 @@ impl<S: Subscriber> Layer<S> for Journal {
         }
         put(&mut entry, "TARGET", meta.target().as_bytes());
         event.record(&mut Fields(&mut entry));
-        crate::logging::deliver(|bytes| self.send(bytes), &entry, lost_entry);
+        crate::runtime::logging::deliver(|bytes| self.send(bytes), &entry, lost_entry);
     }
 }
 
@@ -73,7 +73,7 @@ fn lost_entry(lost: u64) -> Vec<u8> {
     let mut entry = Vec::with_capacity(128);
     put(&mut entry, "PRIORITY", priority(&Level::WARN).as_bytes());
     put(&mut entry, "SYSLOG_IDENTIFIER", b"start_server");
-    let message = crate::logging::lost_message(lost);
+    let message = crate::runtime::logging::lost_message(lost);
     put(&mut entry, "MESSAGE", message.as_bytes());
     entry
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Context, Error, Result};
-use crate::files;
+use crate::runtime::files;
 use crate::supervisor::Pid;
 
 /// A locked pid file, removed when dropped.

@@ -15,16 +15,16 @@ use nix::sys::signal::Signal;
 use nix::sys::time::TimeSpec;
 use tracing::{error, warn};
 
+use crate::config::worker_env::{self, Env};
 use crate::error::{Context, Result};
-use crate::notify::Notifier;
-use crate::output::Logger;
-use crate::signals::{Received, Signals};
-use crate::spawn::{self, FdLayout, Launch};
-use crate::status_file::StatusFile;
-use crate::strays::{self, Adopted};
+use crate::runtime::notify::Notifier;
+use crate::runtime::output::Logger;
+use crate::runtime::signals::{Received, Signals};
+use crate::runtime::spawn::{self, FdLayout, Launch};
+use crate::runtime::status_file::StatusFile;
+use crate::runtime::strays::{self, Adopted};
+use crate::runtime::worker_notify::{WorkerNotify, owning_worker};
 use crate::supervisor::{Action, ExitStatus, Pid, Policy, Supervisor, Worker};
-use crate::worker_env::{self, Env};
-use crate::worker_notify::{WorkerNotify, owning_worker};
 
 /// What the loop needs to make and watch workers.
 pub struct Runtime {
@@ -297,7 +297,7 @@ impl Runtime {
     ) -> std::result::Result<Pid, String> {
         let (env, tunables) = self.worker_env(generation);
         supervisor.set_tunables(tunables);
-        let program = crate::program::resolve(
+        let program = crate::config::program::resolve(
             &self.command[0],
             env.get(OsStr::new("PATH")).map(OsString::as_os_str),
             self.dir.as_deref(),
@@ -319,7 +319,7 @@ impl Runtime {
                 .transpose()?,
             nofile: self.nofile,
             listen_pid: self.listen_env.is_some(),
-            xfsz: crate::signals::child_xfsz(),
+            xfsz: crate::runtime::signals::child_xfsz(),
         };
         spawn::spawn(&self.layout, &launch)
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::error::{Context, Result};
-use crate::files;
+use crate::runtime::files;
 use crate::supervisor::{ExitStatus, Pid};
 
 /// The `--log-file` value: a file to append to, or `| COMMAND` to pipe into.
@@ -189,7 +189,7 @@ impl Logger {
             .stdin(Stdio::from(self.input.try_clone()?))
             .stdout(Stdio::from(self.output[0].try_clone()?))
             .stderr(Stdio::from(self.output[1].try_clone()?));
-        let xfsz = crate::signals::child_xfsz();
+        let xfsz = crate::runtime::signals::child_xfsz();
         // SAFETY: signal(2) is async-signal-safe.
         unsafe {
             command.pre_exec(move || {
@@ -217,7 +217,7 @@ impl LogOutput {
                     .context(|| "failed to redirect output to the log".to_string());
             }
         }
-        crate::logging::attach_stderr();
+        crate::runtime::logging::attach_stderr();
         Ok(self.logger)
     }
 }
@@ -230,7 +230,7 @@ pub fn close_stdio() {
             unsafe { libc::dup2(null.as_raw_fd(), target) };
         }
     }
-    crate::logging::attach_stderr();
+    crate::runtime::logging::attach_stderr();
 }
 
 /// Fork, setsid, fork: the parents leave with `_exit(0)` (so they remove no socket file), the
@@ -244,6 +244,8 @@ pub fn daemonize() -> Result<()> {
                 return Err(std::io::Error::last_os_error()).context(|| "fork failed".into());
             }
             0 => {}
+            // SAFETY: the parent leaves at once, without running destructors (which would remove
+            // the socket files the daemon keeps).
             _ => unsafe { libc::_exit(0) },
         }
         if round == 0 {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tracing::{info, warn};
 
-use crate::signals::short_name;
+use crate::runtime::signals::short_name;
 
 /// A process id, as the kernel gives it.
 pub type Pid = i32;
