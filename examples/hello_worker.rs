@@ -3,7 +3,7 @@
 //! and exits, so that no connection is lost across a reload.
 //!
 //! ```sh
-//! cargo build --release --examples
+//! cargo build --release --bins --examples
 //! ./target/release/start_server --port=8080 -- ./target/release/examples/hello_worker
 //! curl http://127.0.0.1:8080/     # then: kill -HUP <start_server pid>, and curl again
 //! ```
@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 
-use server_starter::listeners::Listeners;
+use server_starter_worker::listeners::Listeners;
 
 fn main() {
     let mut sockets = Listeners::from_env().unwrap_or_else(|e| {
@@ -47,7 +47,9 @@ fn main() {
     let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
     eprintln!("hello_worker: pid {pid}, generation {generation}, serving {names:?}");
     // Ready now: start_server need not wait for --interval to retire the old generation.
-    if let Err(e) = server_starter::ready::notify(&format!("READY=1\nSTATUS=serving {names:?}")) {
+    if let Err(e) =
+        server_starter_worker::ready::notify(&format!("READY=1\nSTATUS=serving {names:?}"))
+    {
         eprintln!("hello_worker: cannot notify readiness: {e}");
     }
     loop {

@@ -1,35 +1,21 @@
 //! `start_server`: parse the command line, run the chosen mode, map errors to exit codes.
 //!
-//! Data flows config → sockets → supervisor → workers:
-//! `cli` → `config` (`port_spec`, `signals`, `program`, `worker_env`; `activation` for sockets
-//! from systemd) → `serve` (`pid_file`, `output`, `sockets`, `spawn::FdLayout`) → `event_loop`
-//! (`supervisor`, the state machine; `spawn`; `status_file`; `notify` to systemd,
-//! `worker_notify` from workers). `client` is the `--restart`/`--stop` side; `hygiene` what
-//! start_server sets up about itself first.
+//! Data flows through the folders in order: [`config`] (what the operator asks for) →
+//! [`sockets`] (bound here or inherited from systemd) → [`supervisor`] (the state machine, plain
+//! data) ← [`runtime`] (the OS side: event loop, workers, files, notifications). [`control`]
+//! talks to a running start_server. `docs/ARCHITECTURE.md` follows one reload through them.
 
-mod activation;
-mod cli;
-mod client;
 mod config;
+mod control;
 mod error;
-mod event_loop;
-mod hygiene;
-mod logging;
-mod notify;
-mod output;
-mod pid_file;
-mod port_spec;
-mod program;
-mod serve;
-mod signals;
+mod runtime;
 mod sockets;
-mod spawn;
-mod status_file;
 mod supervisor;
-mod worker_env;
-mod worker_notify;
 
-use cli::Cli;
+use config::cli::{self, Cli};
+use control::client;
+use runtime::{hygiene, logging, serve, signals};
+use sockets::activation;
 
 fn main() {
     let cli = Cli::from_env();
@@ -44,13 +30,14 @@ fn main() {
         client::restart(&cli)
     } else {
         hygiene::standard_fds_and_no_leaks();
+        signals::ignore_write_faults();
         signals::block_handled()
             .and_then(|()| activation::take_from_env())
             .and_then(|inherited| config::Config::new(cli, std::env::vars_os(), inherited))
             .and_then(serve::serve)
     };
     if let Err(error) = result {
-        eprintln!("start_server: {error}");
+        logging::print(&format!("start_server: {error}"));
         std::process::exit(error.exit_code());
     }
 }

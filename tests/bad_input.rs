@@ -41,7 +41,8 @@ fn malformed_ports() {
         ":80",
         "[::1]80",
         "80=x",
-        "[nothost]:80",
+        "[::zz]:80",
+        "[]:80",
         "uu5",
     ] {
         let log = fails(
@@ -57,6 +58,12 @@ fn malformed_ports() {
 fn unresolvable_host() {
     fails(
         &with_program(&["--port=no-such-host.invalid:8080"]),
+        1,
+        "failed to resolve host \"no-such-host.invalid\"",
+    );
+    // Brackets around a host name, as the original takes them.
+    fails(
+        &with_program(&["--port=[no-such-host.invalid]:8080"]),
         1,
         "failed to resolve host \"no-such-host.invalid\"",
     );
@@ -142,6 +149,7 @@ fn a_stale_socket_file_is_replaced_with_a_warning() {
 fn low_port_without_privilege() {
     // As root, drop to nobody for this one run; as another user, run directly.
     let tmp = TempDir::new();
+    // SAFETY: geteuid has no preconditions.
     let mut command = if unsafe { libc::geteuid() } == 0 {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
@@ -159,6 +167,7 @@ fn low_port_without_privilege() {
     // The pid file cannot be written by nobody either; both are permission errors.
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("Permission denied"), "{log}");
+    // SAFETY: geteuid has no preconditions.
     let mut command = if unsafe { libc::geteuid() } == 0 {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
@@ -227,7 +236,11 @@ fn option_combinations() {
         "is not a number of seconds",
     );
     fails(&with_program(&["--backlog=0"]), 2, "--backlog");
-    fails(&with_program(&["--no-such-option"]), 2, "--no-such-option");
+    fails(
+        &with_program(&["--no-such-option"]),
+        2,
+        "Unknown option: no-such-option",
+    );
 }
 
 #[test]
@@ -399,4 +412,45 @@ fn no_input_makes_it_panic() {
             "{a:?} ended with {status:?}: {log}"
         );
     }
+}
+
+#[test]
+fn unknown_and_ambiguous_options_are_reported_wherever_they_stand() {
+    let port = format!("--port=127.0.0.1:{}", free_port());
+    for placement in [
+        args(&["--bogus", "--", "/bin/sleep", "600"]),
+        args(&["--bogus", "/bin/sleep", "600"]),
+        args(&[&port, "--bogus=1", "/bin/sleep", "600"]),
+        args(&["-bogus", "--interval", "1", "--", "/bin/sleep", "600"]),
+        args(&["--interval=1", &port, "--bogus", "--", "/bin/sleep", "600"]),
+    ] {
+        let log = fails(&placement, 2, "Unknown option: bogus");
+        assert!(log.contains("Usage: start_server"), "{log}");
+        assert!(log.contains("--help"), "{log}");
+        assert!(
+            !log.contains("starting new worker"),
+            "nothing started: {log}"
+        );
+    }
+    for placement in [
+        args(&["--p=80", "--", "/bin/sleep", "600"]),
+        args(&["--interval=1", "-p", "80", "/bin/sleep", "600"]),
+    ] {
+        let log = fails(
+            &placement,
+            2,
+            "Option p is ambiguous (path, pid-file, port)",
+        );
+        assert!(log.contains("Usage: start_server"), "{log}");
+    }
+    // The program's own options are never ours to judge.
+    let tmp = TempDir::new();
+    let worker = tmp.script("w.sh", "#!/bin/sh\nexec sleep 600\n");
+    let server = tmp.start_server(
+        &["--interval=0.1"],
+        &[&worker.display().to_string(), "--bogus"],
+        &[],
+    );
+    wait_sole_generation(&tmp.path("status"), 1);
+    drop(server);
 }

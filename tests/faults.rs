@@ -1,9 +1,664 @@
-//! Faults and hostile surroundings: whatever workers do, start_server keeps supervising and
-//! each fault ends in a defined, logged state.
+//! Faults and hostile surroundings, each set up for real with a worker: start_server survives
+//! them, keeps serving, still reloads on HUP, says how many log lines it lost (where writing can
+//! work again), and touches only what is its own.
 
 mod common;
 
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
 use common::*;
+
+// ---------------------------------------------------------------------------------------------
+// Only what is ours is touched: processes workers leave behind, files planted as links.
+// ---------------------------------------------------------------------------------------------
+
+/// A worker wrapper: generation `helper_generation` first double-forks a long-lived helper (so
+/// start_server adopts it) that writes its pid to `helper_pid`, then every generation runs the
+/// HTTP worker, which sends READY=1 (so a generation starts only once its helper is adopted).
+fn worker_forking_a_helper(tmp: &TempDir, helper_generation: u64, helper: &str) -> String {
+    let worker = tmp.http_worker();
+    tmp.script(
+        "forks_helper.sh",
+        &format!(
+            "#!/bin/sh\nif [ \"$SERVER_STARTER_GENERATION\" = {helper_generation} ]; then\n  \
+             ( {helper} & )\nfi\nSEND_READY=1 exec {}\n",
+            worker.display()
+        ),
+    )
+    .display()
+    .to_string()
+}
+
+fn read_pid(path: &Path) -> i32 {
+    wait_until(&format!("a pid in {}", path.display()), || {
+        fs::read_to_string(path).ok()?.trim().parse().ok()
+    })
+}
+
+/// The log line where start_server decided about adopted process `pid`.
+fn decision_about(server: &Server, pid: i32) -> String {
+    let needle = format!("process {pid} was left behind by");
+    let log = server.wait_log(&needle);
+    log.lines()
+        .find(|l| l.contains(&needle))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_current_workers_helper_survives_an_old_worker_exiting() {
+    let tmp = TempDir::new();
+    let helper_pid = tmp.path("helper.pid");
+    let helper = format!("sh -c 'echo $$ > {}; exec sleep 600'", helper_pid.display());
+    let worker = worker_forking_a_helper(&tmp, 2, &helper);
+    let port = free_port();
+    let port_arg = format!("--port=127.0.0.1:{port}");
+    let mut server = tmp.start_server(&[&port_arg, "--interval=600"], &[&worker], &[]);
+    let (_, old) = wait_sole_generation(&tmp.path("status"), 1);
+    server.signal(libc::SIGHUP);
+    wait_sole_generation(&tmp.path("status"), 2);
+    let helper = read_pid(&helper_pid);
+    server.wait_log(&format!("old worker {old} died"));
+    let decision = decision_about(&server, helper);
+    assert!(decision.contains("left alone"), "{decision}");
+    assert!(alive(helper));
+    // Once generation 2's worker is gone too, its helper is a stray like any other.
+    server.signal(libc::SIGHUP);
+    wait_sole_generation(&tmp.path("status"), 3);
+    server.wait_log(&format!(
+        "process {helper} was left behind by a worker, sending TERM (generation 2, no longer running)"
+    ));
+    server.wait_log(&format!("process {helper} left behind by a worker exited"));
+    assert!(!alive(helper));
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn at_shutdown_no_helper_of_a_live_generation_is_left() {
+    let tmp = TempDir::new();
+    let helper_pid = tmp.path("helper.pid");
+    // A helper that ignores TERM: it gets KILL.
+    let helper = format!(
+        "python3 -c \"import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); \
+         open('{}', 'w').write(str(os.getpid())); time.sleep(600)\"",
+        helper_pid.display()
+    );
+    let worker = worker_forking_a_helper(&tmp, 1, &helper);
+    let port = free_port();
+    let port_arg = format!("--port=127.0.0.1:{port}");
+    let mut server = tmp.start_server(&[&port_arg, "--interval=600"], &[&worker], &[]);
+    wait_sole_generation(&tmp.path("status"), 1);
+    let helper = read_pid(&helper_pid);
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(!alive(helper), "helper {helper} outlived start_server");
+    let log = server.log();
+    assert!(
+        log.contains(&format!("sending KILL:[{helper}]")),
+        "no KILL for the helper:\n{log}"
+    );
+}
+
+/// A file the test owns, and a link to it at `name` in `dir`, made by `as_user` if given (as
+/// another user might plant one).
+fn plant_link(dir: &Path, name: &str, as_user: Option<u32>) -> PathBuf {
+    let target = dir.join(format!("{name}.target"));
+    fs::write(&target, "not start_server's\n").unwrap();
+    let link = dir.join(name);
+    match as_user {
+        None => std::os::unix::fs::symlink(&target, &link).unwrap(),
+        Some(uid) => {
+            let status = Command::new("setpriv")
+                .args([
+                    &format!("--reuid={uid}"),
+                    &format!("--regid={uid}"),
+                    "--clear-groups",
+                    "ln",
+                    "-s",
+                ])
+                .arg(&target)
+                .arg(&link)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    target
+}
+
+fn untouched(target: &Path, link: &Path) {
+    assert_eq!(fs::read_to_string(target).unwrap(), "not start_server's\n");
+    assert!(fs::symlink_metadata(link).unwrap().file_type().is_symlink());
+}
+
+/// A directory `name` in `tmp` with `mode`.
+fn shared_dir(tmp: &TempDir, name: &str, mode: u32) -> PathBuf {
+    let dir = tmp.path(name);
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+    dir
+}
+
+/// start_server with `option` naming a link planted in `dir` refuses to start, saying `why`.
+fn refused(dir: &Path, as_user: Option<u32>, option: &str, what: &str, why: &str) {
+    let name = "app.file";
+    let target = plant_link(dir, name, as_user);
+    let link = dir.join(name);
+    let port = free_port();
+    let (status, log) = run(&args(&[
+        &format!("--port=127.0.0.1:{port}"),
+        &format!("{option}={}", link.display()),
+        "--",
+        "/bin/sleep",
+        "600",
+    ]));
+    assert_eq!(status.code(), Some(1), "{log}");
+    let expected = format!(
+        "refusing to open {what} {}: it is a symbolic link {why}",
+        link.display()
+    );
+    assert!(log.contains(&expected), "{log}");
+    untouched(&target, &link);
+}
+
+/// Refused in a directory anyone can write to; as root, also another user's link in a sticky
+/// directory such as /tmp.
+fn refused_where_planted(option: &str, what: &str) {
+    let tmp = TempDir::new();
+    let open = shared_dir(&tmp, "open", 0o777);
+    let why = format!("in {}, which other users can write to", open.display());
+    refused(&open, None, option, what, &why);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let sticky = shared_dir(&tmp, "sticky", 0o1777);
+        refused(&sticky, Some(65534), option, what, "owned by uid 65534");
+    }
+}
+
+#[test]
+fn a_link_planted_at_the_pid_file_is_refused() {
+    refused_where_planted("--pid-file", "pid file");
+}
+
+#[test]
+fn a_link_planted_at_the_log_file_is_refused() {
+    refused_where_planted("--log-file", "log file");
+}
+
+#[test]
+fn the_status_file_is_not_written_through_planted_links() {
+    let tmp = TempDir::new();
+    let go = tmp.path("go");
+    let worker = tmp.http_worker();
+    let waits = tmp.script(
+        "waits.sh",
+        &format!(
+            "#!/bin/sh\nwhile [ ! -e {} ]; do sleep 0.05; done\nSEND_READY=1 exec {}\n",
+            go.display(),
+            worker.display()
+        ),
+    );
+    let port = free_port();
+    let port_arg = format!("--port=127.0.0.1:{port}");
+    let mut server = tmp.start_server(
+        &[&port_arg, "--interval=600"],
+        &[&waits.display().to_string()],
+        &[],
+    );
+    // The predictable temporary name, and the status file's own name.
+    let temp_name = format!("status.{}", server.pid());
+    let temp_target = plant_link(&tmp.0, &temp_name, None);
+    let final_target = plant_link(&tmp.0, "status", None);
+    fs::write(&go, "").unwrap();
+    let (generation, pid) = wait_sole_generation(&tmp.path("status"), 1);
+    assert_eq!(generation, 1);
+    assert_eq!(
+        fs::read_to_string(tmp.path("status")).unwrap(),
+        format!("1:{pid}\n")
+    );
+    assert!(fs::symlink_metadata(tmp.path("status")).unwrap().is_file());
+    untouched(&temp_target, &tmp.path(&temp_name));
+    assert_eq!(
+        fs::read_to_string(&final_target).unwrap(),
+        "not start_server's\n"
+    );
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    untouched(&temp_target, &tmp.path(&temp_name));
+}
+
+// ---------------------------------------------------------------------------------------------
+// End of: only what is ours is touched.
+// ---------------------------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------------------------
+// Logging never kills start_server.
+// ---------------------------------------------------------------------------------------------
+
+/// start_server with its stderr wherever the test puts it; its process group is killed on drop.
+struct Supervised {
+    child: Child,
+    /// start_server's pid (the child's, unless the child is a wrapper).
+    pid: i32,
+}
+
+impl Supervised {
+    fn start(tmp: &TempDir, options: &[String], stderr: Stdio, command: &mut Command) -> Self {
+        command
+            .arg(tmp.arg("--status-file", "status"))
+            .args(options)
+            .arg("--")
+            .arg(tmp.http_worker())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0);
+        Self::wrap(command.spawn().expect("spawn start_server"))
+    }
+
+    fn wrap(child: Child) -> Self {
+        let pid = child.id() as i32;
+        Supervised { child, pid }
+    }
+
+    fn hup(&self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.pid, libc::SIGHUP) };
+    }
+
+    fn assert_alive(&mut self) {
+        assert!(common::alive(self.pid), "start_server died");
+    }
+
+    /// Serves generation `generation` now, reloads on HUP to the next one, and is still alive.
+    fn serves_and_reloads(&mut self, tmp: &TempDir, addr: &str, generation: u64) {
+        wait_sole_generation(&tmp.path("status"), generation);
+        assert_eq!(served_by(addr).1, generation);
+        self.hup();
+        wait_sole_generation(&tmp.path("status"), generation + 1);
+        wait_until("the new generation to answer", || {
+            common::http_get(addr)
+                .ok()
+                .filter(|body| common::parse_served(body).1 == generation + 1)
+        });
+        self.assert_alive();
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group we created.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+fn port_options() -> (String, Vec<String>) {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    (addr.clone(), vec![format!("--port={addr}")])
+}
+
+/// Collects lines read from `source` in a thread.
+fn collect(source: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    std::thread::spawn(move || {
+        for line in BufReader::new(source).lines() {
+            let Ok(line) = line else { break };
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
+}
+
+fn wait_text(text: &Mutex<String>, needle: &str) -> String {
+    wait_until(&format!("{needle:?} in the log"), || {
+        let text = text.lock().unwrap().clone();
+        text.contains(needle).then_some(text)
+    })
+}
+
+fn bin() -> Command {
+    Command::new(common::bin())
+}
+
+#[test]
+fn log_to_dev_full_drops_lines_and_keeps_serving() {
+    let tmp = TempDir::new();
+    let (addr, mut options) = port_options();
+    options.push("--log-file=/dev/full".into());
+    let mut server = Supervised::start(&tmp, &options, Stdio::null(), &mut bin());
+    server.serves_and_reloads(&tmp, &addr, 1);
+    server.serves_and_reloads(&tmp, &addr, 2);
+}
+
+#[test]
+fn log_file_at_rlimit_fsize_drops_lines_then_reports_them() {
+    let tmp = TempDir::new();
+    let log = tmp.path("log");
+    fs::write(&log, vec![b'x'; 4096]).unwrap();
+    let (addr, mut options) = port_options();
+    options.push(tmp.arg("--log-file", "log"));
+    let mut command = bin();
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 4096,
+                rlim_max: 4096,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            Ok(())
+        });
+    }
+    let mut server = Supervised::start(&tmp, &options, Stdio::null(), &mut command);
+    server.serves_and_reloads(&tmp, &addr, 1);
+    assert_eq!(fs::metadata(&log).unwrap().len(), 4096);
+    // Room again (the file is appended to): the next line says what was lost.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    server.serves_and_reloads(&tmp, &addr, 2);
+    let text = wait_until("the lost lines reported", || {
+        let text = fs::read_to_string(&log).ok()?;
+        text.contains("log lines were lost").then_some(text)
+    });
+    assert!(text.contains("received HUP"), "{text}");
+}
+
+#[test]
+fn stderr_reader_gone_drops_lines_then_reports_them() {
+    let tmp = TempDir::new();
+    let fifo = tmp.path("stderr");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let open_reader = || {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap()
+    };
+    let reader = open_reader();
+    let writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let (addr, options) = port_options();
+    let mut server = Supervised::start(&tmp, &options, Stdio::from(writer), &mut bin());
+    wait_sole_generation(&tmp.path("status"), 1);
+    // The reader goes away: every line start_server writes now fails with EPIPE.
+    drop(reader);
+    server.serves_and_reloads(&tmp, &addr, 1);
+    let reader = open_reader();
+    clear_nonblock(&reader);
+    let text = collect(reader);
+    server.serves_and_reloads(&tmp, &addr, 2);
+    wait_text(&text, "log lines were lost");
+}
+
+/// A worker's stderr is left as start_server's caller gave it: blocking.
+fn assert_blocking_stderr(worker: i32) {
+    let info = fs::read_to_string(format!("/proc/{worker}/fdinfo/2")).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+        .unwrap();
+    assert_eq!(flags & libc::O_NONBLOCK, 0, "worker's fd 2: {info}");
+}
+
+fn clear_nonblock(file: &impl AsRawFd) {
+    // SAFETY: F_SETFL on our own fd.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
+}
+
+#[test]
+fn stderr_pipe_nobody_reads_does_not_block_start_server() {
+    let tmp = TempDir::new();
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds that we own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh descriptors.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // A small pipe, filled up: nothing start_server writes fits until the test reads.
+    // SAFETY: fcntl on our own fds.
+    unsafe {
+        libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, 4096);
+        libc::fcntl(write.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+    }
+    let mut filler = fs::File::from(write.try_clone().unwrap());
+    while filler.write(&[b'.'; 512]).is_ok() {}
+    drop(filler);
+    // SAFETY: start_server gets the blocking flag back, as a caller would give it.
+    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFL, 0) };
+    let (addr, options) = port_options();
+    let mut server = Supervised::start(&tmp, &options, Stdio::from(write), &mut bin());
+    server.serves_and_reloads(&tmp, &addr, 1);
+    assert_blocking_stderr(wait_sole_generation(&tmp.path("status"), 2).1);
+    let text = collect(fs::File::from(read));
+    server.serves_and_reloads(&tmp, &addr, 2);
+    wait_text(&text, "log lines were lost");
+}
+
+#[test]
+fn log_command_restarted_on_the_same_pipe_keeps_worker_output() {
+    let tmp = TempDir::new();
+    let (addr, mut options) = port_options();
+    let (loggers, out) = (tmp.path("loggers"), tmp.path("out"));
+    options.push(format!(
+        "--log-file=| echo $$ >> {}; exec cat >> {}",
+        loggers.display(),
+        out.display()
+    ));
+    // The worker writes to its stdout (the log pipe) first, with SIGPIPE at its default.
+    let worker = tmp.http_worker();
+    let chatty = tmp.script(
+        "chatty.sh",
+        &format!(
+            "#!/bin/sh\necho \"worker of generation $SERVER_STARTER_GENERATION says hello\"\n\
+             exec {}\n",
+            worker.display()
+        ),
+    );
+    let mut command = bin();
+    command
+        .arg(tmp.arg("--status-file", "status"))
+        .args(&options)
+        .arg("--")
+        .arg(&chatty)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut server = Supervised::wrap(command.spawn().unwrap());
+    wait_sole_generation(&tmp.path("status"), 1);
+    let first: i32 = wait_until("the log command's pid", || {
+        fs::read_to_string(&loggers).ok()?.trim().parse().ok()
+    });
+    // SAFETY: kill(2) on the log command.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    server.serves_and_reloads(&tmp, &addr, 1);
+    wait_until("a second log command", || {
+        let pids = fs::read_to_string(&loggers).ok()?;
+        (pids.lines().count() >= 2).then_some(())
+    });
+    let text = wait_until("the second worker's line read by the new command", || {
+        let text = fs::read_to_string(&out).ok()?;
+        text.contains("worker of generation 2 says hello")
+            .then_some(text)
+    });
+    assert!(text.contains("the log command exited"), "{text}");
+    server.assert_alive();
+}
+
+/// A stand-in journald on /run/systemd/journal/socket (in a mount namespace of its own) that
+/// starts start_server with stderr as its "journal stream", stops reading when the file `stall`
+/// appears (and fills its queue up, as a stuck journald's is), and reads again, appending the
+/// entries' fields to `journal`, once `drain` appears.
+const STALLING_JOURNAL: &str = r#"#!/usr/bin/env python3
+import os, socket, subprocess, sys, time
+tmp, command = sys.argv[1], sys.argv[2:]
+os.makedirs("/run/systemd/journal", exist_ok=True)
+journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+journal.bind("/run/systemd/journal/socket")
+journal.settimeout(0.05)
+err = open(os.path.join(tmp, "stderr"), "w")
+st = os.fstat(err.fileno())
+env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+server = subprocess.Popen(command, stderr=err, env=env)
+with open(os.path.join(tmp, "pid.tmp"), "w") as f:
+    f.write(str(server.pid))
+os.rename(os.path.join(tmp, "pid.tmp"), os.path.join(tmp, "pid"))
+out = open(os.path.join(tmp, "journal"), "a")
+def fields(datagram):
+    # journald's native protocol: KEY=VALUE lines, or KEY, newline, 64-bit length, VALUE.
+    out, i = [], 0
+    while i < len(datagram):
+        nl = datagram.find(b"\n", i)
+        if nl < 0:
+            break
+        line = datagram[i:nl]
+        if b"=" in line:
+            out.append(line.decode(errors="replace"))
+            i = nl + 1
+        else:
+            size = int.from_bytes(datagram[nl + 1:nl + 9], "little")
+            value = datagram[nl + 9:nl + 9 + size].decode(errors="replace")
+            out.append(line.decode(errors="replace") + "=" + value)
+            i = nl + 9 + size + 1
+    return "\n".join(out)
+def read_one():
+    try:
+        entry = journal.recv(65536)
+    except socket.timeout:
+        return
+    text = fields(entry)
+    if "=" in text:
+        out.write(text + "\n--\n")
+        out.flush()
+while not os.path.exists(os.path.join(tmp, "stall")):
+    read_one()
+# Stuck: the queue is filled until a fresh sender cannot add a single datagram.
+fillers = []
+while True:
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    filler.setblocking(False)
+    fillers.append(filler)
+    sent = 0
+    try:
+        while True:
+            filler.sendto(b"x", "/run/systemd/journal/socket")
+            sent += 1
+    except BlockingIOError:
+        pass
+    if sent == 0:
+        break
+open(os.path.join(tmp, "stalled"), "w").close()
+while not os.path.exists(os.path.join(tmp, "drain")):
+    time.sleep(0.05)
+while server.poll() is None:
+    read_one()
+"#;
+
+#[test]
+fn journald_that_stops_reading_does_not_block_start_server() {
+    let tmp = TempDir::new();
+    let script = tmp.script("journal.py", STALLING_JOURNAL);
+    let (addr, options) = port_options();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut command = Command::new("unshare");
+    command
+        .arg(if root { "-m" } else { "-rm" })
+        .args([
+            "sh",
+            "-c",
+            r#"mount -t tmpfs tmpfs /run && exec "$@""#,
+            "sh",
+        ])
+        .arg(&script)
+        .arg(&tmp.0)
+        .arg(common::bin())
+        .arg(tmp.arg("--status-file", "status"))
+        .args(&options)
+        .arg("--")
+        .arg(tmp.http_worker())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut server = Supervised::wrap(command.spawn().expect("run unshare"));
+    server.pid = wait_until("start_server's pid", || {
+        fs::read_to_string(tmp.path("pid")).ok()?.parse().ok()
+    });
+    let journal = |needle: &str| {
+        wait_until(&format!("{needle:?} in the journal"), || {
+            let text = fs::read_to_string(tmp.path("journal")).ok()?;
+            text.contains(needle).then_some(text)
+        })
+    };
+    wait_sole_generation(&tmp.path("status"), 1);
+    journal("MESSAGE=starting new worker");
+    fs::write(tmp.path("stall"), "").unwrap();
+    wait_until("the journal to be stuck", || {
+        tmp.path("stalled").exists().then_some(())
+    });
+    server.serves_and_reloads(&tmp, &addr, 1);
+    fs::write(tmp.path("drain"), "").unwrap();
+    server.serves_and_reloads(&tmp, &addr, 2);
+    let text = journal("log lines were lost");
+    assert!(text.contains("SYSLOG_IDENTIFIER=start_server"), "{text}");
+    let stderr = fs::read_to_string(tmp.path("stderr")).unwrap_or_default();
+    assert!(!stderr.contains("received HUP"), "{stderr}");
+}
+
+#[test]
+fn stderr_socket_nobody_reads_does_not_block_start_server() {
+    let tmp = TempDir::new();
+    let (reader, stderr) = std::os::unix::net::UnixStream::pair().unwrap();
+    // Small buffers, filled: nothing start_server writes fits until the test reads.
+    for (socket, option) in [(&stderr, libc::SO_SNDBUF), (&reader, libc::SO_RCVBUF)] {
+        let size: libc::c_int = 4096;
+        // SAFETY: setsockopt with a valid int option.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    stderr.set_nonblocking(true).unwrap();
+    while (&stderr).write(&[b'.'; 512]).is_ok() {}
+    stderr.set_nonblocking(false).unwrap();
+    let (addr, options) = port_options();
+    let mut server = Supervised::start(
+        &tmp,
+        &options,
+        Stdio::from(OwnedFd::from(stderr)),
+        &mut bin(),
+    );
+    server.serves_and_reloads(&tmp, &addr, 1);
+    assert_blocking_stderr(wait_sole_generation(&tmp.path("status"), 2).1);
+    let text = collect(reader);
+    server.serves_and_reloads(&tmp, &addr, 2);
+    wait_text(&text, "log lines were lost");
+}
 
 // ---------------------------------------------------------------------------------------------
 // Crash loops and misbehaving workers: a worker that exits at once with --interval=0, a worker

@@ -1,6 +1,6 @@
 //! The Debian and RPM packages: same files, lintian-clean, and the `.deb` installed, used and
 //! removed under a real systemd. Needs dpkg-deb, rpmbuild, lintian (installed by `.ci/run`), and
-//! root with `../shared/systemd/run-in-systemd` for the last test.
+//! root, systemd-nspawn and debootstrap for the last test (`tests/systemd-container/run-in-systemd`).
 
 mod common;
 

@@ -110,20 +110,23 @@ fn inherited_sockets_are_used_and_passed_on_with_bound_ones() {
 }
 
 #[test]
-fn a_bare_port_matches_the_dual_stack_socket_of_listen_stream_port() {
+fn an_ipv6_any_port_takes_the_dual_stack_socket_of_listen_stream_port() {
+    // A bare --port=P asks for IPv4 and refuses this socket (tests/dual_stack.rs); a worker that
+    // serves IPv6 names it as it is, and gets it keyed so.
     let tmp = TempDir::new();
     let port = free_port();
     let (server, report) = activated(
         &tmp,
         &[format!("{port}")],
         "http",
-        &[format!("--port={port}")],
+        &[format!("--port=[::]:{port}")],
         &[],
     );
     assert_eq!(
         env_value(&report, "SERVER_STARTER_PORT"),
-        Some(format!("{port}=3"))
+        Some(format!("[::]:{port}=3"))
     );
+    assert!(report.contains("\"family\": \"AF_INET6\""), "{report}");
     assert!(
         server
             .log()
@@ -133,7 +136,7 @@ fn a_bare_port_matches_the_dual_stack_socket_of_listen_stream_port() {
 
 #[test]
 fn the_same_command_line_works_without_the_socket_unit() {
-    // Counterpart of the test above: no LISTEN_FDS, so start_server binds the port itself.
+    // A bare --port, as with ListenStream=0.0.0.0:P, but no LISTEN_FDS: start_server binds it.
     let tmp = TempDir::new();
     let port = free_port();
     let worker = tmp.script("report.py", REPORT_WORKER);
@@ -173,7 +176,7 @@ fn bad_activation_variables_are_named_in_the_error() {
     let (code, log) =
         from_shell(r#"exec 3</dev/null; LISTEN_PID=$$ LISTEN_FDS=1 exec "$1" -- /bin/true"#);
     assert_eq!(code, Some(2), "{log}");
-    assert!(log.contains("LISTEN_FDS: fd 3"), "{log}");
+    assert!(log.contains("LISTEN_FDS=\"1\": fd 3"), "{log}");
     assert!(log.contains("is not a socket"), "{log}");
     let (code, log) = from_shell(
         r#"LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=a:b exec "$1" -- /bin/true 3</dev/null"#,
@@ -192,11 +195,80 @@ fn variables_for_another_pid_are_ignored_and_not_passed_on() {
             ("REPORT", tmp.path("report").display().to_string()),
             ("LISTEN_PID", "1".into()),
             ("LISTEN_FDS", "1".into()),
+            // Names for a count that is not ours: sd_listen_fds() ignores all three.
+            ("LISTEN_FDNAMES", "web".into()),
+            ("LISTEN_PIDFDID", "4242".into()),
         ],
     );
     let report = wait_until("report", || fs::read_to_string(tmp.path("report")).ok());
-    assert_eq!(env_value(&report, "SERVER_STARTER_PORT"), None);
-    assert_eq!(env_value(&report, "LISTEN_FDS"), None);
+    assert_eq!(
+        env_value(&report, "SERVER_STARTER_PORT").as_deref(),
+        Some("")
+    );
+    for name in [
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "LISTEN_PIDFDID",
+    ] {
+        assert_eq!(env_value(&report, name), None, "{name}");
+    }
+}
+
+#[test]
+fn activated_workers_never_get_start_servers_listen_pidfdid() {
+    let tmp = TempDir::new();
+    let port = free_port();
+    // systemd 258+ sets LISTEN_PIDFDID for start_server; a worker's sd_listen_fds() would take
+    // it for its own and reject the sockets.
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg("--fdname=web")
+        .arg(format!("--setenv=REPORT={}", tmp.path("report").display()))
+        .args(["sh", "-c", "LISTEN_PIDFDID=99 exec \"$0\" \"$@\""])
+        .arg(bin())
+        .arg(format!("--port=127.0.0.1:{port}"))
+        .arg("--")
+        .arg(tmp.script("report.py", REPORT_WORKER));
+    let _server = Server::spawn(command, &[]);
+    wait_until("systemd-socket-activate to listen", || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let report = wait_until("the worker's report", || {
+        fs::read_to_string(tmp.path("report")).ok()
+    });
+    assert_eq!(env_value(&report, "LISTEN_FDS").as_deref(), Some("1"));
+    assert_eq!(env_value(&report, "LISTEN_FDNAMES").as_deref(), Some("web"));
+    assert_eq!(env_value(&report, "LISTEN_PIDFDID"), None);
+}
+
+#[test]
+fn no_reloading_is_sent_before_the_first_ready() {
+    let tmp = TempDir::new();
+    let notify = NotifySocket::at_path(&tmp.path("notify"));
+    let server = Server::start(
+        &args(&[
+            &tmp.arg("--status-file", "status"),
+            "--interval=2",
+            "--",
+            "/bin/sleep",
+            "600",
+        ]),
+        &[("NOTIFY_SOCKET", notify.address.clone())],
+    );
+    // Generation 1 is still on its --interval trial: systemd has not seen READY=1.
+    server.wait_log("starting new worker");
+    server.signal(libc::SIGHUP);
+    notify.wait_for(&["RELOADING=1"]);
+    let sent = notify.all();
+    let first = |line: &str| {
+        sent.iter()
+            .position(|m| m.lines().any(|l| l == line))
+            .unwrap_or(usize::MAX)
+    };
+    assert!(first("READY=1") < first("RELOADING=1"), "{sent:#?}");
+    wait_sole_generation(&tmp.path("status"), 2);
 }
 
 fn monotonic_usec() -> u64 {
@@ -384,6 +456,7 @@ server.wait()
 sys.stdout.write("\n--\n".join(fields(e) for e in entries))
 "#,
     );
+    // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let output = Command::new("unshare")
         .args(if root { vec!["-m"] } else { vec!["-rm"] })

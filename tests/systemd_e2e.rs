@@ -1,6 +1,7 @@
 //! End-to-end under a real systemd (PID 1 of a throw-away container, systemd 257), with the unit
 //! files shipped in `systemd/`: socket activation, `systemctl reload`, `status`, `journalctl`,
-//! `stop`. Needs root and `../shared/systemd/run-in-systemd` (as CI has).
+//! `stop`, booted by `tests/systemd-container/run-in-systemd`: needs root, systemd-nspawn and
+//! debootstrap, and the Debian archive the first time (as CI has).
 
 mod common;
 

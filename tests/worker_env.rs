@@ -139,13 +139,139 @@ fn ipv6_sockets_are_v6_only() {
 }
 
 #[test]
-fn without_sockets_the_variable_is_absent() {
+fn without_sockets_the_variable_is_empty() {
     let tmp = TempDir::new();
     let (_server, report) = report(&tmp, &[]);
-    assert_eq!(report.env("SERVER_STARTER_PORT"), None);
+    // The original sets it to the empty string; its server_ports() dies when it is missing.
+    assert_eq!(report.env("SERVER_STARTER_PORT").as_deref(), Some(""));
     assert_eq!(
         report.env("SERVER_STARTER_GENERATION").as_deref(),
         Some("1")
+    );
+}
+
+/// The environment of a process, from /proc, as `NAME=VALUE` entries.
+fn environ(pid: i32) -> BTreeSet<String> {
+    let raw = fs::read(format!("/proc/{pid}/environ")).expect("read /proc/PID/environ");
+    String::from_utf8_lossy(&raw)
+        .split('\0')
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_workers_environment_is_start_servers_minus_what_described_start_server() {
+    let tmp = TempDir::new();
+    // The worker is exec'd directly (no shell or interpreter to add variables of its own).
+    let worker = "/bin/sleep";
+    let port = free_port();
+    // What systemd (or a stale environment) set for start_server itself.
+    let own: Vec<(&str, String)> = vec![
+        ("APP_SETTING", "kept".into()),
+        ("SERVER_STARTER_PORT", "9999=7".into()),
+        ("LISTEN_FDS", "1".into()),
+        ("LISTEN_PID", "1".into()),
+        ("LISTEN_FDNAMES", "other".into()),
+        ("LISTEN_PIDFDID", "12345".into()),
+        ("NOTIFY_SOCKET", "@not-for-workers".into()),
+        ("WATCHDOG_USEC", "1000000".into()),
+        ("WATCHDOG_PID", "1".into()),
+        ("FDSTORE", "16".into()),
+        ("SYSTEMD_EXEC_PID", "1".into()),
+    ];
+    let _server = Server::start(
+        &args(&[
+            &format!("--port=127.0.0.1:{port}"),
+            &tmp.arg("--status-file", "status"),
+            "--interval=0.1",
+            "--",
+            worker,
+            "600",
+        ]),
+        &own,
+    );
+    let (_, pid) = wait_sole_generation(&tmp.path("status"), 1);
+    let got = environ(pid);
+    let dropped = [
+        "SERVER_STARTER_PORT",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "LISTEN_PIDFDID",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "FDSTORE",
+        "SYSTEMD_EXEC_PID",
+    ];
+    let mut expected: BTreeSet<String> = std::env::vars()
+        .chain(own.iter().map(|(k, v)| (k.to_string(), v.clone())))
+        .filter(|(k, _)| !dropped.contains(&k.as_str()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    expected.extend([
+        format!("SERVER_STARTER_PORT=127.0.0.1:{port}=3"),
+        "SERVER_STARTER_GENERATION=1".to_string(),
+        "LISTEN_FDS=1".to_string(),
+        format!("LISTEN_PID={pid}"),
+        format!("LISTEN_FDNAMES=127.0.0.1_{port}"),
+    ]);
+    let notify = got
+        .iter()
+        .find(|e| e.starts_with("NOTIFY_SOCKET=@start_server/"))
+        .cloned()
+        .expect("start_server's own NOTIFY_SOCKET");
+    expected.insert(notify);
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn brackets_around_an_ipv4_host_are_taken_as_the_original_does() {
+    let tmp = TempDir::new();
+    let port = free_port();
+    let (_server, report) = report(&tmp, &[format!("--port=[127.0.0.1]:{port}")]);
+    let key = format!("127.0.0.1:{port}");
+    assert_eq!(report.env("SERVER_STARTER_PORT"), Some(format!("{key}=3")));
+    assert_eq!(report.socket(&key, "family").as_deref(), Some("AF_INET"));
+}
+
+#[test]
+fn an_empty_envdir_file_unsets_and_a_removed_one_gives_the_own_value_back() {
+    let tmp = TempDir::new();
+    let envdir = tmp.path("env");
+    fs::create_dir(&envdir).unwrap();
+    fs::write(envdir.join("MODE"), "from-envdir\n").unwrap();
+    let worker = tmp.script(
+        "env.sh",
+        "#!/bin/sh\necho \"$SERVER_STARTER_GENERATION ${MODE-unset}\" >> \"$OUT\"\nexec sleep 600\n",
+    );
+    let server = Server::start(
+        &args(&[
+            &format!("--envdir={}", envdir.display()),
+            &tmp.arg("--status-file", "status"),
+            "--interval=0.1",
+            "--",
+            &worker.display().to_string(),
+        ]),
+        &[
+            ("OUT", tmp.path("out").display().to_string()),
+            ("MODE", "own".into()),
+        ],
+    );
+    wait_sole_generation(&tmp.path("status"), 1);
+    fs::write(envdir.join("MODE"), "").unwrap();
+    server.signal(libc::SIGHUP);
+    wait_sole_generation(&tmp.path("status"), 2);
+    fs::remove_file(envdir.join("MODE")).unwrap();
+    server.signal(libc::SIGHUP);
+    wait_sole_generation(&tmp.path("status"), 3);
+    assert_eq!(
+        fs::read_to_string(tmp.path("out")).unwrap(),
+        "1 from-envdir\n2 unset\n3 own\n",
+        "daemontools' rule: an empty file unsets; a removed file no longer applies"
     );
 }
 
@@ -171,11 +297,13 @@ fn ignored(pid: i32) -> u64 {
 }
 
 const PIPE: u64 = 1 << (libc::SIGPIPE - 1);
+const XFSZ: u64 = 1 << (libc::SIGXFSZ - 1);
 
-/// What start_server was given to ignore by its caller: its own ignored set without SIGPIPE,
-/// which the Rust runtime ignores in start_server itself. Workers must get exactly that.
+/// What start_server was given to ignore by its caller (who ignores neither SIGPIPE nor
+/// SIGXFSZ here): its own ignored set without those two, which start_server ignores for itself.
+/// Workers must get exactly that.
 fn given_to(server: i32) -> u64 {
-    ignored(server) & !PIPE
+    ignored(server) & !(PIPE | XFSZ)
 }
 
 /// A worker that is a plain `sleep` (which changes nothing about its own fds or signals).
@@ -217,6 +345,7 @@ fn workers_get_only_stdio_and_their_sockets_and_a_clean_signal_state() {
     assert_eq!(proc_status_field(worker, "SigBlk"), "0000000000000000");
     assert_eq!(ignored(worker), given_to(server.pid()));
     assert_eq!(ignored(worker) & PIPE, 0);
+    assert_eq!(ignored(worker) & XFSZ, 0, "SIGXFSZ is at its default again");
     let environ = fs::read(format!("/proc/{worker}/environ")).unwrap();
     let environ = String::from_utf8_lossy(&environ);
     let vars: Vec<&str> = environ.split('\0').collect();

@@ -2,6 +2,7 @@
 //! of single-dash long options are all derived from [`Cli`].
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,8 +69,9 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub status_file: Option<PathBuf>,
 
-    /// Daemontools-style directory of environment variables for the worker (re-read at every
-    /// restart); also read for ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL and KILL_OLD_DELAY.
+    /// Daemontools-style directory of environment variables for the worker, re-read at every
+    /// restart: a file NAME sets NAME to its first line, an empty file removes NAME. Also read
+    /// for ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL and KILL_OLD_DELAY.
     #[arg(long, value_name = "DIR", env = "ENVDIR")]
     pub envdir: Option<PathBuf>,
 
@@ -153,9 +155,18 @@ The worker gets:
 
 Environment of start_server:
   ENVDIR, ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL, KILL_OLD_DELAY
-  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES: sockets from systemd
+  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES: sockets from systemd; a --port or
+    --path at exactly a socket's address takes it (a bare --port=8080 wants
+    ListenStream=0.0.0.0:8080, not the dual-stack [::]:8080 of
+    ListenStream=8080); the others are keyed by their address
   NOTIFY_SOCKET, WATCHDOG_USEC: notifications to systemd
   JOURNAL_STREAM: log to journald when stderr is the journal
+
+Differences from Server::Starter 0.35 (see the README for the full list):
+  an empty --envdir file removes its variable; a removed file no longer applies
+  unknown or ambiguous options exit 2 with the usage
+  failed starts back off after three in a row; INT, QUIT, USR1, USR2 stop
+  gracefully; --port=P=FD never clobbers another socket
 
 Examples:
   start_server --port=8080 -- plackup -s Starlet app.psgi
@@ -186,23 +197,38 @@ pub fn generate(what: &str, out: &mut dyn std::io::Write) -> std::io::Result<()>
 }
 
 impl Cli {
-    /// Parses the process's arguments, exiting with clap's message on a usage error.
+    /// Parses the process's arguments, exiting with status 2 and a usage message on a usage
+    /// error (clap's own, or an unknown or ambiguous option).
     pub fn from_env() -> Cli {
-        Cli::parse_from(single_dash_compat(std::env::args_os()))
+        match single_dash_compat(std::env::args_os()) {
+            Ok(args) => Cli::parse_from(args),
+            Err(problem) => {
+                let usage = Cli::command().render_usage();
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "start_server: {problem}\n\n{usage}\n\nFor more information, try '--help'."
+                );
+                std::process::exit(2);
+            }
+        }
     }
 }
 
-/// Server::Starter reads its options with Getopt::Long, which also takes long options with one
-/// dash (`-port=80`). Rewrites those to two dashes, up to the first argument that is not an option
-/// (the worker's command line is never touched).
-pub fn single_dash_compat(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+/// Server::Starter reads its options with Getopt::Long: long options with one dash or two
+/// (`-port=80`), abbreviated to any unambiguous prefix (`--status` for `--status-file`), up to
+/// `--` or the first argument that is not an option (the program). Rewrites each option to its
+/// full two-dash name for clap; an unknown or ambiguous one is an error in Getopt::Long's words
+/// (`Unknown option: bogus`, `Option p is ambiguous (path, pid-file, port)`), instead of being
+/// taken for the program. The worker's command line is never touched.
+pub fn single_dash_compat(
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<Vec<OsString>, String> {
     let command = Cli::command();
-    let takes_value = |name: &str| {
-        command
-            .get_arguments()
-            .find(|a| a.get_long() == Some(name))
-            .map(|a| a.get_action().takes_values())
-    };
+    let options: Vec<(String, bool)> = command
+        .get_arguments()
+        .filter_map(|a| Some((a.get_long()?.to_string(), a.get_action().takes_values())))
+        .chain([("help".to_string(), false), ("version".to_string(), false)])
+        .collect();
     let mut out = Vec::new();
     let mut args = args.into_iter();
     out.extend(args.next());
@@ -217,26 +243,49 @@ pub fn single_dash_compat(args: impl IntoIterator<Item = OsString>) -> Vec<OsStr
             out.push(arg);
             break;
         };
-        if text == "--" || !text.starts_with('-') {
+        if text == "--" || text == "-" || !text.starts_with('-') {
             out.push(arg);
             break;
         }
-        let long = text.strip_prefix("--").or_else(|| text.strip_prefix('-'));
-        let Some(long) = long.filter(|l| l.len() > 1) else {
+        let long = text.strip_prefix("--").unwrap_or(&text[1..]);
+        let (name, value) = match long.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (long, None),
+        };
+        if text == "-h" || text == "-V" {
+            // clap's short help and version.
             out.push(arg);
             continue;
-        };
-        let name = long.split('=').next().unwrap_or(long);
-        match takes_value(name) {
-            Some(value) => {
-                expect_value = value && !long.contains('=');
-                out.push(OsString::from(format!("--{long}")));
-            }
-            None => out.push(arg),
         }
+        let (full, takes_value) = resolve_option(&options, name)?;
+        expect_value = takes_value && value.is_none();
+        out.push(OsString::from(match value {
+            Some(value) => format!("--{full}={value}"),
+            None => format!("--{full}"),
+        }));
     }
     out.extend(args);
-    out
+    Ok(out)
+}
+
+/// The option `name` stands for: an exact name, or the one name it is a prefix of.
+fn resolve_option(options: &[(String, bool)], name: &str) -> Result<(String, bool), String> {
+    if let Some(exact) = options.iter().find(|(long, _)| long == name) {
+        return Ok(exact.clone());
+    }
+    let mut candidates: Vec<&(String, bool)> = options
+        .iter()
+        .filter(|(long, _)| !name.is_empty() && long.starts_with(name))
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(format!("Unknown option: {name}")),
+        _ => {
+            candidates.sort();
+            let names: Vec<&str> = candidates.iter().map(|(long, _)| long.as_str()).collect();
+            Err(format!("Option {name} is ambiguous ({})", names.join(", ")))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -244,7 +293,26 @@ mod tests {
     use super::*;
 
     fn rewrite(args: &[&str]) -> Vec<OsString> {
-        single_dash_compat(args.iter().map(OsString::from))
+        single_dash_compat(args.iter().map(OsString::from)).unwrap()
+    }
+
+    #[test]
+    fn unknown_and_ambiguous_options_are_named_like_getopt_long() {
+        let err = |args: &[&str]| single_dash_compat(args.iter().map(OsString::from)).unwrap_err();
+        assert_eq!(err(&["s", "--bogus", "--", "w"]), "Unknown option: bogus");
+        assert_eq!(
+            err(&["s", "--port=1", "-bogus=2", "w"]),
+            "Unknown option: bogus"
+        );
+        assert_eq!(
+            err(&["s", "--p=80", "--", "w"]),
+            "Option p is ambiguous (path, pid-file, port)"
+        );
+        assert_eq!(
+            rewrite(&["s", "--po=80", "--stat", "f"])[1..3],
+            ["--port=80", "--status-file"]
+        );
+        assert_eq!(rewrite(&["s", "-h"])[1], "-h");
     }
 
     #[test]

@@ -58,14 +58,24 @@ impl PortSpec {
             None => (spec, None),
         };
         let (host, port) = if let Some(rest) = address.strip_prefix('[') {
-            let (v6, port) = rest
+            // The original takes brackets around any host, not only IPv6 addresses, and keys
+            // the socket without them unless the host is an IPv6 address.
+            let (inside, port) = rest
                 .split_once(']')
-                .ok_or_else(|| bad("missing ']' after the IPv6 address"))?;
+                .ok_or_else(|| bad("missing ']' after the host"))?;
             let port = port
                 .trim_start()
                 .strip_prefix(':')
                 .ok_or_else(|| bad("missing ':PORT' after ']'"))?;
-            (Host::V6(v6.trim().to_string()), port)
+            let inside = inside.trim();
+            if inside.is_empty() {
+                return Err(bad(&format!("empty host; {FORMS}")));
+            }
+            if inside.contains(':') {
+                (Host::V6(inside.to_string()), port)
+            } else {
+                (Host::Named(inside.to_string()), port)
+            }
         } else if let Some((host, port)) = address.rsplit_once(':') {
             let host = host.trim();
             if host.is_empty() {
@@ -153,6 +163,15 @@ mod tests {
     }
 
     #[test]
+    fn brackets_around_any_host_as_the_original() {
+        let p = ok("[127.0.0.1]:8080");
+        assert_eq!(p.key, "127.0.0.1:8080");
+        assert_eq!(p.host, Host::Named("127.0.0.1".into()));
+        assert_eq!(ok("[ localhost ]:u53").key, "localhost:53");
+        assert_eq!(ok("[ ::1 ]:80").key, "[::1]:80");
+    }
+
+    #[test]
     fn udp_and_fd() {
         let p = ok("u53");
         assert_eq!((p.key.as_str(), p.udp, p.port), ("53", true, 53));
@@ -181,7 +200,8 @@ mod tests {
             "80=-1",
             "80=2147483647",
             "80=1048576",
-            "[nothost]:80",
+            "[]:80",
+            "[::zz]:80",
             "u",
             "uu80",
             "1.2.3.4:port",

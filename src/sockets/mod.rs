@@ -2,6 +2,8 @@
 //! (`SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6, unix sockets made with umask 0), with errors that
 //! name the address and what to do.
 
+pub mod activation;
+
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{OwnedFd, RawFd};
@@ -15,10 +17,10 @@ use nix::sys::socket::{
 use nix::sys::stat::{Mode, umask};
 use tracing::warn;
 
-use crate::activation::{Address, Inherited};
+use crate::config::port_spec::{Host, PortSpec};
 use crate::error::{Context, Error, Result};
-use crate::port_spec::{Host, PortSpec};
-use server_starter::listen_fds::name_for;
+use crate::sockets::activation::{Address, Inherited};
+use server_starter_worker::listen_fds::name_for;
 
 /// A socket start_server holds for its workers.
 #[derive(Debug)]
@@ -66,8 +68,11 @@ pub fn bind_all(
     for spec in ports {
         let addr = resolve(spec)?;
         let taken = take_inherited(&mut inherited, |s| {
-            s.datagram == spec.udp && matches_port(&s.address, addr, &spec.host)
+            s.datagram == spec.udp && s.address == Address::Ip(addr)
         });
+        if taken.is_none() {
+            refuse_overlap(spec, addr, &inherited)?;
+        }
         let (fd, fdname) = match taken {
             Some(socket) => (socket.fd, socket.name),
             None => (bind_port(spec, addr, backlog)?, name_for(&spec.key)),
@@ -117,15 +122,60 @@ fn take_inherited(
     Some(pool.remove(index))
 }
 
-/// A bare `--port=P` (IPv4 any) also matches systemd's default `ListenStream=P`, which is the
-/// dual-stack `[::]:P`, so that one `ExecStart=` line works with and without the socket unit.
-fn matches_port(address: &Address, wanted: SocketAddr, host: &Host) -> bool {
-    match address {
-        Address::Ip(addr) if *addr == wanted => true,
-        Address::Ip(SocketAddr::V6(v6)) => {
-            *host == Host::AnyV4 && v6.ip().is_unspecified() && v6.port() == wanted.port()
+/// An inherited socket matches a `--port` only at exactly its address. One that covers that
+/// address without being it (systemd's dual-stack `[::]:P` of `ListenStream=P` against a bare
+/// `--port=P`, or `0.0.0.0:P` against `127.0.0.1:P`) would make the bind fail on a port the
+/// operator sees as free, so it is refused here with the unit line to write instead. The
+/// dual-stack case is not matched on purpose: Perl servers (Starlet, Starman) open every
+/// inherited socket as IPv4 and die on each connection to an IPv6 one, whatever its key says.
+fn refuse_overlap(spec: &PortSpec, wanted: SocketAddr, pool: &[Inherited]) -> Result<()> {
+    let Some((socket, held)) = pool.iter().find_map(|s| match s.address {
+        Address::Ip(held) if s.datagram == spec.udp && overlaps(held, &s.fd, wanted) => {
+            Some((s, held))
         }
-        _ => false,
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    let line = if spec.udp {
+        "ListenDatagram"
+    } else {
+        "ListenStream"
+    };
+    let (key, name) = (&spec.key, &socket.name);
+    let (why, other) = if held.is_ipv6() && wanted.is_ipv4() {
+        (
+            format!(
+                " (IPv6 dual-stack, what {line}={} makes); Perl servers (Starlet, Starman) fail \
+                 on every connection to an IPv6 socket",
+                held.port()
+            ),
+            "if the worker serves IPv6",
+        )
+    } else {
+        (String::new(), "to take that socket")
+    };
+    Err(Error::usage(format!(
+        "--port={key} asks for {wanted}, but systemd passed {held} ({name}), which covers it\
+         {why}: write {line}={wanted} in the socket unit, or --port={held} {other}"
+    )))
+}
+
+/// Whether binding `wanted` would collide with `held` (same port, and one address contains the
+/// other).
+fn overlaps(held: SocketAddr, fd: &OwnedFd, wanted: SocketAddr) -> bool {
+    if held.port() != wanted.port() || held == wanted {
+        return false;
+    }
+    match (held, wanted) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => {
+            held.ip().is_unspecified() || wanted.ip().is_unspecified()
+        }
+        (SocketAddr::V6(v6), SocketAddr::V4(_)) => {
+            v6.ip().is_unspecified() && !socket::getsockopt(fd, sockopt::Ipv6V6Only).unwrap_or(true)
+        }
+        // start_server binds IPv6 addresses IPv6-only: they never collide with IPv4 ones.
+        (SocketAddr::V4(_), SocketAddr::V6(_)) => false,
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tracing::{info, warn};
 
-use crate::signals::short_name;
+use crate::runtime::signals::short_name;
 
 /// A worker that dies sooner than this after it started counts as a failed start (for backoff):
 /// without it, a worker that exits at once with `--interval=0` is respawned as fast as the
@@ -174,6 +174,8 @@ pub struct Supervisor {
     /// The backoff delay last logged, so the log says when it changes, not at every death.
     announced_backoff: Duration,
     restart_pending: bool,
+    /// A generation has served (the service manager got `READY=1`).
+    announced_ready: bool,
     stopping: bool,
     last_restart: Instant,
     /// What the status file says (nothing is written until something is live).
@@ -196,6 +198,7 @@ impl Supervisor {
             respawn_at: None,
             announced_backoff: Duration::ZERO,
             restart_pending: false,
+            announced_ready: false,
             stopping: false,
             last_restart: now,
             written_status: Vec::new(),
@@ -243,7 +246,6 @@ impl Supervisor {
             info!("received HUP while shutting down, ignored");
             return self.take_actions();
         }
-        self.actions.push(Action::Notify(Notice::Reloading));
         if let Some(trial) = self.trial.as_ref().filter(|t| t.failed_at.is_some()) {
             // The last attempt failed and the next one waits (interval, backoff): an operator's
             // HUP (say, after fixing the deployment) tries again now.
@@ -251,7 +253,7 @@ impl Supervisor {
                 "received HUP while generation {} waits to be retried, spawning a new worker now",
                 trial.generation
             );
-            self.begin_generation();
+            self.reload();
         } else if let Some(trial) = &self.trial {
             info!(
                 "received HUP while generation {} is starting, a new worker will follow it",
@@ -260,9 +262,19 @@ impl Supervisor {
             self.restart_pending = true;
         } else {
             info!("received HUP, spawning a new worker");
-            self.begin_generation();
+            self.reload();
         }
         self.take_actions()
+    }
+
+    /// Starts a reload's generation, telling the service manager first: `RELOADING=1` only once
+    /// it has seen `READY=1`, as the notify-reload protocol expects (before that, the service is
+    /// still starting, and the first generation to serve sends the first `READY=1`).
+    fn reload(&mut self) {
+        if self.announced_ready {
+            self.actions.push(Action::Notify(Notice::Reloading));
+        }
+        self.begin_generation();
     }
 
     /// A terminating signal: stop every worker, then exit once they are all gone.
@@ -673,6 +685,7 @@ impl Supervisor {
             });
         }
         self.last_restart = now;
+        self.announced_ready = true;
         self.actions.push(Action::Notify(Notice::Serving {
             worker: Worker { generation, pid },
             status,
@@ -705,7 +718,7 @@ impl Supervisor {
         self.signal_due_old_workers(now);
         if self.restart_pending {
             info!("received HUP, spawning a new worker");
-            self.begin_generation();
+            self.reload();
         }
     }
 
@@ -780,6 +793,20 @@ impl Supervisor {
             interval * 2
         };
         Some(self.last_restart + wait)
+    }
+
+    /// Every worker start_server is responsible for, with its generation: current, on trial,
+    /// leaving.
+    pub fn workers(&self) -> Vec<Worker> {
+        let mut workers: Vec<Worker> = self.current.into_iter().collect();
+        workers.extend(self.leaving.iter().map(|r| r.worker));
+        workers.extend(self.trial.as_ref().and_then(|t| {
+            t.pid.map(|pid| Worker {
+                generation: t.generation,
+                pid,
+            })
+        }));
+        workers
     }
 
     /// Every worker process start_server is responsible for: current, on trial, leaving.
@@ -1182,6 +1209,31 @@ mod tests {
                 Notice::Stopping,
             ]
         );
+    }
+
+    #[test]
+    fn no_reloading_before_the_first_ready() {
+        let mut h = Harness::plain();
+        h.started();
+        h.hup(); // generation 1 still starting: systemd has not seen READY=1 yet
+        assert!(h.notices.is_empty(), "{:?}", h.notices);
+        h.advance(SEC); // generation 1 serves, then the kept HUP starts generation 2
+        assert_eq!(
+            h.notices,
+            vec![
+                Notice::Serving {
+                    worker: w(1, 101),
+                    status: None
+                },
+                Notice::Reloading
+            ]
+        );
+        // A first generation that keeps failing: a HUP retries, still without RELOADING=1.
+        let mut h = Harness::plain();
+        h.started();
+        h.exit(101, 256);
+        h.hup();
+        assert!(!h.notices.contains(&Notice::Reloading), "{:?}", h.notices);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! // Outside start_server and systemd there is no NOTIFY_SOCKET: nothing is sent.
 //! # // SAFETY: nothing else runs in this example's process.
 //! # unsafe { std::env::remove_var("NOTIFY_SOCKET") };
-//! assert!(!server_starter::ready::notify("READY=1\nSTATUS=serving").unwrap());
+//! assert!(!server_starter_worker::ready::notify("READY=1\nSTATUS=serving").unwrap());
 //! ```
 
 use std::io;

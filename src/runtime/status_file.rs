@@ -1,9 +1,11 @@
 //! `--status-file`: one `GEN:PID` line per live generation, sorted by generation, replaced
-//! atomically (write a temporary file, then rename) so a reader never sees half of it.
+//! atomically (write a temporary file, then rename) so a reader never sees half of it, and
+//! without following a link planted at either name (see [`files::replace`]).
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Context, Result};
+use crate::error::Result;
+use crate::runtime::files;
 use crate::supervisor::Worker;
 
 /// The status file of this start_server; removed on drop if this process wrote it.
@@ -27,32 +29,19 @@ impl StatusFile {
     /// Notes that `generation` failed to start, in `FILE.failed` (`GEN:why`), where
     /// `--restart` looks for the outcome of the restart it asked for.
     pub fn record_failure(&mut self, generation: u64, why: &str) -> Result<()> {
-        let path = failure_path(&self.path);
-        let mut temp = path.clone().into_os_string();
-        temp.push(format!(".{}", std::process::id()));
-        let temp = PathBuf::from(temp);
-        std::fs::write(&temp, format!("{generation}:{why}\n"))
-            .context(|| format!("failed to create temporary file {}", temp.display()))?;
+        files::replace(
+            &failure_path(&self.path),
+            format!("{generation}:{why}\n").as_bytes(),
+        )?;
         self.failure_written = true;
-        std::fs::rename(&temp, &path)
-            .context(|| format!("failed to rename {} to {}", temp.display(), path.display()))
+        Ok(())
     }
 
     /// Replaces the file's content with `workers`.
     pub fn write(&mut self, workers: &[Worker]) -> Result<()> {
-        let mut temp = self.path.clone().into_os_string();
-        temp.push(format!(".{}", std::process::id()));
-        let temp = PathBuf::from(temp);
-        std::fs::write(&temp, format(workers))
-            .context(|| format!("failed to create temporary file {}", temp.display()))?;
+        files::replace(&self.path, format(workers).as_bytes())?;
         self.created = true;
-        std::fs::rename(&temp, &self.path).context(|| {
-            format!(
-                "failed to rename {} to {}",
-                temp.display(),
-                self.path.display()
-            )
-        })
+        Ok(())
     }
 }
 

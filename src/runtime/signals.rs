@@ -6,6 +6,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -75,6 +76,30 @@ fn handled() -> SigSet {
 pub fn block_handled() -> Result<()> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled()), None)
         .context(|| "failed to block signals".to_string())
+}
+
+/// Whether start_server's caller had SIGXFSZ ignored already.
+static XFSZ_WAS_IGNORED: AtomicBool = AtomicBool::new(false);
+
+/// Ignores SIGPIPE and SIGXFSZ, so that a log reader that is gone or a log file at
+/// `RLIMIT_FSIZE` is a write error (a dropped line) instead of start_server's death. Workers get
+/// SIGPIPE at its default and SIGXFSZ as start_server's caller left it (see `spawn`).
+pub fn ignore_write_faults() {
+    // SAFETY: setting a disposition to SIG_IGN installs no handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let before = libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        XFSZ_WAS_IGNORED.store(before == libc::SIG_IGN, Ordering::Relaxed);
+    }
+}
+
+/// SIGXFSZ's disposition for a child: what start_server inherited, not its own SIG_IGN.
+pub fn child_xfsz() -> libc::sighandler_t {
+    if XFSZ_WAS_IGNORED.load(Ordering::Relaxed) {
+        libc::SIG_IGN
+    } else {
+        libc::SIG_DFL
+    }
 }
 
 /// The blocked signals, readable as a file descriptor.

@@ -26,7 +26,7 @@ impl Notifier {
     /// `WATCHDOG_PID`, if set, is this process).
     pub fn from_env() -> Notifier {
         let target = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
-            let addr = server_starter::ready::socket_addr(&path);
+            let addr = server_starter_worker::ready::socket_addr(&path);
             match (UnixDatagram::unbound(), addr) {
                 (Ok(socket), Ok(addr)) => Some((socket, addr)),
                 (Err(e), _) | (_, Err(e)) => {

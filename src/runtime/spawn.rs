@@ -3,9 +3,10 @@
 //! The sockets live in start_server above every fd a worker is meant to see them at (the
 //! *floor*), close-on-exec. Between fork and exec the child only makes system calls: `chdir`,
 //! one `dup2` per socket to its place (which clears close-on-exec there), restoring the open-file
-//! limit and an empty signal mask with default SIGPIPE, then `execve` with an argv and envp built
-//! beforehand. Everything else start_server holds is close-on-exec, so the worker sees fds 0, 1,
-//! 2 and its sockets, nothing more. An error before exec comes back through a close-on-exec pipe.
+//! limit, an empty signal mask, default SIGPIPE and SIGXFSZ as inherited, then `execve` with an
+//! argv and envp built beforehand. Everything else start_server holds is close-on-exec, so the
+//! worker sees fds 0, 1, 2 and its sockets, nothing more. An error before exec comes back through
+//! a close-on-exec pipe.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -122,6 +123,8 @@ pub struct Launch {
     pub nofile: libc::rlimit,
     /// Add `LISTEN_PID=<the worker's pid>` to the environment (known only after fork).
     pub listen_pid: bool,
+    /// SIGXFSZ's disposition in the worker (start_server ignores it for itself).
+    pub xfsz: libc::sighandler_t,
 }
 
 /// Turns an OS string into a C string, refusing interior NULs with a message naming `what`.
@@ -240,7 +243,8 @@ unsafe fn exec_child(
     listen_pid: *mut u8,
     report: RawFd,
 ) -> ! {
-    // SAFETY (whole body): plain system calls on prepared, valid pointers.
+    // SAFETY: plain async-signal-safe system calls on pointers prepared before fork, valid in
+    // the child's copy of the memory.
     unsafe {
         if launch.listen_pid {
             write_decimal(listen_pid.add(LISTEN_PID.len()), libc::getpid());
@@ -257,6 +261,7 @@ unsafe fn exec_child(
         }
         libc::setrlimit(libc::RLIMIT_NOFILE, &launch.nofile);
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGXFSZ, launch.xfsz);
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());

@@ -13,24 +13,55 @@ use tracing::warn;
 
 use crate::supervisor::Tunables;
 
-/// Variables systemd sets for start_server itself (its sockets, its notification socket, its
-/// watchdog): workers must not take them for theirs. Only start_server talks to systemd.
-pub const SYSTEMD_VARS: [&str; 6] = [
+/// Variables that describe start_server's own sockets, notification socket, watchdog, fd store
+/// and process to it (set by systemd, or by whoever started start_server): workers must not take
+/// them for theirs. Only start_server talks to systemd; the socket variables a worker gets are
+/// written anew for it.
+pub const SYSTEMD_VARS: [&str; 10] = [
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
+    // systemd 258+: the pidfd inode of the intended receiver; a worker's sd_listen_fds() would
+    // reject its sockets if it saw start_server's.
+    "LISTEN_PIDFDID",
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
+    "FDSTORE",
+    "SYSTEMD_EXEC_PID",
+    // Rewritten for every worker: a value from start_server's own environment would describe
+    // sockets the worker does not have.
+    "SERVER_STARTER_PORT",
 ];
 
 /// A set of environment variables.
 pub type Env = BTreeMap<OsString, OsString>;
 
+/// What an envdir says: variables to set, and variables to remove.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EnvDir {
+    /// Files with content: NAME=first line.
+    pub set: Env,
+    /// Empty files: NAME is removed, whatever start_server's own environment says.
+    pub unset: Vec<OsString>,
+}
+
+impl EnvDir {
+    /// Applies the directory on top of `env`.
+    pub fn apply_to(self, env: &mut Env) {
+        for name in &self.unset {
+            env.remove(name);
+        }
+        env.extend(self.set);
+    }
+}
+
 /// Reads a daemontools-style envdir: each file NAME not starting with `.` sets NAME to its first
-/// line. Empty files and unreadable entries are skipped, as the original does.
-pub fn read_envdir(dir: &Path) -> std::io::Result<Env> {
-    let mut env = Env::new();
+/// line (without the newline); an empty file removes NAME, as daemontools' `envdir` does.
+/// Unreadable entries are skipped, as the original does. A file removed since the last read
+/// simply no longer applies: the variable is back to what start_server's own environment says.
+pub fn read_envdir(dir: &Path) -> std::io::Result<EnvDir> {
+    let mut read = EnvDir::default();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -42,7 +73,11 @@ pub fn read_envdir(dir: &Path) -> std::io::Result<Env> {
         };
         let mut line = Vec::new();
         match BufReader::new(file).read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => continue,
+            Ok(0) => {
+                read.unset.push(name);
+                continue;
+            }
+            Err(_) => continue,
             Ok(_) => {}
         }
         if line.last() == Some(&b'\n') {
@@ -55,9 +90,9 @@ pub fn read_envdir(dir: &Path) -> std::io::Result<Env> {
             );
             continue;
         }
-        env.insert(name, OsString::from_vec(line));
+        read.set.insert(name, OsString::from_vec(line));
     }
-    Ok(env)
+    Ok(read)
 }
 
 /// The settings that the environment (and so the envdir) controls, as the original reads them.
@@ -145,6 +180,16 @@ mod tests {
         std::fs::write(dir.join("D"), "no newline").unwrap();
         let read = read_envdir(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(read, env(&[("A", "one"), ("C", ""), ("D", "no newline")]));
+        assert_eq!(
+            read.set,
+            env(&[("A", "one"), ("C", ""), ("D", "no newline")])
+        );
+        assert_eq!(read.unset, vec![OsString::from("B")]);
+        let mut base = env(&[("B", "from start_server"), ("A", "old"), ("E", "kept")]);
+        read.apply_to(&mut base);
+        assert_eq!(
+            base,
+            env(&[("A", "one"), ("C", ""), ("D", "no newline"), ("E", "kept")])
+        );
     }
 }

@@ -2,8 +2,9 @@
 //! `LISTEN_PID` and `LISTEN_FDNAMES`. Each is checked to be a socket and described by its address,
 //! in the forms clients of `SERVER_STARTER_PORT` already parse.
 //!
-//! Reading the variables is left to `sd-notify`'s `listen_fds_with_names` (checks `LISTEN_PID`,
-//! parses the count and names, marks the fds close-on-exec). The `listenfd` crate is not used:
+//! The variables are read with the worker library's own parser (`listen_fds::parse`), so
+//! start_server and its workers agree on what is valid; like `sd_listen_fds()`, variables meant
+//! for another process (`LISTEN_PID` is not ours) are ignored. The `listenfd` crate is not used:
 //! it ignores `LISTEN_FDNAMES`, accepts a missing `LISTEN_PID` and edits the process environment.
 
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -53,33 +54,52 @@ impl Inherited {
 /// Takes the sockets systemd passed to this process, if any. The variables themselves are left
 /// for `config` to remove from what workers get.
 pub fn take_from_env() -> Result<Vec<Inherited>> {
-    let listed = sd_notify::listen_fds_with_names().map_err(|e| {
-        let show = |name: &str| {
-            std::env::var(name).map_or_else(|_| "(unset)".to_string(), |v| format!("{v:?}"))
+    let var = |name: &str| std::env::var(name).ok();
+    let (fds, pid, names) = (var("LISTEN_FDS"), var("LISTEN_PID"), var("LISTEN_FDNAMES"));
+    let listed = server_starter_worker::listen_fds::parse(
+        fds.as_deref(),
+        pid.as_deref(),
+        names.as_deref(),
+        std::process::id(),
+    )
+    .map_err(|e| {
+        let show = |value: &Option<String>| {
+            value
+                .as_ref()
+                .map_or_else(|| "(unset)".to_string(), |v| format!("{v:?}"))
         };
         Error::usage(format!(
             "bad socket activation variables LISTEN_FDS={}, LISTEN_PID={}, LISTEN_FDNAMES={}: \
              {e}; they must come from systemd (or systemd-socket-activate)",
-            show("LISTEN_FDS"),
-            show("LISTEN_PID"),
-            show("LISTEN_FDNAMES"),
+            show(&fds),
+            show(&pid),
+            show(&names),
         ))
     })?;
-    let mut inherited = Vec::new();
-    for (fd, name) in listed {
-        inherited.push(describe(fd, name)?);
-    }
-    Ok(inherited)
+    listed
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(fd, name)| describe(fd, name, fds.as_deref().unwrap_or_default()))
+        .collect()
 }
 
-fn describe(fd: RawFd, name: String) -> Result<Inherited> {
+/// Checks and describes fd `fd`, one of the `LISTEN_FDS={count}` sockets.
+fn describe(fd: RawFd, name: String, count: &str) -> Result<Inherited> {
     let bad = |what: String| {
         Error::usage(format!(
-            "LISTEN_FDS: fd {fd} ({name:?}) {what}; systemd passes sockets only"
+            "LISTEN_FDS={count:?}: fd {fd} ({name:?}) {what}; systemd passes sockets only"
         ))
     };
-    // SAFETY: the fd was handed to this process by LISTEN_FDS and sd-notify checked it is open;
-    // from here on we own it.
+    // Workers get the sockets through the fd layout, never by inheriting start_server's fds.
+    // SAFETY: F_SETFD takes no pointer; on a number that is not an open fd it fails with EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(match Errno::last() {
+            Errno::EBADF => bad("is not open".into()),
+            e => bad(format!("cannot be inspected ({})", e.desc())),
+        });
+    }
+    // SAFETY: LISTEN_FDS handed this open fd to this process, and it is taken only once (the
+    // parser lists each fd once); from here on we own it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let kind = match socket::getsockopt(&fd, sockopt::SockType) {
         Ok(kind) => kind,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Context, Error, Result};
+use crate::runtime::files;
 use crate::supervisor::Pid;
 
 /// A locked pid file, removed when dropped.
@@ -23,14 +24,17 @@ impl PidFile {
     /// Opens and locks the file. Fails at once if another process holds the lock.
     pub fn lock(path: &Path) -> Result<PidFile> {
         let shown = path.display();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .context(|| format!("failed to open pid file {shown}"))?;
+        // Opened in place (the lock is on this file), never through a link planted at its name.
+        let file = files::open_guarded(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644),
+            path,
+            "pid file",
+        )?;
         let file =
             Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(mut file, e)| {
                 if e == nix::errno::Errno::EWOULDBLOCK {

@@ -3,24 +3,25 @@
 //! error at any step removes what the steps before it created.
 
 use std::os::fd::RawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::info;
 
 use crate::config::Config;
 use crate::error::{Context, Result};
-use crate::event_loop::{self, Runtime};
-use crate::notify::Notifier;
-use crate::output;
-use crate::pid_file::PidFile;
-use crate::signals::Signals;
+use crate::runtime::event_loop::{self, Runtime};
+use crate::runtime::notify::Notifier;
+use crate::runtime::output;
+use crate::runtime::pid_file::PidFile;
+use crate::runtime::signals::Signals;
+use crate::runtime::spawn::{FdLayout, Placement};
+use crate::runtime::status_file::StatusFile;
+use crate::runtime::worker_notify::WorkerNotify;
 use crate::sockets;
-use crate::spawn::{FdLayout, Placement};
-use crate::status_file::StatusFile;
-use crate::worker_notify::WorkerNotify;
 
 /// Runs start_server until it is told to stop.
 pub fn serve(config: Config) -> Result<()> {
+    crate::runtime::logging::attach_stderr();
     let nofile = raise_open_file_limit();
     let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
     let log = config.log.as_ref().map(output::open).transpose()?;
@@ -49,16 +50,18 @@ pub fn serve(config: Config) -> Result<()> {
     } else {
         None
     };
-    let port_env = (!described.is_empty()).then(|| {
+    // Set even when empty, as the original does: its client library dies when it is missing,
+    // and a value from start_server's own environment must not describe sockets we do not pass.
+    let port_env = {
         let entries: Vec<_> = described
             .into_iter()
-            .map(|p| server_starter::port_env::PortEntry {
+            .map(|p| server_starter_worker::port_env::PortEntry {
                 key: p.key,
                 fd: p.fd,
             })
             .collect();
-        server_starter::port_env::format(&entries)
-    });
+        server_starter_worker::port_env::format(&entries)
+    };
     let logger = match log {
         Some(log) => log.redirect_stdio()?,
         None => None,
@@ -91,12 +94,18 @@ pub fn serve(config: Config) -> Result<()> {
     };
     event_loop::run(&mut runtime, &mut signals, config.policy)?;
     info!("exiting");
+    let logger = runtime.logger.take();
     drop(runtime);
     drop(pid_file);
     drop(bound);
-    if let Some(logger) = logger {
+    if let Some(mut logger) = logger {
+        // A command between two runs is started once more, to read what is left in the pipe.
+        logger.restart_now(Instant::now());
         output::close_stdio();
-        event_loop::wait_for_logger(&mut signals, logger, Duration::from_secs(5));
+        if let Some(pid) = logger.pid() {
+            drop(logger);
+            event_loop::wait_for_logger(&mut signals, pid, Duration::from_secs(5));
+        }
     }
     Ok(())
 }
@@ -110,7 +119,7 @@ fn listen_fds_env(described: &[Placement]) -> Option<(String, String)> {
     }
     let mut by_fd: Vec<&Placement> = described.iter().collect();
     by_fd.sort_by_key(|p| p.fd);
-    let start = server_starter::listen_fds::START;
+    let start = server_starter_worker::listen_fds::START;
     if !by_fd.iter().zip(start..).all(|(p, want)| p.fd == want) {
         info!(
             "sockets are not at fds {start}..{} (--port=...=FD): workers get SERVER_STARTER_PORT \
@@ -151,7 +160,7 @@ mod tests {
         Placement {
             key: key.into(),
             fd,
-            fdname: server_starter::listen_fds::name_for(key),
+            fdname: server_starter_worker::listen_fds::name_for(key),
         }
     }
 

@@ -13,23 +13,25 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::Signal;
 use nix::sys::time::TimeSpec;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
+use crate::config::worker_env::{self, Env};
 use crate::error::{Context, Result};
-use crate::notify::Notifier;
-use crate::signals::{Received, Signals};
-use crate::spawn::{self, FdLayout, Launch};
-use crate::status_file::StatusFile;
-use crate::supervisor::{Action, ExitStatus, Pid, Policy, Supervisor};
-use crate::worker_env::{self, Env};
-use crate::worker_notify::WorkerNotify;
+use crate::runtime::notify::Notifier;
+use crate::runtime::output::Logger;
+use crate::runtime::signals::{Received, Signals};
+use crate::runtime::spawn::{self, FdLayout, Launch};
+use crate::runtime::status_file::StatusFile;
+use crate::runtime::strays::{self, Adopted};
+use crate::runtime::worker_notify::WorkerNotify;
+use crate::supervisor::{Action, ExitStatus, Pid, Policy, Supervisor, Worker};
 
 /// What the loop needs to make and watch workers.
 pub struct Runtime {
     /// The sockets and where they go.
     pub layout: FdLayout,
-    /// `SERVER_STARTER_PORT`, absent when there are no sockets.
-    pub port_env: Option<String>,
+    /// `SERVER_STARTER_PORT` (empty when there are no sockets).
+    pub port_env: String,
     /// `LISTEN_FDS` and `LISTEN_FDNAMES` (plus `LISTEN_PID`, set in the child), when they apply.
     pub listen_env: Option<(String, String)>,
     /// The server program and its arguments.
@@ -45,13 +47,13 @@ pub struct Runtime {
     /// Open-file limit for workers.
     pub nofile: libc::rlimit,
     /// The `--log-file` command, which is our child too but not a worker.
-    pub logger: Option<Pid>,
+    pub logger: Option<Logger>,
     /// systemd's notification socket.
     pub notifier: Notifier,
     /// The workers' notification socket.
     pub worker_notify: WorkerNotify,
-    /// Processes left behind by dead workers (adopted: start_server is a subreaper).
-    pub strays: BTreeSet<Pid>,
+    /// Processes left behind by workers (adopted: start_server is a subreaper).
+    pub strays: Adopted,
 }
 
 /// Runs the supervisor until every worker is gone after a terminating signal.
@@ -91,7 +93,8 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 }
             }
         }
-        let deadline = [supervisor.next_deadline(), next_watchdog]
+        let logger_due = rt.logger.as_ref().and_then(Logger::restart_due);
+        let deadline = [supervisor.next_deadline(), next_watchdog, logger_due]
             .into_iter()
             .flatten()
             .min();
@@ -110,19 +113,17 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 Received::Child => {
                     let mut worker_gone = false;
                     for (pid, status) in reap() {
-                        if rt.logger == Some(pid) {
-                            rt.logger = None;
-                            warn!("the log command exited, status:{status}");
+                        if let Some(logger) = rt.logger.as_mut().filter(|l| l.pid() == Some(pid)) {
+                            logger.exited(status, Instant::now());
                         } else if supervisor.worker_pids().contains(&pid) {
                             worker_gone = true;
                             actions.extend(supervisor.child_exited(pid, status, Instant::now()));
                         } else {
-                            rt.strays.remove(&pid);
-                            info!("process {pid} left behind by a worker exited, status:{status}");
+                            rt.strays.reaped(pid, status);
                         }
                     }
                     if worker_gone {
-                        rt.adopt_strays(&supervisor.worker_pids());
+                        rt.adopt_strays(&supervisor.workers());
                     }
                 }
                 Received::Ignored => {}
@@ -139,6 +140,9 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
             actions.extend(supervisor.notified(worker, &message, Instant::now()));
         }
         let now = Instant::now();
+        if let Some(logger) = &mut rt.logger {
+            logger.restart_if_due(now);
+        }
         if let (Some(every), Some(due)) = (watchdog_every, next_watchdog)
             && now >= due
         {
@@ -235,21 +239,22 @@ fn send(pids: &[Pid], signal: Signal) {
 }
 
 impl Runtime {
-    /// Children that are neither workers nor the log command are what a dead worker left
-    /// behind (a daemonized child, say): they get SIGTERM, and are reaped when they exit.
-    fn adopt_strays(&mut self, workers: &[Pid]) {
-        for pid in children() {
-            if !workers.contains(&pid) && self.logger != Some(pid) && self.strays.insert(pid) {
-                warn!("process {pid} was left behind by a worker, sending TERM");
-                send(&[pid], Signal::SIGTERM);
-            }
-        }
+    /// Children that are neither workers nor the log command were left behind by workers (a
+    /// daemonized child, say): those of a generation that no longer runs get SIGTERM, and are
+    /// reaped when they exit (see [`strays`]).
+    fn adopt_strays(&mut self, workers: &[Worker]) {
+        let logger = self.logger.as_ref().and_then(Logger::pid);
+        let adopted = children()
+            .into_iter()
+            .filter(|&pid| logger != Some(pid) && !workers.iter().any(|w| w.pid == pid));
+        let term = self.strays.sort(adopted, workers, strays::origin);
+        send(&term, Signal::SIGTERM);
     }
 
     /// At exit: nothing a worker left behind outlives start_server (TERM, then KILL).
     fn stop_strays(&mut self, signals: &mut Signals) {
         self.adopt_strays(&[]);
-        let mut strays = std::mem::take(&mut self.strays);
+        let mut strays = self.strays.take_strays();
         wait_for_exit(signals, &mut strays, Duration::from_secs(5));
         if !strays.is_empty() {
             let pids: Vec<Pid> = strays.iter().copied().collect();
@@ -264,14 +269,12 @@ impl Runtime {
         let mut env = self.base_env.clone();
         if let Some(dir) = &self.envdir {
             match worker_env::read_envdir(dir) {
-                Ok(overlay) => env.extend(overlay),
+                Ok(overlay) => overlay.apply_to(&mut env),
                 Err(e) => warn!("failed to read envdir {}: {e}", dir.display()),
             }
         }
         let tunables = worker_env::tunables(&env);
-        if let Some(ports) = &self.port_env {
-            env.insert("SERVER_STARTER_PORT".into(), ports.into());
-        }
+        env.insert("SERVER_STARTER_PORT".into(), (&self.port_env).into());
         if let Some((count, names)) = &self.listen_env {
             env.insert("LISTEN_FDS".into(), count.into());
             env.insert("LISTEN_FDNAMES".into(), names.into());
@@ -294,7 +297,7 @@ impl Runtime {
     ) -> std::result::Result<Pid, String> {
         let (env, tunables) = self.worker_env(generation);
         supervisor.set_tunables(tunables);
-        let program = crate::program::resolve(
+        let program = crate::config::program::resolve(
             &self.command[0],
             env.get(OsStr::new("PATH")).map(OsString::as_os_str),
             self.dir.as_deref(),
@@ -316,6 +319,7 @@ impl Runtime {
                 .transpose()?,
             nofile: self.nofile,
             listen_pid: self.listen_env.is_some(),
+            xfsz: crate::runtime::signals::child_xfsz(),
         };
         spawn::spawn(&self.layout, &launch)
     }

@@ -10,10 +10,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{Signal, kill};
 
-use crate::cli::Cli;
+use crate::config::cli::Cli;
 use crate::error::{Error, Result};
-use crate::pid_file::read_pid;
-use crate::status_file;
+use crate::runtime::pid_file::read_pid;
+use crate::runtime::status_file;
 use crate::supervisor::Pid;
 
 /// Fails unless a start_server holds the pid file's lock: a pid from a stale file might belong
@@ -38,7 +38,7 @@ fn signal(pid: Pid, signal: Signal) -> Result<()> {
     kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| {
         Error::runtime(format!(
             "failed to send SIG{} to the server process {pid}: {}",
-            crate::signals::short_name(signal),
+            crate::runtime::signals::short_name(signal),
             e.desc()
         ))
     })
@@ -52,10 +52,10 @@ pub fn stop(cli: &Cli) -> Result<()> {
         .ok_or_else(|| Error::usage("--stop needs --pid-file to find the server"))?;
     let (file, pid) = read_pid(path)?;
     let file = running(file, pid, path)?;
-    eprintln!(
+    crate::runtime::logging::print(&format!(
         "stop_server (pid:{}) stopping now (pid:{pid})...",
         std::process::id()
-    );
+    ));
     signal(pid, Signal::SIGTERM)?;
     Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::runtime(format!("flock failed({}): {}", path.display(), e)))?;
@@ -143,10 +143,10 @@ pub fn restart(cli: &Cli) -> Result<()> {
             && gens.len() == 1
             && gens[0] > newest
         {
-            eprintln!(
+            crate::runtime::logging::print(&format!(
                 "start_server (pid:{pid}) restarted: generation {} is serving",
                 gens[0]
-            );
+            ));
             return Ok(());
         }
         if has_exited(&exited) {

@@ -23,11 +23,21 @@ pub struct PortEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
     /// An entry has no `=` between its key and its fd.
-    MissingFd { entry: String },
+    MissingFd {
+        /// The entry, as found between two `;`.
+        entry: String,
+    },
     /// An entry's key is empty.
-    EmptyKey { entry: String },
-    /// The part after the last `=` is not a non-negative fd number.
-    BadFd { entry: String },
+    EmptyKey {
+        /// The entry, as found between two `;`.
+        entry: String,
+    },
+    /// The part after the entry's first `=` is not an fd number written as a program writes
+    /// it (digits only, no sign, no leading zero).
+    BadFd {
+        /// The entry, as found between two `;`.
+        entry: String,
+    },
 }
 
 impl fmt::Display for ParseError {

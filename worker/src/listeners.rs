@@ -1,7 +1,7 @@
 //! Taking the sockets a worker inherited, as ready `std` listeners.
 //!
 //! ```
-//! use server_starter::listeners::Listeners;
+//! use server_starter_worker::listeners::Listeners;
 //! # use std::os::fd::IntoRawFd;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,19 +1,24 @@
 //! From the parsed command line to a checked configuration: everything an operator can get
 //! wrong is found here, before a socket is bound or a file written.
 
+pub mod cli;
+pub mod port_spec;
+pub mod program;
+pub mod worker_env;
+
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
 use nix::sys::socket::Backlog;
 
-use crate::activation::Inherited;
-use crate::cli::Cli;
+use crate::config::cli::Cli;
+use crate::config::port_spec::PortSpec;
+use crate::config::worker_env::{Env, SYSTEMD_VARS};
 use crate::error::{Error, Result};
-use crate::output::LogTarget;
-use crate::port_spec::PortSpec;
-use crate::signals;
+use crate::runtime::output::LogTarget;
+use crate::runtime::signals;
+use crate::sockets::activation::Inherited;
 use crate::supervisor::Policy;
-use crate::worker_env::{self, Env, SYSTEMD_VARS};
 
 /// What start_server runs with.
 #[derive(Debug)]
@@ -130,9 +135,9 @@ impl Config {
             let overlay = worker_env::read_envdir(dir).map_err(|e| {
                 Error::usage(format!("--envdir {}: cannot read it: {e}", dir.display()))
             })?;
-            first_env.extend(overlay);
+            overlay.apply_to(&mut first_env);
         }
-        crate::program::resolve(
+        crate::config::program::resolve(
             &cli.command[0],
             first_env.get(OsStr::new("PATH")).map(OsString::as_os_str),
             cli.dir.as_deref(),

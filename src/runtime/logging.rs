@@ -1,0 +1,233 @@
+//! start_server's log: one plain line per event on stderr, as the original prints them, or, when
+//! stderr is the journal, native journald entries with a priority per level and the structured
+//! fields (`GENERATION`, `WORKER_PID`) under the syslog identifier `start_server`.
+//!
+//! Writing a line can fail (a full disk, `/dev/full`, a reader that is gone, a file at
+//! `RLIMIT_FSIZE`) or would block (a pipe nobody reads): such a line is dropped and counted, and
+//! the next line that gets through is preceded by `N log lines were lost`. Nothing here panics or
+//! waits, so the supervisor goes on whatever happens to its log.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::runtime::journal::Journal;
+
+/// Installs the global subscriber: journald when `journal` (and reachable), else stderr.
+pub fn init(journal: bool) {
+    match journal.then(Journal::open).and_then(Result::ok) {
+        Some(layer) => {
+            let subscriber = tracing_subscriber::registry().with(layer);
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        }
+        None => {
+            let subscriber = tracing_subscriber::fmt()
+                .event_format(PlainLines)
+                .with_writer(Stderr)
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        }
+    }
+}
+
+/// systemd sets `JOURNAL_STREAM=DEV:INODE` for a service whose output goes to the journal; it
+/// only applies while stderr is still that stream (not redirected by a wrapper).
+pub fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    match nix::sys::stat::fstat(std::io::stderr()) {
+        Ok(stat) => dev.parse() == Ok(stat.st_dev) && ino.parse() == Ok(stat.st_ino),
+        Err(_) => false,
+    }
+}
+
+/// Only the message, the way operators' greps expect the original's lines.
+struct PlainLines;
+
+impl<S, N> FormatEvent<S, N> for PlainLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut message = MessageOnly(String::new());
+        event.record(&mut message);
+        writeln!(writer, "{}", message.0)
+    }
+}
+
+struct MessageOnly(String);
+
+impl Visit for MessageOnly {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = value.to_string();
+        }
+    }
+}
+
+/// Lines dropped since the last one that got through.
+static LOST: AtomicU64 = AtomicU64::new(0);
+
+/// How start_server reaches its stderr.
+static SINK: Mutex<Sink> = Mutex::new(Sink {
+    own: None,
+    socket: false,
+    fifo: false,
+});
+
+/// fd 2, or start_server's own non-blocking open file description of it when it is a pipe.
+struct Sink {
+    own: Option<OwnedFd>,
+    socket: bool,
+    fifo: bool,
+}
+
+impl Sink {
+    /// Opens the pipe at fd 2 anew, non-blocking. With no reader the open fails (ENXIO): it is
+    /// tried again at the next line, and meanwhile fd 2 fails with EPIPE without waiting.
+    fn open_own(&mut self) {
+        // SAFETY: open(2) of a NUL-terminated path; the new fd is ours.
+        let fd = unsafe {
+            libc::open(
+                c"/proc/self/fd/2".as_ptr(),
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor nobody else owns.
+            self.own = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        self.own.as_ref().map_or(2, AsRawFd::as_raw_fd)
+    }
+
+    /// Writes all of `bytes` now or reports failure; never waits for a reader.
+    fn write(&self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            let (fd, ptr, len) = (self.fd(), bytes.as_ptr().cast(), bytes.len());
+            // SAFETY: writing from a valid buffer to a descriptor; a closed fd only fails.
+            let n = unsafe {
+                if self.socket {
+                    libc::send(fd, ptr, len, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                } else {
+                    libc::write(fd, ptr, len)
+                }
+            };
+            match n {
+                n if n > 0 => bytes = &bytes[n as usize..],
+                0 => return false,
+                _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Looks at what fd 2 is now: called once the sockets inherited from systemd are taken (a new
+/// fd must not land on one of their numbers), and again after `--log-file` replaced fd 2. A pipe
+/// gets a non-blocking open file description of its own, so a reader that stopped reading
+/// cannot stop start_server while workers, which share fd 2's description, keep blocking
+/// writes; a socket is written with `MSG_DONTWAIT`. A file or terminal is written as is: a new
+/// description of a file would have its own offset.
+pub fn attach_stderr() {
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    sink.own = None;
+    sink.socket = false;
+    sink.fifo = false;
+    let Ok(stat) = nix::sys::stat::fstat(io::stderr()) else {
+        return;
+    };
+    match stat.st_mode & libc::S_IFMT {
+        libc::S_IFIFO => {
+            sink.fifo = true;
+            sink.open_own();
+        }
+        libc::S_IFSOCK => sink.socket = true,
+        _ => {}
+    }
+}
+
+/// Writes one line (with its newline) to stderr, or counts it as lost.
+pub fn write_line(line: &[u8]) {
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    if sink.fifo && sink.own.is_none() {
+        sink.open_own();
+    }
+    deliver(
+        |bytes| sink.write(bytes),
+        line,
+        |lost| format!("{}\n", lost_message(lost)).into_bytes(),
+    );
+}
+
+/// Sends `item` with `send`, or counts it as lost; first, if lines were lost before, sends
+/// `notice(count)` and, once that got through, starts counting again.
+pub fn deliver(send: impl Fn(&[u8]) -> bool, item: &[u8], notice: impl Fn(u64) -> Vec<u8>) {
+    let lost = LOST.load(Ordering::Relaxed);
+    if lost > 0 && send(&notice(lost)) {
+        LOST.fetch_sub(lost, Ordering::Relaxed);
+    }
+    if !send(item) {
+        LOST.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What start_server says when lines could not be written.
+pub fn lost_message(lost: u64) -> String {
+    format!("{lost} log lines were lost")
+}
+
+/// A plain line to stderr outside the subscriber (client modes, the final error).
+pub fn print(text: &str) {
+    write_line(format!("{text}\n").as_bytes());
+}
+
+/// The subscriber's writer: each event arrives as one `write` of a whole line.
+struct Stderr;
+
+impl io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        write_line(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = Stderr;
+
+    fn make_writer(&'a self) -> Stderr {
+        Stderr
+    }
+}
