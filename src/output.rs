@@ -55,7 +55,14 @@ pub fn open(target: &LogTarget) -> Result<LogOutput> {
                 .arg(command)
                 .stdin(Stdio::piped())
                 .spawn()
-                .context(|| format!("failed to open pipe:| {command}"))?;
+                .map_err(|e| match e.kind() {
+                    // A scratch container image has no shell.
+                    std::io::ErrorKind::NotFound => Error::runtime(format!(
+                        "failed to open pipe:| {command}: a log command runs with /bin/sh, \
+                         which is missing; log to stderr or to a file instead"
+                    )),
+                    _ => Error::runtime(format!("failed to open pipe:| {command}: {e}")),
+                })?;
             let stdin = child
                 .stdin
                 .take()

@@ -9,7 +9,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::error::{Context, Result};
-use crate::event_loop::{self, Runtime};
+use crate::event_loop::{self, Ending, Runtime};
 use crate::notify::Notifier;
 use crate::output;
 use crate::pid_file::PidFile;
@@ -17,10 +17,11 @@ use crate::signals::Signals;
 use crate::sockets;
 use crate::spawn::{FdLayout, Placement};
 use crate::status_file::StatusFile;
+use crate::strays::Adopted;
 use crate::worker_notify::WorkerNotify;
 
-/// Runs start_server until it is told to stop.
-pub fn serve(config: Config) -> Result<()> {
+/// Runs start_server until it is told to stop; how the stop went decides the exit status.
+pub fn serve(config: Config) -> Result<Ending> {
     let nofile = raise_open_file_limit();
     let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
     let log = config.log.as_ref().map(output::open).transpose()?;
@@ -72,7 +73,8 @@ pub fn serve(config: Config) -> Result<()> {
         pid_file.write_pid()?;
     }
     // Orphans of workers (a worker that daemonized, say) become our children, to be stopped
-    // and reaped instead of lingering with the sockets.
+    // and reaped instead of lingering with the sockets. (As PID 1 every orphan of the PID
+    // namespace comes to us anyway.)
     nix::sys::prctl::set_child_subreaper(true)
         .context(|| "failed to become a child subreaper".to_string())?;
     let mut signals = Signals::open()?;
@@ -89,9 +91,9 @@ pub fn serve(config: Config) -> Result<()> {
         logger,
         notifier: Notifier::from_env(),
         worker_notify: WorkerNotify::bind()?,
-        strays: Default::default(),
+        strays: Adopted::new(std::process::id() == 1),
     };
-    event_loop::run(&mut runtime, &mut signals, config.policy)?;
+    let ending = event_loop::run(&mut runtime, &mut signals, config.policy)?;
     info!("exiting");
     drop(runtime);
     drop(pid_file);
@@ -100,7 +102,7 @@ pub fn serve(config: Config) -> Result<()> {
         output::close_stdio();
         event_loop::wait_for_logger(&mut signals, logger, Duration::from_secs(5));
     }
-    Ok(())
+    Ok(ending)
 }
 
 /// `LISTEN_FDS` and `LISTEN_FDNAMES` for the workers, when the sockets sit at fds 3, 4, ... as
