@@ -143,7 +143,9 @@ pub struct Cli {
 const AFTER_LONG_HELP: &str = "\
 Signals:
   HUP: start a new generation; once it is up, --signal-on-hup to the old
-  TERM: --signal-on-term to every worker, wait for them all, exit 0
+  TERM: --signal-on-term to every worker, wait for them all, exit 0 (3 when
+    something had to be killed)
+  other signals that would be fatal (PWR, real-time, ...): logged, ignored
   INT, QUIT, USR1, USR2: the same, sending TERM
 
 The worker gets:

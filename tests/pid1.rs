@@ -348,12 +348,17 @@ fn as_pid_1_every_orphan_is_reaped_and_a_foreign_one_left_alone() {
     pid1.server
         .wait_log(&format!("adopted process {inner} exited, status:9"));
 
+    // INT (Ctrl-C of `docker run -it`) stops it as TERM does.
     let mut server = pid1.server;
     // SAFETY: as above.
-    unsafe { libc::kill(pid1.outer, libc::SIGTERM) };
+    unsafe { libc::kill(pid1.outer, libc::SIGINT) };
     let status = server.wait_exit();
     let log = server.log();
     assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("received INT, sending TERM to all workers:"),
+        "{log}"
+    );
     assert!(
         log.contains(&format!(
             "process {second} was left behind by a worker, sending TERM"
