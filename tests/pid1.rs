@@ -139,9 +139,15 @@ fn run_as_pid1(root: &TempDir, command: &[String], env: &[(&str, String)]) -> Pi
         .args(["--fork", "--pid", "--mount-proc"])
         .arg(format!("--root={}", root.0.display()))
         .args(command);
-    let server = Server::spawn(unshare, env);
+    let mut server = Server::spawn(unshare, env);
     let unshare_pid = server.pid();
     let outer = wait_until("start_server to run under unshare", || {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!(
+                "unshare ended ({status}): it needs root and util-linux:\n{}",
+                server.log()
+            );
+        }
         children(unshare_pid).first().copied()
     });
     let pid1 = Pid1 { server, outer };
