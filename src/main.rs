@@ -35,6 +35,12 @@ fn main() {
             .and_then(|()| activation::take_from_env())
             .and_then(|inherited| config::Config::new(cli, std::env::vars_os(), inherited))
             .and_then(serve::serve)
+            .map(|ending| {
+                // A stop that had to kill says so in the exit status.
+                if ending != runtime::event_loop::Ending::Clean {
+                    std::process::exit(ending.exit_code());
+                }
+            })
     };
     if let Err(error) = result {
         logging::print(&format!("start_server: {error}"));

@@ -145,6 +145,8 @@ Signals:
   HUP: start a new generation; once it is up, --signal-on-hup to the old
   TERM: --signal-on-term to every worker, wait for them all, exit 0
   INT, QUIT, USR1, USR2: the same, sending TERM
+  a stop that had to KILL (--kill-old-timeout, strays) exits 3 instead
+  PWR, real-time and the other signals that would kill: logged, ignored
 
 The worker gets:
   SERVER_STARTER_PORT: KEY=FD;... (8080=3;127.0.0.1:81=4;/run/a.sock=5)

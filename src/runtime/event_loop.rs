@@ -13,13 +13,13 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::Signal;
 use nix::sys::time::TimeSpec;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::config::worker_env::{self, Env};
 use crate::error::{Context, Result};
 use crate::runtime::notify::Notifier;
 use crate::runtime::output::Logger;
-use crate::runtime::signals::{Received, Signals};
+use crate::runtime::signals::{self, Received, Signals};
 use crate::runtime::spawn::{self, FdLayout, Launch};
 use crate::runtime::status_file::StatusFile;
 use crate::runtime::strays::{self, Adopted};
@@ -56,14 +56,36 @@ pub struct Runtime {
     pub strays: Adopted,
 }
 
+/// How a stop ended, for start_server's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every worker, and everything workers left behind, exited after its signal.
+    Clean,
+    /// Something had to be sent SIGKILL (`--kill-old-timeout`, or a stray still there 5 seconds
+    /// after its TERM).
+    Killed,
+}
+
+impl Ending {
+    /// 0 for a clean stop, 3 when something was killed (1 and 2 are errors).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Ending::Clean => 0,
+            Ending::Killed => 3,
+        }
+    }
+}
+
 /// Runs the supervisor until every worker is gone after a terminating signal.
-pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()> {
+pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<Ending> {
     // The envdir's settings are read again at every spawn, the first one included.
     let tunables = worker_env::tunables(&rt.base_env);
     let mut supervisor = Supervisor::new(policy, tunables, Instant::now());
     let mut actions: VecDeque<Action> = supervisor.start().into();
     let watchdog_every = rt.notifier.watchdog_interval();
     let mut next_watchdog = watchdog_every.map(|every| Instant::now() + every);
+    let mut stopping = false;
+    let mut killed = false;
     loop {
         while let Some(action) = actions.pop_front() {
             match action {
@@ -71,7 +93,10 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                     let result = rt.spawn(generation, &mut supervisor);
                     actions.extend(supervisor.spawned(generation, result, Instant::now()));
                 }
-                Action::Signal { pids, signal } => send(&pids, signal),
+                Action::Signal { pids, signal } => {
+                    killed |= stopping && signal == Signal::SIGKILL;
+                    send(&pids, signal)
+                }
                 Action::WriteStatus(workers) => {
                     if let Some(Err(e)) = rt.status.as_mut().map(|s| s.write(&workers)) {
                         error!("{e}");
@@ -88,8 +113,12 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                 }
                 Action::Notify(notice) => rt.notifier.notice(&notice),
                 Action::Exit => {
-                    rt.stop_strays(signals);
-                    return Ok(());
+                    killed |= rt.stop_strays(signals);
+                    return Ok(if killed {
+                        Ending::Killed
+                    } else {
+                        Ending::Clean
+                    });
                 }
             }
         }
@@ -108,6 +137,7 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
             match received {
                 Received::Hangup => actions.extend(supervisor.hangup()),
                 Received::Terminate(signal) => {
+                    stopping = true;
                     actions.extend(supervisor.terminate(signal, Instant::now()))
                 }
                 Received::Child => {
@@ -127,6 +157,10 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<()
                     }
                 }
                 Received::Ignored => {}
+                Received::Unused(number) => info!(
+                    "received {}, which start_server does not use: ignored",
+                    signals::number_name(number)
+                ),
             }
         }
         // A bounded batch, strangers dropped cheaply (see worker_notify): a flood of messages
@@ -251,17 +285,22 @@ impl Runtime {
         send(&term, Signal::SIGTERM);
     }
 
-    /// At exit: nothing a worker left behind outlives start_server (TERM, then KILL).
-    fn stop_strays(&mut self, signals: &mut Signals) {
+    /// At exit: nothing a worker left behind outlives start_server (TERM, then KILL); as PID 1,
+    /// nothing else either, since the kernel kills whatever is left when PID 1 exits. Returns
+    /// whether something had to be killed.
+    fn stop_strays(&mut self, signals: &mut Signals) -> bool {
         self.adopt_strays(&[]);
+        send(&self.strays.stop_foreign(), Signal::SIGTERM);
         let mut strays = self.strays.take_strays();
         wait_for_exit(signals, &mut strays, Duration::from_secs(5));
-        if !strays.is_empty() {
-            let pids: Vec<Pid> = strays.iter().copied().collect();
-            warn!("processes left behind by workers still alive, sending KILL:{pids:?}");
-            send(&pids, Signal::SIGKILL);
-            wait_for_exit(signals, &mut strays, Duration::from_secs(5));
+        if strays.is_empty() {
+            return false;
         }
+        let pids: Vec<Pid> = strays.iter().copied().collect();
+        warn!("processes left behind still alive, sending KILL:{pids:?}");
+        send(&pids, Signal::SIGKILL);
+        wait_for_exit(signals, &mut strays, Duration::from_secs(5));
+        true
     }
 
     /// The environment of generation `generation`'s worker, and the settings it implies.

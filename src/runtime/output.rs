@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::runtime::files;
 use crate::supervisor::{ExitStatus, Pid};
 
@@ -90,7 +90,15 @@ pub fn open(target: &LogTarget) -> Result<LogOutput> {
                 quick_exits: 0,
                 restart_at: None,
             };
-            logger.pid = Some(logger.spawn().context(context)?);
+            logger.pid = Some(logger.spawn().map_err(|e| match e.kind() {
+                // A scratch container image has no shell.
+                std::io::ErrorKind::NotFound => Error::runtime(format!(
+                    "{}: a log command runs with /bin/sh, which is missing; log to stderr or \
+                     to a file instead",
+                    context()
+                )),
+                _ => Error::runtime(format!("{}: {e}", context())),
+            })?);
             Ok(LogOutput {
                 fd,
                 logger: Some(logger),

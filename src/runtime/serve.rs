@@ -9,18 +9,19 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::error::{Context, Result};
-use crate::runtime::event_loop::{self, Runtime};
+use crate::runtime::event_loop::{self, Ending, Runtime};
 use crate::runtime::notify::Notifier;
 use crate::runtime::output;
 use crate::runtime::pid_file::PidFile;
 use crate::runtime::signals::Signals;
 use crate::runtime::spawn::{FdLayout, Placement};
 use crate::runtime::status_file::StatusFile;
+use crate::runtime::strays::Adopted;
 use crate::runtime::worker_notify::WorkerNotify;
 use crate::sockets;
 
-/// Runs start_server until it is told to stop.
-pub fn serve(config: Config) -> Result<()> {
+/// Runs start_server until it is told to stop; how the stop went decides the exit status.
+pub fn serve(config: Config) -> Result<Ending> {
     crate::runtime::logging::attach_stderr();
     let nofile = raise_open_file_limit();
     let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
@@ -73,7 +74,8 @@ pub fn serve(config: Config) -> Result<()> {
         pid_file.write_pid()?;
     }
     // Orphans of workers (a worker that daemonized, say) become our children, to be stopped
-    // and reaped instead of lingering with the sockets.
+    // and reaped instead of lingering with the sockets. (As PID 1 every orphan of the PID
+    // namespace comes to us anyway.)
     nix::sys::prctl::set_child_subreaper(true)
         .context(|| "failed to become a child subreaper".to_string())?;
     let mut signals = Signals::open()?;
@@ -90,9 +92,9 @@ pub fn serve(config: Config) -> Result<()> {
         logger,
         notifier: Notifier::from_env(),
         worker_notify: WorkerNotify::bind()?,
-        strays: Default::default(),
+        strays: Adopted::new(std::process::id() == 1),
     };
-    event_loop::run(&mut runtime, &mut signals, config.policy)?;
+    let ending = event_loop::run(&mut runtime, &mut signals, config.policy)?;
     info!("exiting");
     let logger = runtime.logger.take();
     drop(runtime);
@@ -107,7 +109,7 @@ pub fn serve(config: Config) -> Result<()> {
             event_loop::wait_for_logger(&mut signals, pid, Duration::from_secs(5));
         }
     }
-    Ok(())
+    Ok(ending)
 }
 
 /// `LISTEN_FDS` and `LISTEN_FDNAMES` for the workers, when the sockets sit at fds 3, 4, ... as

@@ -50,6 +50,9 @@ pub enum Received {
     Child,
     /// SIGALRM: ignored, as by the original (which uses it internally).
     Ignored,
+    /// A signal start_server has no use for but that would kill it by default (see [`UNUSED`]):
+    /// logged and ignored. Its number (real-time signals have no [`Signal`]).
+    Unused(i32),
 }
 
 const TERMINATING: [Signal; 5] = [
@@ -60,15 +63,44 @@ const TERMINATING: [Signal; 5] = [
     Signal::SIGUSR2,
 ];
 
+/// Asynchronous signals whose default action would end start_server although it has no use for
+/// them (besides the real-time ones): a supervisor must not die of a stray `kill -PWR`. As PID 1
+/// the kernel would drop them anyway; elsewhere they are caught the same way, so start_server
+/// behaves alike in and out of a container. Stop signals (TSTP, TTIN, TTOU) keep their default,
+/// and synchronous ones (SEGV, BUS, ...) are never blocked.
+const UNUSED: [Signal; 6] = [
+    Signal::SIGPWR,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGIO,
+    Signal::SIGXCPU,
+    Signal::SIGXFSZ,
+];
+
 fn handled() -> SigSet {
     let mut set = SigSet::empty();
-    for signal in TERMINATING {
+    for signal in TERMINATING.into_iter().chain(UNUSED) {
         set.add(signal);
     }
     set.add(Signal::SIGHUP);
     set.add(Signal::SIGCHLD);
     set.add(Signal::SIGALRM);
-    set
+    let mut raw = *set.as_ref();
+    for number in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: adding a valid signal number to an initialized set.
+        unsafe { libc::sigaddset(&mut raw, number) };
+    }
+    // SAFETY: `raw` was initialized by SigSet::empty.
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
+}
+
+/// `PWR` or `RTMIN+3`, for the log.
+pub fn number_name(number: i32) -> String {
+    match Signal::try_from(number) {
+        Ok(signal) => short_name(signal).to_string(),
+        Err(_) if number >= libc::SIGRTMIN() => format!("RTMIN+{}", number - libc::SIGRTMIN()),
+        Err(_) => number.to_string(),
+    }
 }
 
 /// Blocks every signal start_server handles. Done first thing, so that a signal arriving during
@@ -123,14 +155,13 @@ impl Signals {
             .read_signal()
             .context(|| "failed to read the signalfd".to_string())?
         {
-            let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
-                continue;
-            };
-            received.push(match signal {
-                Signal::SIGHUP => Received::Hangup,
-                Signal::SIGCHLD => Received::Child,
-                s if TERMINATING.contains(&s) => Received::Terminate(s),
-                _ => Received::Ignored,
+            let number = info.ssi_signo as i32;
+            received.push(match Signal::try_from(number) {
+                Ok(Signal::SIGHUP) => Received::Hangup,
+                Ok(Signal::SIGCHLD) => Received::Child,
+                Ok(Signal::SIGALRM) => Received::Ignored,
+                Ok(s) if TERMINATING.contains(&s) => Received::Terminate(s),
+                _ => Received::Unused(number),
             });
         }
         Ok(received)
@@ -156,6 +187,15 @@ mod tests {
         }
         assert_eq!(parse("usr1", "--x").unwrap(), Signal::SIGUSR1);
         assert_eq!(short_name(Signal::SIGQUIT), "QUIT");
+    }
+
+    #[test]
+    fn unused_signals_are_named_for_the_log() {
+        assert_eq!(number_name(libc::SIGPWR), "PWR");
+        assert_eq!(number_name(libc::SIGRTMIN() + 2), "RTMIN+2");
+        let set = handled();
+        assert!(set.contains(Signal::SIGPWR) && !set.contains(Signal::SIGTSTP));
+        assert!(!set.contains(Signal::SIGSEGV) && !set.contains(Signal::SIGWINCH));
     }
 
     #[test]

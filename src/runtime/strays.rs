@@ -6,6 +6,11 @@
 //! worker is gone; the others, whose generation is gone or cannot be told, are strays: they get
 //! SIGTERM, and at shutdown SIGKILL if still there. The sorting is done only when a worker exits
 //! and at shutdown, from /proc.
+//!
+//! As PID 1 (of a container), every orphan of the PID namespace comes to start_server, also
+//! those of processes started from outside (`docker exec`, `kubectl exec`): one that cannot be
+//! told to come from a worker is foreign, left alone and reaped when it exits, and gets SIGTERM
+//! only at shutdown (when the kernel would kill it anyway).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +25,10 @@ pub struct Adopted {
     strays: BTreeSet<Pid>,
     /// Left alone: the generation each belongs to, whose worker was alive when last sorted.
     spared: BTreeMap<Pid, u64>,
+    /// Left alone as PID 1: origin unknown, maybe not from a worker at all.
+    foreign: BTreeSet<Pid>,
+    /// start_server is PID 1: an origin that cannot be told is foreign, not a stray.
+    init: bool,
 }
 
 /// What /proc says about an adopted process.
@@ -33,6 +42,14 @@ pub struct Origin {
 }
 
 impl Adopted {
+    /// Nothing adopted yet; `init` when start_server is PID 1.
+    pub fn new(init: bool) -> Adopted {
+        Adopted {
+            init,
+            ..Adopted::default()
+        }
+    }
+
     /// Sorts `children` (start_server's, workers and the log command excluded by the caller)
     /// against the live `workers`; returns the new strays, to be sent SIGTERM.
     pub fn sort(
@@ -43,7 +60,7 @@ impl Adopted {
     ) -> Vec<Pid> {
         let mut term = Vec::new();
         for pid in children {
-            if self.strays.contains(&pid) {
+            if self.strays.contains(&pid) || self.foreign.contains(&pid) {
                 continue;
             }
             // A process already attributed keeps its generation: /proc is read once per process.
@@ -64,6 +81,14 @@ impl Adopted {
                         );
                     }
                 }
+                None if self.init && origin.generation.is_none() => {
+                    self.spared.remove(&pid);
+                    self.foreign.insert(pid);
+                    info!(
+                        "process {pid} was adopted but cannot be told to come from a worker: \
+                         left alone until start_server stops"
+                    );
+                }
                 None => {
                     self.spared.remove(&pid);
                     self.strays.insert(pid);
@@ -83,10 +108,23 @@ impl Adopted {
     pub fn reaped(&mut self, pid: Pid, status: impl std::fmt::Display) {
         if let Some(generation) = self.spared.remove(&pid) {
             info!("process {pid} left behind by generation {generation} exited, status:{status}");
-        } else {
-            self.strays.remove(&pid);
+        } else if self.strays.remove(&pid) || !self.init {
             info!("process {pid} left behind by a worker exited, status:{status}");
+        } else {
+            // As PID 1, not known to come from a worker (maybe exited before it was sorted).
+            self.foreign.remove(&pid);
+            info!("adopted process {pid} exited, status:{status}");
         }
+    }
+
+    /// At shutdown: the foreign processes become strays; returns them, to be sent SIGTERM.
+    pub fn stop_foreign(&mut self) -> Vec<Pid> {
+        let foreign = std::mem::take(&mut self.foreign);
+        if !foreign.is_empty() {
+            warn!("stopping, sending TERM to adopted processes:{foreign:?}");
+        }
+        self.strays.extend(&foreign);
+        foreign.into_iter().collect()
     }
 
     /// The strays still waited for, handed over for the last wait at shutdown.
@@ -180,6 +218,25 @@ mod tests {
             vec![11, 14]
         );
         assert_eq!(adopted.take_strays().len(), 5);
+    }
+
+    #[test]
+    fn as_pid_1_an_unknown_origin_is_foreign_until_shutdown() {
+        let mut adopted = Adopted::new(true);
+        let workers = [w(2, 200)];
+        let origins = BTreeMap::from([
+            (10, of(Some(1), 1)), // generation 1 is gone: a stray still
+            (11, of(None, 1)),    // from `docker exec`, or scrubbed its environment
+            (12, of(None, 200)),  // in the worker's group: spared
+        ]);
+        let origin = |pid| origins[&pid].clone();
+        assert_eq!(
+            adopted.sort(origins.keys().copied(), &workers, origin),
+            [10]
+        );
+        assert_eq!(adopted.sort(origins.keys().copied(), &[], origin), [12]);
+        assert_eq!(adopted.stop_foreign(), [11]);
+        assert_eq!(adopted.take_strays().len(), 3);
     }
 
     #[test]

@@ -190,8 +190,10 @@ fn resolve(spec: &PortSpec) -> Result<SocketAddr> {
             let addrs: Vec<SocketAddr> = (name.as_str(), spec.port)
                 .to_socket_addrs()
                 .map_err(|e| {
+                    // A static binary in an empty container root has neither file.
                     Error::runtime(format!(
-                        "failed to resolve host {name:?} of --port={}: {e}",
+                        "failed to resolve host {name:?} of --port={}: {e}: host names need \
+                         /etc/hosts or a DNS server in /etc/resolv.conf; or write an IP address",
                         spec.key
                     ))
                 })?
