@@ -17,6 +17,7 @@ mod event_loop;
 mod files;
 mod hygiene;
 mod logging;
+mod man_page;
 mod notify;
 mod output;
 mod pid_file;

@@ -103,25 +103,88 @@ fn the_deb_is_lintian_clean() {
 #[test]
 fn man_page_and_completions_come_from_the_option_definitions() {
     let man = stdout(Command::new(bin()).args(["--generate", "man"]));
-    assert!(man.contains(".TH start_server 1"), "{man}");
-    for option in [
-        "ready\\-timeout",
-        "signal\\-on\\-hup",
-        "no\\-listen\\-fds",
-        "restart",
-    ] {
-        assert!(man.contains(option), "{option} missing from the man page");
+    assert!(man.contains(".TH START_SERVER 1"), "{man}");
+    let help = stdout(Command::new(bin()).arg("--help"));
+    let options: BTreeSet<&str> = help
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|word| word.starts_with("--") && word.len() > 2)
+        .collect();
+    assert!(options.len() > 20, "{options:?}");
+    for option in options.iter().copied().chain(["--generate"]) {
+        let roff = option.replace('-', "\\-");
+        assert!(man.contains(&roff), "{option} missing from the man page");
     }
-    assert!(
-        !man.contains("generate"),
-        "the packaging option stays hidden"
-    );
     let bash = stdout(Command::new(bin()).args(["--generate", "bash"]));
     assert!(bash.contains("--kill-old-timeout"), "{bash}");
     let zsh = stdout(Command::new(bin()).args(["--generate", "zsh"]));
     assert!(zsh.starts_with("#compdef start_server"), "{zsh}");
     let fish = stdout(Command::new(bin()).args(["--generate", "fish"]));
     assert!(fish.contains("complete -c start_server"), "{fish}");
+}
+
+#[test]
+fn man_page_has_the_standard_sections_and_lints_clean() {
+    let tmp = TempDir::new();
+    let page = tmp.path("start_server.1");
+    fs::write(
+        &page,
+        stdout(Command::new(bin()).args(["--generate", "man"])),
+    )
+    .unwrap();
+    let man = fs::read_to_string(&page).unwrap();
+    let sections: Vec<&str> = man
+        .lines()
+        .filter_map(|l| l.strip_prefix(".SH "))
+        .map(|s| s.trim_matches('"'))
+        .collect();
+    assert_eq!(
+        sections,
+        [
+            "NAME",
+            "SYNOPSIS",
+            "DESCRIPTION",
+            "OPTIONS",
+            "EXIT STATUS",
+            "ENVIRONMENT",
+            "SIGNALS",
+            "FILES",
+            "NOTES",
+            "EXAMPLES",
+            "SEE ALSO"
+        ]
+    );
+    // Both formatters, every warning on: any output at all is a defect of the page.
+    let groff = Command::new("groff")
+        .args(["-ww", "-man", "-Tutf8", "-z"])
+        .arg(&page)
+        .output()
+        .expect("groff is needed (apt-get install groff)");
+    assert!(groff.status.success(), "{groff:?}");
+    assert_eq!(String::from_utf8_lossy(&groff.stderr), "");
+    let mandoc = Command::new("mandoc")
+        .args(["-T", "lint", "-W", "style"])
+        .arg(&page)
+        .output()
+        .expect("mandoc is needed (apt-get install mandoc)");
+    let report = String::from_utf8_lossy(&mandoc.stdout).into_owned()
+        + &String::from_utf8_lossy(&mandoc.stderr);
+    assert_eq!(report, "", "{mandoc:?}");
+    assert!(mandoc.status.success(), "{mandoc:?}");
+}
+
+/// The man page's date is the release date of its version in CHANGELOG.md.
+#[test]
+fn man_page_date_is_the_release_date_in_the_changelog() {
+    let man = stdout(Command::new(bin()).args(["--generate", "man"]));
+    let changelog = fs::read_to_string(format!("{ROOT}/CHANGELOG.md")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let heading = format!("## [{version}] - ");
+    let date = changelog
+        .lines()
+        .find_map(|l| l.strip_prefix(heading.as_str()))
+        .unwrap_or_else(|| panic!("no {heading}DATE in CHANGELOG.md"));
+    let title = man.lines().find(|l| l.starts_with(".TH ")).unwrap();
+    assert!(title.contains(&format!(" {date} ")), "{title} vs {date}");
 }
 
 #[test]
