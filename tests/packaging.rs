@@ -1,5 +1,6 @@
-//! The Debian and RPM packages: same files, lintian-clean, and the `.deb` installed, used and
-//! removed under a real systemd. Needs dpkg-deb, rpmbuild, lintian (installed by `.ci/run`), and
+//! The Debian and RPM packages: same files, lintian- and rpmlint-clean, and the `.deb` installed,
+//! used and removed under a real systemd; the man page's sections and lint. Needs cargo-deb,
+//! cargo-generate-rpm, rpm, lintian, rpmlint, groff and mandoc (installed by `.ci/run`), and
 //! root, systemd-nspawn and debootstrap for the last test (`tests/systemd-container/run-in-systemd`).
 
 mod common;
@@ -18,6 +19,7 @@ fn build(out: &Path) -> (PathBuf, PathBuf) {
     let output = Command::new(format!("{ROOT}/packaging/build-packages.sh"))
         .args(["--binary", bin(), "--out"])
         .arg(out)
+        .args(["--maintainer", "Package Tests <package-tests@example.org>"])
         .output()
         .expect("run packaging/build-packages.sh");
     assert!(output.status.success(), "{output:?}");
@@ -57,18 +59,33 @@ fn deb_and_rpm_install_the_same_files() {
     .filter_map(|l| l.split_whitespace().last())
     .map(str::to_string)
     .collect();
-    assert_eq!(deb_files, rpm_files);
+    // Where the two distributions differ: zsh's completion directory, and what only dpkg
+    // reads (Debian's changelog of the package, lintian's overrides).
+    let zsh = "/usr/share/zsh/vendor-completions/_start_server";
+    let deb_only = BTreeSet::from([
+        "/usr/share/doc/server-starter/changelog.Debian.gz".to_string(),
+        "/usr/share/lintian/overrides/server-starter".to_string(),
+    ]);
+    let deb_as_rpm: BTreeSet<String> = deb_files
+        .difference(&deb_only)
+        .map(|f| match f.as_str() {
+            path if path == zsh => "/usr/share/zsh/site-functions/_start_server".to_string(),
+            other => other.to_string(),
+        })
+        .collect();
+    assert_eq!(deb_as_rpm, rpm_files);
     for expected in [
         "/usr/bin/start_server",
         "/usr/share/man/man1/start_server.1.gz",
         "/usr/share/bash-completion/completions/start_server",
-        "/usr/share/zsh/vendor-completions/_start_server",
+        zsh,
         "/usr/share/fish/vendor_completions.d/start_server.fish",
         "/usr/lib/systemd/system/server-starter@.socket",
         "/usr/lib/systemd/system/server-starter@.service",
         "/usr/lib/systemd/system/server-starter-example.socket",
         "/usr/lib/systemd/system/server-starter-example.service",
         "/usr/share/doc/server-starter/README.md.gz",
+        "/usr/share/doc/server-starter/changelog.gz",
         "/usr/share/doc/server-starter/copyright",
     ] {
         assert!(
@@ -76,9 +93,21 @@ fn deb_and_rpm_install_the_same_files() {
             "{expected} missing: {deb_files:#?}"
         );
     }
+    // Neither names another project as its home, nor a placeholder as its maintainer.
+    let control = stdout(Command::new("dpkg-deb").args(["-f"]).arg(&deb));
+    assert!(!control.contains("Homepage:"), "{control}");
+    assert!(
+        control.contains("Maintainer: Package Tests <package-tests@example.org>"),
+        "{control}"
+    );
+    let header = stdout(Command::new("rpm").args(["-qip"]).arg(&rpm));
+    assert!(!header.contains("metacpan"), "{header}");
+    assert!(!header.contains(".invalid"), "{header}");
+    let conflicts = stdout(Command::new("rpm").args(["-qp", "--conflicts"]).arg(&rpm));
+    assert!(conflicts.contains("perl-Server-Starter"), "{conflicts}");
     // `rpm -qlp` (what operators run) lists them too.
     let listed = stdout(Command::new("rpm").arg("-qlp").arg(&rpm));
-    for file in &deb_files {
+    for file in &rpm_files {
         assert!(listed.lines().any(|l| l == file), "{file} not in rpm -qlp");
     }
 }
@@ -97,6 +126,26 @@ fn the_deb_is_lintian_clean() {
         .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
         .collect();
     assert!(problems.is_empty(), "{problems:#?}");
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn the_rpm_is_rpmlint_clean() {
+    let tmp = TempDir::new();
+    let (_, rpm) = build(&tmp.0);
+    let output = Command::new("rpmlint")
+        .arg("--config")
+        .arg(format!("{ROOT}/packaging/rpm/rpmlint.toml"))
+        .arg(&rpm)
+        .output()
+        .expect("rpmlint is needed (apt-get install rpmlint)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let problems: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains(": E: ") || l.contains(": W: "))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}\n{report}");
+    assert!(report.contains("0 errors, 0 warnings"), "{report}");
     assert!(output.status.success(), "{output:?}");
 }
 
