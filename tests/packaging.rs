@@ -251,7 +251,7 @@ dpkg -i /src/server-starter.deb
 [[ $(/usr/bin/start_server.perl) == "perl start_server" ]] || fail "the other start_server was not diverted"
 /usr/bin/start_server --version | grep -q '^start_server ' || fail "ours is not /usr/bin/start_server"
 if command -v man >/dev/null; then man -w start_server || fail "man does not find the page"
-else zcat /usr/share/man/man1/start_server.1.gz | grep -q '^.TH start_server 1' || fail "no man page"; fi
+else zcat /usr/share/man/man1/start_server.1.gz | grep -q '^.TH START_SERVER 1' || fail "no man page"; fi
 install -m 755 /src/worker.py /usr/local/bin/demo-app
 mkdir -p /etc/server-starter
 printf 'APP_COMMAND=/usr/local/bin/demo-app\nSTART_SERVER_OPTIONS=--interval=0.5\n' > /etc/server-starter/demo.env
