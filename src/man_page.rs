@@ -106,11 +106,13 @@ const SIGNALS: &[(&str, &str)] = &[
 
 const FILES: &[(&str, &str)] = &[
     (
-        "/usr/lib/systemd/system/",
-        "*server-starter@.socket* and *server-starter@.service*: a template pair, whose instance \
-         {NAME} runs the application described in /etc/server-starter/{NAME}.env on \
-         /run/server-starter/{NAME}.sock. *server-starter-example.socket* and \
-         *server-starter-example.service*: an example pair (Type=notify-reload) to copy under an \
+        "/usr/lib/systemd/system/server-starter@.service",
+        "With *server-starter@.socket*, a template: instance {NAME} runs the application \
+         described in /etc/server-starter/{NAME}.env on /run/server-starter/{NAME}.sock.",
+    ),
+    (
+        "/usr/lib/systemd/system/server-starter-example.service",
+        "With *server-starter-example.socket*, an example (Type=notify-reload) to copy under an \
          application's name.",
     ),
     (
@@ -311,4 +313,37 @@ fn wrap(roff: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_become_fonts_and_dashes_are_escaped() {
+        assert_eq!(marked("*--port* {N}"), "\\fB\\-\\-port\\fR \\fIN\\fR");
+        assert_eq!(marked("a\\b"), "a\\eb");
+    }
+
+    #[test]
+    fn long_text_lines_are_broken_at_spaces_and_nothing_else() {
+        // 16 words fill 79 bytes: the 17th starts a line, where a leading dot needs escaping.
+        let long = format!("{}.dot {}", "word ".repeat(16), "word ".repeat(20));
+        let roff = format!(".TP\n{long}\n{long}\n.nf\n{long}\n.fi\n");
+        let out = wrap(&roff);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[1], long.trim_end(), "a .TP tag stays one line");
+        assert_eq!(
+            lines[lines.len() - 2],
+            long.trim_end(),
+            "unfilled text stays"
+        );
+        let wrapped = &lines[2..lines.len() - 3];
+        assert!(wrapped.len() > 1 && wrapped.iter().all(|l| l.len() <= 80));
+        assert_eq!(wrapped[1].split(' ').next(), Some("\\&.dot"), "{wrapped:?}");
+        assert_eq!(
+            wrapped.join(" ").replace("\\&", ""),
+            long.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
 }
