@@ -1,5 +1,6 @@
-//! The Debian and RPM packages: same files, lintian-clean, and the `.deb` installed, used and
-//! removed under a real systemd. Needs dpkg-deb, rpmbuild, lintian (installed by `.ci/run`), and
+//! The Debian and RPM packages: same files, lintian- and rpmlint-clean, and the `.deb` installed,
+//! used and removed under a real systemd; the man page's sections and lint. Needs cargo-deb,
+//! cargo-generate-rpm, rpm, lintian, rpmlint, groff and mandoc (installed by `.ci/run`), and
 //! root, systemd-nspawn and debootstrap for the last test (`tests/systemd-container/run-in-systemd`).
 
 mod common;
@@ -18,6 +19,7 @@ fn build(out: &Path) -> (PathBuf, PathBuf) {
     let output = Command::new(format!("{ROOT}/packaging/build-packages.sh"))
         .args(["--binary", bin(), "--out"])
         .arg(out)
+        .args(["--maintainer", "Package Tests <package-tests@example.org>"])
         .output()
         .expect("run packaging/build-packages.sh");
     assert!(output.status.success(), "{output:?}");
@@ -57,18 +59,33 @@ fn deb_and_rpm_install_the_same_files() {
     .filter_map(|l| l.split_whitespace().last())
     .map(str::to_string)
     .collect();
-    assert_eq!(deb_files, rpm_files);
+    // Where the two distributions differ: zsh's completion directory, and what only dpkg
+    // reads (Debian's changelog of the package, lintian's overrides).
+    let zsh = "/usr/share/zsh/vendor-completions/_start_server";
+    let deb_only = BTreeSet::from([
+        "/usr/share/doc/server-starter/changelog.Debian.gz".to_string(),
+        "/usr/share/lintian/overrides/server-starter".to_string(),
+    ]);
+    let deb_as_rpm: BTreeSet<String> = deb_files
+        .difference(&deb_only)
+        .map(|f| match f.as_str() {
+            path if path == zsh => "/usr/share/zsh/site-functions/_start_server".to_string(),
+            other => other.to_string(),
+        })
+        .collect();
+    assert_eq!(deb_as_rpm, rpm_files);
     for expected in [
         "/usr/bin/start_server",
         "/usr/share/man/man1/start_server.1.gz",
         "/usr/share/bash-completion/completions/start_server",
-        "/usr/share/zsh/vendor-completions/_start_server",
+        zsh,
         "/usr/share/fish/vendor_completions.d/start_server.fish",
         "/usr/lib/systemd/system/server-starter@.socket",
         "/usr/lib/systemd/system/server-starter@.service",
         "/usr/lib/systemd/system/server-starter-example.socket",
         "/usr/lib/systemd/system/server-starter-example.service",
         "/usr/share/doc/server-starter/README.md.gz",
+        "/usr/share/doc/server-starter/changelog.gz",
         "/usr/share/doc/server-starter/copyright",
     ] {
         assert!(
@@ -76,9 +93,21 @@ fn deb_and_rpm_install_the_same_files() {
             "{expected} missing: {deb_files:#?}"
         );
     }
+    // Neither names another project as its home, nor a placeholder as its maintainer.
+    let control = stdout(Command::new("dpkg-deb").args(["-f"]).arg(&deb));
+    assert!(!control.contains("Homepage:"), "{control}");
+    assert!(
+        control.contains("Maintainer: Package Tests <package-tests@example.org>"),
+        "{control}"
+    );
+    let header = stdout(Command::new("rpm").args(["-qip"]).arg(&rpm));
+    assert!(!header.contains("metacpan"), "{header}");
+    assert!(!header.contains(".invalid"), "{header}");
+    let conflicts = stdout(Command::new("rpm").args(["-qp", "--conflicts"]).arg(&rpm));
+    assert!(conflicts.contains("perl-Server-Starter"), "{conflicts}");
     // `rpm -qlp` (what operators run) lists them too.
     let listed = stdout(Command::new("rpm").arg("-qlp").arg(&rpm));
-    for file in &deb_files {
+    for file in &rpm_files {
         assert!(listed.lines().any(|l| l == file), "{file} not in rpm -qlp");
     }
 }
@@ -101,27 +130,110 @@ fn the_deb_is_lintian_clean() {
 }
 
 #[test]
+fn the_rpm_is_rpmlint_clean() {
+    let tmp = TempDir::new();
+    let (_, rpm) = build(&tmp.0);
+    let output = Command::new("rpmlint")
+        .arg("--config")
+        .arg(format!("{ROOT}/packaging/rpm/rpmlint.toml"))
+        .arg(&rpm)
+        .output()
+        .expect("rpmlint is needed (apt-get install rpmlint)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let problems: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains(": E: ") || l.contains(": W: "))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}\n{report}");
+    assert!(report.contains("0 errors, 0 warnings"), "{report}");
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
 fn man_page_and_completions_come_from_the_option_definitions() {
     let man = stdout(Command::new(bin()).args(["--generate", "man"]));
-    assert!(man.contains(".TH start_server 1"), "{man}");
-    for option in [
-        "ready\\-timeout",
-        "signal\\-on\\-hup",
-        "no\\-listen\\-fds",
-        "restart",
-    ] {
-        assert!(man.contains(option), "{option} missing from the man page");
+    assert!(man.contains(".TH START_SERVER 1"), "{man}");
+    let help = stdout(Command::new(bin()).arg("--help"));
+    let options: BTreeSet<&str> = help
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|word| word.starts_with("--") && word.len() > 2)
+        .collect();
+    assert!(options.len() > 20, "{options:?}");
+    for option in options.iter().copied().chain(["--generate"]) {
+        let roff = option.replace('-', "\\-");
+        assert!(man.contains(&roff), "{option} missing from the man page");
     }
-    assert!(
-        !man.contains("generate"),
-        "the packaging option stays hidden"
-    );
     let bash = stdout(Command::new(bin()).args(["--generate", "bash"]));
     assert!(bash.contains("--kill-old-timeout"), "{bash}");
     let zsh = stdout(Command::new(bin()).args(["--generate", "zsh"]));
     assert!(zsh.starts_with("#compdef start_server"), "{zsh}");
     let fish = stdout(Command::new(bin()).args(["--generate", "fish"]));
     assert!(fish.contains("complete -c start_server"), "{fish}");
+}
+
+#[test]
+fn man_page_has_the_standard_sections_and_lints_clean() {
+    let tmp = TempDir::new();
+    let page = tmp.path("start_server.1");
+    fs::write(
+        &page,
+        stdout(Command::new(bin()).args(["--generate", "man"])),
+    )
+    .unwrap();
+    let man = fs::read_to_string(&page).unwrap();
+    let sections: Vec<&str> = man
+        .lines()
+        .filter_map(|l| l.strip_prefix(".SH "))
+        .map(|s| s.trim_matches('"'))
+        .collect();
+    assert_eq!(
+        sections,
+        [
+            "NAME",
+            "SYNOPSIS",
+            "DESCRIPTION",
+            "OPTIONS",
+            "EXIT STATUS",
+            "ENVIRONMENT",
+            "SIGNALS",
+            "FILES",
+            "NOTES",
+            "EXAMPLES",
+            "SEE ALSO"
+        ]
+    );
+    // Both formatters, every warning on: any output at all is a defect of the page.
+    let groff = Command::new("groff")
+        .args(["-ww", "-man", "-Tutf8", "-z"])
+        .arg(&page)
+        .output()
+        .expect("groff is needed (apt-get install groff)");
+    assert!(groff.status.success(), "{groff:?}");
+    assert_eq!(String::from_utf8_lossy(&groff.stderr), "");
+    let mandoc = Command::new("mandoc")
+        .args(["-T", "lint", "-W", "style"])
+        .arg(&page)
+        .output()
+        .expect("mandoc is needed (apt-get install mandoc)");
+    let report = String::from_utf8_lossy(&mandoc.stdout).into_owned()
+        + &String::from_utf8_lossy(&mandoc.stderr);
+    assert_eq!(report, "", "{mandoc:?}");
+    assert!(mandoc.status.success(), "{mandoc:?}");
+}
+
+/// The man page's date is the release date of its version in CHANGELOG.md.
+#[test]
+fn man_page_date_is_the_release_date_in_the_changelog() {
+    let man = stdout(Command::new(bin()).args(["--generate", "man"]));
+    let changelog = fs::read_to_string(format!("{ROOT}/CHANGELOG.md")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let heading = format!("## [{version}] - ");
+    let date = changelog
+        .lines()
+        .find_map(|l| l.strip_prefix(heading.as_str()))
+        .unwrap_or_else(|| panic!("no {heading}DATE in CHANGELOG.md"));
+    let title = man.lines().find(|l| l.starts_with(".TH ")).unwrap();
+    assert!(title.contains(&format!(" {date} ")), "{title} vs {date}");
 }
 
 #[test]
@@ -139,7 +251,7 @@ dpkg -i /src/server-starter.deb
 [[ $(/usr/bin/start_server.perl) == "perl start_server" ]] || fail "the other start_server was not diverted"
 /usr/bin/start_server --version | grep -q '^start_server ' || fail "ours is not /usr/bin/start_server"
 if command -v man >/dev/null; then man -w start_server || fail "man does not find the page"
-else zcat /usr/share/man/man1/start_server.1.gz | grep -q '^.TH start_server 1' || fail "no man page"; fi
+else zcat /usr/share/man/man1/start_server.1.gz | grep -q '^.TH START_SERVER 1' || fail "no man page"; fi
 install -m 755 /src/worker.py /usr/local/bin/demo-app
 mkdir -p /etc/server-starter
 printf 'APP_COMMAND=/usr/local/bin/demo-app\nSTART_SERVER_OPTIONS=--interval=0.5\n' > /etc/server-starter/demo.env

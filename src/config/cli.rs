@@ -189,7 +189,7 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 pub fn generate(what: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let mut command = Cli::command();
     let shell = match what {
-        "man" => return clap_mangen::Man::new(command).render(out),
+        "man" => return crate::config::man_page::render(command, out),
         "bash" => clap_complete::Shell::Bash,
         "zsh" => clap_complete::Shell::Zsh,
         _ => clap_complete::Shell::Fish,

@@ -2,6 +2,7 @@
 //! wrong is found here, before a socket is bound or a file written.
 
 pub mod cli;
+pub mod man_page;
 pub mod port_spec;
 pub mod program;
 pub mod worker_env;

@@ -1,0 +1,349 @@
+//! The man page: clap_mangen renders what the option definitions describe (NAME, SYNOPSIS,
+//! DESCRIPTION, OPTIONS); the other standard sections are the text below, kept next to the
+//! definition so both change together. Text uses two marks: `*bold*` and `{italic}`.
+
+use std::io::{self, Write};
+
+/// Date of this version's release (CHANGELOG.md), shown in the page's footer.
+const RELEASE_DATE: &str = "2026-11-24";
+
+/// The hidden `--generate` option, which clap_mangen leaves out with the other hidden ones.
+const GENERATE_OPTION: (&str, &str) = (
+    "*--generate* {<WHAT>}",
+    "Print the man page ({man}) or a shell completion script ({bash}, {zsh}, {fish}) made from \
+     start_server's own option definitions, and exit. For packagers: it is hidden from --help.",
+);
+
+const EXIT_STATUS: &[(&str, &str)] = &[
+    (
+        "0",
+        "Stopped by a signal after every worker exited; --restart saw the new generation serve; \
+         --stop saw start_server exit.",
+    ),
+    (
+        "1",
+        "Something the system refused at run time (a socket that cannot be bound, an unwritable \
+         pid file, a worker that cannot be started before any generation served), or --restart \
+         saw the new generation fail to start (the old one keeps serving).",
+    ),
+    (
+        "2",
+        "Bad command line or configuration (an unknown or ambiguous option, an invalid value): \
+         nothing was started.",
+    ),
+];
+
+const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "*ENVDIR*",
+        "The directory of --envdir, when that option is not given.",
+    ),
+    (
+        "*ENABLE_AUTO_RESTART*, *AUTO_RESTART_INTERVAL*, *KILL_OLD_DELAY*",
+        "The settings of the options of the same names. A value from the envdir wins over the \
+         command line, which wins over start_server's own environment; they are re-read at every \
+         spawn.",
+    ),
+    (
+        "*LISTEN_FDS*, *LISTEN_PID*, *LISTEN_FDNAMES*",
+        "Sockets handed over by systemd (socket activation). A --port or --path at exactly a \
+         socket's address takes it instead of binding; a bare --port=8080 wants \
+         ListenStream=0.0.0.0:8080, not the dual-stack [::]:8080 of ListenStream=8080. Sockets \
+         no option names are passed on too, keyed by their address.",
+    ),
+    (
+        "*NOTIFY_SOCKET*, *WATCHDOG_USEC*, *WATCHDOG_PID*",
+        "Where start_server sends its notifications to systemd (READY=1, RELOADING=1, \
+         STOPPING=1, STATUS=, WATCHDOG=1).",
+    ),
+    (
+        "*JOURNAL_STREAM*",
+        "When it names start_server's stderr and there is no --log-file, start_server logs \
+         natively to journald.",
+    ),
+];
+
+/// What the worker finds in its environment.
+const WORKER_ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "*SERVER_STARTER_PORT*",
+        "The sockets as KEY=FD entries joined with semicolons, for instance \
+         8080=3;127.0.0.1:81=4;/run/app.sock=5. Always set; empty without sockets.",
+    ),
+    (
+        "*SERVER_STARTER_GENERATION*",
+        "1 for the first worker, one more for every spawn attempt.",
+    ),
+    (
+        "*LISTEN_FDS*, *LISTEN_PID*, *LISTEN_FDNAMES*",
+        "The same sockets in systemd's convention, unless --no-listen-fds is given or =FD puts \
+         them elsewhere than fds 3, 4, ...",
+    ),
+    (
+        "*NOTIFY_SOCKET*",
+        "start_server's own notification socket: a worker that sends READY=1 there counts as \
+         started at once.",
+    ),
+];
+
+const SIGNALS: &[(&str, &str)] = &[
+    (
+        "*SIGHUP*",
+        "Start a new generation of workers; once it is up, send --signal-on-hup to the old \
+         ones. A HUP that arrives while a generation is starting is kept: another generation \
+         follows it.",
+    ),
+    (
+        "*SIGTERM*",
+        "Send --signal-on-term to every worker, wait for all of them, remove the pid, status and \
+         socket files, and exit 0.",
+    ),
+    (
+        "*SIGINT*, *SIGQUIT*, *SIGUSR1*, *SIGUSR2*",
+        "The same, sending SIGTERM.",
+    ),
+];
+
+const FILES: &[(&str, &str)] = &[
+    (
+        "/usr/lib/systemd/system/server-starter@.service",
+        "With *server-starter@.socket*, a template: instance {NAME} runs the application \
+         described in /etc/server-starter/{NAME}.env on /run/server-starter/{NAME}.sock.",
+    ),
+    (
+        "/usr/lib/systemd/system/server-starter-example.service",
+        "With *server-starter-example.socket*, an example (Type=notify-reload) to copy under an \
+         application's name.",
+    ),
+    (
+        "/usr/share/doc/server-starter/examples/",
+        "An example env file for the template, and the example service for systemd before 253.",
+    ),
+    (
+        "{STATUS_FILE}.failed",
+        "Next to --status-file: why the last start failed (GEN:why lines), read by --restart.",
+    ),
+];
+
+/// Paragraphs of NOTES: what differs from the original.
+const NOTES: &[&str] = &[
+    "start_server is a drop-in replacement for the start_server of Perl's Server::Starter 0.35: \
+     same options (with one dash or two, abbreviated to any unambiguous prefix), environment \
+     variables, status and pid files, and log lines. These differences are deliberate:",
+    "An empty --envdir file removes its variable, and a removed file no longer applies. An \
+     unknown or ambiguous option exits with status 2 and the usage. Failed starts back off \
+     after three in a row. SIGINT, SIGQUIT, SIGUSR1 and SIGUSR2 stop gracefully. --port=P=FD \
+     never clobbers another socket. Socket activation, readiness and the options \
+     --ready-timeout, --kill-old-timeout, --max-restart-delay and --no-listen-fds are \
+     additions.",
+];
+
+/// (what it does, the command lines).
+const EXAMPLES: &[(&str, &[&str])] = &[
+    (
+        "Run a PSGI application on port 8080:",
+        &["start_server --port=8080 -- plackup -s Starlet app.psgi"],
+    ),
+    (
+        "Listen on IPv6 loopback and on a unix socket, with pid and status files:",
+        &[
+            "start_server --port=[::1]:80 --path=/run/app.sock \\",
+            "    --pid-file=app.pid --status-file=app.status -- ./server",
+        ],
+    ),
+    (
+        "Deploy a new version and wait until it serves, then stop:",
+        &[
+            "start_server --restart --pid-file=app.pid --status-file=app.status",
+            "start_server --stop --pid-file=app.pid",
+        ],
+    ),
+    (
+        "Run an instance of the template unit:",
+        &[
+            "printf 'APP_COMMAND=/usr/local/bin/app\\n' > /etc/server-starter/app.env",
+            "systemctl enable --now server-starter@app.socket",
+            "systemctl reload server-starter@app.service",
+        ],
+    ),
+];
+
+const SEE_ALSO: &str = "{Server::Starter}(3pm), {systemd.socket}(5), {systemd.service}(5), \
+                        {sd_notify}(3), {sd_listen_fds}(3)";
+
+/// Writes the whole man page for `command` (start_server's clap definition) to `out`.
+pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
+    let man = clap_mangen::Man::new(command)
+        .title("START_SERVER")
+        .section("1")
+        .date(RELEASE_DATE)
+        .source(concat!("server-starter ", env!("CARGO_PKG_VERSION")))
+        .manual("User Commands");
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    let mut roff = String::from_utf8_lossy(&page).into_owned();
+    tagged(&mut roff, &[GENERATE_OPTION]);
+    section(&mut roff, "EXIT STATUS");
+    tagged(&mut roff, EXIT_STATUS);
+    section(&mut roff, "ENVIRONMENT");
+    tagged(&mut roff, ENVIRONMENT);
+    roff.push_str(
+        ".PP\nThe worker gets start_server's environment, the variables of the envdir, \
+                   and:\n",
+    );
+    tagged(&mut roff, WORKER_ENVIRONMENT);
+    section(&mut roff, "SIGNALS");
+    tagged(&mut roff, SIGNALS);
+    section(&mut roff, "FILES");
+    tagged(&mut roff, FILES);
+    section(&mut roff, "NOTES");
+    for (i, paragraph) in NOTES.iter().enumerate() {
+        paragraph_break(&mut roff, i);
+        text(&mut roff, paragraph);
+    }
+    section(&mut roff, "EXAMPLES");
+    for (i, (what, lines)) in EXAMPLES.iter().enumerate() {
+        paragraph_break(&mut roff, i);
+        text(&mut roff, what);
+        roff.push_str(".PP\n.RS 4\n.nf\n");
+        for line in *lines {
+            roff.push_str(&escape(line));
+            roff.push('\n');
+        }
+        roff.push_str(".fi\n.RE\n");
+    }
+    section(&mut roff, "SEE ALSO");
+    text(&mut roff, SEE_ALSO);
+    out.write_all(wrap(&roff).as_bytes())
+}
+
+/// A `.PP` before every paragraph but the first of a section (where it is implied).
+fn paragraph_break(roff: &mut String, index: usize) {
+    if index > 0 {
+        roff.push_str(".PP\n");
+    }
+}
+
+fn section(roff: &mut String, name: &str) {
+    roff.push_str(&format!(".SH \"{name}\"\n"));
+}
+
+/// A list of `.TP` entries: the tag on its own line, then its text.
+fn tagged(roff: &mut String, entries: &[(&str, &str)]) {
+    for (tag, description) in entries {
+        roff.push_str(".TP\n");
+        roff.push_str(&marked(tag));
+        roff.push('\n');
+        text(roff, description);
+    }
+}
+
+fn text(roff: &mut String, text: &str) {
+    roff.push_str(&marked(text));
+    roff.push('\n');
+}
+
+/// Escapes `text` for roff and turns `*bold*` and `{italic}` into font changes.
+fn marked(text: &str) -> String {
+    let mut out = String::new();
+    let mut bold = false;
+    for c in text.chars() {
+        match c {
+            '*' => {
+                out.push_str(if bold { "\\fR" } else { "\\fB" });
+                bold = !bold;
+            }
+            '{' => out.push_str("\\fI"),
+            '}' => out.push_str("\\fR"),
+            '-' => out.push_str("\\-"),
+            '\\' => out.push_str("\\e"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes a literal line (a command in EXAMPLES).
+fn escape(line: &str) -> String {
+    line.replace('\\', "\\e").replace('-', "\\-")
+}
+
+/// Breaks text lines longer than 80 bytes at spaces (the same text when filled), leaving alone
+/// control lines, `.TP` tags and unfilled (`.nf`) blocks. Keeps linters quiet and diffs small.
+fn wrap(roff: &str) -> String {
+    const WIDTH: usize = 80;
+    let mut out = String::new();
+    let mut filled = true;
+    let mut tag_next = false;
+    for line in roff.lines() {
+        let control = line.starts_with('.') || line.starts_with('\'');
+        if control {
+            filled = match line {
+                ".nf" => false,
+                ".fi" => true,
+                _ => filled,
+            };
+        }
+        if control || !filled || tag_next || line.len() <= WIDTH {
+            tag_next = line == ".TP";
+            out.push_str(line.trim_end());
+            out.push('\n');
+            continue;
+        }
+        let mut current = String::new();
+        for word in line.split(' ').filter(|w| !w.is_empty()) {
+            if !current.is_empty() && current.len() + 1 + word.len() > WIDTH {
+                out.push_str(&current);
+                out.push('\n');
+                current.clear();
+            }
+            if current.is_empty() && (word.starts_with('.') || word.starts_with('\'')) {
+                current.push_str("\\&");
+            }
+            if !current.is_empty() && !current.ends_with("\\&") {
+                current.push(' ');
+            }
+            current.push_str(word);
+        }
+        out.push_str(&current);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_become_fonts_and_dashes_are_escaped() {
+        assert_eq!(marked("*--port* {N}"), "\\fB\\-\\-port\\fR \\fIN\\fR");
+        assert_eq!(marked("a\\b"), "a\\eb");
+    }
+
+    #[test]
+    fn long_text_lines_are_broken_at_spaces_and_nothing_else() {
+        // 16 words fill 79 bytes: the 17th starts a line, where a leading dot needs escaping.
+        let long = format!("{}.dot {}", "word ".repeat(16), "word ".repeat(20));
+        let roff = format!(".TP\n{long}\n{long}\n.nf\n{long}\n.fi\n");
+        let out = wrap(&roff);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[1], long.trim_end(), "a .TP tag stays one line");
+        assert_eq!(
+            lines[lines.len() - 2],
+            long.trim_end(),
+            "unfilled text stays"
+        );
+        let wrapped = &lines[2..lines.len() - 3];
+        assert!(wrapped.len() > 1 && wrapped.iter().all(|l| l.len() <= 80));
+        assert_eq!(wrapped[1].split(' ').next(), Some("\\&.dot"), "{wrapped:?}");
+        assert_eq!(
+            wrapped.join(" ").replace("\\&", ""),
+            long.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+}
