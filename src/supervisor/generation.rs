@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use tracing::info;
+use tracing::{info, warn};
 
-use super::{Action, Leaving, Notice, Pid, Supervisor, Worker, join};
+use super::{Action, ExitStatus, Leaving, Notice, Pid, Supervisor, Worker, join};
 use crate::runtime::signals::short_name;
 
 #[derive(Debug)]
@@ -120,6 +120,51 @@ impl Supervisor {
         if self.restart_pending {
             info!("received HUP, spawning a new worker");
             self.reload();
+        }
+    }
+
+    /// The trial's process exited: a failed start, unless it had already failed (and was
+    /// stopped).
+    pub(super) fn trial_exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) {
+        let Some(trial) = self.trial.as_mut() else {
+            return;
+        };
+        let generation = trial.generation;
+        trial.pid = None;
+        if trial.failed_at.is_none() {
+            warn!(
+                generation,
+                worker_pid = pid,
+                "new worker {pid} seems to have failed to start, exit status:{status}"
+            );
+            self.trial_failed(format!("exit status:{status}"), now);
+        }
+    }
+
+    /// The serving worker died: replace it, at once or after the crash-loop backoff.
+    pub(super) fn current_died(&mut self, pid: Pid, status: ExitStatus, now: Instant) {
+        let Some(worker) = self.current else {
+            return;
+        };
+        self.current = None;
+        let generation = worker.generation;
+        let delay = self.died_young(now);
+        warn!(
+            generation,
+            worker_pid = pid,
+            "worker {pid} died unexpectedly with status:{status}, restarting{}",
+            if delay.is_zero() {
+                String::new()
+            } else {
+                format!(" in {} secs", delay.as_secs_f64())
+            }
+        );
+        if self.trial.is_none() {
+            if delay.is_zero() {
+                self.begin_generation();
+            } else {
+                self.respawn_at = Some(now + delay);
+            }
         }
     }
 }

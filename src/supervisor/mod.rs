@@ -1,7 +1,7 @@
 //! The supervisor as plain data: generations, workers and what happens to them.
 //!
 //! The OS layer (`event_loop`) turns signals, child exits, worker notifications and the passing
-//! of time into calls here, and carries out the [`Action`]s they return. Nothing in this file
+//! of time into calls here, and carries out the [`Action`]s they return. Nothing in this module
 //! touches the OS, so every transition is tested without a process.
 //!
 //! A generation is one spawn attempt. It is first on *trial*. It counts as started when its
@@ -10,8 +10,13 @@
 //! failed). Then it becomes *current*, the one before it becomes *old* and gets `signal_on_hup`
 //! (after `kill_old_delay`; `SIGKILL` after `kill_old_timeout` more). A trial that fails is
 //! followed by the next attempt once `interval` has passed since its spawn, later (backoff) after
-//! several failures in a row. A worker that dies within [`MIN_UPTIME`] of starting counts as a
-//! failed start too, so a crash loop backs off whatever `interval` is.
+//! several failures in a row. A worker that dies within [`MIN_UPTIME`](policy::MIN_UPTIME) of
+//! starting counts as a failed start too, so a crash loop backs off whatever `interval` is.
+//!
+//! This file holds the state and the event entry points; each concern has its own file:
+//! `generation` (trial, current, promotion, failure), `worker` (a worker, the leaving ones and
+//! their signals), `readiness` (when a trial is judged), `policy` (settings, backoff, crash
+//! loop, auto-restart) and `notice` (what is asked of the OS layer and told to systemd).
 
 mod generation;
 mod notice;
@@ -30,11 +35,10 @@ use tracing::{info, warn};
 use crate::runtime::signals::short_name;
 use generation::Trial;
 pub use notice::{Action, Notice};
-#[cfg(any(test, doc))]
-use policy::MIN_UPTIME;
 pub use policy::{DEFAULT_BACKOFF_AFTER, Policy, Tunables};
+use readiness::Message;
 use worker::Leaving;
-pub use worker::{ExitStatus, Pid, STILL_ALIVE_NOTICE, Worker};
+pub use worker::{ExitStatus, Pid, Worker};
 
 /// All the supervisor knows: see the module documentation.
 #[derive(Debug)]
@@ -47,7 +51,7 @@ pub struct Supervisor {
     leaving: Vec<Leaving>,
     failures_in_a_row: u32,
     /// When the current worker started, and the failures in a row before it: dying within
-    /// [`MIN_UPTIME`] makes it one more failure instead of a reset.
+    /// [`MIN_UPTIME`](policy::MIN_UPTIME) makes it one more failure instead of a reset.
     probation: Option<(Instant, u32)>,
     /// When to replace a current worker that died young (backoff); no trial runs meanwhile.
     respawn_at: Option<Instant>,
@@ -171,41 +175,7 @@ impl Supervisor {
             short_name(signal),
             join(&pids)
         );
-        // Everyone is leaving now; the trial too, if its process exists.
-        let kill_at = self.policy.kill_old_timeout.map(|t| now + t);
-        let note_at = kill_at.is_none().then_some(now + STILL_ALIVE_NOTICE);
-        let mut leaving: Vec<Leaving> = self
-            .current
-            .take()
-            .into_iter()
-            .map(|w| Leaving {
-                worker: w,
-                signal_at: None,
-                kill_at,
-                note_at,
-                served: true,
-            })
-            .collect();
-        if let Some(trial) = self.trial.take()
-            && let Some(pid) = trial.pid
-        {
-            leaving.push(Leaving {
-                worker: Worker {
-                    generation: trial.generation,
-                    pid,
-                },
-                signal_at: None,
-                kill_at,
-                note_at,
-                served: false,
-            });
-        }
-        for old in &mut self.leaving {
-            old.signal_at = None;
-            old.kill_at = kill_at;
-            old.note_at = note_at;
-        }
-        self.leaving.extend(leaving);
+        self.everyone_leaves(now);
         self.actions.push(Action::Notify(Notice::Stopping));
         if pids.is_empty() {
             self.actions.push(Action::Exit);
@@ -218,61 +188,12 @@ impl Supervisor {
     /// A child was reaped. Returns whether it was one of ours (a worker); other children (a
     /// log command, strays) are the OS layer's business.
     pub fn child_exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Vec<Action> {
-        let stopping = self.stopping;
-        if let Some(trial) = self.trial.as_mut().filter(|t| t.pid == Some(pid)) {
-            let generation = trial.generation;
-            trial.pid = None;
-            if trial.failed_at.is_none() {
-                warn!(
-                    generation,
-                    worker_pid = pid,
-                    "new worker {pid} seems to have failed to start, exit status:{status}"
-                );
-                self.trial_failed(format!("exit status:{status}"), now);
-            }
-        } else if let Some(worker) = self.current.filter(|w| w.pid == pid) {
-            self.current = None;
-            let generation = worker.generation;
-            let delay = self.died_young(now);
-            warn!(
-                generation,
-                worker_pid = pid,
-                "worker {pid} died unexpectedly with status:{status}, restarting{}",
-                if delay.is_zero() {
-                    String::new()
-                } else {
-                    format!(" in {} secs", delay.as_secs_f64())
-                }
-            );
-            if self.trial.is_none() {
-                if delay.is_zero() {
-                    self.begin_generation();
-                } else {
-                    self.respawn_at = Some(now + delay);
-                }
-            }
+        if self.trial.as_ref().is_some_and(|t| t.pid == Some(pid)) {
+            self.trial_exited(pid, status, now);
+        } else if self.current.is_some_and(|w| w.pid == pid) {
+            self.current_died(pid, status, now);
         } else if let Some(index) = self.leaving.iter().position(|r| r.worker.pid == pid) {
-            let left = self.leaving.remove(index);
-            let generation = left.worker.generation;
-            if stopping {
-                info!(
-                    generation,
-                    worker_pid = pid,
-                    "worker {pid} died, status:{status}"
-                );
-            } else if left.served {
-                info!(
-                    generation,
-                    worker_pid = pid,
-                    "old worker {pid} died, status:{status}"
-                );
-            } else {
-                info!(
-                    generation,
-                    worker_pid = pid,
-                    "stopped worker {pid} exited, status:{status}"
-                );
-            }
+            self.left(index, status);
         } else {
             return Vec::new();
         }
@@ -287,30 +208,10 @@ impl Supervisor {
     /// descendants. The trial's `READY=1` and `STATUS=`, and the serving worker's `STATUS=`
     /// matter; the rest is ignored.
     pub fn notified(&mut self, pid: Pid, message: &str, now: Instant) -> Vec<Action> {
-        let ready = message.lines().any(|l| l == "READY=1");
-        let status = message
-            .lines()
-            .filter_map(|l| l.strip_prefix("STATUS="))
-            .next_back();
-        let trial = self
-            .trial
-            .as_mut()
-            .filter(|t| t.pid == Some(pid) && t.failed_at.is_none());
-        if let Some(trial) = trial {
-            if let Some(status) = status {
-                trial.status = Some(status.to_string());
-            }
-            if ready && !self.stopping {
-                let (generation, status) = (trial.generation, trial.status.take());
-                info!(
-                    generation,
-                    worker_pid = pid,
-                    "new worker {pid} is ready (READY=1)"
-                );
-                self.trial = None;
-                self.promote(generation, pid, status, now);
-            }
-        } else if let (Some(worker), Some(status)) = (self.current.filter(|w| w.pid == pid), status)
+        let message = Message::parse(message);
+        if !self.trial_notified(pid, &message, now)
+            && let (Some(worker), Some(status)) =
+                (self.current.filter(|w| w.pid == pid), message.status)
         {
             self.actions.push(Action::Notify(Notice::WorkerStatus {
                 worker,
@@ -327,54 +228,14 @@ impl Supervisor {
         if self.stopping {
             return self.take_actions();
         }
-        if let Some(trial) = &self.trial {
-            match (trial.failed_at, trial.pid, self.trial_deadline()) {
-                (None, Some(pid), Some(due)) if now >= due => {
-                    let generation = trial.generation;
-                    match self.policy.ready_timeout {
-                        None => {
-                            let status = self.trial.take().and_then(|t| t.status);
-                            self.promote(generation, pid, status, now);
-                        }
-                        Some(limit) => {
-                            warn!(
-                                generation,
-                                worker_pid = pid,
-                                "new worker {pid} did not send READY=1 within {} secs, stopping it",
-                                limit.as_secs_f64()
-                            );
-                            self.discard(generation, pid, now);
-                            self.trial_failed(
-                                format!("no READY=1 within {} secs", limit.as_secs_f64()),
-                                now,
-                            );
-                        }
-                    }
-                }
-                (Some(_), _, Some(due)) if now >= due => self.begin_generation(),
-                _ => {}
-            }
+        if self.trial.is_some() {
+            self.judge_trial(now);
         } else if self.respawn_at.is_some_and(|due| now >= due) {
             info!("backoff over, spawning a new worker");
             self.begin_generation();
         }
         self.signal_due_old_workers(now);
-        if let Some(due) = self.auto_restart_due()
-            && self.trial.is_none()
-            && now >= due
-        {
-            let interval = self.tunables.auto_restart_interval.unwrap_or_default();
-            let forced = if self.old_workers().next().is_none() {
-                ""
-            } else {
-                "forced, "
-            };
-            info!(
-                "autorestart triggered ({forced}interval={})",
-                interval.as_secs_f64()
-            );
-            self.begin_generation();
-        }
+        self.auto_restart_if_due(now);
         self.take_actions()
     }
 

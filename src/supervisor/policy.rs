@@ -117,4 +117,25 @@ impl Supervisor {
         };
         Some(self.last_restart + wait)
     }
+
+    /// Auto-restart: a new generation once the interval has passed since the last one started
+    /// (twice the interval while old workers are still leaving), unless one is already starting.
+    pub(super) fn auto_restart_if_due(&mut self, now: Instant) {
+        if let Some(due) = self.auto_restart_due()
+            && self.trial.is_none()
+            && now >= due
+        {
+            let interval = self.tunables.auto_restart_interval.unwrap_or_default();
+            let forced = if self.old_workers().next().is_none() {
+                ""
+            } else {
+                "forced, "
+            };
+            info!(
+                "autorestart triggered ({forced}interval={})",
+                interval.as_secs_f64()
+            );
+            self.begin_generation();
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! The supervisor's transitions, driven like the event loop drives them, without a process.
 
+use super::policy::MIN_UPTIME;
+use super::worker::STILL_ALIVE_NOTICE;
 use super::*;
 
 const SEC: Duration = Duration::from_secs(1);

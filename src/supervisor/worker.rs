@@ -150,4 +150,68 @@ impl Supervisor {
             );
         }
     }
+
+    /// The leaving worker at `index` exited.
+    pub(super) fn left(&mut self, index: usize, status: ExitStatus) {
+        let left = self.leaving.remove(index);
+        let (generation, pid) = (left.worker.generation, left.worker.pid);
+        if self.stopping {
+            info!(
+                generation,
+                worker_pid = pid,
+                "worker {pid} died, status:{status}"
+            );
+        } else if left.served {
+            info!(
+                generation,
+                worker_pid = pid,
+                "old worker {pid} died, status:{status}"
+            );
+        } else {
+            info!(
+                generation,
+                worker_pid = pid,
+                "stopped worker {pid} exited, status:{status}"
+            );
+        }
+    }
+
+    /// Shutdown: everyone leaves now, the trial too if its process exists, with the shutdown's
+    /// SIGKILL (or still-alive notice) deadline; old workers lose their pending delay.
+    pub(super) fn everyone_leaves(&mut self, now: Instant) {
+        let kill_at = self.policy.kill_old_timeout.map(|t| now + t);
+        let note_at = kill_at.is_none().then_some(now + STILL_ALIVE_NOTICE);
+        let mut leaving: Vec<Leaving> = self
+            .current
+            .take()
+            .into_iter()
+            .map(|w| Leaving {
+                worker: w,
+                signal_at: None,
+                kill_at,
+                note_at,
+                served: true,
+            })
+            .collect();
+        if let Some(trial) = self.trial.take()
+            && let Some(pid) = trial.pid
+        {
+            leaving.push(Leaving {
+                worker: Worker {
+                    generation: trial.generation,
+                    pid,
+                },
+                signal_at: None,
+                kill_at,
+                note_at,
+                served: false,
+            });
+        }
+        for old in &mut self.leaving {
+            old.signal_at = None;
+            old.kill_at = kill_at;
+            old.note_at = note_at;
+        }
+        self.leaving.extend(leaving);
+    }
 }
