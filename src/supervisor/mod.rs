@@ -185,8 +185,8 @@ impl Supervisor {
         self.take_actions()
     }
 
-    /// A child was reaped. Returns whether it was one of ours (a worker); other children (a
-    /// log command, strays) are the OS layer's business.
+    /// A child was reaped. A child that is not a worker (a log command, a stray) yields no
+    /// action: it is the OS layer's business.
     pub fn child_exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Vec<Action> {
         if self.trial.as_ref().is_some_and(|t| t.pid == Some(pid)) {
             self.trial_exited(pid, status, now);
