@@ -86,7 +86,7 @@ impl Config {
             signal_on_term: signals::parse(&cli.signal_on_term, "--signal-on-term")?,
             ready_timeout: cli.ready_timeout.filter(|d| !d.is_zero()),
             kill_old_timeout: cli.kill_old_timeout,
-            backoff_after: 3,
+            backoff_after: crate::supervisor::DEFAULT_BACKOFF_AFTER,
             backoff_max: cli.max_restart_delay,
         };
         let ports = cli

@@ -1,0 +1,170 @@
+//! Generations and their life cycle: a new one begins on trial, is promoted to current (the one
+//! before it starts leaving) or fails (and is retried later).
+
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::{Action, ExitStatus, Leaving, Notice, Pid, Supervisor, Worker, join};
+use crate::runtime::signals::short_name;
+
+#[derive(Debug)]
+pub(super) struct Trial {
+    pub(super) generation: u64,
+    pub(super) pid: Option<Pid>,
+    /// Unset until the spawn is reported.
+    pub(super) spawned_at: Option<Instant>,
+    /// When the failure became known; the next attempt follows after the interval and backoff.
+    pub(super) failed_at: Option<Instant>,
+    /// The worker's last `STATUS=` while on trial, shown once it serves.
+    pub(super) status: Option<String>,
+}
+
+impl Supervisor {
+    /// Starts a reload's generation, telling the service manager first: `RELOADING=1` only once
+    /// it has seen `READY=1`, as the notify-reload protocol expects (before that, the service is
+    /// still starting, and the first generation to serve sends the first `READY=1`).
+    pub(super) fn reload(&mut self) {
+        if self.announced_ready {
+            self.actions.push(Action::Notify(Notice::Reloading));
+        }
+        self.begin_generation();
+    }
+    pub(super) fn trial_failed(&mut self, why: String, now: Instant) {
+        let Some(trial) = self.trial.as_mut() else {
+            return;
+        };
+        trial.failed_at = Some(now);
+        let generation = trial.generation;
+        self.failures_in_a_row += 1;
+        let serving = self.current;
+        self.actions.push(Action::RecordFailure {
+            generation,
+            why: why.clone(),
+        });
+        self.actions.push(Action::Notify(Notice::StartFailed {
+            generation,
+            why,
+            serving,
+        }));
+        self.announce_backoff();
+    }
+
+    pub(super) fn begin_generation(&mut self) {
+        self.generation += 1;
+        self.restart_pending = false;
+        self.respawn_at = None;
+        self.trial = Some(Trial {
+            generation: self.generation,
+            pid: None,
+            spawned_at: None,
+            failed_at: None,
+            status: None,
+        });
+        self.actions.push(Action::Spawn {
+            generation: self.generation,
+        });
+    }
+
+    pub(super) fn promote(
+        &mut self,
+        generation: u64,
+        pid: Pid,
+        status: Option<String>,
+        now: Instant,
+    ) {
+        self.probation = Some((now, self.failures_in_a_row));
+        self.failures_in_a_row = 0;
+        let delay = self.tunables.kill_old_delay;
+        if let Some(previous) = self.current.replace(Worker { generation, pid }) {
+            self.leaving.push(Leaving {
+                worker: previous,
+                signal_at: Some(now + delay),
+                kill_at: None,
+                note_at: None,
+                served: true,
+            });
+        }
+        self.last_restart = now;
+        self.announced_ready = true;
+        self.actions.push(Action::Notify(Notice::Serving {
+            worker: Worker { generation, pid },
+            status,
+        }));
+        let mut waiting: Vec<Pid> = self
+            .leaving
+            .iter()
+            .filter(|r| r.signal_at.is_some())
+            .map(|r| r.worker.pid)
+            .collect();
+        waiting.sort();
+        info!(
+            generation,
+            worker_pid = pid,
+            "new worker is now running, sending {} to old workers:{}",
+            short_name(self.policy.signal_on_hup),
+            if waiting.is_empty() {
+                "none".to_string()
+            } else {
+                join(&waiting)
+            }
+        );
+        if !delay.is_zero() && !waiting.is_empty() {
+            info!(
+                "sleeping {} secs before killing old workers",
+                delay.as_secs_f64()
+            );
+        }
+        self.update_status();
+        self.signal_due_old_workers(now);
+        if self.restart_pending {
+            info!("received HUP, spawning a new worker");
+            self.reload();
+        }
+    }
+
+    /// The trial's process exited: a failed start, unless it had already failed (and was
+    /// stopped).
+    pub(super) fn trial_exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) {
+        let Some(trial) = self.trial.as_mut() else {
+            return;
+        };
+        let generation = trial.generation;
+        trial.pid = None;
+        if trial.failed_at.is_none() {
+            warn!(
+                generation,
+                worker_pid = pid,
+                "new worker {pid} seems to have failed to start, exit status:{status}"
+            );
+            self.trial_failed(format!("exit status:{status}"), now);
+        }
+    }
+
+    /// The serving worker died: replace it, at once or after the crash-loop backoff.
+    pub(super) fn current_died(&mut self, pid: Pid, status: ExitStatus, now: Instant) {
+        let Some(worker) = self.current else {
+            return;
+        };
+        self.current = None;
+        let generation = worker.generation;
+        let delay = self.died_young(now);
+        warn!(
+            generation,
+            worker_pid = pid,
+            "worker {pid} died unexpectedly with status:{status}, restarting{}",
+            if delay.is_zero() {
+                String::new()
+            } else {
+                format!(" in {} secs", delay.as_secs_f64())
+            }
+        );
+        if self.trial.is_none() {
+            if delay.is_zero() {
+                self.begin_generation();
+            } else {
+                self.respawn_at = Some(now + delay);
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The settings and the pacing they impose: backoff after failed starts, the crash-loop floor
+//! ([`MIN_UPTIME`]), auto-restart.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tracing::{info, warn};
+
+use super::{Action, Notice, Supervisor};
+
+/// A worker that dies sooner than this after it started counts as a failed start (for backoff):
+/// without it, a worker that exits at once with `--interval=0` is respawned as fast as the
+/// machine can fork.
+pub const MIN_UPTIME: Duration = Duration::from_secs(1);
+
+/// Failed starts in a row retried at the normal pace before backing off: a deployment that
+/// fails once or twice (a port still in use, a slow dependency) is retried promptly, a broken
+/// one soon stops costing a fork every `interval`.
+pub const DEFAULT_BACKOFF_AFTER: u32 = 3;
+
+/// The least delay backoff doubles from, so that `--interval=0` still backs off.
+const BACKOFF_BASE_FLOOR: Duration = Duration::from_millis(100);
+
+/// Doublings beyond which the backoff stops growing (before `backoff_max`): keeps the shift
+/// in range whatever the count of failures.
+const MAX_DOUBLINGS: u32 = 20;
+/// Settings fixed for the life of start_server.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// How long a silent new worker must live to count as started; also the least time between
+    /// two spawns.
+    pub interval: Duration,
+    /// Sent to old workers once their successor started.
+    pub signal_on_hup: Signal,
+    /// Sent to every worker when start_server gets SIGTERM.
+    pub signal_on_term: Signal,
+    /// A new worker must send `READY=1` within this time, or it failed.
+    pub ready_timeout: Option<Duration>,
+    /// Workers still alive this long after their signal (retiring or at shutdown) get SIGKILL.
+    pub kill_old_timeout: Option<Duration>,
+    /// Start failures in a row that are retried at the original pace; later ones back off.
+    pub backoff_after: u32,
+    /// The longest wait between two attempts when backing off.
+    pub backoff_max: Duration,
+}
+
+/// Settings re-read from the environment (and envdir) at every spawn, as the original does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    /// Wait this long after a generation started before signalling the old ones.
+    pub kill_old_delay: Duration,
+    /// Restart periodically with this interval, when auto-restart is on.
+    pub auto_restart_interval: Option<Duration>,
+}
+
+impl Supervisor {
+    /// Extra wait before the next attempt after `failures_in_a_row` failures: none for the
+    /// first `backoff_after`, then the interval doubling each time, capped.
+    pub(super) fn backoff(&self) -> Duration {
+        let beyond = self
+            .failures_in_a_row
+            .saturating_sub(self.policy.backoff_after);
+        if beyond == 0 {
+            return Duration::ZERO;
+        }
+        let base = self.policy.interval.max(BACKOFF_BASE_FLOOR);
+        base.saturating_mul(1u32 << (beyond - 1).min(MAX_DOUBLINGS))
+            .min(self.policy.backoff_max)
+    }
+
+    /// The current worker died at `now`: one more failed start if it had lived less than
+    /// [`MIN_UPTIME`]. Returns how long to wait before replacing it.
+    pub(super) fn died_young(&mut self, now: Instant) -> Duration {
+        let young = self
+            .probation
+            .take()
+            .filter(|(since, _)| now.saturating_duration_since(*since) < MIN_UPTIME);
+        let Some((_, before)) = young else {
+            return Duration::ZERO;
+        };
+        self.failures_in_a_row = self.failures_in_a_row.max(before) + 1;
+        self.announce_backoff()
+    }
+
+    /// Logs the backoff delay when it changes (not at every failure) and shows it in `STATUS=`
+    /// while nothing serves; returns it.
+    pub(super) fn announce_backoff(&mut self) -> Duration {
+        let delay = self.backoff();
+        if delay != self.announced_backoff {
+            self.announced_backoff = delay;
+            if delay.is_zero() {
+                info!("restarts are back to their normal pace");
+            } else {
+                warn!(
+                    "{} failed starts in a row: backing off, {} secs more before each attempt",
+                    self.failures_in_a_row,
+                    delay.as_secs_f64()
+                );
+            }
+        }
+        if !delay.is_zero() && self.current.is_none() {
+            self.actions.push(Action::Notify(Notice::BackingOff {
+                failures: self.failures_in_a_row,
+                delay,
+            }));
+        }
+        delay
+    }
+
+    pub(super) fn auto_restart_due(&self) -> Option<Instant> {
+        let interval = self.tunables.auto_restart_interval?;
+        self.current?;
+        let wait = if self.old_workers().next().is_none() {
+            interval
+        } else {
+            interval * 2
+        };
+        Some(self.last_restart + wait)
+    }
+
+    /// Auto-restart: a new generation once the interval has passed since the last one started
+    /// (twice the interval while old workers are still leaving), unless one is already starting.
+    pub(super) fn auto_restart_if_due(&mut self, now: Instant) {
+        if let Some(due) = self.auto_restart_due()
+            && self.trial.is_none()
+            && now >= due
+        {
+            let interval = self.tunables.auto_restart_interval.unwrap_or_default();
+            let forced = if self.old_workers().next().is_none() {
+                ""
+            } else {
+                "forced, "
+            };
+            info!(
+                "autorestart triggered ({forced}interval={})",
+                interval.as_secs_f64()
+            );
+            self.begin_generation();
+        }
+    }
+}

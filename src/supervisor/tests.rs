@@ -1,0 +1,748 @@
+//! The supervisor's transitions, driven like the event loop drives them, without a process.
+
+use super::policy::MIN_UPTIME;
+use super::worker::STILL_ALIVE_NOTICE;
+use super::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+struct Harness {
+    sup: Supervisor,
+    now: Instant,
+    next_pid: Pid,
+    log: Vec<Action>,
+    notices: Vec<Notice>,
+    failures: Vec<u64>,
+}
+
+impl Harness {
+    fn new(tunables: Tunables) -> Self {
+        let now = Instant::now();
+        let policy = Policy {
+            interval: SEC,
+            signal_on_hup: Signal::SIGTERM,
+            signal_on_term: Signal::SIGTERM,
+            ready_timeout: None,
+            kill_old_timeout: None,
+            backoff_after: DEFAULT_BACKOFF_AFTER,
+            backoff_max: 10 * SEC,
+        };
+        Harness {
+            sup: Supervisor::new(policy, tunables, now),
+            now,
+            next_pid: 100,
+            log: Vec::new(),
+            notices: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    fn plain() -> Self {
+        Self::new(Tunables {
+            kill_old_delay: Duration::ZERO,
+            auto_restart_interval: None,
+        })
+    }
+
+    /// Feeds actions back like the event loop: every Spawn gets the next pid. Notices are
+    /// collected apart, in `notices`.
+    fn run(&mut self, actions: Vec<Action>) -> Vec<Action> {
+        let mut seen = Vec::new();
+        let mut queue = actions;
+        while !queue.is_empty() {
+            let mut next = Vec::new();
+            for action in queue {
+                match action {
+                    Action::Notify(notice) => {
+                        self.notices.push(notice);
+                        continue;
+                    }
+                    Action::RecordFailure { generation, .. } => {
+                        self.failures.push(generation);
+                        continue;
+                    }
+                    Action::Spawn { generation } => {
+                        self.next_pid += 1;
+                        next.extend(self.sup.spawned(
+                            generation,
+                            Ok::<Pid, String>(self.next_pid),
+                            self.now,
+                        ));
+                    }
+                    _ => {}
+                }
+                seen.push(action);
+            }
+            queue = next;
+        }
+        self.log.extend(seen.clone());
+        seen
+    }
+
+    fn advance(&mut self, by: Duration) -> Vec<Action> {
+        self.now += by;
+        let actions = self.sup.tick(self.now);
+        self.run(actions)
+    }
+
+    fn started(&mut self) -> Vec<Action> {
+        let actions = self.sup.start();
+        self.run(actions)
+    }
+
+    fn exit(&mut self, pid: Pid, raw: i32) -> Vec<Action> {
+        let actions = self.sup.child_exited(pid, ExitStatus(raw), self.now);
+        self.run(actions)
+    }
+
+    fn hup(&mut self) -> Vec<Action> {
+        let actions = self.sup.hangup();
+        self.run(actions)
+    }
+}
+
+/// Nothing is due soon: at most the notice about signalled workers still alive (the harness
+/// does not make them exit).
+fn only_still_alive_notices_pending(h: &Harness) {
+    if let Some(due) = h.sup.next_deadline() {
+        assert!(due >= h.now + STILL_ALIVE_NOTICE - 5 * SEC, "{due:?}");
+    }
+}
+
+fn w(generation: u64, pid: Pid) -> Worker {
+    Worker { generation, pid }
+}
+
+#[test]
+fn first_generation_starts_after_interval() {
+    let mut h = Harness::plain();
+    assert_eq!(h.started(), vec![Action::Spawn { generation: 1 }]);
+    assert_eq!(h.sup.next_deadline(), Some(h.now + SEC));
+    assert!(h.advance(SEC / 2).is_empty());
+    assert_eq!(
+        h.advance(SEC / 2),
+        vec![Action::WriteStatus(vec![w(1, 101)])]
+    );
+    assert_eq!(h.sup.current(), Some(w(1, 101)));
+    assert_eq!(h.sup.next_deadline(), None, "idle means no timer at all");
+}
+
+#[test]
+fn failed_start_retries_with_next_generation_after_interval() {
+    let mut h = Harness::plain();
+    h.started();
+    assert!(h.exit(101, 256).is_empty());
+    assert_eq!(h.sup.next_deadline(), Some(h.now + SEC));
+    assert_eq!(h.advance(SEC), vec![Action::Spawn { generation: 2 }]);
+    h.advance(SEC);
+    assert_eq!(h.sup.current(), Some(w(2, 102)));
+}
+
+#[test]
+fn hup_replaces_generation_and_signals_old() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    assert_eq!(h.hup(), vec![Action::Spawn { generation: 2 }]);
+    assert_eq!(
+        h.advance(SEC),
+        vec![
+            Action::WriteStatus(vec![w(1, 101), w(2, 102)]),
+            Action::Signal {
+                pids: vec![101],
+                signal: Signal::SIGTERM
+            },
+        ]
+    );
+    assert_eq!(h.exit(101, 15), vec![Action::WriteStatus(vec![w(2, 102)])]);
+}
+
+#[test]
+fn failing_new_generation_leaves_old_serving() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    h.hup();
+    h.exit(102, 256);
+    h.advance(SEC); // retry as generation 3
+    assert_eq!(h.sup.current(), Some(w(1, 101)));
+    assert!(
+        !h.log
+            .iter()
+            .any(|a| matches!(a, Action::Signal { pids, .. } if pids.contains(&101))),
+        "the old worker is never signalled while no successor started"
+    );
+    h.advance(SEC);
+    assert_eq!(h.sup.current(), Some(w(3, 103)));
+}
+
+#[test]
+fn hup_during_start_is_kept_and_coalesced() {
+    let mut h = Harness::plain();
+    h.started();
+    assert!(h.hup().is_empty());
+    assert!(h.hup().is_empty());
+    let actions = h.advance(SEC);
+    assert_eq!(
+        actions,
+        vec![
+            Action::WriteStatus(vec![w(1, 101)]),
+            Action::Spawn { generation: 2 }
+        ]
+    );
+    h.advance(SEC);
+    assert_eq!(h.sup.current(), Some(w(2, 102)));
+    only_still_alive_notices_pending(&h);
+}
+
+#[test]
+fn hup_during_start_is_satisfied_by_a_retry() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    h.hup(); // generation 2 starting
+    h.hup(); // pending
+    h.exit(102, 256); // generation 2 fails
+    h.advance(SEC); // generation 3 spawned after the HUP: it satisfies it
+    h.advance(SEC);
+    assert_eq!(h.sup.current(), Some(w(3, 103)));
+    only_still_alive_notices_pending(&h);
+}
+
+#[test]
+fn current_worker_dying_is_respawned() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    assert_eq!(
+        h.exit(101, 9),
+        vec![Action::Spawn { generation: 2 }, Action::WriteStatus(vec![])]
+    );
+    h.advance(SEC);
+    assert_eq!(h.sup.current(), Some(w(2, 102)));
+}
+
+#[test]
+fn kill_old_delay_postpones_the_signal() {
+    let mut h = Harness::new(Tunables {
+        kill_old_delay: 5 * SEC,
+        auto_restart_interval: None,
+    });
+    h.started();
+    h.advance(SEC);
+    h.hup();
+    h.advance(SEC);
+    assert_eq!(h.sup.next_deadline(), Some(h.now + 5 * SEC));
+    assert!(h.advance(4 * SEC).is_empty());
+    assert_eq!(
+        h.advance(SEC),
+        vec![Action::Signal {
+            pids: vec![101],
+            signal: Signal::SIGTERM
+        }]
+    );
+}
+
+#[test]
+fn terminate_signals_everyone_and_exits_when_all_are_gone() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    h.hup(); // 102 on trial
+    let actions = h.sup.terminate(Signal::SIGINT, h.now);
+    let actions = h.run(actions);
+    assert_eq!(
+        actions,
+        vec![Action::Signal {
+            pids: vec![101, 102],
+            signal: Signal::SIGTERM
+        }]
+    );
+    only_still_alive_notices_pending(&h);
+    assert!(h.advance(10 * SEC).is_empty(), "no spawn while stopping");
+    assert_eq!(h.exit(102, 15), vec![]);
+    assert_eq!(
+        h.exit(101, 15),
+        vec![Action::WriteStatus(vec![]), Action::Exit]
+    );
+}
+
+#[test]
+fn term_uses_signal_on_term() {
+    let mut h = Harness::plain();
+    h.sup.policy.signal_on_term = Signal::SIGUSR1;
+    h.started();
+    h.advance(SEC);
+    let actions = h.sup.terminate(Signal::SIGTERM, h.now);
+    assert_eq!(
+        h.run(actions),
+        vec![Action::Signal {
+            pids: vec![101],
+            signal: Signal::SIGUSR1
+        }]
+    );
+}
+
+#[test]
+fn auto_restart_waits_for_old_workers_until_forced() {
+    let mut h = Harness::new(Tunables {
+        kill_old_delay: Duration::ZERO,
+        auto_restart_interval: Some(10 * SEC),
+    });
+    h.started();
+    h.advance(SEC); // gen 1 current at t=1
+    assert_eq!(h.sup.next_deadline(), Some(h.now + 10 * SEC));
+    assert_eq!(h.advance(10 * SEC), vec![Action::Spawn { generation: 2 }]);
+    h.advance(SEC); // gen 2 current, 101 signalled but still alive
+    assert_eq!(
+        h.sup.next_deadline(),
+        Some(h.now + 20 * SEC),
+        "forced at 2x"
+    );
+    h.exit(101, 15);
+    assert_eq!(h.sup.next_deadline(), Some(h.now + 10 * SEC));
+    assert_eq!(h.advance(10 * SEC), vec![Action::Spawn { generation: 3 }]);
+}
+
+#[test]
+fn a_tick_before_the_spawn_is_reported_changes_nothing() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    assert_eq!(
+        h.sup.hangup(),
+        vec![
+            Action::Notify(Notice::Reloading),
+            Action::Spawn { generation: 2 }
+        ]
+    );
+    assert!(h.sup.tick(h.now + 10 * SEC).is_empty());
+    assert!(h.sup.spawned(2, Ok::<Pid, String>(500), h.now).is_empty());
+    h.advance(SEC);
+    assert_eq!(h.sup.current(), Some(w(2, 500)));
+}
+
+#[test]
+fn spawn_failure_counts_as_failed_start() {
+    let mut h = Harness::plain();
+    let actions = h.sup.start();
+    assert_eq!(actions, vec![Action::Spawn { generation: 1 }]);
+    let actions = h.sup.spawned(1, Err("fork failed"), h.now);
+    h.run(actions);
+    assert_eq!(
+        h.notices,
+        vec![Notice::StartFailed {
+            generation: 1,
+            why: "fork failed".into(),
+            serving: None
+        }]
+    );
+    assert_eq!(h.advance(SEC), vec![Action::Spawn { generation: 2 }]);
+}
+
+#[test]
+fn notices_follow_the_notify_reload_protocol() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    assert_eq!(
+        h.notices,
+        vec![Notice::Serving {
+            worker: w(1, 101),
+            status: None
+        }]
+    );
+    h.notices.clear();
+    h.hup();
+    h.exit(102, 256);
+    h.advance(SEC);
+    h.advance(SEC);
+    let actions = h.sup.terminate(Signal::SIGTERM, h.now);
+    h.run(actions);
+    assert_eq!(
+        h.notices,
+        vec![
+            Notice::Reloading,
+            Notice::StartFailed {
+                generation: 2,
+                why: "exit status:256 (exit code 1)".into(),
+                serving: Some(w(1, 101))
+            },
+            Notice::Serving {
+                worker: w(3, 103),
+                status: None
+            },
+            Notice::Stopping,
+        ]
+    );
+}
+
+#[test]
+fn no_reloading_before_the_first_ready() {
+    let mut h = Harness::plain();
+    h.started();
+    h.hup(); // generation 1 still starting: systemd has not seen READY=1 yet
+    assert!(h.notices.is_empty(), "{:?}", h.notices);
+    h.advance(SEC); // generation 1 serves, then the kept HUP starts generation 2
+    assert_eq!(
+        h.notices,
+        vec![
+            Notice::Serving {
+                worker: w(1, 101),
+                status: None
+            },
+            Notice::Reloading
+        ]
+    );
+    // A first generation that keeps failing: a HUP retries, still without RELOADING=1.
+    let mut h = Harness::plain();
+    h.started();
+    h.exit(101, 256);
+    h.hup();
+    assert!(!h.notices.contains(&Notice::Reloading), "{:?}", h.notices);
+}
+
+#[test]
+fn exit_status_reads_like_the_original_plus_meaning() {
+    assert_eq!(ExitStatus(256).to_string(), "256 (exit code 1)");
+    assert_eq!(ExitStatus(15).to_string(), "15 (killed by SIGTERM)");
+    assert_eq!(ExitStatus(0).to_string(), "0 (exit code 0)");
+}
+
+#[test]
+fn strangers_are_ignored() {
+    let mut h = Harness::plain();
+    h.started();
+    assert!(h.exit(4242, 0).is_empty());
+}
+
+fn with_policy(change: impl FnOnce(&mut Policy)) -> Harness {
+    let mut h = Harness::plain();
+    change(&mut h.sup.policy);
+    h
+}
+
+fn notify(h: &mut Harness, pid: Pid, message: &str) -> Vec<Action> {
+    let actions = h.sup.notified(pid, message, h.now);
+    h.run(actions)
+}
+
+#[test]
+fn ready_promotes_at_once() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    h.hup();
+    h.advance(SEC / 100);
+    notify(&mut h, 102, "STATUS=warming up");
+    h.notices.clear();
+    let actions = notify(&mut h, 102, "READY=1\n");
+    assert_eq!(
+        actions,
+        vec![
+            Action::WriteStatus(vec![w(1, 101), w(2, 102)]),
+            Action::Signal {
+                pids: vec![101],
+                signal: Signal::SIGTERM
+            }
+        ]
+    );
+    assert_eq!(h.sup.current(), Some(w(2, 102)));
+    assert_eq!(
+        h.notices,
+        vec![Notice::Serving {
+            worker: w(2, 102),
+            status: Some("warming up".into())
+        }],
+        "the status the worker gave while starting is kept"
+    );
+}
+
+#[test]
+fn only_the_trial_can_declare_itself_ready() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    h.hup();
+    assert!(
+        notify(&mut h, 101, "READY=1").is_empty(),
+        "the current worker"
+    );
+    assert!(notify(&mut h, 999, "READY=1").is_empty(), "a stranger");
+    assert_eq!(h.sup.current(), Some(w(1, 101)));
+    h.notices.clear();
+    notify(&mut h, 101, "STATUS=42 requests in flight");
+    assert_eq!(
+        h.notices,
+        vec![Notice::WorkerStatus {
+            worker: w(1, 101),
+            status: "42 requests in flight".into()
+        }]
+    );
+}
+
+#[test]
+fn ready_timeout_stops_a_silent_worker_and_keeps_the_old_one() {
+    let mut h = with_policy(|p| p.ready_timeout = Some(3 * SEC));
+    h.started();
+    notify(&mut h, 101, "READY=1");
+    h.hup(); // generation 2, pid 102, never ready
+    assert!(
+        h.advance(2 * SEC).is_empty(),
+        "alive past the interval is not enough"
+    );
+    assert_eq!(
+        h.advance(SEC),
+        vec![Action::Signal {
+            pids: vec![102],
+            signal: Signal::SIGTERM
+        }]
+    );
+    assert_eq!(h.failures, vec![2]);
+    assert_eq!(h.sup.current(), Some(w(1, 101)));
+    // The stopped worker is not a generation of the status file, and gets KILL later.
+    assert_eq!(h.sup.live(), vec![w(1, 101)]);
+    assert_eq!(h.sup.next_deadline(), Some(h.now), "the retry is due now");
+    assert_eq!(
+        h.advance(Duration::ZERO),
+        vec![Action::Spawn { generation: 3 }]
+    );
+    assert_eq!(
+        h.advance(5 * SEC).first(),
+        Some(&Action::Signal {
+            pids: vec![102],
+            signal: Signal::SIGKILL
+        })
+    );
+    h.exit(102, 9);
+    assert!(h.sup.worker_pids().iter().all(|p| *p != 102));
+}
+
+#[test]
+fn kill_old_timeout_escalates_to_sigkill() {
+    let mut h = with_policy(|p| p.kill_old_timeout = Some(2 * SEC));
+    h.started();
+    h.advance(SEC);
+    h.hup();
+    h.advance(SEC); // 101 gets TERM
+    assert_eq!(h.sup.next_deadline(), Some(h.now + 2 * SEC));
+    assert_eq!(
+        h.advance(2 * SEC),
+        vec![Action::Signal {
+            pids: vec![101],
+            signal: Signal::SIGKILL
+        }]
+    );
+}
+
+#[test]
+fn kill_old_timeout_also_bounds_shutdown() {
+    let mut h = with_policy(|p| p.kill_old_timeout = Some(2 * SEC));
+    h.started();
+    h.advance(SEC);
+    let actions = h.sup.terminate(Signal::SIGTERM, h.now);
+    h.run(actions);
+    assert_eq!(
+        h.advance(2 * SEC),
+        vec![Action::Signal {
+            pids: vec![101],
+            signal: Signal::SIGKILL
+        }]
+    );
+    assert_eq!(
+        h.exit(101, 9),
+        vec![Action::WriteStatus(vec![]), Action::Exit]
+    );
+}
+
+#[test]
+fn repeated_failures_back_off_and_a_success_resets() {
+    let mut h = Harness::plain();
+    h.started();
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let pid = h.next_pid;
+        h.exit(pid, 256);
+        let due = h.sup.next_deadline().expect("a retry");
+        waits.push(due - h.now);
+        h.now = due;
+        let actions = h.sup.tick(h.now);
+        h.run(actions);
+    }
+    // Spawns are one interval apart for the first three failures (as the original), then
+    // the wait doubles, capped at backoff_max (10 s here).
+    assert_eq!(
+        waits,
+        vec![SEC, SEC, SEC, 2 * SEC, 3 * SEC, 5 * SEC, 9 * SEC],
+        "interval plus 0, 0, 0, 1, 2, 4, 8 s of backoff"
+    );
+    h.advance(SEC);
+    assert!(h.sup.current().is_some());
+    let pid = h.sup.current().unwrap().pid;
+    h.advance(MIN_UPTIME);
+    h.exit(pid, 256); // dies after it had started and lived: respawned at once
+    h.exit(h.next_pid, 256); // that one fails its start: the count was reset
+    assert_eq!(h.sup.next_deadline(), Some(h.now + SEC));
+}
+
+#[test]
+fn a_hup_during_backoff_retries_at_once() {
+    let mut h = Harness::plain();
+    h.started();
+    for _ in 0..5 {
+        let pid = h.next_pid;
+        h.exit(pid, 256);
+        let due = h.sup.next_deadline().unwrap();
+        h.now = due;
+        let actions = h.sup.tick(h.now);
+        h.run(actions);
+    }
+    h.exit(h.next_pid, 256); // sixth failure: backing off
+    assert!(h.sup.next_deadline().unwrap() > h.now + SEC);
+    let actions = h.hup();
+    assert_eq!(actions, vec![Action::Spawn { generation: 7 }]);
+    h.advance(SEC);
+    assert_eq!(h.sup.current(), Some(w(7, 107)));
+}
+
+#[test]
+fn a_storm_of_hups_makes_one_more_generation() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    h.hup();
+    for _ in 0..50 {
+        h.hup();
+    }
+    h.advance(SEC);
+    h.advance(SEC);
+    assert_eq!(h.sup.current(), Some(w(3, 103)));
+    only_still_alive_notices_pending(&h);
+}
+
+#[test]
+fn shutdown_during_a_start_waits_for_the_new_worker_too() {
+    let mut h = Harness::plain();
+    h.started(); // 101 on trial, never started
+    let actions = h.sup.terminate(Signal::SIGTERM, h.now);
+    assert_eq!(
+        h.run(actions),
+        vec![Action::Signal {
+            pids: vec![101],
+            signal: Signal::SIGTERM
+        }]
+    );
+    assert_eq!(h.exit(101, 15), vec![Action::Exit]);
+}
+
+/// With `--interval=0`, a worker that exits at once is promoted first and then "dies":
+/// this must back off like failed starts, not respawn as fast as fork allows.
+#[test]
+fn a_crash_loop_after_promotion_backs_off_whatever_the_interval() {
+    let mut h = with_policy(|p| p.interval = Duration::ZERO);
+    h.started();
+    h.advance(Duration::ZERO); // promoted at once
+    let mut waits = Vec::new();
+    for _ in 0..12 {
+        let pid = h.sup.current().expect("promoted").pid;
+        h.exit(pid, 256);
+        let wait = match h.sup.next_deadline() {
+            None => Duration::ZERO, // respawned at once, promoted at the next tick
+            Some(due) => due - h.now,
+        };
+        waits.push(wait);
+        h.advance(wait);
+        h.advance(Duration::ZERO);
+    }
+    let ms = Duration::from_millis;
+    assert_eq!(
+        waits,
+        vec![
+            ms(0),
+            ms(0),
+            ms(0),
+            ms(100),
+            ms(200),
+            ms(400),
+            ms(800),
+            ms(1600),
+            ms(3200),
+            ms(6400),
+            10 * SEC,
+            10 * SEC
+        ],
+        "the first restarts as fast as before, then doubling up to backoff_max"
+    );
+    assert!(h.notices.contains(&Notice::BackingOff {
+        failures: 12,
+        delay: 10 * SEC
+    }));
+}
+
+#[test]
+fn a_worker_that_lived_its_min_uptime_resets_the_crash_count() {
+    let mut h = with_policy(|p| p.interval = Duration::ZERO);
+    h.started();
+    h.advance(Duration::ZERO);
+    for _ in 0..6 {
+        let pid = h.sup.current().unwrap().pid;
+        h.exit(pid, 256);
+        let due = h.sup.next_deadline().unwrap_or(h.now);
+        h.advance(due - h.now);
+        h.advance(Duration::ZERO);
+    }
+    let pid = h.sup.current().unwrap().pid;
+    h.advance(MIN_UPTIME);
+    assert_eq!(
+        h.exit(pid, 256),
+        vec![Action::Spawn { generation: 8 }, Action::WriteStatus(vec![])],
+        "a worker that served a while is replaced at once"
+    );
+}
+
+#[test]
+fn a_hup_during_crash_backoff_spawns_at_once_and_shutdown_needs_no_wait() {
+    let mut h = with_policy(|p| p.interval = Duration::ZERO);
+    h.started();
+    h.advance(Duration::ZERO);
+    for _ in 0..4 {
+        let pid = h.sup.current().unwrap().pid;
+        h.exit(pid, 256);
+        let due = h.sup.next_deadline().unwrap_or(h.now);
+        h.advance(due - h.now);
+        h.advance(Duration::ZERO);
+    }
+    let pid = h.sup.current().unwrap().pid;
+    h.exit(pid, 256);
+    assert!(h.sup.next_deadline().is_some_and(|d| d > h.now), "waiting");
+    assert_eq!(h.hup(), vec![Action::Spawn { generation: 6 }]);
+    let pid = h.next_pid;
+    h.exit(pid, 256);
+    let actions = h.sup.terminate(Signal::SIGTERM, h.now);
+    assert_eq!(h.run(actions), vec![Action::Exit]);
+}
+
+#[test]
+fn a_worker_ignoring_its_signal_is_named_once_and_still_waited_for() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    h.hup();
+    h.advance(SEC); // 101 signalled, ignores it
+    assert!(h.log.contains(&Action::Signal {
+        pids: vec![101],
+        signal: Signal::SIGTERM
+    }));
+    assert_eq!(h.sup.next_deadline(), Some(h.now + STILL_ALIVE_NOTICE));
+    h.advance(STILL_ALIVE_NOTICE); // logged, nothing sent
+    assert!(!h.log.iter().any(|a| matches!(
+        a,
+        Action::Signal {
+            signal: Signal::SIGKILL,
+            ..
+        }
+    )));
+    assert_eq!(h.sup.next_deadline(), None, "once, then waited for quietly");
+    assert_eq!(h.sup.live(), vec![w(1, 101), w(2, 102)]);
+    assert_eq!(h.exit(101, 9), vec![Action::WriteStatus(vec![w(2, 102)])]);
+}
