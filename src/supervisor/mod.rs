@@ -22,6 +22,9 @@ mod generation;
 mod notice;
 mod policy;
 mod readiness;
+// Read by the control socket (status), being written.
+#[allow(dead_code)]
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 mod worker;

@@ -6,9 +6,9 @@ use super::*;
 
 const SEC: Duration = Duration::from_secs(1);
 
-struct Harness {
-    sup: Supervisor,
-    now: Instant,
+pub(super) struct Harness {
+    pub(super) sup: Supervisor,
+    pub(super) now: Instant,
     next_pid: Pid,
     log: Vec<Action>,
     notices: Vec<Notice>,
@@ -37,7 +37,7 @@ impl Harness {
         }
     }
 
-    fn plain() -> Self {
+    pub(super) fn plain() -> Self {
         Self::new(Tunables {
             kill_old_delay: Duration::ZERO,
             auto_restart_interval: None,
@@ -79,13 +79,13 @@ impl Harness {
         seen
     }
 
-    fn advance(&mut self, by: Duration) -> Vec<Action> {
+    pub(super) fn advance(&mut self, by: Duration) -> Vec<Action> {
         self.now += by;
         let actions = self.sup.tick(self.now);
         self.run(actions)
     }
 
-    fn started(&mut self) -> Vec<Action> {
+    pub(super) fn started(&mut self) -> Vec<Action> {
         let actions = self.sup.start();
         self.run(actions)
     }
@@ -95,7 +95,7 @@ impl Harness {
         self.run(actions)
     }
 
-    fn hup(&mut self) -> Vec<Action> {
+    pub(super) fn hup(&mut self) -> Vec<Action> {
         let actions = self.sup.hangup();
         self.run(actions)
     }

@@ -1,0 +1,230 @@
+//! What the supervisor knows, as plain values for whoever asks (the control socket's `status`,
+//! `STATUS=` for systemd): generations, workers, the last reload, backoff in force. Times are
+//! `Instant`s; the runtime turns them into wall-clock or monotonic figures.
+
+use std::time::Instant;
+
+use super::{ExitStatus, Pid, Supervisor};
+
+/// The whole picture at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every live generation, oldest first.
+    pub generations: Vec<GenerationView>,
+    /// Every worker process, by generation then slot.
+    pub workers: Vec<WorkerView>,
+    /// The last reload asked for (HUP, control socket, file change, auto-restart), if any.
+    pub last_reload: Option<ReloadView>,
+    /// Failed starts in a row and when the next attempt is due, while backing off.
+    pub backoff: Option<BackoffView>,
+    /// The current generation's workers keep dying before they are up.
+    pub crash_loop: bool,
+    /// A terminating signal was received: workers are being stopped.
+    pub stopping: bool,
+}
+
+/// Where a generation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenerationState {
+    /// Its workers were spawned and are not all up yet.
+    Starting,
+    /// It serves: the current generation.
+    Up,
+    /// A newer one took over; its workers were (or are about to be) signalled.
+    Retiring,
+}
+
+/// One generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationView {
+    /// Its number (`SERVER_STARTER_GENERATION`).
+    pub number: u64,
+    /// Where it is.
+    pub state: GenerationState,
+    /// When it entered that state.
+    pub since: Instant,
+}
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Spawned, not yet counted as started.
+    Starting,
+    /// Counted as started (`READY=1`, or alive after `--interval`).
+    Up,
+    /// Signalled (retiring, or a failed start being stopped), waited for.
+    Stopping,
+}
+
+/// One worker process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerView {
+    /// Its pid.
+    pub pid: Pid,
+    /// Its slot (`SERVER_STARTER_WORKER`), 0 with a single worker per generation.
+    pub slot: usize,
+    /// Its generation.
+    pub generation: u64,
+    /// Where it is.
+    pub state: WorkerState,
+    /// The last `STATUS=` it sent, if any.
+    pub status: Option<String>,
+    /// How many times its slot was restarted in this generation.
+    pub restarts: u32,
+    /// Exit statuses of the workers that held its slot before it in this generation.
+    pub predecessors: Vec<ExitStatus>,
+}
+
+/// What started a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    /// SIGHUP (or `systemctl reload`).
+    Signal,
+    /// A request on the control socket.
+    Control,
+    /// A change to a watched path.
+    FileChange(String),
+    /// `--enable-auto-restart`.
+    AutoRestart,
+}
+
+/// How a reload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new generation is up.
+    Up,
+    /// It failed to start, and why; the old one keeps serving.
+    Failed(String),
+}
+
+/// The last reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadView {
+    /// What asked for it.
+    pub trigger: ReloadTrigger,
+    /// The generation it started.
+    pub generation: u64,
+    /// When it was asked for.
+    pub started: Instant,
+    /// When it ended, and how; `None` while it runs.
+    pub finished: Option<(Instant, ReloadResult)>,
+}
+
+/// Backoff in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffView {
+    /// Failed starts in a row.
+    pub failures_in_a_row: u32,
+    /// When the next attempt is due.
+    pub next_attempt: Option<Instant>,
+}
+
+impl Supervisor {
+    /// The state as plain values (see [`Snapshot`]). Cheap: a copy of what is live.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let _ = now;
+        let mut generations = Vec::new();
+        let mut workers = Vec::new();
+        for leaving in &self.leaving {
+            let (number, pid) = (leaving.worker.generation, leaving.worker.pid);
+            if leaving.served
+                && !generations
+                    .iter()
+                    .any(|g: &GenerationView| g.number == number)
+            {
+                generations.push(GenerationView {
+                    number,
+                    state: GenerationState::Retiring,
+                    since: self.last_restart,
+                });
+            }
+            workers.push(WorkerView {
+                pid,
+                slot: 0,
+                generation: number,
+                state: WorkerState::Stopping,
+                status: None,
+                restarts: 0,
+                predecessors: Vec::new(),
+            });
+        }
+        if let Some(current) = self.current {
+            generations.push(GenerationView {
+                number: current.generation,
+                state: GenerationState::Up,
+                since: self.last_restart,
+            });
+            workers.push(WorkerView {
+                pid: current.pid,
+                slot: 0,
+                generation: current.generation,
+                state: WorkerState::Up,
+                status: None,
+                restarts: 0,
+                predecessors: Vec::new(),
+            });
+        }
+        if let Some(trial) = self.trial.as_ref().filter(|t| t.failed_at.is_none()) {
+            generations.push(GenerationView {
+                number: trial.generation,
+                state: GenerationState::Starting,
+                since: trial.spawned_at.unwrap_or(self.last_restart),
+            });
+            if let Some(pid) = trial.pid {
+                workers.push(WorkerView {
+                    pid,
+                    slot: 0,
+                    generation: trial.generation,
+                    state: WorkerState::Starting,
+                    status: trial.status.clone(),
+                    restarts: 0,
+                    predecessors: Vec::new(),
+                });
+            }
+        }
+        generations.sort_by_key(|g| g.number);
+        workers.sort_by_key(|w| (w.generation, w.slot, w.pid));
+        Snapshot {
+            generations,
+            workers,
+            last_reload: None,
+            backoff: (self.failures_in_a_row > 0).then(|| BackoffView {
+                failures_in_a_row: self.failures_in_a_row,
+                next_attempt: self.next_deadline(),
+            }),
+            crash_loop: false,
+            stopping: self.stopping,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::tests::Harness;
+
+    #[test]
+    fn a_reload_in_progress_shows_both_generations() {
+        let mut h = Harness::plain();
+        h.started();
+        h.advance(std::time::Duration::from_secs(1));
+        h.hup();
+        let snapshot = h.sup.snapshot(h.now);
+        let states: Vec<(u64, GenerationState)> = snapshot
+            .generations
+            .iter()
+            .map(|g| (g.number, g.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![(1, GenerationState::Up), (2, GenerationState::Starting)]
+        );
+        let workers: Vec<(Pid, WorkerState)> =
+            snapshot.workers.iter().map(|w| (w.pid, w.state)).collect();
+        assert_eq!(
+            workers,
+            vec![(101, WorkerState::Up), (102, WorkerState::Starting)]
+        );
+        assert!(!snapshot.stopping && snapshot.backoff.is_none());
+    }
+}
