@@ -3,7 +3,7 @@
 //! error at any step removes what the steps before it created.
 
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::info;
 
@@ -106,7 +106,7 @@ pub fn serve(config: Config) -> Result<Ending> {
         output::close_stdio();
         if let Some(pid) = logger.pid() {
             drop(logger);
-            event_loop::wait_for_logger(&mut signals, pid, Duration::from_secs(5));
+            event_loop::wait_for_logger(&mut signals, pid, event_loop::LOGGER_GRACE);
         }
     }
     Ok(ending)
