@@ -142,7 +142,7 @@ impl Config {
             first_env.get(OsStr::new("PATH")).map(OsString::as_os_str),
             cli.dir.as_deref(),
         )
-        .map_err(Error::usage)?;
+        .map_err(|e| Error::usage(e.to_string()))?;
         Ok(Config {
             ports,
             paths: cli.path,

@@ -421,7 +421,7 @@ impl Runtime {
         &self,
         generation: u64,
         supervisor: &mut Supervisor,
-    ) -> std::result::Result<Pid, String> {
+    ) -> std::result::Result<Pid, spawn::SpawnError> {
         let (env, tunables) = self.worker_env(generation);
         supervisor.set_tunables(tunables);
         let program = crate::config::program::resolve(
