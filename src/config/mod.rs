@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod port_spec;
 pub mod program;
+pub mod signal_names;
 pub mod worker_env;
 
 use std::ffi::{OsStr, OsString};
@@ -16,7 +17,6 @@ use crate::config::port_spec::PortSpec;
 use crate::config::worker_env::{Env, SYSTEMD_VARS};
 use crate::error::{Error, Result};
 use crate::runtime::output::LogTarget;
-use crate::runtime::signals;
 use crate::sockets::activation::Inherited;
 use crate::supervisor::Policy;
 
@@ -81,8 +81,8 @@ impl Config {
         }
         let policy = Policy {
             interval: cli.interval,
-            signal_on_hup: signals::parse(&cli.signal_on_hup, "--signal-on-hup")?,
-            signal_on_term: signals::parse(&cli.signal_on_term, "--signal-on-term")?,
+            signal_on_hup: signal_names::parse(&cli.signal_on_hup, "--signal-on-hup")?,
+            signal_on_term: signal_names::parse(&cli.signal_on_term, "--signal-on-term")?,
             ready_timeout: cli.ready_timeout.filter(|d| !d.is_zero()),
             kill_old_timeout: cli.kill_old_timeout,
             backoff_after: 3,

@@ -38,7 +38,7 @@ fn signal(pid: Pid, signal: Signal) -> Result<()> {
     kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| {
         Error::runtime(format!(
             "failed to send SIG{} to the server process {pid}: {}",
-            crate::runtime::signals::short_name(signal),
+            crate::config::signal_names::short_name(signal),
             e.desc()
         ))
     })

@@ -20,7 +20,7 @@ use crate::config::worker_env::{self, Env};
 use crate::error::{Context, Result};
 use crate::runtime::notify::Notifier;
 use crate::runtime::output::Logger;
-use crate::runtime::signals::{self, Received, Signals};
+use crate::runtime::signals::{Received, Signals};
 use crate::runtime::spawn::{self, FdLayout, Launch};
 use crate::runtime::status_file::StatusFile;
 use crate::runtime::strays::{self, Adopted};
@@ -209,7 +209,7 @@ impl Loop {
             Received::Ignored => {}
             Received::Unused(number) => info!(
                 "received {}, which start_server does not use: ignored",
-                signals::number_name(number)
+                crate::config::signal_names::number_name(number)
             ),
         }
     }
