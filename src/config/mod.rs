@@ -9,6 +9,7 @@ pub mod worker_env;
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use nix::sys::socket::Backlog;
 
@@ -19,6 +20,15 @@ use crate::error::{Error, Result};
 use crate::runtime::output::LogTarget;
 use crate::sockets::activation::Inherited;
 use crate::supervisor::Policy;
+
+/// A non-negative number of seconds, fractions allowed (`1`, `0.5`), the same on the command
+/// line and in the environment (`KILL_OLD_DELAY`).
+pub fn seconds(text: &str) -> Option<Duration> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
 
 /// What start_server runs with.
 #[derive(Debug)]

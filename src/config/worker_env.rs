@@ -102,12 +102,7 @@ pub fn tunables(env: &Env) -> Tunables {
     let auto = get("ENABLE_AUTO_RESTART").is_some_and(|v| truthy(&v));
     let seconds = |name: &str| {
         let value = get(name)?;
-        match value
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        {
+        match crate::config::seconds(&value) {
             Some(d) => Some(d),
             None => {
                 warn!("ignoring {name}={value:?}: not a number of seconds");
