@@ -1,7 +1,7 @@
 //! Where start_server's and the workers' output goes (`--log-file`), and `--daemonize`.
 
 use std::fs::OpenOptions;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -122,15 +122,13 @@ pub fn dup_onto_standard(fd: impl AsFd, target: RawFd) -> nix::Result<()> {
     }
 }
 
-/// A close-on-exec copy of `fd`.
+/// A close-on-exec copy of standard descriptor `fd` (1 or 2), above the standard ones (std's
+/// `try_clone_to_owned` uses `F_DUPFD_CLOEXEC` from 3).
 fn dup_cloexec(fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if new < 0 {
-        return Err(std::io::Error::last_os_error());
+    match fd {
+        1 => std::io::stdout().as_fd().try_clone_to_owned(),
+        _ => std::io::stderr().as_fd().try_clone_to_owned(),
     }
-    // SAFETY: a fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 impl Logger {

@@ -284,13 +284,7 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
 
 /// A close-on-exec pipe with both ends above `floor`, so no `dup2` in the child can hit it.
 fn report_pipe(floor: RawFd) -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds that we own from here on.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both are fresh descriptors.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((dup_above(&read, floor)?, dup_above(&write, floor)?))
 }
 
@@ -348,7 +342,7 @@ unsafe fn write_decimal(out: *mut u8, value: libc::pid_t) {
         // SAFETY: the caller gives room for 10 digits and the NUL.
         unsafe { *out.add(i) = digits[len - 1 - i] };
     }
-    // SAFETY: as above.
+    // SAFETY: `len` <= 10, and the caller gives room for 10 digits and the NUL.
     unsafe { *out.add(len) = 0 };
 }
 
