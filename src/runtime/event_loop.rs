@@ -451,3 +451,21 @@ impl Runtime {
         spawn::spawn(&self.layout, &launch)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_statuses_keep_the_kernels_encoding() {
+        let pid = nix::unistd::Pid::from_raw(42);
+        let exited = raw_status(WaitStatus::Exited(pid, 1)).unwrap();
+        assert_eq!(exited, (42, ExitStatus(256)));
+        assert!(libc::WIFEXITED(exited.1.0) && libc::WEXITSTATUS(exited.1.0) == 1);
+        let killed = raw_status(WaitStatus::Signaled(pid, Signal::SIGKILL, false)).unwrap();
+        assert!(libc::WIFSIGNALED(killed.1.0) && libc::WTERMSIG(killed.1.0) == libc::SIGKILL);
+        let dumped = raw_status(WaitStatus::Signaled(pid, Signal::SIGSEGV, true)).unwrap();
+        assert!(libc::WCOREDUMP(dumped.1.0) && libc::WTERMSIG(dumped.1.0) == libc::SIGSEGV);
+        assert_eq!(raw_status(WaitStatus::Continued(pid)), None);
+    }
+}
