@@ -178,10 +178,7 @@ Examples:
 
 /// Seconds as an integer or decimal number (the original takes integers only).
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+    crate::config::seconds(text)
         .ok_or_else(|| format!("{text:?} is not a number of seconds (e.g. 1 or 0.5)"))
 }
 

@@ -182,10 +182,7 @@ fn overlaps(held: SocketAddr, fd: &OwnedFd, wanted: SocketAddr) -> bool {
 fn resolve(spec: &PortSpec) -> Result<SocketAddr> {
     let ip: IpAddr = match &spec.host {
         Host::AnyV4 => Ipv4Addr::UNSPECIFIED.into(),
-        Host::V6(addr) => addr
-            .parse::<std::net::Ipv6Addr>()
-            .map_err(|_| Error::usage(format!("{addr:?} is not an IPv6 address")))?
-            .into(),
+        Host::V6(addr) => (*addr).into(),
         Host::Named(name) => {
             let addrs: Vec<SocketAddr> = (name.as_str(), spec.port)
                 .to_socket_addrs()

@@ -6,7 +6,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::{Action, ExitStatus, Leaving, Notice, Pid, Supervisor, Worker, join};
-use crate::runtime::signals::short_name;
+use crate::config::signal_names::short_name;
 
 #[derive(Debug)]
 pub(super) struct Trial {
