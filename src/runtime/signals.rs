@@ -12,8 +12,6 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::error::{Context, Result};
 
-/// Kept here for the supervisor, which names signals in its log lines.
-
 /// What a received signal means to the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
