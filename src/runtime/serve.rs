@@ -61,7 +61,7 @@ pub fn serve(config: Config) -> Result<Ending> {
                 fd: p.fd,
             })
             .collect();
-        server_starter_worker::port_env::format(&entries)
+        crate::sockets::conventions::port_env_value(&entries)
     };
     let logger = match log {
         Some(log) => log.redirect_stdio()?,
@@ -162,7 +162,7 @@ mod tests {
         Placement {
             key: key.into(),
             fd,
-            fdname: server_starter_worker::listen_fds::name_for(key),
+            fdname: crate::sockets::conventions::fdname_for(key),
         }
     }
 
