@@ -12,19 +12,9 @@
 //! namespace (`@name`), both Linux features, as start_server itself is. It depends on `libc`
 //! alone.
 //!
-//! ```no_run
-//! use server_starter_worker::Listeners;
+//! The crate's README follows; its example is compiled as a doctest, so it stays true.
 //!
-//! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let mut sockets = Listeners::from_env()?;
-//!     let listener = sockets.take_tcp_listener(0)?.ok_or("no TCP socket first")?;
-//!     server_starter_worker::ready::notify("READY=1")?;
-//!     for stream in listener.incoming() {
-//!         drop(stream?); // serve it
-//!     }
-//!     Ok(())
-//! }
-//! ```
+#![doc = include_str!("../README.md")]
 
 pub mod listen_fds;
 pub mod listeners;
