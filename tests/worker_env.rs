@@ -10,62 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-/// Starts start_server with the report worker and returns the parsed report once written.
-fn report(tmp: &TempDir, options: &[String]) -> (Server, serde_like::Report) {
-    let worker = tmp.script("report.py", REPORT_WORKER);
-    let mut a: Vec<String> = options.to_vec();
-    a.push("--".into());
-    a.push(worker.display().to_string());
-    let server = Server::start(&a, &[("REPORT", tmp.path("report").display().to_string())]);
-    let text = wait_until("the worker's report", || {
-        fs::read_to_string(tmp.path("report")).ok()
-    });
-    (server, serde_like::Report::parse(&text))
-}
-
-/// Just enough JSON reading for the report worker's output (no extra test dependency).
-mod serde_like {
-    pub struct Report {
-        pub text: String,
-    }
-
-    impl Report {
-        pub fn parse(text: &str) -> Report {
-            Report {
-                text: text.to_string(),
-            }
-        }
-
-        /// The value of `"key": "value"` (first occurrence after `after`).
-        pub fn string(&self, after: &str, key: &str) -> Option<String> {
-            let start = self.text.find(after)?;
-            let rest = &self.text[start..];
-            let needle = format!("\"{key}\": \"");
-            let at = rest.find(&needle)? + needle.len();
-            let end = rest[at..].find('"')?;
-            Some(rest[at..at + end].replace("\\/", "/"))
-        }
-
-        pub fn env(&self, name: &str) -> Option<String> {
-            self.string("\"env\"", name)
-        }
-
-        /// `"family"`/`"type"` of the socket with this key.
-        pub fn socket(&self, key: &str, field: &str) -> Option<String> {
-            self.string(&format!("\"{key}\": {{"), field)
-        }
-
-        pub fn pid(&self) -> i32 {
-            let at = self.text.rfind("\"pid\": ").expect("pid") + 7;
-            self.text[at..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("pid number")
-        }
-    }
-}
-
 #[test]
 fn every_address_form_is_described_like_the_original() {
     let tmp = TempDir::new();
@@ -455,7 +399,7 @@ fn envdir_from_the_environment() {
     let envdir = tmp.path("env");
     fs::create_dir(&envdir).unwrap();
     fs::write(envdir.join("FROM_ENVDIR"), "yes").unwrap();
-    let worker = tmp.script("report.py", REPORT_WORKER);
+    let worker = tmp.report_worker();
     let _server = Server::start(
         &args(&["--", &worker.display().to_string()]),
         &[
@@ -463,7 +407,7 @@ fn envdir_from_the_environment() {
             ("REPORT", tmp.path("report").display().to_string()),
         ],
     );
-    let text = wait_until("report", || fs::read_to_string(tmp.path("report")).ok());
+    let text = tmp.wait_report();
     assert!(text.contains("\"FROM_ENVDIR\": \"yes\""), "{text}");
 }
 
