@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::fs;
 use std::net::TcpStream;
 use std::process::Command;
 
@@ -32,28 +31,8 @@ fn activated(listen: &str, option: &str, port: u16, worker: &[String]) -> Server
 
 /// The PSGI app and the command lines that serve it with Starlet and with Starman.
 fn perl_servers(tmp: &TempDir) -> Vec<(&'static str, Vec<String>)> {
-    let app = tmp.path("app.psgi");
-    fs::write(
-        &app,
-        r#"sub { [200, ['Content-Type' => 'text/plain'], ["pid=$$ gen=$ENV{SERVER_STARTER_GENERATION}\n"]] }"#,
-    )
-    .unwrap();
-    let app = app.display().to_string();
-    vec![
-        (
-            "Starlet",
-            args(&[
-                "plackup",
-                "-s",
-                "Starlet",
-                "--max-workers=2",
-                "-E",
-                "deployment",
-                &app,
-            ]),
-        ),
-        ("Starman", args(&["starman", "--workers=2", &app])),
-    ]
+    let app = tmp.psgi_app();
+    vec![("Starlet", starlet(&app)), ("Starman", starman(&app))]
 }
 
 #[test]

@@ -14,3 +14,37 @@ pub const REPORT_WORKER: &str = include_str!("workers/report_worker.py");
 /// appears (and fills its queue up, as a stuck journald's is), and reads again, appending the
 /// entries' fields to `journal`, once `drain` appears.
 pub const STALLING_JOURNAL: &str = include_str!("workers/stalling_journal.py");
+
+/// A worker written for systemd socket activation only (LISTEN_PID must be its own pid, one
+/// socket named `127.0.0.1_$PORT`) that answers as [`HTTP_WORKER`] does.
+pub const SYSTEMD_STYLE_WORKER: &str = include_str!("workers/systemd_style_worker.py");
+
+/// A PSGI app answering as [`HTTP_WORKER`] does, for the Perl servers.
+pub const PSGI_APP: &str = include_str!("workers/app.psgi");
+
+impl super::TempDir {
+    /// Writes [`PSGI_APP`] as `app.psgi`; returns its path.
+    pub fn psgi_app(&self) -> String {
+        let app = self.path("app.psgi");
+        std::fs::write(&app, PSGI_APP).expect("write the PSGI app");
+        app.display().to_string()
+    }
+}
+
+/// Starlet (two workers) serving `app`.
+pub fn starlet(app: &str) -> Vec<String> {
+    super::args(&[
+        "plackup",
+        "-s",
+        "Starlet",
+        "--max-workers=2",
+        "-E",
+        "deployment",
+        app,
+    ])
+}
+
+/// Starman (two workers) serving `app`.
+pub fn starman(app: &str) -> Vec<String> {
+    super::args(&["starman", "--workers=2", app])
+}
