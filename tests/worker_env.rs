@@ -94,16 +94,6 @@ fn without_sockets_the_variable_is_empty() {
     );
 }
 
-/// The environment of a process, from /proc, as `NAME=VALUE` entries.
-fn environ(pid: i32) -> BTreeSet<String> {
-    let raw = fs::read(format!("/proc/{pid}/environ")).expect("read /proc/PID/environ");
-    String::from_utf8_lossy(&raw)
-        .split('\0')
-        .filter(|e| !e.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn the_workers_environment_is_start_servers_minus_what_described_start_server() {
     let tmp = TempDir::new();
@@ -217,23 +207,6 @@ fn an_empty_envdir_file_unsets_and_a_removed_one_gives_the_own_value_back() {
         "1 from-envdir\n2 unset\n3 own\n",
         "daemontools' rule: an empty file unsets; a removed file no longer applies"
     );
-}
-
-/// fd numbers open in a process, from /proc.
-fn open_fds(pid: i32) -> BTreeSet<i32> {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/PID/fd")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
-fn proc_status_field(pid: i32, field: &str) -> String {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
-        .expect("field")
 }
 
 fn ignored(pid: i32) -> u64 {

@@ -4,11 +4,13 @@
 // Each test file uses some of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod procfs;
 pub mod report;
 pub mod server;
 pub mod systemd;
 pub mod workers;
 
+pub use procfs::*;
 pub use report::*;
 pub use server::*;
 pub use systemd::*;

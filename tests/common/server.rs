@@ -176,13 +176,3 @@ pub fn wait_sole_generation(path: &Path, generation: u64) -> (u64, i32) {
         },
     )
 }
-
-pub fn alive(pid: i32) -> bool {
-    // A zombie still answers kill(0): look at the state too.
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
