@@ -11,7 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -244,79 +244,12 @@ fn the_status_file_is_not_written_through_planted_links() {
 // Logging never kills start_server.
 // ---------------------------------------------------------------------------------------------
 
-/// start_server with its stderr wherever the test puts it; its process group is killed on drop.
-struct Supervised {
-    child: Child,
-    /// start_server's pid (the child's, unless the child is a wrapper).
-    pid: i32,
-}
-
-impl Supervised {
-    fn start(tmp: &TempDir, options: &[String], stderr: Stdio, command: &mut Command) -> Self {
-        command
-            .arg(tmp.arg("--status-file", "status"))
-            .args(options)
-            .arg("--")
-            .arg(tmp.http_worker())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .process_group(0);
-        Self::wrap(command.spawn().expect("spawn start_server"))
-    }
-
-    fn wrap(child: Child) -> Self {
-        let pid = child.id() as i32;
-        Supervised { child, pid }
-    }
-
-    fn hup(&self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.pid, libc::SIGHUP) };
-    }
-
-    fn assert_alive(&mut self) {
-        assert!(common::alive(self.pid), "start_server died");
-    }
-
-    /// Serves generation `generation` now, reloads on HUP to the next one, and is still alive.
-    fn serves_and_reloads(&mut self, tmp: &TempDir, addr: &str, generation: u64) {
-        wait_sole_generation(&tmp.path("status"), generation);
-        assert_eq!(served_by(addr).1, generation);
-        self.hup();
-        wait_sole_generation(&tmp.path("status"), generation + 1);
-        wait_until("the new generation to answer", || {
-            common::http_get(addr)
-                .ok()
-                .filter(|body| common::parse_served(body).1 == generation + 1)
-        });
-        self.assert_alive();
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group we created.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-fn port_options() -> (String, Vec<String>) {
-    let addr = format!("127.0.0.1:{}", common::free_port());
-    (addr.clone(), vec![format!("--port={addr}")])
-}
-
-fn bin() -> Command {
-    Command::new(common::bin())
-}
-
 #[test]
 fn log_to_dev_full_drops_lines_and_keeps_serving() {
     let tmp = TempDir::new();
     let (addr, mut options) = port_options();
     options.push("--log-file=/dev/full".into());
-    let mut server = Supervised::start(&tmp, &options, Stdio::null(), &mut bin());
+    let mut server = Supervised::start(&tmp, &options, Stdio::null(), &mut start_server_command());
     server.serves_and_reloads(&tmp, &addr, 1);
     server.serves_and_reloads(&tmp, &addr, 2);
 }
@@ -328,7 +261,7 @@ fn log_file_at_rlimit_fsize_drops_lines_then_reports_them() {
     fs::write(&log, vec![b'x'; 4096]).unwrap();
     let (addr, mut options) = port_options();
     options.push(tmp.arg("--log-file", "log"));
-    let mut command = bin();
+    let mut command = start_server_command();
     // SAFETY: setrlimit is async-signal-safe.
     unsafe {
         command.pre_exec(|| {
@@ -375,7 +308,12 @@ fn stderr_reader_gone_drops_lines_then_reports_them() {
     let reader = open_reader();
     let writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     let (addr, options) = port_options();
-    let mut server = Supervised::start(&tmp, &options, Stdio::from(writer), &mut bin());
+    let mut server = Supervised::start(
+        &tmp,
+        &options,
+        Stdio::from(writer),
+        &mut start_server_command(),
+    );
     wait_sole_generation(&tmp.path("status"), 1);
     // The reader goes away: every line start_server writes now fails with EPIPE.
     drop(reader);
@@ -423,7 +361,12 @@ fn stderr_pipe_nobody_reads_does_not_block_start_server() {
     // SAFETY: start_server gets the blocking flag back, as a caller would give it.
     unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFL, 0) };
     let (addr, options) = port_options();
-    let mut server = Supervised::start(&tmp, &options, Stdio::from(write), &mut bin());
+    let mut server = Supervised::start(
+        &tmp,
+        &options,
+        Stdio::from(write),
+        &mut start_server_command(),
+    );
     server.serves_and_reloads(&tmp, &addr, 1);
     assert_blocking_stderr(wait_sole_generation(&tmp.path("status"), 2).1);
     let text = Collected::start(fs::File::from(read));
@@ -451,7 +394,7 @@ fn log_command_restarted_on_the_same_pipe_keeps_worker_output() {
             worker.display()
         ),
     );
-    let mut command = bin();
+    let mut command = start_server_command();
     command
         .arg(tmp.arg("--status-file", "status"))
         .args(&options)
@@ -566,7 +509,7 @@ fn stderr_socket_nobody_reads_does_not_block_start_server() {
         &tmp,
         &options,
         Stdio::from(OwnedFd::from(stderr)),
-        &mut bin(),
+        &mut start_server_command(),
     );
     server.serves_and_reloads(&tmp, &addr, 1);
     assert_blocking_stderr(wait_sole_generation(&tmp.path("status"), 2).1);

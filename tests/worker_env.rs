@@ -225,7 +225,7 @@ fn given_to(server: i32) -> u64 {
 
 /// A worker that is a plain `sleep` (which changes nothing about its own fds or signals).
 fn sleeper(tmp: &TempDir) -> std::path::PathBuf {
-    tmp.script("sleeper.sh", "#!/bin/sh\nexec sleep 600\n")
+    tmp.script("sleeper.sh", SLEEPER)
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use std::time::{Duration, Instant};
 
-use super::{PATIENCE, bin, wait_until};
+use super::{PATIENCE, TempDir, bin, served_by, wait_until};
 
 /// Text read line by line from `source` (start_server's stderr, a pipe or socket a test holds)
 /// by a thread of its own, for a test to wait on; the thread ends when the source closes.
@@ -175,4 +175,73 @@ pub fn wait_sole_generation(path: &Path, generation: u64) -> (u64, i32) {
             _ => None,
         },
     )
+}
+
+/// start_server with its stderr wherever the test puts it; its process group is killed on drop.
+pub struct Supervised {
+    pub child: Child,
+    /// start_server's pid (the child's, unless the child is a wrapper).
+    pub pid: i32,
+}
+
+impl Supervised {
+    pub fn start(tmp: &TempDir, options: &[String], stderr: Stdio, command: &mut Command) -> Self {
+        command
+            .arg(tmp.arg("--status-file", "status"))
+            .args(options)
+            .arg("--")
+            .arg(tmp.http_worker())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0);
+        Self::wrap(command.spawn().expect("spawn start_server"))
+    }
+
+    pub fn wrap(child: Child) -> Self {
+        let pid = child.id() as i32;
+        Supervised { child, pid }
+    }
+
+    pub fn hup(&self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.pid, libc::SIGHUP) };
+    }
+
+    pub fn assert_alive(&mut self) {
+        assert!(super::alive(self.pid), "start_server died");
+    }
+
+    /// Serves generation `generation` now, reloads on HUP to the next one, and is still alive.
+    pub fn serves_and_reloads(&mut self, tmp: &TempDir, addr: &str, generation: u64) {
+        wait_sole_generation(&tmp.path("status"), generation);
+        assert_eq!(served_by(addr).1, generation);
+        self.hup();
+        wait_sole_generation(&tmp.path("status"), generation + 1);
+        wait_until("the new generation to answer", || {
+            super::http_get(addr)
+                .ok()
+                .filter(|body| super::parse_served(body).1 == generation + 1)
+        });
+        self.assert_alive();
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group we created.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// A free 127.0.0.1 port: its address and the `--port` option for it.
+pub fn port_options() -> (String, Vec<String>) {
+    let addr = format!("127.0.0.1:{}", super::free_port());
+    (addr.clone(), vec![format!("--port={addr}")])
+}
+
+/// start_server as a `Command`, for tests that set it up themselves.
+pub fn start_server_command() -> Command {
+    Command::new(bin())
 }

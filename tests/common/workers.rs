@@ -9,6 +9,9 @@ pub const HTTP_WORKER: &str = include_str!("workers/http_worker.py");
 /// A worker that writes what it was given (env, fds, signal state, cwd) to $REPORT, then sleeps.
 pub const REPORT_WORKER: &str = include_str!("workers/report_worker.py");
 
+/// A worker that does nothing but live (until start_server stops it).
+pub const SLEEPER: &str = "#!/bin/sh\nexec sleep 600\n";
+
 /// A stand-in journald on /run/systemd/journal/socket (in a mount namespace of its own) that
 /// starts start_server with stderr as its "journal stream", stops reading when the file `stall`
 /// appears (and fills its queue up, as a stuck journald's is), and reads again, appending the
