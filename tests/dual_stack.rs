@@ -6,26 +6,19 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::process::Command;
-
 use common::*;
 
 /// start_server `--port=OPTION` under `systemd-socket-activate --listen=LISTEN` (which listens on
 /// `port`), started by a first connection as systemd would.
 fn activated(listen: &str, option: &str, port: u16, worker: &[String]) -> Server {
-    let mut command = Command::new("systemd-socket-activate");
+    let mut command = socket_activate(&[listen.to_string()], "http");
     command
-        .arg(format!("--listen={listen}"))
-        .arg("--fdname=http")
         .arg(bin())
         .arg(format!("--port={option}"))
         .arg("--")
         .args(worker);
     let server = Server::spawn(command, &[]);
-    wait_until("systemd-socket-activate to listen", || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    wait_listening(&format!("127.0.0.1:{port}"));
     server
 }
 

@@ -4,7 +4,6 @@
 mod common;
 
 use std::fs;
-use std::net::TcpStream;
 use std::process::Command;
 
 use common::*;
@@ -18,11 +17,7 @@ fn activated(
     options: &[String],
     env: &[(&str, String)],
 ) -> (Server, String) {
-    let mut command = Command::new("systemd-socket-activate");
-    for address in listen {
-        command.arg(format!("--listen={address}"));
-    }
-    command.arg(format!("--fdname={names}"));
+    let mut command = socket_activate(listen, names);
     command.arg(format!("--setenv=REPORT={}", tmp.path("report").display()));
     for (name, _) in env {
         command.arg(format!("--setenv={name}"));
@@ -35,9 +30,7 @@ fn activated(
     } else {
         format!("127.0.0.1:{}", listen[0])
     };
-    wait_until("systemd-socket-activate to listen", || {
-        TcpStream::connect(&first).ok()
-    });
+    wait_listening(&first);
     let report = tmp.wait_report();
     (server, report)
 }
@@ -211,10 +204,8 @@ fn activated_workers_never_get_start_servers_listen_pidfdid() {
     let port = free_port();
     // systemd 258+ sets LISTEN_PIDFDID for start_server; a worker's sd_listen_fds() would take
     // it for its own and reject the sockets.
-    let mut command = Command::new("systemd-socket-activate");
+    let mut command = socket_activate(&[format!("127.0.0.1:{port}")], "web");
     command
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg("--fdname=web")
         .arg(format!("--setenv=REPORT={}", tmp.path("report").display()))
         .args(["sh", "-c", "LISTEN_PIDFDID=99 exec \"$0\" \"$@\""])
         .arg(bin())
@@ -222,9 +213,7 @@ fn activated_workers_never_get_start_servers_listen_pidfdid() {
         .arg("--")
         .arg(tmp.report_worker());
     let _server = Server::spawn(command, &[]);
-    wait_until("systemd-socket-activate to listen", || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    wait_listening(&format!("127.0.0.1:{port}"));
     let report = tmp.wait_report();
     assert_eq!(env_value(&report, "LISTEN_FDS").as_deref(), Some("1"));
     assert_eq!(env_value(&report, "LISTEN_FDNAMES").as_deref(), Some("web"));

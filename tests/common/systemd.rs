@@ -2,6 +2,7 @@
 //! sockets that collect what start_server sends.
 
 use std::fs;
+use std::net::TcpStream;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
@@ -104,4 +105,23 @@ impl NotifySocket {
                 .find(|m| lines.iter().all(|l| m.lines().any(|x| x.starts_with(l))))
         })
     }
+}
+
+/// `systemd-socket-activate` listening on each of `listen` (`PORT` or `HOST:PORT`) and naming
+/// the sockets `names` (`--fdname`); the test adds the program it starts and its arguments.
+pub fn socket_activate(listen: &[String], names: &str) -> Command {
+    let mut command = Command::new("systemd-socket-activate");
+    for address in listen {
+        command.arg(format!("--listen={address}"));
+    }
+    command.arg(format!("--fdname={names}"));
+    command
+}
+
+/// Waits until systemd-socket-activate accepts a TCP connection at `addr`; that first connection
+/// is what makes it start its program, as systemd would.
+pub fn wait_listening(addr: &str) {
+    wait_until("systemd-socket-activate to listen", || {
+        TcpStream::connect(addr).ok()
+    });
 }
