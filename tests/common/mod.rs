@@ -1,6 +1,12 @@
 //! Shared test harness: runs the real `start_server` binary with real workers (Python and shell
 //! scripts written to a temporary directory), waits for conditions with a generous bound, and
 //! kills everything it started when a test ends.
+//!
+//! Here: temporary directories, waiting, HTTP to the test worker. Beside it: `server` (start_server
+//! as a child: `Server`, `Supervised`, `Collected` output, status files), `workers` (every test
+//! worker, its script in `workers/`), `report` (what the report worker says), `procfs` (what
+//! /proc says), `systemd` (socket activation, notify sockets, scenarios under a real systemd).
+//! All of it is re-exported, so a test file says `use common::*;`.
 // Each test file uses some of it.
 #![allow(dead_code, unused_imports)]
 
