@@ -18,6 +18,7 @@ use common::*;
 const README_RUN: &str = "<!-- tests/readme.rs runs this command -->";
 const README_TRY: &str = "<!-- tests/readme.rs does what this block says -->";
 const README_TEST: &str = "<!-- tests/readme.rs checks that .ci/run runs this command -->";
+const README_RUST: &str = "<!-- tests/readme.rs checks that worker/README.md, whose example is compiled, has this one -->";
 /// A first release build (lto, one codegen unit) of everything on a small machine.
 const BUILD_PATIENCE: Duration = Duration::from_secs(40 * 60);
 
@@ -262,5 +263,19 @@ fn ci_runs_exactly_the_readme_test_command() {
         runs,
         [command.as_str()],
         ".ci/run must run README's test command"
+    );
+}
+
+#[test]
+fn the_rust_example_is_the_worker_crates_compiled_one() {
+    let example = readme_block(README_RUST).join("\n");
+    let worker = fs::read_to_string(repository().join("worker/README.md")).unwrap();
+    let (_, compiled) = worker
+        .split_once("```rust,no_run\n")
+        .expect("worker/README.md has a ```rust,no_run example (a doctest of the crate)");
+    let compiled = compiled.split("\n```").next().unwrap_or_default();
+    assert_eq!(
+        example, compiled,
+        "README.md's Rust example must be worker/README.md's, which `cargo test` compiles"
     );
 }

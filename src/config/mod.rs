@@ -1,6 +1,8 @@
 //! From the parsed command line to a checked configuration: everything an operator can get
 //! wrong is found here, before a socket is bound or a file written.
 
+// The command line's doc comments are its --help text, where `[IPV6]:PORT` is not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub mod cli;
 pub mod man_page;
 pub mod port_spec;

@@ -116,7 +116,7 @@ fn bind_sockets(config: &mut Config) -> Result<(sockets::Bound, WorkerSockets)> 
             fd: p.fd,
         })
         .collect();
-    let port_env = server_starter_worker::port_env::format(&entries);
+    let port_env = crate::sockets::conventions::port_env_value(&entries);
     Ok((
         bound,
         WorkerSockets {
@@ -195,7 +195,7 @@ mod tests {
         Placement {
             key: key.into(),
             fd,
-            fdname: server_starter_worker::listen_fds::name_for(key),
+            fdname: crate::sockets::conventions::fdname_for(key),
         }
     }
 
