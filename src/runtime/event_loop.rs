@@ -1,5 +1,6 @@
-//! The OS side of the supervisor: one blocking `ppoll` on the signalfd and the workers'
-//! notification socket, with the timeout of the next deadline (none while idle), then the events
+//! The OS side of the supervisor: one blocking `ppoll` on the signalfd, the workers'
+//! notification socket, the control socket and its clients and the `--reload-on-change`
+//! inotify fd, with the timeout of the next deadline (none while idle), then the events
 //! it reports fed to the state machine and the actions it answers carried out. Every signal path
 //! is in [`run`].
 
@@ -9,6 +10,10 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::control::protocol::{Reply, Request};
+use crate::runtime::control_socket::{ClientId, ControlSocket};
+use crate::runtime::file_watch::FileWatch;
+use crate::runtime::status_report;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::Signal;
@@ -25,7 +30,7 @@ use crate::runtime::spawn::{self, FdLayout, Launch};
 use crate::runtime::status_file::StatusFile;
 use crate::runtime::strays::{self, Adopted};
 use crate::runtime::worker_notify::WorkerNotify;
-use crate::supervisor::{Action, ExitStatus, Pid, Policy, Supervisor, Worker};
+use crate::supervisor::{Action, ExitStatus, Notice, Pid, Policy, Supervisor, Worker};
 
 /// What the loop needs to make and watch workers.
 pub struct Runtime {
@@ -55,6 +60,12 @@ pub struct Runtime {
     pub worker_notify: WorkerNotify,
     /// Processes left behind by workers (adopted: start_server is a subreaper).
     pub strays: Adopted,
+    /// `--control`.
+    pub control: Option<ControlSocket>,
+    /// `--reload-on-change`.
+    pub watch: Option<FileWatch>,
+    /// What `status` reports that does not change.
+    pub fixed: status_report::Fixed,
 }
 
 /// How a stop ended, for start_server's exit status.
@@ -94,7 +105,12 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<En
                 return Ok(ending);
             }
         }
-        let ready = wait(signals, Some(&rt.worker_notify), state.deadline(rt))?;
+        let sources = Sources {
+            notify: Some(&rt.worker_notify),
+            watch: rt.watch.as_ref(),
+            control: rt.control.as_ref(),
+        };
+        let ready = wait(signals, sources, state.deadline(rt))?;
         if ready.signals {
             for received in signals.drain()? {
                 state.on_signal(rt, received);
@@ -102,6 +118,14 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<En
         }
         if ready.notify {
             state.on_messages(rt);
+        }
+        if ready.watch
+            && let Some(watch) = &mut rt.watch
+        {
+            watch.on_ready(Instant::now());
+        }
+        if ready.control.iter().any(|r| !r.is_empty()) {
+            state.on_control(rt, &ready.control);
         }
         state.on_clock(rt, Instant::now());
     }
@@ -118,6 +142,11 @@ struct Loop {
     stopping: bool,
     /// Something had to be sent SIGKILL while stopping.
     killed: bool,
+    /// The newest generation spawned so far.
+    last_spawned: u64,
+    /// Control clients waiting for a reload: answered by the first generation newer than the
+    /// one given that comes up or fails.
+    reload_waiters: Vec<(ClientId, u64)>,
 }
 
 impl Loop {
@@ -134,6 +163,8 @@ impl Loop {
             next_watchdog: watchdog_every.map(|every| Instant::now() + every),
             stopping: false,
             killed: false,
+            last_spawned: 0,
+            reload_waiters: Vec::new(),
         }
     }
 
@@ -144,6 +175,7 @@ impl Loop {
             self.supervisor.next_deadline(),
             self.next_watchdog,
             logger_due,
+            rt.watch.as_ref().and_then(FileWatch::deadline),
         ]
         .into_iter()
         .flatten()
@@ -159,6 +191,7 @@ impl Loop {
     ) -> Option<Ending> {
         match action {
             Action::Spawn { generation } => {
+                self.last_spawned = self.last_spawned.max(generation);
                 let result = rt.spawn(generation, &mut self.supervisor);
                 let next = self.supervisor.spawned(generation, result, Instant::now());
                 self.actions.extend(next);
@@ -181,7 +214,15 @@ impl Loop {
                     error!("{e}");
                 }
             }
-            Action::Notify(notice) => rt.notifier.notice(&notice),
+            Action::Notify(notice) => {
+                rt.notifier.notice(&notice);
+                if matches!(notice, Notice::Serving { .. }) {
+                    let now = Instant::now();
+                    let summary = status_report::summary(&self.supervisor.snapshot(now), now);
+                    rt.notifier.status(&summary);
+                }
+                self.settle_reloads(rt, &notice);
+            }
             Action::Exit => {
                 self.killed |= rt.stop_strays(signals);
                 return Some(if self.killed {
@@ -198,11 +239,7 @@ impl Loop {
     fn on_signal(&mut self, rt: &mut Runtime, received: Received) {
         match received {
             Received::Hangup => self.actions.extend(self.supervisor.hangup()),
-            Received::Terminate(signal) => {
-                self.stopping = true;
-                let next = self.supervisor.terminate(signal, Instant::now());
-                self.actions.extend(next)
-            }
+            Received::Terminate(signal) => self.terminate(signal),
             Received::Child => self.on_child_exit(rt),
             Received::Ignored => {}
             Received::Unused(number) => info!(
@@ -210,6 +247,101 @@ impl Loop {
                 crate::config::signal_names::number_name(number)
             ),
         }
+    }
+
+    /// A terminating signal, or `stop` on the control socket.
+    fn terminate(&mut self, signal: Signal) {
+        self.stopping = true;
+        let next = self.supervisor.terminate(signal, Instant::now());
+        self.actions.extend(next)
+    }
+
+    /// The control socket and its clients: accept, read, answer.
+    fn on_control(&mut self, rt: &mut Runtime, revents: &[PollFlags]) {
+        let requests = match &mut rt.control {
+            Some(control) => control.on_ready(revents),
+            None => return,
+        };
+        for (client, request) in requests {
+            if let Some(reply) = self.on_request(rt, client, request)
+                && let Some(control) = &mut rt.control
+            {
+                control.reply(client, &reply);
+            }
+        }
+    }
+
+    /// One request; its reply, unless it comes later (a reload).
+    fn on_request(&mut self, rt: &Runtime, client: ClientId, request: Request) -> Option<Reply> {
+        match request {
+            Request::Status => {
+                let snapshot = self.supervisor.snapshot(Instant::now());
+                let dropped = crate::runtime::logging::dropped_total();
+                Some(Reply {
+                    status: Some(status_report::status(&rt.fixed, &snapshot, dropped)),
+                    ..Reply::ok()
+                })
+            }
+            Request::Reload if self.stopping => Some(Reply::error("start_server is stopping")),
+            Request::Reload => {
+                info!("reload requested on the control socket");
+                self.reload_waiters.push((client, self.last_spawned));
+                self.actions.extend(self.supervisor.hangup());
+                None
+            }
+            Request::Stop => {
+                info!("stop requested on the control socket");
+                self.terminate(Signal::SIGTERM);
+                Some(Reply::ok())
+            }
+            Request::Workers { .. } => Some(Reply::error(
+                "workers: changing the number of workers is not available in this version",
+            )),
+        }
+    }
+
+    /// Answers the clients waiting for a reload that `notice` ends.
+    fn settle_reloads(&mut self, rt: &mut Runtime, notice: &Notice) {
+        if self.reload_waiters.is_empty() {
+            return;
+        }
+        let settled = |after: u64| -> Option<Reply> {
+            match notice {
+                Notice::Serving { worker, .. } if worker.generation > after => Some(Reply {
+                    generation: Some(worker.generation),
+                    ..Reply::ok()
+                }),
+                Notice::StartFailed {
+                    generation,
+                    why,
+                    serving,
+                } if *generation > after => Some(Reply {
+                    generation: Some(*generation),
+                    ..Reply::error(format!(
+                        "generation {generation} did not start ({why}); {}",
+                        serving
+                            .as_ref()
+                            .map_or("nothing serves".to_string(), |w| format!(
+                                "generation {} is still serving",
+                                w.generation
+                            ))
+                    ))
+                }),
+                Notice::Stopping => Some(Reply::error("start_server is stopping")),
+                _ => None,
+            }
+        };
+        let Some(control) = &mut rt.control else {
+            return;
+        };
+        self.reload_waiters
+            .retain(|&(client, after)| match settled(after) {
+                Some(reply) => {
+                    control.reply(client, &reply);
+                    false
+                }
+                None => true,
+            });
     }
 
     /// SIGCHLD: each exited child goes to whoever owns it (the log command, the supervisor, or
@@ -243,6 +375,10 @@ impl Loop {
 
     /// Timers: the log command's restart, systemd's watchdog, the supervisor's deadlines.
     fn on_clock(&mut self, rt: &mut Runtime, now: Instant) {
+        if let Some(path) = rt.watch.as_mut().and_then(|w| w.due(now)) {
+            info!("{} changed: reloading", path.display());
+            self.actions.extend(self.supervisor.hangup());
+        }
         if let Some(logger) = &mut rt.logger {
             logger.restart_if_due(now);
         }
@@ -256,31 +392,59 @@ impl Loop {
     }
 }
 
+/// The fds besides the signalfd that [`wait`] watches.
+#[derive(Default)]
+struct Sources<'a> {
+    notify: Option<&'a WorkerNotify>,
+    watch: Option<&'a FileWatch>,
+    control: Option<&'a ControlSocket>,
+}
+
 /// Which sources have something to read after [`wait`].
 struct Ready {
     signals: bool,
     notify: bool,
+    watch: bool,
+    /// The control socket's events, in its `poll_fds` order (empty without one).
+    control: Vec<PollFlags>,
 }
 
-/// Sleeps until a signal or a worker's message is pending, or `deadline` passes; no deadline
-/// means no timeout.
-fn wait(
-    signals: &Signals,
-    notify: Option<&WorkerNotify>,
-    deadline: Option<Instant>,
-) -> Result<Ready> {
+/// Sleeps until a signal, a worker's message, a change or a control client is pending, or
+/// `deadline` passes; no deadline means no timeout.
+fn wait(signals: &Signals, sources: Sources, deadline: Option<Instant>) -> Result<Ready> {
     let timeout = deadline.map(|d| TimeSpec::from(d.saturating_duration_since(Instant::now())));
     let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-    fds.extend(notify.map(|n| PollFd::new(n.as_fd(), PollFlags::POLLIN)));
+    let notify_at = sources.notify.map(|n| {
+        fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
+        fds.len() - 1
+    });
+    let watch_at = sources.watch.map(|w| {
+        fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+        fds.len() - 1
+    });
+    let control_from = fds.len();
+    if let Some(control) = sources.control {
+        fds.extend(
+            control
+                .poll_fds()
+                .into_iter()
+                .map(|(fd, flags)| PollFd::new(fd, flags)),
+        );
+    }
     match ppoll(&mut fds, timeout, None) {
         Ok(_) | Err(Errno::EINTR) => {}
         Err(e) => return Err(e).context(|| "ppoll failed".to_string()),
     }
-    let readable =
-        |fd: Option<&PollFd>| fd.and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+    let events = |fd: &PollFd| fd.revents().unwrap_or(PollFlags::empty());
+    let readable = |at: Option<usize>| {
+        at.and_then(|i| fds.get(i))
+            .is_some_and(|fd| !events(fd).is_empty())
+    };
     Ok(Ready {
-        signals: readable(fds.first()),
-        notify: readable(fds.get(1)),
+        signals: readable(Some(0)),
+        notify: readable(notify_at),
+        watch: readable(watch_at),
+        control: fds[control_from..].iter().map(events).collect(),
     })
 }
 
@@ -291,7 +455,7 @@ fn wait_for_exit(signals: &mut Signals, pids: &mut BTreeSet<Pid>, limit: Duratio
         for (pid, _) in reap() {
             pids.remove(&pid);
         }
-        if pids.is_empty() || wait(signals, None, Some(deadline)).is_err() {
+        if pids.is_empty() || wait(signals, Sources::default(), Some(deadline)).is_err() {
             return;
         }
         if signals.drain().is_err() {

@@ -110,6 +110,11 @@ impl Notifier {
         }
     }
 
+    /// A `STATUS=` line of the runtime's own (the summary of the whole state).
+    pub fn status(&self, text: &str) {
+        self.send(&[NotifyState::Status(text)]);
+    }
+
     /// `WATCHDOG=1`: start_server's loop is alive.
     pub fn watchdog(&self) {
         self.send(&[NotifyState::Watchdog]);

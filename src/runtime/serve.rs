@@ -8,20 +8,25 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::control::protocol::SocketInfo;
 use crate::error::{Context, Result};
+use crate::runtime::control_socket::ControlSocket;
 use crate::runtime::event_loop::{self, Ending, Runtime};
+use crate::runtime::file_watch::FileWatch;
 use crate::runtime::notify::Notifier;
 use crate::runtime::output::{self, Logger};
 use crate::runtime::pid_file::PidFile;
 use crate::runtime::signals::Signals;
 use crate::runtime::spawn::{FdLayout, Placement};
 use crate::runtime::status_file::StatusFile;
+use crate::runtime::status_report;
 use crate::runtime::strays::Adopted;
 use crate::runtime::worker_notify::WorkerNotify;
 use crate::sockets;
 
 /// Runs start_server until it is told to stop; how the stop went decides the exit status.
 pub fn serve(mut config: Config) -> Result<Ending> {
+    let started = Instant::now();
     crate::runtime::logging::attach_stderr();
     let nofile = raise_open_file_limit();
     let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
@@ -43,6 +48,10 @@ pub fn serve(mut config: Config) -> Result<Ending> {
     // namespace comes to us anyway.)
     nix::sys::prctl::set_child_subreaper(true)
         .context(|| "failed to become a child subreaper".to_string())?;
+    let watch = (!config.reload_on_change.is_empty())
+        .then(|| FileWatch::new(&config.reload_on_change))
+        .transpose()?;
+    let control = open_control(config.control.take())?;
     let mut signals = Signals::open()?;
     let mut runtime = Runtime {
         layout: sockets.layout,
@@ -58,17 +67,63 @@ pub fn serve(mut config: Config) -> Result<Ending> {
         notifier: Notifier::from_env(),
         worker_notify: WorkerNotify::bind()?,
         strays: Adopted::new(std::process::id() == 1),
+        control,
+        watch,
+        fixed: status_report::Fixed {
+            started,
+            sockets: sockets.info,
+        },
     };
     let ending = event_loop::run(&mut runtime, &mut signals, config.policy)?;
     info!("exiting");
     let logger = runtime.logger.take();
     drop(runtime);
-    drop(pid_file);
+    // The pid file's lock goes last: `--stop` returns once it is released, and by then the
+    // socket files are gone too.
     drop(bound);
+    drop(pid_file);
     if let Some(logger) = logger {
         flush_logger(logger, &mut signals);
     }
     Ok(ending)
+}
+
+/// The control socket: one the operator named must be created; the default one is skipped
+/// with a warning when it cannot be.
+fn open_control(control: Option<(std::path::PathBuf, bool)>) -> Result<Option<ControlSocket>> {
+    match control {
+        None => Ok(None),
+        Some((path, true)) => ControlSocket::bind(&path).map(Some),
+        Some((path, false)) => match ControlSocket::bind(&path) {
+            Ok(socket) => Ok(Some(socket)),
+            Err(e) => {
+                warn!("no control socket: {e}");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Each socket's actual address, and whether it was `bound` here or `inherited` from systemd.
+fn socket_origins(
+    listeners: &[sockets::Listener],
+    inherited: &[RawFd],
+) -> Vec<(String, &'static str)> {
+    use std::os::fd::AsRawFd;
+    listeners
+        .iter()
+        .map(|listener| {
+            let raw = listener.fd.as_raw_fd();
+            let address = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(raw)
+                .map_or_else(|_| listener.key.clone(), |a| a.to_string());
+            let origin = if inherited.contains(&raw) {
+                "inherited"
+            } else {
+                "bound"
+            };
+            (address, origin)
+        })
+        .collect()
 }
 
 /// The sockets as workers get them.
@@ -78,6 +133,8 @@ struct WorkerSockets {
     port_env: String,
     /// `LISTEN_FDS` and `LISTEN_FDNAMES`, when they apply.
     listen_env: Option<(String, String)>,
+    /// What `status` says of them.
+    info: Vec<SocketInfo>,
 }
 
 /// Binds (or takes from systemd) every socket and places them for the workers; the guard that
@@ -90,6 +147,11 @@ fn bind_sockets(config: &mut Config) -> Result<(sockets::Bound, WorkerSockets)> 
             socket.name
         );
     }
+    let inherited: Vec<RawFd> = config
+        .inherited
+        .iter()
+        .map(|s| std::os::fd::AsRawFd::as_raw_fd(&s.fd))
+        .collect();
     let mut bound = sockets::bind_all(
         &config.ports,
         &config.paths,
@@ -98,7 +160,18 @@ fn bind_sockets(config: &mut Config) -> Result<(sockets::Bound, WorkerSockets)> 
     )?;
     let listeners = std::mem::take(&mut bound.listeners);
     let explicit: Vec<_> = listeners.iter().filter_map(|l| l.requested_fd).collect();
+    let origins = socket_origins(&listeners, &inherited);
     let (layout, described) = FdLayout::new(listeners)?;
+    let info = described
+        .iter()
+        .zip(origins)
+        .map(|(placed, (address, origin))| SocketInfo {
+            key: placed.key.clone(),
+            address,
+            fd: placed.fd,
+            origin: origin.to_string(),
+        })
+        .collect();
     for fd in explicit {
         info!("socket is duplicated to file descriptor {fd}");
     }
@@ -123,6 +196,7 @@ fn bind_sockets(config: &mut Config) -> Result<(sockets::Bound, WorkerSockets)> 
             layout,
             port_env,
             listen_env,
+            info,
         },
     ))
 }

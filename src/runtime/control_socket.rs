@@ -1,0 +1,275 @@
+//! The control socket (`--control`): a unix stream socket, mode 0600, where each line is a JSON
+//! request and gets one JSON line back (see `control/protocol.rs`). Everything is non-blocking
+//! and runs in the event loop: the listener and each client are fds in its `ppoll`. A client
+//! costs at most [`MAX_LINE`] of input and [`OUTPUT_HIGH`] of pending replies (while its replies
+//! wait unread, its requests are not read either), and there are at most [`MAX_CLIENTS`]: one
+//! that never writes or never reads holds nothing up.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use nix::poll::PollFlags;
+use nix::sys::stat::{Mode, umask};
+use tracing::{info, warn};
+
+use crate::control::protocol::{Reply, Request};
+use crate::error::{Context, Error, Result};
+
+/// Connections served at once; more are closed at once.
+pub const MAX_CLIENTS: usize = 64;
+/// The longest request line.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Pending reply bytes above which a client's requests are no longer read.
+pub const OUTPUT_HIGH: usize = 256 * 1024;
+
+/// A client, by a number that is never reused.
+pub type ClientId = u64;
+
+/// The listening socket and its clients.
+#[derive(Debug)]
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+    /// The socket file's inode, to remove only our own at exit.
+    inode: u64,
+    clients: Vec<Client>,
+    next_id: ClientId,
+}
+
+#[derive(Debug)]
+struct Client {
+    id: ClientId,
+    stream: UnixStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Close once the output is written.
+    closing: bool,
+    /// Gone: removed after this round.
+    dead: bool,
+}
+
+impl ControlSocket {
+    /// Creates the socket at `path`, mode 0600. A stale socket file there (nobody listening) is
+    /// replaced; anything else (a live socket, a file, a symbolic link) is an error.
+    pub fn bind(path: &Path) -> Result<ControlSocket> {
+        let shown = path.display();
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(Error::runtime(format!(
+                        "--control {shown}: another process is listening on it"
+                    )));
+                }
+                warn!("removing stale control socket {shown}");
+                std::fs::remove_file(path)
+                    .context(|| format!("failed to remove stale control socket {shown}"))?;
+            }
+            Ok(_) => {
+                return Err(Error::runtime(format!(
+                    "--control {shown}: it exists and is not a socket (not replaced)"
+                )));
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::runtime(format!("failed to inspect {shown}: {e}"))),
+        }
+        // bind(2) never follows a link at the name (it fails with EADDRINUSE), and the umask
+        // makes the file 0600 from its creation: no moment where others may connect.
+        let saved = umask(Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        umask(saved);
+        let listener = bound.context(|| format!("failed to create control socket {shown}"))?;
+        let meta = std::fs::symlink_metadata(path)
+            .context(|| format!("failed to inspect control socket {shown}"))?;
+        if meta.permissions().mode() & 0o777 != 0o600 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .context(|| format!("failed to chmod control socket {shown}"))?;
+        }
+        listener
+            .set_nonblocking(true)
+            .context(|| format!("failed to set up control socket {shown}"))?;
+        info!("control socket at {shown}");
+        Ok(ControlSocket {
+            listener,
+            path: path.to_path_buf(),
+            inode: meta.ino(),
+            clients: Vec::new(),
+            next_id: 0,
+        })
+    }
+
+    /// What to wait for: the listener, then each client (readable while its replies are
+    /// read, writable while some wait).
+    pub fn poll_fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
+        let mut fds = vec![(self.listener.as_fd(), PollFlags::POLLIN)];
+        for client in &self.clients {
+            let mut flags = PollFlags::empty();
+            if !client.closing && client.output.len() < OUTPUT_HIGH {
+                flags |= PollFlags::POLLIN;
+            }
+            if !client.output.is_empty() {
+                flags |= PollFlags::POLLOUT;
+            }
+            fds.push((client.stream.as_fd(), flags));
+        }
+        fds
+    }
+
+    /// Accepts, reads and writes what `revents` (in [`ControlSocket::poll_fds`]'s order) say
+    /// is ready; returns the complete requests. Bad lines are answered here.
+    pub fn on_ready(&mut self, revents: &[PollFlags]) -> Vec<(ClientId, Request)> {
+        let mut requests = Vec::new();
+        for (client, events) in self.clients.iter_mut().zip(revents.iter().skip(1)) {
+            if events.is_empty() {
+                continue;
+            }
+            if events.contains(PollFlags::POLLOUT) {
+                client.flush();
+            }
+            if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                client.read(&mut requests);
+            }
+        }
+        if revents.first().is_some_and(|e| !e.is_empty()) {
+            self.accept();
+        }
+        self.clients.retain(|c| !c.dead);
+        requests
+    }
+
+    /// Sends `reply` to client `id`, if it is still there.
+    pub fn reply(&mut self, id: ClientId, reply: &Reply) {
+        if let Some(client) = self.clients.iter_mut().find(|c| c.id == id) {
+            client.queue(reply);
+        }
+        self.clients.retain(|c| !c.dead);
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if self.clients.len() >= MAX_CLIENTS {
+                        warn!("control socket: {MAX_CLIENTS} clients already, one more refused");
+                        continue;
+                    }
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    self.next_id += 1;
+                    self.clients.push(Client {
+                        id: self.next_id,
+                        stream,
+                        input: Vec::new(),
+                        output: Vec::new(),
+                        closing: false,
+                        dead: false,
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // EMFILE and the like: the connection waits in the backlog for a later try.
+                    warn!("control socket: accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        // Only our own socket: another start_server may have replaced a file it saw as stale.
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Client {
+    /// Reads what is there (bounded), answering bad lines and collecting good ones.
+    fn read(&mut self, requests: &mut Vec<(ClientId, Request)>) {
+        let mut buffer = [0u8; 4096];
+        while !self.closing && self.output.len() < OUTPUT_HIGH {
+            match self.stream.read(&mut buffer) {
+                Ok(0) => {
+                    // The client is done writing; pending replies are still sent.
+                    self.closing = true;
+                    if self.output.is_empty() {
+                        self.dead = true;
+                    }
+                    break;
+                }
+                Ok(n) => {
+                    self.input.extend_from_slice(&buffer[..n]);
+                    self.take_lines(requests);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.dead = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn take_lines(&mut self, requests: &mut Vec<(ClientId, Request)>) {
+        while let Some(end) = self.input.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.input.drain(..=end).collect();
+            let line = &line[..end];
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<Request>(line) {
+                Ok(request) => requests.push((self.id, request)),
+                Err(e) => self.queue(&Reply::error(format!("bad request: {e}"))),
+            }
+        }
+        if self.input.len() > MAX_LINE {
+            self.input.clear();
+            self.queue(&Reply::error(format!(
+                "bad request: longer than {MAX_LINE} bytes"
+            )));
+            self.closing = true;
+        }
+    }
+
+    fn queue(&mut self, reply: &Reply) {
+        match serde_json::to_vec(reply) {
+            Ok(mut bytes) => {
+                bytes.push(b'\n');
+                self.output.extend_from_slice(&bytes);
+            }
+            Err(e) => warn!("control socket: cannot encode a reply: {e}"),
+        }
+        self.flush();
+    }
+
+    /// Writes what the socket takes now.
+    fn flush(&mut self) {
+        while !self.output.is_empty() {
+            match self.stream.write(&self.output) {
+                Ok(0) => {
+                    self.dead = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.output.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.dead = true;
+                    return;
+                }
+            }
+        }
+        if self.closing {
+            self.dead = true;
+        }
+    }
+}
