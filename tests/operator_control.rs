@@ -272,16 +272,15 @@ fn hostile_clients_do_not_disturb_a_reload() {
     // Asks and asks and never reads: its replies pile up until start_server stops reading it.
     let mut deaf = UnixStream::connect(&path).unwrap();
     deaf.set_nonblocking(true).unwrap();
-    let request = b"{\"command\":\"status\"}\n";
-    let mut written = 0usize;
+    let requests = b"{\"command\":\"status\"}\n".repeat(1000);
     let deaf_limit = wait_until("the deaf client to be blocked", || {
-        match deaf.write(request) {
-            Ok(n) => {
-                written += n;
-                None
+        let mut written = 0usize;
+        loop {
+            match deaf.write(&requests) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Some(written),
+                Err(e) => panic!("{e}"),
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Some(written),
-            Err(e) => panic!("{e}"),
         }
     });
     assert!(deaf_limit > 0);

@@ -125,8 +125,13 @@ impl ControlSocket {
             if events.is_empty() {
                 continue;
             }
-            if events.contains(PollFlags::POLLOUT) {
+            // A peer that hung up fails the write and is dropped (it would be reported again
+            // and again otherwise, even while its input is not read).
+            if events.intersects(PollFlags::POLLOUT | PollFlags::POLLHUP | PollFlags::POLLERR) {
                 client.flush();
+            }
+            if client.dead {
+                continue;
             }
             if events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
                 client.read(&mut requests);
