@@ -355,3 +355,28 @@ fn control_socket_is_private_replaces_a_stale_one_and_refuses_a_link() {
     assert!(log.contains("not a socket"), "{log}");
     assert!(!tmp.path("elsewhere").exists());
 }
+
+#[test]
+fn a_burst_of_writes_to_a_watched_file_is_one_reload_logged_with_its_path() {
+    let tmp = TempDir::new();
+    let file = tmp.path("app.conf");
+    std::fs::write(&file, "one").unwrap();
+    let port = free_port();
+    let watched = format!("--reload-on-change={}", file.display());
+    let server = serving(&tmp, port, &[&watched], &[]);
+    wait_sole_generation(&tmp.path("status"), 1);
+    for text in ["two", "three", "four"] {
+        std::fs::write(&file, text).unwrap();
+    }
+    wait_sole_generation(&tmp.path("status"), 2);
+    let log = server.log();
+    assert_eq!(log.matches("changed: reloading").count(), 1, "{log}");
+    assert!(
+        log.contains(&format!("{} changed", file.display())),
+        "{log}"
+    );
+    // A second burst is a second reload.
+    std::fs::write(&file, "five").unwrap();
+    wait_sole_generation(&tmp.path("status"), 3);
+    assert_eq!(server.log().matches("changed: reloading").count(), 2);
+}
