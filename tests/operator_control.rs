@@ -264,6 +264,10 @@ fn hostile_clients_do_not_disturb_a_reload() {
     wait_sole_generation(&tmp.path("status"), 1);
     let path = tmp.path("ctl");
 
+    // More idle connections than start_server keeps: the oldest make room for new ones.
+    let crowd: Vec<UnixStream> = (0..80)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
     let silent = UnixStream::connect(&path).unwrap();
     let mut half = UnixStream::connect(&path).unwrap();
     half.write_all(br#"{"command":"sta"#).unwrap();
@@ -291,7 +295,7 @@ fn hostile_clients_do_not_disturb_a_reload() {
     let mut fresh = Control::connect(&path);
     assert_eq!(fresh.ask(r#"{"command":"status"}"#)["ok"], true);
     assert!(!server.log().contains("panicked"));
-    drop((silent, half, garbage, deaf));
+    drop((crowd, silent, half, garbage, deaf));
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! request and gets one JSON line back (see `control/protocol.rs`). Everything is non-blocking
 //! and runs in the event loop: the listener and each client are fds in its `ppoll`. A client
 //! costs at most [`MAX_LINE`] of input and [`OUTPUT_HIGH`] of pending replies (while its replies
-//! wait unread, its requests are not read either), and there are at most [`MAX_CLIENTS`]: one
-//! that never writes or never reads holds nothing up.
+//! wait unread, its requests are not read either), and there are at most [`MAX_CLIENTS`] (a
+//! new one replaces the oldest that waits for no reload): one that never writes or never reads
+//! holds nothing up, and a pile of them does not lock out `--check`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -18,7 +19,7 @@ use tracing::{info, warn};
 use crate::control::protocol::{Reply, Request};
 use crate::error::{Context, Error, Result};
 
-/// Connections served at once; more are closed at once.
+/// Connections served at once.
 pub const MAX_CLIENTS: usize = 64;
 /// The longest request line.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -49,6 +50,8 @@ struct Client {
     closing: bool,
     /// Gone: removed after this round.
     dead: bool,
+    /// A reload it asked for is not answered yet.
+    awaiting: bool,
 }
 
 impl ControlSocket {
@@ -147,6 +150,7 @@ impl ControlSocket {
     /// Sends `reply` to client `id`, if it is still there.
     pub fn reply(&mut self, id: ClientId, reply: &Reply) {
         if let Some(client) = self.clients.iter_mut().find(|c| c.id == id) {
+            client.awaiting = false;
             client.queue(reply);
         }
         self.clients.retain(|c| !c.dead);
@@ -157,8 +161,19 @@ impl ControlSocket {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     if self.clients.len() >= MAX_CLIENTS {
-                        warn!("control socket: {MAX_CLIENTS} clients already, one more refused");
-                        continue;
+                        // The oldest that waits for nothing makes room (clients are in
+                        // connection order).
+                        match self.clients.iter().position(|c| !c.awaiting) {
+                            Some(oldest) => {
+                                self.clients.remove(oldest);
+                            }
+                            None => {
+                                warn!(
+                                    "control socket: {MAX_CLIENTS} clients wait for a reload, one more refused"
+                                );
+                                continue;
+                            }
+                        }
                     }
                     if stream.set_nonblocking(true).is_err() {
                         continue;
@@ -171,6 +186,7 @@ impl ControlSocket {
                         output: Vec::new(),
                         closing: false,
                         dead: false,
+                        awaiting: false,
                     });
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -230,7 +246,10 @@ impl Client {
                 continue;
             }
             match serde_json::from_slice::<Request>(line) {
-                Ok(request) => requests.push((self.id, request)),
+                Ok(request) => {
+                    self.awaiting |= request == Request::Reload;
+                    requests.push((self.id, request));
+                }
                 Err(e) => self.queue(&Reply::error(format!("bad request: {e}"))),
             }
         }
