@@ -21,7 +21,7 @@ use tracing::warn;
 use crate::config::port_spec::{Host, PortSpec};
 use crate::error::{Context, Error, Result};
 use crate::sockets::activation::{Address, Inherited};
-use crate::sockets::conventions::fdname_for;
+use crate::sockets::conventions::{STORE_PREFIX, fdname_for, store_name};
 
 /// A socket start_server holds for its workers.
 #[derive(Debug)]
@@ -35,6 +35,20 @@ pub struct Listener {
     /// Its name in the worker's `LISTEN_FDNAMES`: systemd's name for an inherited socket, the
     /// key (made fit for that list) for one bound here.
     pub fdname: String,
+    /// Where it came from, which decides what systemd's file descriptor store needs.
+    pub origin: Origin,
+}
+
+/// Where a listening socket came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A socket unit passed it: systemd holds it anyway.
+    Unit,
+    /// Bound here; to be kept in the file descriptor store under this name (replacing any
+    /// older copy) when there is one.
+    Bound(String),
+    /// Taken back from the file descriptor store, where it stays under this name.
+    Stored(String),
 }
 
 /// Everything bound at start-up. Dropping it removes the unix socket files it created, so an
@@ -44,6 +58,9 @@ pub struct Listener {
 pub struct Bound {
     /// Ports first, then paths, in command-line order.
     pub listeners: Vec<Listener>,
+    /// Sockets the file descriptor store handed back that no option names any more: to be
+    /// removed from the store and closed.
+    pub stale: Vec<Inherited>,
     unix_paths: Vec<PathBuf>,
 }
 
@@ -58,50 +75,76 @@ impl Drop for Bound {
 }
 
 /// Binds every `--port` then every `--path`, except those systemd already handed over
-/// (`inherited`), which are used as they are; inherited sockets no option names come last.
+/// (`inherited`: a socket unit's, used as they are, or the file descriptor store's, recognised
+/// by name and address); a socket unit's sockets no option names come last. With `fd_store`
+/// the socket files of `--path` stay at exit: the store hands the sockets back to the next start,
+/// which needs their files.
 pub fn bind_all(
     ports: &[PortSpec],
     paths: &[PathBuf],
     backlog: Backlog,
-    mut inherited: Vec<Inherited>,
+    inherited: Vec<Inherited>,
+    fd_store: bool,
 ) -> Result<Bound> {
+    let (mut stored, mut inherited): (Vec<_>, Vec<_>) = inherited
+        .into_iter()
+        .partition(|s| s.name.starts_with(STORE_PREFIX));
     let mut bound = Bound::default();
     for spec in ports {
         let addr = resolve(spec)?;
-        let taken = take_inherited(&mut inherited, |s| {
-            s.datagram == spec.udp && s.address == Address::Ip(addr)
-        });
+        let same = |s: &Inherited| s.datagram == spec.udp && s.address == Address::Ip(addr);
+        let name = store_name(if spec.udp { "udp" } else { "tcp" }, &spec.key);
+        let taken = take_inherited(&mut inherited, same);
         if taken.is_none() {
             refuse_overlap(spec, addr, &inherited)?;
         }
-        let (fd, fdname) = match taken {
-            Some(socket) => (socket.fd, socket.name),
-            None => (bind_port(spec, addr, backlog)?, fdname_for(&spec.key)),
+        let (fd, fdname, origin) = match taken {
+            Some(socket) => (socket.fd, socket.name, Origin::Unit),
+            None => match take_inherited(&mut stored, |s| s.name == name && same(s)) {
+                Some(socket) => (socket.fd, fdname_for(&spec.key), Origin::Stored(name)),
+                None => (
+                    bind_port(spec, addr, backlog)?,
+                    fdname_for(&spec.key),
+                    Origin::Bound(name),
+                ),
+            },
         };
         bound.listeners.push(Listener {
             key: spec.key.clone(),
             fd,
             requested_fd: spec.fd,
             fdname,
+            origin,
         });
     }
     for path in paths {
         let key = unix_key(path)?;
-        let taken = take_inherited(&mut inherited, |s| {
-            !s.datagram && s.address == Address::Path(path.clone())
-        });
-        let (fd, fdname) = match taken {
-            Some(socket) => (socket.fd, socket.name),
-            None => (
-                bind_unix(path, backlog, &mut bound.unix_paths)?,
-                fdname_for(&key),
-            ),
+        let same = |s: &Inherited| !s.datagram && s.address == Address::Path(path.clone());
+        let name = store_name("unix", &key);
+        let (fd, fdname, origin) = match take_inherited(&mut inherited, same) {
+            Some(socket) => (socket.fd, socket.name, Origin::Unit),
+            None => match take_stored_unix(&mut stored, &name, same, path) {
+                Some(socket) => (socket.fd, fdname_for(&key), Origin::Stored(name)),
+                None => {
+                    let created = if fd_store {
+                        &mut Vec::new()
+                    } else {
+                        &mut bound.unix_paths
+                    };
+                    (
+                        bind_unix(path, backlog, created)?,
+                        fdname_for(&key),
+                        Origin::Bound(name),
+                    )
+                }
+            },
         };
         bound.listeners.push(Listener {
             key,
             fd,
             requested_fd: None,
             fdname,
+            origin,
         });
     }
     for socket in inherited {
@@ -110,9 +153,30 @@ pub fn bind_all(
             fd: socket.fd,
             requested_fd: None,
             fdname: socket.name,
+            origin: Origin::Unit,
         });
     }
+    bound.stale = stored;
     Ok(bound)
+}
+
+/// The stored socket of `--path` `path`, if its file is still there. A socket whose file is gone
+/// cannot be reached any more: it is closed (its stored copy is replaced by a new bind).
+fn take_stored_unix(
+    stored: &mut Vec<Inherited>,
+    name: &str,
+    same: impl Fn(&Inherited) -> bool,
+    path: &Path,
+) -> Option<Inherited> {
+    let socket = take_inherited(stored, |s| s.name == name && same(s))?;
+    if is_socket(path) {
+        return Some(socket);
+    }
+    warn!(
+        "the socket file {} of the stored socket is gone: binding it anew",
+        path.display()
+    );
+    None
 }
 
 fn take_inherited(
