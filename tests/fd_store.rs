@@ -1,0 +1,260 @@
+//! systemd's file descriptor store without PID-1 systemd: a test-owned `NOTIFY_SOCKET` receives
+//! the `FDSTORE=1` datagrams with their fds, and the test hands sockets back as systemd does on
+//! the next start (`LISTEN_FDS` with the store's names).
+
+mod common;
+
+use std::io::IoSliceMut;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrIn, UnixAddr, getsockname, getsockopt, recvmsg, sockopt,
+};
+
+use common::*;
+
+/// A notification socket that keeps the fds sent with each datagram.
+struct FdNotifySocket {
+    messages: Arc<Mutex<Vec<(String, Vec<OwnedFd>)>>>,
+    address: String,
+}
+
+impl FdNotifySocket {
+    fn new(tmp: &TempDir) -> FdNotifySocket {
+        let path = tmp.path("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&messages);
+        std::thread::spawn(move || {
+            loop {
+                let mut buffer = vec![0u8; 65536];
+                let mut space = nix::cmsg_space!([RawFd; 8]);
+                let mut iov = [IoSliceMut::new(&mut buffer)];
+                let Ok(msg) = recvmsg::<()>(
+                    socket.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    MsgFlags::MSG_CMSG_CLOEXEC,
+                ) else {
+                    return;
+                };
+                let mut fds = Vec::new();
+                for cmsg in msg.cmsgs().unwrap() {
+                    if let ControlMessageOwned::ScmRights(received) = cmsg {
+                        // SAFETY: the kernel just installed these fds in this process for us.
+                        fds.extend(
+                            received
+                                .into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
+                    }
+                }
+                let n = msg.bytes;
+                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                sink.lock().unwrap().push((text, fds));
+            }
+        });
+        FdNotifySocket {
+            messages,
+            address: path.display().to_string(),
+        }
+    }
+
+    fn texts(&self) -> Vec<String> {
+        let messages = self.messages.lock().unwrap();
+        messages.iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    /// Waits for the datagram that is exactly `text`; returns the fds it carried.
+    fn wait_for(&self, text: &str) -> Vec<OwnedFd> {
+        wait_until(&format!("a notification {text:?}"), || {
+            let mut messages = self.messages.lock().unwrap();
+            let index = messages.iter().position(|(t, _)| t == text)?;
+            Some(std::mem::take(&mut messages[index].1))
+        })
+    }
+
+    /// Index of the datagram that is exactly `text`.
+    fn position(&self, text: &str) -> Option<usize> {
+        self.texts().iter().position(|t| t == text)
+    }
+}
+
+fn listening(fd: &OwnedFd) -> bool {
+    getsockopt(fd, sockopt::AcceptConn).unwrap()
+}
+
+fn inode(fd: &impl std::os::fd::AsFd) -> u64 {
+    nix::sys::stat::fstat(fd.as_fd()).unwrap().st_ino
+}
+
+/// The socket inodes start_server `pid` holds.
+fn socket_inodes(pid: i32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn bound_sockets_go_to_the_fd_store_and_hold_clients_after_start_server_is_gone() {
+    let tmp = TempDir::new();
+    let notify = FdNotifySocket::new(&tmp);
+    let port = free_port();
+    let path = tmp.path("app.sock");
+    let mut server = Server::start(
+        &[
+            format!("--port=127.0.0.1:{port}"),
+            format!("--path={}", path.display()),
+            "--".into(),
+            tmp.http_worker().display().to_string(),
+        ],
+        &[
+            ("NOTIFY_SOCKET", notify.address.clone()),
+            ("FDSTORE", "8".into()),
+        ],
+    );
+    let tcp_name = format!("start_server.tcp.127.0.0.1_{port}");
+    let tcp = notify.wait_for(&format!("FDSTORE=1\nFDNAME={tcp_name}\n"));
+    assert_eq!(tcp.len(), 1, "one fd with the datagram");
+    let local: SockaddrIn = getsockname(tcp[0].as_raw_fd()).unwrap();
+    assert_eq!(
+        SocketAddr::from(std::net::SocketAddrV4::from(local)),
+        format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap()
+    );
+    assert!(listening(&tcp[0]), "the stored fd is the listening socket");
+    let unix_name = format!("start_server.unix.{}", path.display());
+    let unix = notify.wait_for(&format!("FDSTORE=1\nFDNAME={unix_name}\n"));
+    let local: UnixAddr = getsockname(unix[0].as_raw_fd()).unwrap();
+    assert_eq!(local.path(), Some(path.as_path()));
+    assert!(listening(&unix[0]));
+    // An older copy of each name is removed first, so the store never holds two.
+    for name in [&tcp_name, &unix_name] {
+        let removed = notify.position(&format!("FDSTOREREMOVE=1\nFDNAME={name}\n"));
+        let stored = notify.position(&format!("FDSTORE=1\nFDNAME={name}\n"));
+        assert!(
+            removed.is_some() && removed < stored,
+            "FDSTOREREMOVE before FDSTORE for {name}: {:?}",
+            notify.texts()
+        );
+    }
+    served_by(&format!("127.0.0.1:{port}"));
+
+    // Once start_server and its workers are gone, the store's copy still queues clients, and
+    // the socket file stays for the next start.
+    server.signal(libc::SIGTERM);
+    server.wait_exit();
+    assert!(
+        std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()),
+        "the socket file of a stored socket is kept"
+    );
+    TcpStream::connect(("127.0.0.1", port)).expect("queued in the store's copy's backlog");
+    drop(tcp);
+}
+
+#[test]
+fn without_fdstore_nothing_is_stored() {
+    let tmp = TempDir::new();
+    let notify = FdNotifySocket::new(&tmp);
+    let port = free_port();
+    let server = Server::start(
+        &[
+            format!("--port=127.0.0.1:{port}"),
+            "--".into(),
+            tmp.http_worker().display().to_string(),
+        ],
+        &[
+            ("NOTIFY_SOCKET", notify.address.clone()),
+            ("FDSTORE", "0".into()),
+        ],
+    );
+    served_by(&format!("127.0.0.1:{port}"));
+    wait_until("READY=1", || {
+        notify
+            .texts()
+            .into_iter()
+            .find(|t| t.starts_with("READY=1"))
+    });
+    assert!(
+        notify.texts().iter().all(|t| !t.contains("FDSTORE")),
+        "{:?}",
+        notify.texts()
+    );
+    drop(server);
+}
+
+#[test]
+fn stored_sockets_are_used_instead_of_binding_and_stale_names_removed() {
+    let tmp = TempDir::new();
+    let notify = FdNotifySocket::new(&tmp);
+    let (port, gone) = (free_port(), free_port());
+    // Held listening by the test, as systemd's store holds them: a bind by start_server to the
+    // same address would fail, so an answer proves the fd was used.
+    let kept = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let stale = TcpListener::bind(("127.0.0.1", gone)).unwrap();
+    let path = tmp.path("app.sock");
+    let unix = UnixListener::bind(&path).unwrap();
+    let names = [
+        format!("start_server.tcp.127.0.0.1_{port}"),
+        format!("start_server.tcp.127.0.0.1_{gone}"),
+        format!("start_server.unix.{}", path.display()),
+    ];
+    let fds = [kept.as_raw_fd(), stale.as_raw_fd(), unix.as_raw_fd()];
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "LISTEN_PID=$$ exec \"$@\"", "sh", bin()])
+        .arg(format!("--port=127.0.0.1:{port}"))
+        .arg(format!("--path={}", path.display()))
+        .arg("--")
+        .arg(tmp.http_worker())
+        .env("LISTEN_FDS", "3")
+        .env("LISTEN_FDNAMES", names.join(":"));
+    // SAFETY: only dup2 between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            for (i, fd) in fds.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let server = Server::spawn(
+        command,
+        &[
+            ("NOTIFY_SOCKET", notify.address.clone()),
+            ("FDSTORE", "8".into()),
+        ],
+    );
+    served_by(&format!("127.0.0.1:{port}"));
+    server.wait_log(&format!(
+        "using socket 127.0.0.1:{port} from systemd's file descriptor store"
+    ));
+    server.wait_log(&format!(
+        "using socket {} from systemd's file descriptor store",
+        path.display()
+    ));
+    notify.wait_for(&format!("FDSTOREREMOVE=1\nFDNAME={}\n", names[1]));
+    let held = socket_inodes(server.pid());
+    assert!(held.contains(&inode(&kept)) && held.contains(&inode(&unix)));
+    assert!(!held.contains(&inode(&stale)), "the stale socket is closed");
+    // Sockets taken from the store are there already: nothing is stored again.
+    assert!(
+        notify.texts().iter().all(|t| !t.contains("FDSTORE=1")),
+        "{:?}",
+        notify.texts()
+    );
+    assert!(path.exists(), "the stored socket's file is kept");
+    drop(server);
+}
