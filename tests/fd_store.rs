@@ -19,9 +19,12 @@ use nix::sys::socket::{
 
 use common::*;
 
+/// Each datagram's text and the fds that came with it.
+type Received = Arc<Mutex<Vec<(String, Vec<OwnedFd>)>>>;
+
 /// A notification socket that keeps the fds sent with each datagram.
 struct FdNotifySocket {
-    messages: Arc<Mutex<Vec<(String, Vec<OwnedFd>)>>>,
+    messages: Received,
     address: String,
 }
 
@@ -29,7 +32,7 @@ impl FdNotifySocket {
     fn new(tmp: &TempDir) -> FdNotifySocket {
         let path = tmp.path("notify");
         let socket = UnixDatagram::bind(&path).unwrap();
-        let messages = Arc::new(Mutex::new(Vec::new()));
+        let messages: Received = Arc::default();
         let sink = Arc::clone(&messages);
         std::thread::spawn(move || {
             loop {
