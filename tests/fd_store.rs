@@ -25,6 +25,8 @@ type Received = Arc<Mutex<Vec<(String, Vec<OwnedFd>)>>>;
 /// A notification socket that keeps the fds sent with each datagram.
 struct FdNotifySocket {
     messages: Received,
+    /// What the test's store holds by name, closed on `FDSTOREREMOVE=1` as systemd does.
+    store: Arc<Mutex<Vec<(String, OwnedFd)>>>,
     address: String,
 }
 
@@ -34,6 +36,8 @@ impl FdNotifySocket {
         let socket = UnixDatagram::bind(&path).unwrap();
         let messages: Received = Arc::default();
         let sink = Arc::clone(&messages);
+        let store: Arc<Mutex<Vec<(String, OwnedFd)>>> = Arc::default();
+        let held = Arc::clone(&store);
         std::thread::spawn(move || {
             loop {
                 let mut buffer = vec![0u8; 65536];
@@ -60,13 +64,29 @@ impl FdNotifySocket {
                 }
                 let n = msg.bytes;
                 let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                if let Some(name) = text
+                    .strip_prefix("FDSTOREREMOVE=1\nFDNAME=")
+                    .and_then(|rest| rest.strip_suffix('\n'))
+                {
+                    held.lock().unwrap().retain(|(n, _)| n != name);
+                }
+                if text == "BARRIER=1\n" {
+                    // As systemd does: closing the pipe says everything before was processed.
+                    fds.clear();
+                }
                 sink.lock().unwrap().push((text, fds));
             }
         });
         FdNotifySocket {
             messages,
+            store,
             address: path.display().to_string(),
         }
+    }
+
+    /// Puts `fd` in the test's store as `name`.
+    fn keep(&self, name: &str, fd: OwnedFd) {
+        self.store.lock().unwrap().push((name.to_string(), fd));
     }
 
     fn texts(&self) -> Vec<String> {
@@ -196,6 +216,44 @@ fn without_fdstore_nothing_is_stored() {
     drop(server);
 }
 
+/// start_server with `options` and the HTTP worker, handed `stored` (name, fd) as systemd hands
+/// back its file descriptor store: at fds 3.. with `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`.
+fn start_with_stored(
+    tmp: &TempDir,
+    notify: &FdNotifySocket,
+    stored: &[(&str, RawFd)],
+    options: &[String],
+) -> Server {
+    let names: Vec<&str> = stored.iter().map(|(name, _)| *name).collect();
+    let fds: Vec<RawFd> = stored.iter().map(|(_, fd)| *fd).collect();
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "LISTEN_PID=$$ exec \"$@\"", "sh", bin()])
+        .args(options)
+        .arg("--")
+        .arg(tmp.http_worker())
+        .env("LISTEN_FDS", fds.len().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"));
+    // SAFETY: only dup2 between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            for (i, fd) in fds.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Server::spawn(
+        command,
+        &[
+            ("NOTIFY_SOCKET", notify.address.clone()),
+            ("FDSTORE", "8".into()),
+        ],
+    )
+}
+
 #[test]
 fn stored_sockets_are_used_instead_of_binding_and_stale_names_removed() {
     let tmp = TempDir::new();
@@ -212,32 +270,17 @@ fn stored_sockets_are_used_instead_of_binding_and_stale_names_removed() {
         format!("start_server.tcp.127.0.0.1_{gone}"),
         format!("start_server.unix.{}", path.display()),
     ];
-    let fds = [kept.as_raw_fd(), stale.as_raw_fd(), unix.as_raw_fd()];
-    let mut command = Command::new("sh");
-    command
-        .args(["-c", "LISTEN_PID=$$ exec \"$@\"", "sh", bin()])
-        .arg(format!("--port=127.0.0.1:{port}"))
-        .arg(format!("--path={}", path.display()))
-        .arg("--")
-        .arg(tmp.http_worker())
-        .env("LISTEN_FDS", "3")
-        .env("LISTEN_FDNAMES", names.join(":"));
-    // SAFETY: only dup2 between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            for (i, fd) in fds.iter().enumerate() {
-                if libc::dup2(*fd, 3 + i as RawFd) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let server = Server::spawn(
-        command,
+    let server = start_with_stored(
+        &tmp,
+        &notify,
         &[
-            ("NOTIFY_SOCKET", notify.address.clone()),
-            ("FDSTORE", "8".into()),
+            (&names[0], kept.as_raw_fd()),
+            (&names[1], stale.as_raw_fd()),
+            (&names[2], unix.as_raw_fd()),
+        ],
+        &[
+            format!("--port=127.0.0.1:{port}"),
+            format!("--path={}", path.display()),
         ],
     );
     served_by(&format!("127.0.0.1:{port}"));
@@ -259,5 +302,55 @@ fn stored_sockets_are_used_instead_of_binding_and_stale_names_removed() {
         notify.texts()
     );
     assert!(path.exists(), "the stored socket's file is kept");
+    drop(server);
+}
+
+#[test]
+fn a_stored_socket_under_another_spelling_is_used_and_stored_again_under_the_new_name() {
+    let tmp = TempDir::new();
+    let notify = FdNotifySocket::new(&tmp);
+    let port = free_port();
+    let kept = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let old = format!("start_server.tcp.127.0.0.1_{port}");
+    // The same address, written by name this time.
+    let server = start_with_stored(
+        &tmp,
+        &notify,
+        &[(&old, kept.as_raw_fd())],
+        &[format!("--port=localhost:{port}")],
+    );
+    served_by(&format!("127.0.0.1:{port}"));
+    let removed = notify.position(&format!("FDSTOREREMOVE=1\nFDNAME={old}\n"));
+    let new = format!("start_server.tcp.localhost_{port}");
+    let fds = notify.wait_for(&format!("FDSTORE=1\nFDNAME={new}\n"));
+    assert_eq!(inode(&fds[0]), inode(&kept), "the stored socket itself");
+    assert!(removed.is_some(), "{:?}", notify.texts());
+    drop(server);
+}
+
+#[test]
+fn a_stale_stored_socket_is_let_go_before_an_overlapping_bind() {
+    let tmp = TempDir::new();
+    let notify = FdNotifySocket::new(&tmp);
+    let port = free_port();
+    let name = format!("start_server.tcp.127.0.0.1_{port}");
+    let stored = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let fd = stored.as_raw_fd();
+    // Like systemd, the test's store closes its copy on FDSTOREREMOVE=1 and answers BARRIER=1
+    // after it; a bind to 0.0.0.0 beside a listening 127.0.0.1 on the port would fail.
+    notify.keep(&name, stored.into());
+    let server = start_with_stored(
+        &tmp,
+        &notify,
+        &[(&name, fd)],
+        &[format!("--port=0.0.0.0:{port}")],
+    );
+    served_by(&format!("127.0.0.1:{port}"));
+    let texts = notify.texts();
+    let removed = texts
+        .iter()
+        .position(|t| *t == format!("FDSTOREREMOVE=1\nFDNAME={name}\n"));
+    let barrier = texts.iter().position(|t| t == "BARRIER=1\n");
+    assert!(removed.is_some() && removed < barrier, "{texts:?}");
     drop(server);
 }

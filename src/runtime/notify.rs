@@ -8,17 +8,21 @@
 //! and test harnesses use.
 
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
 
 use sd_notify::NotifyState;
 use tracing::warn;
 
 use crate::supervisor::Notice;
+
+/// How long `barrier` waits for systemd (sd_notify_barrier's usual bound).
+const BARRIER_TIMEOUT_MS: u16 = 5000;
 
 /// The connection to systemd's notification socket; does nothing when there is none.
 #[derive(Debug)]
@@ -78,6 +82,28 @@ impl Notifier {
             NotifyState::Custom("FDSTOREREMOVE=1"),
             NotifyState::Custom(&name),
         ]);
+    }
+
+    /// Waits (a bounded time) until systemd has processed every message sent before: `BARRIER=1`
+    /// comes with the write end of a pipe, which systemd closes once it gets there.
+    pub fn barrier(&self) {
+        if self.target.is_none() {
+            return;
+        }
+        let result = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(std::io::Error::from)
+            .and_then(|(read, write)| {
+                self.send_with_fd(b"BARRIER=1\n", write.as_fd())?;
+                drop(write);
+                let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(BARRIER_TIMEOUT_MS))? {
+                    0 => Err(std::io::ErrorKind::TimedOut.into()),
+                    _ => Ok(()),
+                }
+            });
+        if let Err(e) = result {
+            warn!("systemd did not confirm the removal from its file descriptor store: {e}");
+        }
     }
 
     fn send_with_fd(&self, message: &[u8], fd: BorrowedFd<'_>) -> std::io::Result<()> {

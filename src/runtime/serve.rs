@@ -18,7 +18,7 @@ use crate::runtime::spawn::{FdLayout, Placement};
 use crate::runtime::status_file::StatusFile;
 use crate::runtime::strays::Adopted;
 use crate::runtime::worker_notify::WorkerNotify;
-use crate::sockets::{self, Origin, activation::Inherited};
+use crate::sockets::{self, Origin};
 
 /// Runs start_server until it is told to stop; how the stop went decides the exit status.
 pub fn serve(mut config: Config) -> Result<Ending> {
@@ -101,9 +101,13 @@ fn bind_sockets(
         &config.paths,
         config.backlog,
         std::mem::take(&mut config.inherited),
-        notifier.fd_store(),
+        |stale| retire_stored(notifier, stale),
     )?;
-    sync_fd_store(notifier, &bound.listeners, std::mem::take(&mut bound.stale));
+    retire_stored(notifier, &bound.renamed);
+    store_bound(notifier, &bound.listeners);
+    if notifier.fd_store() {
+        bound.keep_socket_files();
+    }
     let listeners = std::mem::take(&mut bound.listeners);
     let explicit: Vec<_> = listeners.iter().filter_map(|l| l.requested_fd).collect();
     let (layout, described) = FdLayout::new(listeners)?;
@@ -135,18 +139,24 @@ fn bind_sockets(
     ))
 }
 
-/// Brings systemd's file descriptor store in line with the options: sockets bound here go in
-/// (so that a restart or a crash of start_server finds them there and no connection is refused
-/// meanwhile), stored ones no option names any more come out and are closed.
-fn sync_fd_store(notifier: &Notifier, listeners: &[sockets::Listener], stale: Vec<Inherited>) {
-    for socket in stale {
+/// Removes names no option matches any more from systemd's file descriptor store, and waits
+/// until systemd has closed its copies: a bind to an overlapping address must not meet them.
+fn retire_stored(notifier: &Notifier, stale: &[(String, String)]) {
+    for (key, name) in stale {
         info!(
-            "removing socket {} ({}) from systemd's file descriptor store: no option names it",
-            socket.key(),
-            socket.name
+            "removing {name} (socket {key}) from systemd's file descriptor store: no option \
+             matches it any more"
         );
-        notifier.remove_fd(&socket.name);
+        notifier.remove_fd(name);
     }
+    if !stale.is_empty() {
+        notifier.barrier();
+    }
+}
+
+/// Keeps the sockets bound here in systemd's file descriptor store, so that a restart or a crash
+/// of start_server finds them there and no connection is refused meanwhile.
+fn store_bound(notifier: &Notifier, listeners: &[sockets::Listener]) {
     for listener in listeners {
         match &listener.origin {
             Origin::Stored(name) => {

@@ -16,7 +16,7 @@ use nix::sys::socket::{
     self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, sockopt,
 };
 use nix::sys::stat::{Mode, umask};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::port_spec::{Host, PortSpec};
 use crate::error::{Context, Error, Result};
@@ -53,15 +53,24 @@ pub enum Origin {
 
 /// Everything bound at start-up. Dropping it removes the unix socket files it created, so an
 /// error half-way leaves nothing behind; a daemonizing parent leaves with `_exit` and so keeps
-/// them for its child.
+/// them for its child, and sockets kept in systemd's file descriptor store keep them for the
+/// next start (`keep_socket_files`).
 #[derive(Debug, Default)]
 pub struct Bound {
     /// Ports first, then paths, in command-line order.
     pub listeners: Vec<Listener>,
-    /// Sockets the file descriptor store handed back that no option names any more: to be
-    /// removed from the store and closed.
-    pub stale: Vec<Inherited>,
+    /// Old names of stored sockets taken under a new one (the option is written differently),
+    /// to be removed from the store, with the socket's key.
+    pub renamed: Vec<(String, String)>,
     unix_paths: Vec<PathBuf>,
+}
+
+impl Bound {
+    /// Leaves the socket files in place at exit: the sockets are in systemd's file descriptor
+    /// store, which hands them to the next start, and clients find them by their files.
+    pub fn keep_socket_files(&mut self) {
+        self.unix_paths.clear();
+    }
 }
 
 impl Drop for Bound {
@@ -76,22 +85,38 @@ impl Drop for Bound {
 
 /// Binds every `--port` then every `--path`, except those systemd already handed over
 /// (`inherited`: a socket unit's, used as they are, or the file descriptor store's, recognised
-/// by name and address); a socket unit's sockets no option names come last. With `fd_store`
-/// the socket files of `--path` stay at exit: the store hands the sockets back to the next start,
-/// which needs their files.
+/// by address and named after their option); a socket unit's sockets no option names come last.
+/// Stored sockets no option wants are closed first and handed to `retire` (key and store name)
+/// before anything is bound, so that the store lets go of them too and they never stand in a
+/// bind's way (`--port=127.0.0.1:80` stored, `--port=0.0.0.0:80` asked).
 pub fn bind_all(
     ports: &[PortSpec],
     paths: &[PathBuf],
     backlog: Backlog,
     inherited: Vec<Inherited>,
-    fd_store: bool,
+    retire: impl FnOnce(&[(String, String)]),
 ) -> Result<Bound> {
-    let (mut stored, mut inherited): (Vec<_>, Vec<_>) = inherited
+    let (stored, mut inherited): (Vec<_>, Vec<_>) = inherited
         .into_iter()
         .partition(|s| s.name.starts_with(STORE_PREFIX));
+    let addrs = ports.iter().map(resolve).collect::<Result<Vec<_>>>()?;
+    let wanted = |s: &Inherited| match &s.address {
+        Address::Ip(addr) => ports
+            .iter()
+            .zip(&addrs)
+            .any(|(spec, a)| a == addr && spec.udp == s.datagram),
+        Address::Path(path) => !s.datagram && paths.contains(path),
+        Address::OtherUnix(_) => false,
+    };
+    let (mut stored, stale): (Vec<_>, Vec<_>) = stored.into_iter().partition(wanted);
+    retire(
+        &stale
+            .into_iter()
+            .map(|s| (s.key(), s.name))
+            .collect::<Vec<_>>(),
+    );
     let mut bound = Bound::default();
-    for spec in ports {
-        let addr = resolve(spec)?;
+    for (spec, &addr) in ports.iter().zip(&addrs) {
         let same = |s: &Inherited| s.datagram == spec.udp && s.address == Address::Ip(addr);
         let name = store_name(if spec.udp { "udp" } else { "tcp" }, &spec.key);
         let taken = take_inherited(&mut inherited, same);
@@ -100,8 +125,8 @@ pub fn bind_all(
         }
         let (fd, fdname, origin) = match taken {
             Some(socket) => (socket.fd, socket.name, Origin::Unit),
-            None => match take_inherited(&mut stored, |s| s.name == name && same(s)) {
-                Some(socket) => (socket.fd, fdname_for(&spec.key), Origin::Stored(name)),
+            None => match take_stored(&mut stored, &name, same, &mut bound.renamed) {
+                Some((fd, origin)) => (fd, fdname_for(&spec.key), origin),
                 None => (
                     bind_port(spec, addr, backlog)?,
                     fdname_for(&spec.key),
@@ -123,19 +148,14 @@ pub fn bind_all(
         let name = store_name("unix", &key);
         let (fd, fdname, origin) = match take_inherited(&mut inherited, same) {
             Some(socket) => (socket.fd, socket.name, Origin::Unit),
-            None => match take_stored_unix(&mut stored, &name, same, path) {
-                Some(socket) => (socket.fd, fdname_for(&key), Origin::Stored(name)),
-                None => {
-                    let created = if fd_store {
-                        &mut Vec::new()
-                    } else {
-                        &mut bound.unix_paths
-                    };
-                    (
-                        bind_unix(path, backlog, created)?,
-                        fdname_for(&key),
-                        Origin::Bound(name),
-                    )
+            None => match take_stored(&mut stored, &name, same, &mut bound.renamed) {
+                Some((fd, origin)) if is_socket(path) => (fd, fdname_for(&key), origin),
+                gone => {
+                    if gone.is_some() {
+                        warn!("the file of stored socket {key} is gone: binding it anew");
+                    }
+                    let fd = bind_unix(path, backlog, &mut bound.unix_paths)?;
+                    (fd, fdname_for(&key), Origin::Bound(name))
                 }
             },
         };
@@ -156,27 +176,29 @@ pub fn bind_all(
             origin: Origin::Unit,
         });
     }
-    bound.stale = stored;
     Ok(bound)
 }
 
-/// The stored socket of `--path` `path`, if its file is still there. A socket whose file is gone
-/// cannot be reached any more: it is closed (its stored copy is replaced by a new bind).
-fn take_stored_unix(
+/// The stored socket at an option's address: under the option's `name` it stays stored; under
+/// another (the option was written differently, `--port=8080` then `--port=0.0.0.0:8080`) it is
+/// stored again under `name` and the old name goes to `renamed`.
+fn take_stored(
     stored: &mut Vec<Inherited>,
     name: &str,
     same: impl Fn(&Inherited) -> bool,
-    path: &Path,
-) -> Option<Inherited> {
-    let socket = take_inherited(stored, |s| s.name == name && same(s))?;
-    if is_socket(path) {
-        return Some(socket);
+    renamed: &mut Vec<(String, String)>,
+) -> Option<(OwnedFd, Origin)> {
+    if let Some(socket) = take_inherited(stored, |s| s.name == name && same(s)) {
+        return Some((socket.fd, Origin::Stored(name.to_string())));
     }
-    warn!(
-        "the socket file {} of the stored socket is gone: binding it anew",
-        path.display()
+    let socket = take_inherited(stored, same)?;
+    info!(
+        "using socket {} from systemd's file descriptor store ({}), to be stored as {name}",
+        socket.key(),
+        socket.name
     );
-    None
+    renamed.push((socket.key(), socket.name));
+    Some((socket.fd, Origin::Bound(name.to_string())))
 }
 
 fn take_inherited(
