@@ -354,3 +354,27 @@ fn a_stale_stored_socket_is_let_go_before_an_overlapping_bind() {
     assert!(removed.is_some() && removed < barrier, "{texts:?}");
     drop(server);
 }
+
+#[test]
+fn a_stored_unix_socket_whose_file_is_gone_is_bound_anew_and_replaced_in_the_store() {
+    let tmp = TempDir::new();
+    let notify = FdNotifySocket::new(&tmp);
+    let path = tmp.path("app.sock");
+    let stored = UnixListener::bind(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let name = format!("start_server.unix.{}", path.display());
+    let server = start_with_stored(
+        &tmp,
+        &notify,
+        &[(&name, stored.as_raw_fd())],
+        &[format!("--path={}", path.display())],
+    );
+    // Clients find a unix socket by its file: a socket without one is useless.
+    let fds = notify.wait_for(&format!("FDSTORE=1\nFDNAME={name}\n"));
+    assert_ne!(inode(&fds[0]), inode(&stored), "a new socket");
+    let local: UnixAddr = getsockname(fds[0].as_raw_fd()).unwrap();
+    assert_eq!(local.path(), Some(path.as_path()));
+    assert!(std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()));
+    server.wait_log("is gone: binding it anew");
+    drop(server);
+}
