@@ -7,6 +7,7 @@ mod common;
 use std::io::IoSliceMut;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::os::unix::process::CommandExt;
@@ -33,7 +34,19 @@ struct FdNotifySocket {
 impl FdNotifySocket {
     fn new(tmp: &TempDir) -> FdNotifySocket {
         let path = tmp.path("notify");
-        let socket = UnixDatagram::bind(&path).unwrap();
+        Self::collect(
+            UnixDatagram::bind(&path).unwrap(),
+            path.display().to_string(),
+        )
+    }
+
+    /// One in the abstract namespace (`NOTIFY_SOCKET=@name`).
+    fn abstract_name(name: &str) -> FdNotifySocket {
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        Self::collect(UnixDatagram::bind_addr(&addr).unwrap(), format!("@{name}"))
+    }
+
+    fn collect(socket: UnixDatagram, address: String) -> FdNotifySocket {
         let messages: Received = Arc::default();
         let sink = Arc::clone(&messages);
         let store: Arc<Mutex<Vec<(String, OwnedFd)>>> = Arc::default();
@@ -80,7 +93,7 @@ impl FdNotifySocket {
         FdNotifySocket {
             messages,
             store,
-            address: path.display().to_string(),
+            address,
         }
     }
 
@@ -376,5 +389,28 @@ fn a_stored_unix_socket_whose_file_is_gone_is_bound_anew_and_replaced_in_the_sto
     assert_eq!(local.path(), Some(path.as_path()));
     assert!(std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()));
     server.wait_log("is gone: binding it anew");
+    drop(server);
+}
+
+#[test]
+fn sockets_reach_an_abstract_notify_socket_too() {
+    let tmp = TempDir::new();
+    let notify = FdNotifySocket::abstract_name(&format!("fd-store-test-{}", std::process::id()));
+    let port = free_port();
+    let server = Server::start(
+        &[
+            format!("--port=127.0.0.1:{port}"),
+            "--".into(),
+            tmp.http_worker().display().to_string(),
+        ],
+        &[
+            ("NOTIFY_SOCKET", notify.address.clone()),
+            ("FDSTORE", "1".into()),
+        ],
+    );
+    let fds = notify.wait_for(&format!(
+        "FDSTORE=1\nFDNAME=start_server.tcp.127.0.0.1_{port}\n"
+    ));
+    assert!(listening(&fds[0]));
     drop(server);
 }
