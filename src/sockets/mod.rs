@@ -44,8 +44,8 @@ pub struct Listener {
 pub enum Origin {
     /// A socket unit passed it: systemd holds it anyway.
     Unit,
-    /// Bound here; to be kept in the file descriptor store under this name (replacing any
-    /// older copy) when there is one.
+    /// Bound here (or taken from the store under an old name); to be kept in the file
+    /// descriptor store under this name, replacing any older copy, when there is one.
     Bound(String),
     /// Taken back from the file descriptor store, where it stays under this name.
     Stored(String),
