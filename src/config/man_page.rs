@@ -57,6 +57,11 @@ const ENVIRONMENT: &[(&str, &str)] = &[
          STOPPING=1, STATUS=, WATCHDOG=1).",
     ),
     (
+        "*FDSTORE*",
+        "Set by systemd (254 and later) when the unit has FileDescriptorStoreMax=: start_server \
+         then keeps the sockets it binds in systemd's file descriptor store (see NOTES).",
+    ),
+    (
         "*JOURNAL_STREAM*",
         "When it names start_server's stderr and there is no --log-file, start_server logs \
          natively to journald.",
@@ -136,6 +141,21 @@ const NOTES: &[&str] = &[
      never clobbers another socket. Socket activation, readiness and the options \
      --ready-timeout, --kill-old-timeout, --max-restart-delay and --no-listen-fds are \
      additions.",
+    "With FileDescriptorStoreMax= in the unit (systemd then sets *FDSTORE*; before systemd 254, \
+     set Environment=FDSTORE= to the same number too), start_server keeps every socket it binds \
+     itself in systemd's file descriptor store, named after its --port or --path, and the next \
+     start takes it back instead of binding (the sockets of a socket unit need nothing: systemd \
+     holds them anyway). Stored sockets that no option names any more are removed from the \
+     store; the file of a --path socket stays when start_server exits, for the next start. A \
+     systemctl restart, a kill -9 of start_server under Restart=always, or a crash then refuses \
+     no connection: clients wait in the listen backlog (--backlog bounds how many) until the new \
+     workers accept. It does not save the requests that workers killed along with start_server \
+     were serving (a graceful stop lets them finish), nor clients that stop waiting.",
+    "systemd empties the store when the unit stops for good, and keeps it while the unit \
+     restarts (FileDescriptorStorePreserve=restart, the default). FileDescriptorStorePreserve=yes \
+     (systemd 254 and later) keeps it across systemctl stop and start too, as long as the unit \
+     stays loaded (an enabled unit does): even a stopped service then queues its clients instead \
+     of refusing them. systemctl clean --what=fdstore empties it.",
 ];
 
 /// (what it does, the command lines).
