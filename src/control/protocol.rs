@@ -82,7 +82,8 @@ pub struct SocketInfo {
     pub address: String,
     /// The fd the workers find it at.
     pub fd: i32,
-    /// `bound` by start_server or `inherited` from systemd.
+    /// `bound` by start_server, `inherited` from a systemd socket unit, or `stored` (taken back
+    /// from systemd's file descriptor store).
     pub origin: String,
 }
 

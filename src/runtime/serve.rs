@@ -105,11 +105,9 @@ fn open_control(control: Option<(std::path::PathBuf, bool)>) -> Result<Option<Co
     }
 }
 
-/// Each socket's actual address, and whether it was `bound` here or `inherited` from systemd.
-fn socket_origins(
-    listeners: &[sockets::Listener],
-    inherited: &[RawFd],
-) -> Vec<(String, &'static str)> {
+/// Each socket's actual address, and where it came from: `bound` here, `inherited` from a
+/// socket unit, or `stored` (taken back from systemd's file descriptor store).
+fn socket_origins(listeners: &[sockets::Listener]) -> Vec<(String, &'static str)> {
     use std::os::fd::AsRawFd;
     listeners
         .iter()
@@ -117,10 +115,10 @@ fn socket_origins(
             let raw = listener.fd.as_raw_fd();
             let address = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(raw)
                 .map_or_else(|_| listener.key.clone(), |a| a.to_string());
-            let origin = if inherited.contains(&raw) {
-                "inherited"
-            } else {
-                "bound"
+            let origin = match listener.origin {
+                Origin::Bound(_) => "bound",
+                Origin::Unit => "inherited",
+                Origin::Stored(_) => "stored",
             };
             (address, origin)
         })
@@ -153,11 +151,6 @@ fn bind_sockets(
             );
         }
     }
-    let inherited: Vec<RawFd> = config
-        .inherited
-        .iter()
-        .map(|s| std::os::fd::AsRawFd::as_raw_fd(&s.fd))
-        .collect();
     let mut bound = sockets::bind_all(
         &config.ports,
         &config.paths,
@@ -172,7 +165,7 @@ fn bind_sockets(
     }
     let listeners = std::mem::take(&mut bound.listeners);
     let explicit: Vec<_> = listeners.iter().filter_map(|l| l.requested_fd).collect();
-    let origins = socket_origins(&listeners, &inherited);
+    let origins = socket_origins(&listeners);
     let (layout, described) = FdLayout::new(listeners)?;
     let info = described
         .iter()
