@@ -384,3 +384,17 @@ fn a_burst_of_writes_to_a_watched_file_is_one_reload_logged_with_its_path() {
     wait_sole_generation(&tmp.path("status"), 3);
     assert_eq!(server.log().matches("changed: reloading").count(), 2);
 }
+
+#[test]
+fn systemd_status_summarises_the_state() {
+    let tmp = TempDir::new();
+    let notify = NotifySocket::at_path(&tmp.path("notify"));
+    let port = free_port();
+    let _server = serving(
+        &tmp,
+        port,
+        &[],
+        &[("NOTIFY_SOCKET", notify.address.clone())],
+    );
+    notify.wait_for(&["STATUS=generation 1 up (1/1 workers)"]);
+}
