@@ -112,7 +112,7 @@ fn check_command(cli: &Cli) -> Result<()> {
     }
     if cli.command.is_empty() {
         return Err(Error::usage(
-            "server program not specified; usage: start_server [OPTIONS] -- PROGRAM [ARGS...]",
+            "server program not specified: give it after the options: start_server [OPTIONS] -- PROGRAM [ARGS...]",
         ));
     }
     if let Some(bad) = cli

@@ -93,7 +93,7 @@ pub fn open(target: &LogTarget) -> Result<LogOutput> {
             logger.pid = Some(logger.spawn().map_err(|e| match e.kind() {
                 // A scratch container image has no shell.
                 std::io::ErrorKind::NotFound => Error::runtime(format!(
-                    "{}: a log command runs with /bin/sh, which is missing; log to stderr or \
+                    "{}: a log command runs with /bin/sh, which is missing: log to stderr or \
                      to a file instead",
                     context()
                 )),

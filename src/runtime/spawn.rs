@@ -44,7 +44,7 @@ pub fn assign_fds(requested: &[(&str, Option<RawFd>)]) -> Result<Vec<RawFd>> {
         if let Some(fd) = fd {
             if let Some((_, other)) = taken.iter().find(|(t, _)| t == fd) {
                 return Err(Error::usage(format!(
-                    "--port {other} and --port {key} both ask for file descriptor {fd}; give \
+                    "--port {other} and --port {key} both ask for file descriptor {fd}: give \
                      each socket its own"
                 )));
             }
@@ -83,7 +83,7 @@ impl FdLayout {
         for (listener, target) in listeners.into_iter().zip(targets) {
             let parked = dup_above(&listener.fd, floor).map_err(|e| {
                 Error::runtime(format!(
-                    "cannot keep the socket of {} open above fd {floor}: {e}; raise the \
+                    "cannot keep the socket of {} open above fd {floor}: {e}: raise the \
                      open-file limit (ulimit -n)",
                     listener.key
                 ))
@@ -390,7 +390,7 @@ mod tests {
         let err = assign_fds(&[("80", Some(5)), ("81", Some(5))]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "--port 80 and --port 81 both ask for file descriptor 5; give each socket its own"
+            "--port 80 and --port 81 both ask for file descriptor 5: give each socket its own"
         );
     }
 }
