@@ -112,6 +112,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
     pub max_restart_delay: Duration,
 
+    /// On TERM or INT, keep the workers serving this many seconds before signalling them (while
+    /// a load balancer stops sending requests); a second TERM or INT stops them at once.
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds)]
+    pub shutdown_delay: Duration,
+
     /// Do not also describe the sockets to workers with LISTEN_FDS, LISTEN_PID and
     /// LISTEN_FDNAMES (the systemd convention); SERVER_STARTER_PORT only.
     #[arg(long)]

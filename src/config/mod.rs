@@ -88,6 +88,7 @@ impl Config {
             kill_old_timeout: cli.kill_old_timeout,
             backoff_after: crate::supervisor::DEFAULT_BACKOFF_AFTER,
             backoff_max: cli.max_restart_delay,
+            shutdown_delay: cli.shutdown_delay,
         };
         let ports = cli
             .port

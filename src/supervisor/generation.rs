@@ -5,7 +5,10 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{Action, ExitStatus, Leaving, Notice, Pid, Supervisor, Worker, join};
+use super::{
+    Action, ExitStatus, Leaving, Notice, Pid, ReloadResult, ReloadTrigger, ReloadView, Supervisor,
+    Worker, join,
+};
 use crate::runtime::signals::short_name;
 
 #[derive(Debug)]
@@ -30,6 +33,28 @@ impl Supervisor {
         }
         self.begin_generation();
     }
+
+    /// Records a reload asked for at `now`: it concerns the next generation to begin.
+    pub(super) fn note_reload(&mut self, trigger: ReloadTrigger, now: Instant) {
+        self.last_reload = Some(ReloadView {
+            trigger,
+            generation: self.generation + 1,
+            started: now,
+            finished: None,
+        });
+    }
+
+    /// Ends the last reload, if still running and `generation` is (or follows) its own.
+    fn finish_reload(&mut self, generation: u64, result: ReloadResult, now: Instant) {
+        if let Some(reload) = self
+            .last_reload
+            .as_mut()
+            .filter(|r| r.finished.is_none() && generation >= r.generation)
+        {
+            reload.finished = Some((now, result));
+        }
+    }
+
     pub(super) fn trial_failed(&mut self, why: String, now: Instant) {
         let Some(trial) = self.trial.as_mut() else {
             return;
@@ -37,6 +62,7 @@ impl Supervisor {
         trial.failed_at = Some(now);
         let generation = trial.generation;
         self.failures_in_a_row += 1;
+        self.finish_reload(generation, ReloadResult::Failed(why.clone()), now);
         let serving = self.current;
         self.actions.push(Action::RecordFailure {
             generation,
@@ -75,6 +101,7 @@ impl Supervisor {
     ) {
         self.probation = Some((now, self.failures_in_a_row));
         self.failures_in_a_row = 0;
+        self.finish_reload(generation, ReloadResult::Up, now);
         let delay = self.tunables.kill_old_delay;
         if let Some(previous) = self.current.replace(Worker { generation, pid }) {
             self.leaving.push(Leaving {

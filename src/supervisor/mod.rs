@@ -40,6 +40,7 @@ use generation::Trial;
 pub use notice::{Action, Notice};
 pub use policy::{DEFAULT_BACKOFF_AFTER, Policy, Tunables};
 use readiness::Message;
+pub use snapshot::{ReloadResult, ReloadTrigger, ReloadView};
 use worker::Leaving;
 pub use worker::{ExitStatus, Pid, Worker};
 
@@ -64,6 +65,13 @@ pub struct Supervisor {
     /// A generation has served (the service manager got `READY=1`).
     announced_ready: bool,
     stopping: bool,
+    /// A terminating signal received under `shutdown_delay`: when the workers get theirs, and
+    /// what was received. Workers keep serving until then.
+    stop_due: Option<(Instant, Signal)>,
+    /// When the workers were signalled to stop.
+    workers_signalled_at: Option<Instant>,
+    /// The last reload asked for, and how it ended.
+    last_reload: Option<ReloadView>,
     last_restart: Instant,
     /// What the status file says (nothing is written until something is live).
     written_status: Vec<Worker>,
@@ -87,6 +95,9 @@ impl Supervisor {
             restart_pending: false,
             announced_ready: false,
             stopping: false,
+            stop_due: None,
+            workers_signalled_at: None,
+            last_reload: None,
             last_restart: now,
             written_status: Vec::new(),
             actions: Vec::new(),
@@ -130,7 +141,13 @@ impl Supervisor {
 
     /// SIGHUP: start a new generation, or one more after the one already starting.
     pub fn hangup(&mut self) -> Vec<Action> {
-        if self.stopping {
+        self.request_reload(ReloadTrigger::Signal, Instant::now())
+    }
+
+    /// A reload asked for by `trigger` (SIGHUP, the control socket, a file change): as
+    /// [`Supervisor::hangup`], recorded in the snapshot's `last_reload`.
+    pub fn request_reload(&mut self, trigger: ReloadTrigger, now: Instant) -> Vec<Action> {
+        if self.stopping || self.stop_due.is_some() {
             info!("received HUP while shutting down, ignored");
             return self.take_actions();
         }
@@ -141,6 +158,7 @@ impl Supervisor {
                 "received HUP while generation {} waits to be retried, spawning a new worker now",
                 trial.generation
             );
+            self.note_reload(trigger, now);
             self.reload();
         } else if let Some(trial) = &self.trial {
             info!(
@@ -148,15 +166,48 @@ impl Supervisor {
                 trial.generation
             );
             self.restart_pending = true;
+            self.note_reload(trigger, now);
         } else {
             info!("received HUP, spawning a new worker");
+            self.note_reload(trigger, now);
             self.reload();
         }
         self.take_actions()
     }
 
-    /// A terminating signal: stop every worker, then exit once they are all gone.
+    /// A terminating signal: stop every worker, then exit once they are all gone. With
+    /// `shutdown_delay`, the workers keep serving that long first; a second signal during the
+    /// delay stops them at once.
     pub fn terminate(&mut self, received: Signal, now: Instant) -> Vec<Action> {
+        if self.stop_due.take().is_some() {
+            info!(
+                "received {} again, stopping the workers now",
+                short_name(received)
+            );
+            self.stop_workers(received, now);
+            return self.take_actions();
+        }
+        let delay = self.policy.shutdown_delay;
+        if !self.stopping && !delay.is_zero() {
+            info!(
+                "received {}, serving {} secs more before stopping the workers \
+                 (send it again to stop now)",
+                short_name(received),
+                delay.as_secs_f64()
+            );
+            self.stop_due = Some((now + delay, received));
+            self.actions.push(Action::Notify(Notice::Stopping));
+            return self.take_actions();
+        }
+        if !self.stopping {
+            self.actions.push(Action::Notify(Notice::Stopping));
+        }
+        self.stop_workers(received, now);
+        self.take_actions()
+    }
+
+    /// Signals every worker (once) and marks the supervisor as stopping.
+    fn stop_workers(&mut self, received: Signal, now: Instant) {
         let pids = self.worker_pids();
         if self.stopping {
             info!(
@@ -164,9 +215,10 @@ impl Supervisor {
                 short_name(received),
                 join(&pids)
             );
-            return self.take_actions();
+            return;
         }
         self.stopping = true;
+        self.workers_signalled_at = Some(now);
         let signal = if received == Signal::SIGTERM {
             self.policy.signal_on_term
         } else {
@@ -179,13 +231,11 @@ impl Supervisor {
             join(&pids)
         );
         self.everyone_leaves(now);
-        self.actions.push(Action::Notify(Notice::Stopping));
         if pids.is_empty() {
             self.actions.push(Action::Exit);
         } else {
             self.actions.push(Action::Signal { pids, signal });
         }
-        self.take_actions()
     }
 
     /// A child was reaped. A child that is not a worker (a log command, a stray) yields no
@@ -226,6 +276,11 @@ impl Supervisor {
 
     /// Time passed: end trials, retry, signal or kill leaving workers, auto-restart.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        if let Some((_, received)) = self.stop_due.filter(|(due, _)| now >= *due) {
+            self.stop_due = None;
+            info!("shutdown delay over");
+            self.stop_workers(received, now);
+        }
         self.kill_overdue(now);
         self.note_lingering(now);
         if self.stopping {
@@ -258,7 +313,8 @@ impl Supervisor {
         let signals = self.leaving.iter().filter_map(|r| r.signal_at).min();
         let auto = self.auto_restart_due().filter(|_| self.trial.is_none());
         let respawn = self.respawn_at.filter(|_| self.trial.is_none());
-        [trial, signals, kills, auto, respawn]
+        let stop = self.stop_due.map(|(due, _)| due);
+        [trial, signals, kills, auto, respawn, stop]
             .into_iter()
             .flatten()
             .min()

@@ -42,6 +42,9 @@ pub struct Policy {
     pub backoff_after: u32,
     /// The longest wait between two attempts when backing off.
     pub backoff_max: Duration,
+    /// How long the workers keep serving after a terminating signal before they get theirs
+    /// (a load balancer stops sending requests meanwhile).
+    pub shutdown_delay: Duration,
 }
 
 /// Settings re-read from the environment (and envdir) at every spawn, as the original does.
@@ -135,6 +138,7 @@ impl Supervisor {
                 "autorestart triggered ({forced}interval={})",
                 interval.as_secs_f64()
             );
+            self.note_reload(super::ReloadTrigger::AutoRestart, now);
             self.begin_generation();
         }
     }

@@ -19,8 +19,11 @@ pub struct Snapshot {
     pub backoff: Option<BackoffView>,
     /// The current generation's workers keep dying before they are up.
     pub crash_loop: bool,
-    /// A terminating signal was received: workers are being stopped.
+    /// A terminating signal was received: workers are being stopped, or will be at
+    /// `workers_signalled_at` (`--shutdown-delay`).
     pub stopping: bool,
+    /// When the workers get (or got) their stop signal, once a terminating signal was received.
+    pub workers_signalled_at: Option<Instant>,
 }
 
 /// Where a generation is in its life.
@@ -187,13 +190,17 @@ impl Supervisor {
         Snapshot {
             generations,
             workers,
-            last_reload: None,
+            last_reload: self.last_reload.clone(),
             backoff: (self.failures_in_a_row > 0).then(|| BackoffView {
                 failures_in_a_row: self.failures_in_a_row,
                 next_attempt: self.next_deadline(),
             }),
             crash_loop: false,
-            stopping: self.stopping,
+            stopping: self.stopping || self.stop_due.is_some(),
+            workers_signalled_at: self
+                .stop_due
+                .map(|(due, _)| due)
+                .or(self.workers_signalled_at),
         }
     }
 }

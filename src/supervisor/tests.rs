@@ -26,6 +26,7 @@ impl Harness {
             kill_old_timeout: None,
             backoff_after: DEFAULT_BACKOFF_AFTER,
             backoff_max: 10 * SEC,
+            shutdown_delay: Duration::ZERO,
         };
         Harness {
             sup: Supervisor::new(policy, tunables, now),
@@ -745,4 +746,119 @@ fn a_worker_ignoring_its_signal_is_named_once_and_still_waited_for() {
     assert_eq!(h.sup.next_deadline(), None, "once, then waited for quietly");
     assert_eq!(h.sup.live(), vec![w(1, 101), w(2, 102)]);
     assert_eq!(h.exit(101, 9), vec![Action::WriteStatus(vec![w(2, 102)])]);
+}
+
+fn terminate(h: &mut Harness, signal: Signal) -> Vec<Action> {
+    let actions = h.sup.terminate(signal, h.now);
+    h.run(actions)
+}
+
+#[test]
+fn shutdown_delay_keeps_serving_then_signals_the_workers() {
+    let mut h = with_policy(|p| p.shutdown_delay = 5 * SEC);
+    h.started();
+    h.advance(SEC);
+    assert!(
+        terminate(&mut h, Signal::SIGTERM).is_empty(),
+        "no signal yet"
+    );
+    assert_eq!(h.notices.last(), Some(&Notice::Stopping));
+    let snapshot = h.sup.snapshot(h.now);
+    assert!(snapshot.stopping);
+    assert_eq!(snapshot.workers_signalled_at, Some(h.now + 5 * SEC));
+    assert_eq!(h.sup.next_deadline(), Some(h.now + 5 * SEC));
+    assert!(h.hup().is_empty(), "no reload while stopping");
+    assert!(h.advance(4 * SEC).is_empty(), "still serving");
+    assert_eq!(h.sup.current(), Some(w(1, 101)));
+    assert_eq!(
+        h.advance(SEC),
+        vec![Action::Signal {
+            pids: vec![101],
+            signal: Signal::SIGTERM
+        }]
+    );
+    assert_eq!(h.sup.snapshot(h.now).workers_signalled_at, Some(h.now));
+    assert_eq!(
+        h.exit(101, 15),
+        vec![Action::WriteStatus(vec![]), Action::Exit]
+    );
+}
+
+#[test]
+fn a_second_signal_skips_the_shutdown_delay() {
+    let mut h = with_policy(|p| p.shutdown_delay = 60 * SEC);
+    h.started();
+    h.advance(SEC);
+    terminate(&mut h, Signal::SIGINT);
+    h.advance(SEC);
+    assert_eq!(
+        terminate(&mut h, Signal::SIGTERM),
+        vec![Action::Signal {
+            pids: vec![101],
+            signal: Signal::SIGTERM
+        }]
+    );
+    assert_eq!(h.sup.snapshot(h.now).workers_signalled_at, Some(h.now));
+    assert_eq!(
+        h.notices.iter().filter(|n| **n == Notice::Stopping).count(),
+        1,
+        "STOPPING=1 once"
+    );
+}
+
+#[test]
+fn the_last_reload_says_what_asked_for_it_and_how_it_ended() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    assert_eq!(
+        h.sup.snapshot(h.now).last_reload,
+        None,
+        "start-up is no reload"
+    );
+    let asked = h.now;
+    let actions = h.sup.request_reload(ReloadTrigger::Control, h.now);
+    h.run(actions);
+    let running = h.sup.snapshot(h.now).last_reload.unwrap();
+    assert_eq!(
+        (running.trigger, running.generation, running.started),
+        (ReloadTrigger::Control, 2, asked)
+    );
+    assert_eq!(running.finished, None);
+    h.advance(SEC);
+    let done = h.sup.snapshot(h.now).last_reload.unwrap();
+    assert_eq!(done.finished, Some((h.now, ReloadResult::Up)));
+
+    let actions = h
+        .sup
+        .request_reload(ReloadTrigger::FileChange("/etc/app".into()), h.now);
+    h.run(actions);
+    h.exit(103, 256);
+    let failed = h.sup.snapshot(h.now).last_reload.unwrap();
+    assert_eq!(failed.trigger, ReloadTrigger::FileChange("/etc/app".into()));
+    assert_eq!(
+        failed.finished,
+        Some((
+            h.now,
+            ReloadResult::Failed("exit status:256 (exit code 1)".into())
+        ))
+    );
+}
+
+#[test]
+fn a_reload_asked_during_a_start_concerns_the_generation_after_it() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    h.hup(); // generation 2 on trial
+    let actions = h.sup.request_reload(ReloadTrigger::Signal, h.now);
+    h.run(actions);
+    h.advance(SEC); // 2 is up: not the reload's, 3 begins
+    let reload = h.sup.snapshot(h.now).last_reload.unwrap();
+    assert_eq!((reload.generation, reload.finished), (3, None));
+    h.advance(SEC);
+    assert_eq!(
+        h.sup.snapshot(h.now).last_reload.unwrap().finished,
+        Some((h.now, ReloadResult::Up))
+    );
 }
