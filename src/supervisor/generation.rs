@@ -73,7 +73,7 @@ impl Supervisor {
             why,
             serving,
         }));
-        self.announce_backoff();
+        self.announce_backoff(now);
     }
 
     pub(super) fn begin_generation(&mut self) {

@@ -59,6 +59,9 @@ pub struct Supervisor {
     probation: Option<(Instant, u32)>,
     /// When to replace a current worker that died young (backoff); no trial runs meanwhile.
     respawn_at: Option<Instant>,
+    /// When the crash-loop episode under way began (see
+    /// [`CRASH_LOOP_AFTER`](policy::CRASH_LOOP_AFTER)).
+    crash_loop: Option<Instant>,
     /// The backoff delay last logged, so the log says when it changes, not at every death.
     announced_backoff: Duration,
     restart_pending: bool,
@@ -91,6 +94,7 @@ impl Supervisor {
             failures_in_a_row: 0,
             probation: None,
             respawn_at: None,
+            crash_loop: None,
             announced_backoff: Duration::ZERO,
             restart_pending: false,
             announced_ready: false,
@@ -283,6 +287,7 @@ impl Supervisor {
         }
         self.kill_overdue(now);
         self.note_lingering(now);
+        self.end_crash_loop_if_over(now);
         if self.stopping {
             return self.take_actions();
         }
@@ -314,7 +319,8 @@ impl Supervisor {
         let auto = self.auto_restart_due().filter(|_| self.trial.is_none());
         let respawn = self.respawn_at.filter(|_| self.trial.is_none());
         let stop = self.stop_due.map(|(due, _)| due);
-        [trial, signals, kills, auto, respawn, stop]
+        let crash_loop = self.crash_loop_end();
+        [trial, signals, kills, auto, respawn, stop, crash_loop]
             .into_iter()
             .flatten()
             .min()

@@ -30,6 +30,14 @@ pub enum Notice {
     WorkerStatus { worker: Worker, status: String },
     /// Nothing serves and starts keep failing: the next attempt waits `delay`.
     BackingOff { failures: u32, delay: Duration },
+    /// Workers keep dying before they are up (see `CRASH_LOOP_AFTER`); `serving` is the
+    /// generation still serving, if any.
+    CrashLoop {
+        failures: u32,
+        serving: Option<Worker>,
+    },
+    /// The crash loop is over: this worker has stayed up.
+    CrashLoopOver { serving: Worker },
     /// Shutting down.
     Stopping,
 }

@@ -195,7 +195,7 @@ impl Supervisor {
                 failures_in_a_row: self.failures_in_a_row,
                 next_attempt: self.next_deadline(),
             }),
-            crash_loop: false,
+            crash_loop: self.crash_loop.is_some(),
             stopping: self.stopping || self.stop_due.is_some(),
             workers_signalled_at: self
                 .stop_due

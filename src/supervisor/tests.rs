@@ -862,3 +862,78 @@ fn a_reload_asked_during_a_start_concerns_the_generation_after_it() {
         Some((h.now, ReloadResult::Up))
     );
 }
+
+fn crash_loop_errors(h: &Harness) -> usize {
+    h.notices
+        .iter()
+        .filter(|n| matches!(n, Notice::CrashLoop { .. }))
+        .count()
+}
+
+#[test]
+fn a_crash_loop_is_declared_once_and_ends_when_a_worker_stays_up() {
+    let mut h = with_policy(|p| p.interval = Duration::ZERO);
+    h.started();
+    h.advance(Duration::ZERO);
+    for round in 1..=5 {
+        let pid = h.sup.current().expect("promoted").pid;
+        h.exit(pid, 256);
+        assert_eq!(
+            h.sup.snapshot(h.now).crash_loop,
+            round >= super::policy::CRASH_LOOP_AFTER,
+            "after {round} deaths"
+        );
+        let due = h.sup.next_deadline().unwrap_or(h.now);
+        h.advance(due - h.now);
+        h.advance(Duration::ZERO);
+    }
+    assert_eq!(
+        crash_loop_errors(&h),
+        3,
+        "told to systemd at deaths 3, 4, 5"
+    );
+    assert!(
+        matches!(
+            h.notices.last(),
+            Some(Notice::CrashLoop { failures: 5, .. }) | Some(Notice::Serving { .. })
+        ),
+        "{:?}",
+        h.notices.last()
+    );
+    let serving = h.sup.current().unwrap();
+    // Still in the episode until the new worker has lived MIN_UPTIME: the deadline says when.
+    assert!(h.sup.snapshot(h.now).crash_loop);
+    assert_eq!(h.sup.next_deadline(), Some(h.now + MIN_UPTIME));
+    h.advance(MIN_UPTIME);
+    assert!(!h.sup.snapshot(h.now).crash_loop);
+    assert_eq!(
+        h.notices.last(),
+        Some(&Notice::CrashLoopOver { serving }),
+        "STATUS= says it serves again"
+    );
+}
+
+#[test]
+fn a_new_generation_that_keeps_failing_is_a_crash_loop_while_the_old_one_serves() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    h.advance(10 * SEC); // the first worker has long passed its MIN_UPTIME
+    h.hup();
+    for _ in 0..3 {
+        let pid = h.next_pid;
+        h.exit(pid, 256);
+        let due = h.sup.next_deadline().unwrap();
+        h.advance(due - h.now);
+    }
+    assert!(h.sup.snapshot(h.now).crash_loop);
+    assert!(h.notices.contains(&Notice::CrashLoop {
+        failures: 3,
+        serving: Some(w(1, 101))
+    }));
+    h.advance(10 * SEC);
+    assert!(
+        h.sup.snapshot(h.now).crash_loop,
+        "the old generation staying up does not end it"
+    );
+}
