@@ -54,3 +54,65 @@ fn shutdown_delay_ends_by_itself() {
     server.wait_log("shutdown delay over");
     assert!(server.wait_exit().success());
 }
+
+/// A worker that writes its pid, WATCHDOG_USEC and WATCHDOG_PID to $REPORT (one a line), then sends `WATCHDOG=1` $PETS times, 0.2 s
+/// apart, appending a line to $REPORT.pets for each, then goes silent (TERM ends it).
+const PETTING_WORKER: &str = r#"#!/usr/bin/env python3
+import os, signal, socket, time
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+report = os.environ["REPORT"]
+with open(report + ".tmp", "w") as f:
+    f.write("%d\n%s\n%s\n" % (os.getpid(), os.environ.get("WATCHDOG_USEC"),
+                               os.environ.get("WATCHDOG_PID")))
+os.rename(report + ".tmp", report)
+target = os.environ["NOTIFY_SOCKET"]
+if target.startswith("@"):
+    target = "\0" + target[1:]
+note = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for _ in range(int(os.environ["PETS"])):
+    note.sendto(b"WATCHDOG=1", target)
+    with open(report + ".pets", "a") as f:
+        f.write("pet\n")
+    time.sleep(0.2)
+while True:
+    time.sleep(3600)
+"#;
+
+/// The lines of a report, once complete.
+fn report(path: &std::path::Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(text.lines().map(str::to_string).collect())
+}
+
+#[test]
+fn worker_watchdog_replaces_a_worker_that_goes_silent() {
+    let tmp = TempDir::new();
+    let worker = tmp.script("petting.py", PETTING_WORKER);
+    let report_path = tmp.path("report");
+    let server = tmp.start_server(
+        &["--interval=0.1", "--worker-watchdog=1"],
+        &[&worker.display().to_string()],
+        &[
+            ("REPORT", report_path.display().to_string()),
+            ("PETS", "10".into()),
+        ],
+    );
+    let first = wait_until("the first worker's report", || report(&report_path));
+    let pid: i32 = first[0].parse().unwrap();
+    assert_eq!(first[1..], ["1000000".to_string(), pid.to_string()]);
+    // Ten pets take 2 s, twice the watchdog: the worker is left alone meanwhile.
+    wait_until("ten pets", || {
+        let pets = std::fs::read_to_string(tmp.path("report.pets")).ok()?;
+        (pets.lines().count() >= 10).then_some(())
+    });
+    assert!(!server.log().contains("WATCHDOG=1 for"), "{}", server.log());
+    assert!(alive(pid));
+    // Then it goes silent: TERM, and a new worker in its place.
+    server.wait_log(&format!(
+        "worker {pid} sent no WATCHDOG=1 for 1 secs, sending TERM"
+    ));
+    let (generation, replacement) = wait_sole_generation(&tmp.path("status"), 2);
+    assert_ne!(replacement, pid);
+    assert!(generation >= 2);
+    assert!(!alive(pid));
+}

@@ -117,6 +117,12 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds)]
     pub shutdown_delay: Duration,
 
+    /// Each worker gets WATCHDOG_USEC and WATCHDOG_PID and must send WATCHDOG=1 to
+    /// NOTIFY_SOCKET at least every SECONDS (from its start); one that stops is sent TERM, KILL
+    /// after --kill-old-timeout (or 5 seconds), and replaced.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub worker_watchdog: Option<Duration>,
+
     /// Do not also describe the sockets to workers with LISTEN_FDS, LISTEN_PID and
     /// LISTEN_FDNAMES (the systemd convention); SERVER_STARTER_PORT only.
     #[arg(long)]

@@ -89,6 +89,7 @@ impl Config {
             backoff_after: crate::supervisor::DEFAULT_BACKOFF_AFTER,
             backoff_max: cli.max_restart_delay,
             shutdown_delay: cli.shutdown_delay,
+            worker_watchdog: cli.worker_watchdog.filter(|d| !d.is_zero()),
         };
         let ports = cli
             .port
@@ -131,6 +132,11 @@ impl Config {
         set(
             "KILL_OLD_DELAY",
             cli.kill_old_delay.map(|d| d.as_secs_f64().to_string()),
+        );
+        // `--worker-watchdog`, in the systemd convention (WATCHDOG_PID is added at each spawn).
+        set(
+            "WATCHDOG_USEC",
+            policy.worker_watchdog.map(|d| d.as_micros().to_string()),
         );
         let mut first_env = base_env.clone();
         if let Some(dir) = &cli.envdir {

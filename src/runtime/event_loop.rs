@@ -358,6 +358,7 @@ impl Runtime {
                 .transpose()?,
             nofile: self.nofile,
             listen_pid: self.listen_env.is_some(),
+            watchdog_pid: env.contains_key(OsStr::new("WATCHDOG_USEC")),
             xfsz: crate::runtime::signals::child_xfsz(),
         };
         spawn::spawn(&self.layout, &launch)

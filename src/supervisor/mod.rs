@@ -27,6 +27,7 @@ mod readiness;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
+mod watchdog;
 mod worker;
 
 use std::fmt;
@@ -41,6 +42,7 @@ pub use notice::{Action, Notice};
 pub use policy::{DEFAULT_BACKOFF_AFTER, Policy, Tunables};
 use readiness::Message;
 pub use snapshot::{ReloadResult, ReloadTrigger, ReloadView};
+use watchdog::Watchdog;
 use worker::Leaving;
 pub use worker::{ExitStatus, Pid, Worker};
 
@@ -76,6 +78,8 @@ pub struct Supervisor {
     /// The last reload asked for, and how it ended.
     last_reload: Option<ReloadView>,
     last_restart: Instant,
+    /// `--worker-watchdog`'s bookkeeping.
+    watchdog: Watchdog,
     /// What the status file says (nothing is written until something is live).
     written_status: Vec<Worker>,
     actions: Vec<Action>,
@@ -103,6 +107,7 @@ impl Supervisor {
             workers_signalled_at: None,
             last_reload: None,
             last_restart: now,
+            watchdog: Watchdog::default(),
             written_status: Vec::new(),
             actions: Vec::new(),
         }
@@ -133,6 +138,7 @@ impl Supervisor {
                 Ok(pid) => {
                     info!(generation, worker_pid = pid, "starting new worker {pid}");
                     trial.pid = Some(pid);
+                    self.watch(pid, now);
                 }
                 Err(why) => {
                     warn!(generation, "failed to start a new worker: {why}");
@@ -223,6 +229,7 @@ impl Supervisor {
         }
         self.stopping = true;
         self.workers_signalled_at = Some(now);
+        self.unwatch_all();
         let signal = if received == Signal::SIGTERM {
             self.policy.signal_on_term
         } else {
@@ -245,6 +252,7 @@ impl Supervisor {
     /// A child was reaped. A child that is not a worker (a log command, a stray) yields no
     /// action: it is the OS layer's business.
     pub fn child_exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Vec<Action> {
+        self.unwatch(pid);
         if self.trial.as_ref().is_some_and(|t| t.pid == Some(pid)) {
             self.trial_exited(pid, status, now);
         } else if self.current.is_some_and(|w| w.pid == pid) {
@@ -266,6 +274,9 @@ impl Supervisor {
     /// matter; the rest is ignored.
     pub fn notified(&mut self, pid: Pid, message: &str, now: Instant) -> Vec<Action> {
         let message = Message::parse(message);
+        if message.watchdog {
+            self.pet(pid, now);
+        }
         if !self.trial_notified(pid, &message, now)
             && let (Some(worker), Some(status)) =
                 (self.current.filter(|w| w.pid == pid), message.status)
@@ -291,6 +302,7 @@ impl Supervisor {
         if self.stopping {
             return self.take_actions();
         }
+        self.check_watchdog(now);
         if self.trial.is_some() {
             self.judge_trial(now);
         } else if self.respawn_at.is_some_and(|due| now >= due) {
@@ -320,10 +332,13 @@ impl Supervisor {
         let respawn = self.respawn_at.filter(|_| self.trial.is_none());
         let stop = self.stop_due.map(|(due, _)| due);
         let crash_loop = self.crash_loop_end();
-        [trial, signals, kills, auto, respawn, stop, crash_loop]
-            .into_iter()
-            .flatten()
-            .min()
+        let watchdog = self.watchdog_deadline();
+        [
+            trial, signals, kills, auto, respawn, stop, crash_loop, watchdog,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Live generations as the status file lists them: current and old, by generation.

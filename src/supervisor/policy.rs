@@ -51,6 +51,8 @@ pub struct Policy {
     /// How long the workers keep serving after a terminating signal before they get theirs
     /// (a load balancer stops sending requests meanwhile).
     pub shutdown_delay: Duration,
+    /// Each worker must send `WATCHDOG=1` at least this often, or it is killed and replaced.
+    pub worker_watchdog: Option<Duration>,
 }
 
 /// Settings re-read from the environment (and envdir) at every spawn, as the original does.

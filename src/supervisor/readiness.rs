@@ -14,6 +14,8 @@ pub(super) struct Message<'a> {
     pub(super) ready: bool,
     /// The last `STATUS=` line's text.
     pub(super) status: Option<&'a str>,
+    /// A `WATCHDOG=1` line.
+    pub(super) watchdog: bool,
 }
 
 impl<'a> Message<'a> {
@@ -24,6 +26,7 @@ impl<'a> Message<'a> {
                 .lines()
                 .filter_map(|l| l.strip_prefix("STATUS="))
                 .next_back(),
+            watchdog: text.lines().any(|l| l == "WATCHDOG=1"),
         }
     }
 }

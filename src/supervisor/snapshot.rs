@@ -76,6 +76,8 @@ pub struct WorkerView {
     pub restarts: u32,
     /// Exit statuses of the workers that held its slot before it in this generation.
     pub predecessors: Vec<ExitStatus>,
+    /// Workers of its slot killed by `--worker-watchdog` since start_server started.
+    pub watchdog_kills: u32,
 }
 
 /// What started a reload.
@@ -149,6 +151,7 @@ impl Supervisor {
                 status: None,
                 restarts: 0,
                 predecessors: Vec::new(),
+                watchdog_kills: self.watchdog.kills,
             });
         }
         if let Some(current) = self.current {
@@ -165,6 +168,7 @@ impl Supervisor {
                 status: None,
                 restarts: 0,
                 predecessors: Vec::new(),
+                watchdog_kills: self.watchdog.kills,
             });
         }
         if let Some(trial) = self.trial.as_ref().filter(|t| t.failed_at.is_none()) {
@@ -182,6 +186,7 @@ impl Supervisor {
                     status: trial.status.clone(),
                     restarts: 0,
                     predecessors: Vec::new(),
+                    watchdog_kills: self.watchdog.kills,
                 });
             }
         }

@@ -27,6 +27,7 @@ impl Harness {
             backoff_after: DEFAULT_BACKOFF_AFTER,
             backoff_max: 10 * SEC,
             shutdown_delay: Duration::ZERO,
+            worker_watchdog: None,
         };
         Harness {
             sup: Supervisor::new(policy, tunables, now),
@@ -935,5 +936,101 @@ fn a_new_generation_that_keeps_failing_is_a_crash_loop_while_the_old_one_serves(
     assert!(
         h.sup.snapshot(h.now).crash_loop,
         "the old generation staying up does not end it"
+    );
+}
+
+#[test]
+fn a_worker_silent_past_its_watchdog_is_stopped_killed_and_replaced() {
+    let mut h = with_policy(|p| p.worker_watchdog = Some(2 * SEC));
+    h.started();
+    h.advance(SEC); // 101 serves
+    assert_eq!(
+        h.sup.next_deadline(),
+        Some(h.now + SEC),
+        "2 s from its spawn"
+    );
+    notify(&mut h, 101, "WATCHDOG=1");
+    assert!(h.advance(SEC).is_empty(), "petted 1 s ago");
+    notify(&mut h, 101, "STATUS=busy\nWATCHDOG=1");
+    assert!(h.advance(SEC + SEC / 2).is_empty());
+    assert_eq!(
+        h.advance(SEC / 2),
+        vec![Action::Signal {
+            pids: vec![101],
+            signal: Signal::SIGTERM
+        }]
+    );
+    let view = &h.sup.snapshot(h.now).workers[0];
+    assert_eq!((view.pid, view.watchdog_kills), (101, 1));
+    assert_eq!(
+        h.sup.next_deadline(),
+        Some(h.now + super::worker::FAILED_TRIAL_KILL_DELAY)
+    );
+    assert_eq!(
+        h.advance(super::worker::FAILED_TRIAL_KILL_DELAY),
+        vec![Action::Signal {
+            pids: vec![101],
+            signal: Signal::SIGKILL
+        }]
+    );
+    assert_eq!(
+        h.exit(101, 9),
+        vec![Action::Spawn { generation: 2 }, Action::WriteStatus(vec![])],
+        "replaced at once: it had served long enough"
+    );
+    h.advance(SEC);
+    assert_eq!(h.sup.current(), Some(w(2, 102)));
+    assert_eq!(h.sup.snapshot(h.now).workers[0].watchdog_kills, 1);
+}
+
+#[test]
+fn the_watchdog_uses_kill_old_timeout_and_leaves_retiring_workers_alone() {
+    let mut h = with_policy(|p| {
+        p.worker_watchdog = Some(3 * SEC);
+        p.kill_old_timeout = Some(SEC);
+    });
+    h.started();
+    h.advance(SEC);
+    h.hup();
+    h.advance(SEC);
+    assert_eq!(h.sup.current(), Some(w(2, 102)));
+    // 101 got TERM as an old worker, and is never the watchdog's business again; 102 was
+    // spawned 1 s ago.
+    notify(&mut h, 101, "WATCHDOG=1");
+    assert_eq!(h.sup.next_deadline(), Some(h.now + SEC));
+    let actions = h.advance(2 * SEC);
+    assert_eq!(
+        actions,
+        vec![
+            Action::Signal {
+                pids: vec![101],
+                signal: Signal::SIGKILL
+            },
+            Action::Signal {
+                pids: vec![102],
+                signal: Signal::SIGTERM
+            }
+        ],
+        "101 by kill_old_timeout, 102 by the watchdog"
+    );
+    assert_eq!(
+        h.advance(SEC),
+        vec![Action::Signal {
+            pids: vec![102],
+            signal: Signal::SIGKILL
+        }],
+        "KILL after kill_old_timeout"
+    );
+}
+
+#[test]
+fn shutdown_stops_watching() {
+    let mut h = with_policy(|p| p.worker_watchdog = Some(2 * SEC));
+    h.started();
+    h.advance(SEC);
+    terminate(&mut h, Signal::SIGTERM);
+    assert!(
+        h.advance(10 * SEC).is_empty(),
+        "no watchdog signal while stopping"
     );
 }
