@@ -116,3 +116,86 @@ fn worker_watchdog_replaces_a_worker_that_goes_silent() {
     assert!(generation >= 2);
     assert!(!alive(pid));
 }
+
+/// A worker that writes "PID GENERATION" to $SLOTS/slot-$SERVER_STARTER_WORKER, then sleeps
+/// (as that same process) until signalled.
+const SLOT_WORKER: &str = "#!/bin/sh\n\
+    f=\"$SLOTS/slot-$SERVER_STARTER_WORKER\"\n\
+    echo \"$$ $SERVER_STARTER_GENERATION\" > \"$f.tmp\" && mv \"$f.tmp\" \"$f\"\n\
+    exec sleep 1000\n";
+
+/// The (pid, generation) that slot `slot`'s last worker wrote.
+fn slot(tmp: &TempDir, slot: usize) -> Option<(i32, u64)> {
+    let text = std::fs::read_to_string(tmp.path(&format!("slot-{slot}"))).ok()?;
+    let (pid, generation) = text.trim().split_once(' ')?;
+    Some((pid.parse().ok()?, generation.parse().ok()?))
+}
+
+fn slot_server(tmp: &TempDir, extra: &[&str]) -> Server {
+    let worker = tmp.script("slot.sh", SLOT_WORKER);
+    let mut options = vec!["--interval=0.2"];
+    options.extend(extra);
+    tmp.start_server(
+        &options,
+        &[&worker.display().to_string()],
+        &[("SLOTS", tmp.0.display().to_string())],
+    )
+}
+
+/// Waits until every slot below `n` holds a live worker of `generation`; their pids.
+fn wait_slots(tmp: &TempDir, n: usize, generation: u64) -> Vec<i32> {
+    wait_until(&format!("{n} workers of generation {generation}"), || {
+        (0..n)
+            .map(|s| {
+                slot(tmp, s)
+                    .filter(|&(p, g)| g == generation && alive(p))
+                    .map(|(p, _)| p)
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn workers_run_n_copies_each_told_its_slot() {
+    let tmp = TempDir::new();
+    let server = slot_server(&tmp, &["--workers=3"]);
+    let pids = wait_slots(&tmp, 3, 1);
+    server.wait_log("new worker is now running");
+    assert_eq!(wait_sole_generation(&tmp.path("status"), 1), (1, pids[0]));
+    assert!(slot(&tmp, 3).is_none(), "no fourth copy");
+    assert_eq!(server.log().matches("new worker is now running").count(), 1);
+}
+
+#[test]
+fn a_copy_that_dies_is_replaced_alone_in_its_slot() {
+    let tmp = TempDir::new();
+    let server = slot_server(&tmp, &["--workers=3"]);
+    let pids = wait_slots(&tmp, 3, 1);
+    server.wait_log("new worker is now running");
+    // SAFETY: kill(2) on a worker of our test server.
+    unsafe { libc::kill(pids[1], libc::SIGKILL) };
+    let replacement = wait_until("slot 1 replaced", || {
+        slot(&tmp, 1).filter(|&(p, _)| p != pids[1] && alive(p))
+    });
+    assert_eq!(replacement.1, 1, "in the same generation");
+    assert!(alive(pids[0]) && alive(pids[2]), "the others keep serving");
+    assert_eq!(slot(&tmp, 0), Some((pids[0], 1)));
+    assert_eq!(slot(&tmp, 2), Some((pids[2], 1)));
+    server.wait_log(&format!("worker {} in slot 1 died unexpectedly", pids[1]));
+    assert_eq!(status_entries(&tmp.path("status")), vec![(1, pids[0])]);
+}
+
+#[test]
+fn a_reload_replaces_every_copy() {
+    let tmp = TempDir::new();
+    let server = slot_server(&tmp, &["--workers=2"]);
+    let old = wait_slots(&tmp, 2, 1);
+    server.wait_log("new worker is now running");
+    server.signal(libc::SIGHUP);
+    let new = wait_slots(&tmp, 2, 2);
+    wait_until("the old copies to exit", || {
+        old.iter().all(|&p| !alive(p)).then_some(())
+    });
+    assert!(new.iter().all(|&p| alive(p)));
+    assert_eq!(wait_sole_generation(&tmp.path("status"), 2), (2, new[0]));
+}

@@ -117,6 +117,17 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds)]
     pub shutdown_delay: Duration,
 
+    /// Copies of the program per generation, all with the same sockets; with more than one,
+    /// each gets SERVER_STARTER_WORKER=0..N-1 (its slot, kept by its successors). A generation is
+    /// up when every copy is; a copy that dies is restarted alone.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: u16,
+
+    /// Reload one slot at a time, with at most M workers beyond --workers alive (old ones still
+    /// exiting included), instead of every copy at once.
+    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_extra: Option<u16>,
+
     /// Each worker gets WATCHDOG_USEC and WATCHDOG_PID and must send WATCHDOG=1 to
     /// NOTIFY_SOCKET at least every SECONDS (from its start); one that stops is sent TERM, KILL
     /// after --kill-old-timeout (or 5 seconds), and replaced.

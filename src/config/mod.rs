@@ -90,6 +90,8 @@ impl Config {
             backoff_max: cli.max_restart_delay,
             shutdown_delay: cli.shutdown_delay,
             worker_watchdog: cli.worker_watchdog.filter(|d| !d.is_zero()),
+            workers: usize::from(cli.workers),
+            max_extra: cli.max_extra.map(usize::from),
         };
         let ports = cli
             .port

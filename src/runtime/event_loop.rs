@@ -90,8 +90,15 @@ pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<En
         while let Some(action) = actions.pop_front() {
             match action {
                 Action::Spawn { generation } => {
-                    let result = rt.spawn(generation, &mut supervisor);
+                    // Slot 0 is named only when there are several (unset means 0).
+                    let slot = (supervisor.slots() > 1).then_some(0);
+                    let result = rt.spawn(generation, slot, &mut supervisor);
                     actions.extend(supervisor.spawned(generation, result, Instant::now()));
+                }
+                Action::SpawnCopy { generation, slot } => {
+                    let result = rt.spawn(generation, Some(slot), &mut supervisor);
+                    let now = Instant::now();
+                    actions.extend(supervisor.spawned_copy(generation, slot, result, now));
                 }
                 Action::Signal { pids, signal } => {
                     killed |= stopping && signal == Signal::SIGKILL;
@@ -303,8 +310,13 @@ impl Runtime {
         true
     }
 
-    /// The environment of generation `generation`'s worker, and the settings it implies.
-    fn worker_env(&self, generation: u64) -> (Env, crate::supervisor::Tunables) {
+    /// The environment of generation `generation`'s worker in `slot`, and the settings it
+    /// implies.
+    fn worker_env(
+        &self,
+        generation: u64,
+        slot: Option<usize>,
+    ) -> (Env, crate::supervisor::Tunables) {
         let mut env = self.base_env.clone();
         if let Some(dir) = &self.envdir {
             match worker_env::read_envdir(dir) {
@@ -326,15 +338,19 @@ impl Runtime {
             "SERVER_STARTER_GENERATION".into(),
             generation.to_string().into(),
         );
+        if let Some(slot) = slot {
+            env.insert("SERVER_STARTER_WORKER".into(), slot.to_string().into());
+        }
         (env, tunables)
     }
 
     fn spawn(
         &self,
         generation: u64,
+        slot: Option<usize>,
         supervisor: &mut Supervisor,
     ) -> std::result::Result<Pid, String> {
-        let (env, tunables) = self.worker_env(generation);
+        let (env, tunables) = self.worker_env(generation, slot);
         supervisor.set_tunables(tunables);
         let program = crate::config::program::resolve(
             &self.command[0],

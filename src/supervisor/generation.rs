@@ -21,6 +21,10 @@ pub(super) struct Trial {
     pub(super) failed_at: Option<Instant>,
     /// The worker's last `STATUS=` while on trial, shown once it serves.
     pub(super) status: Option<String>,
+    /// Its own worker (slot 0) is up; the generation is promoted once its copies are too.
+    pub(super) leader_up: bool,
+    /// A rolling reload spawns its own worker last (see `roll`): not asked for yet.
+    pub(super) deferred: bool,
 }
 
 impl Supervisor {
@@ -63,6 +67,8 @@ impl Supervisor {
         let generation = trial.generation;
         self.failures_in_a_row += 1;
         self.finish_reload(generation, ReloadResult::Failed(why.clone()), now);
+        self.discard_copies_of(generation, now);
+        self.refill_slots();
         let serving = self.current;
         self.actions.push(Action::RecordFailure {
             generation,
@@ -86,10 +92,23 @@ impl Supervisor {
             spawned_at: None,
             failed_at: None,
             status: None,
+            leader_up: false,
+            deferred: false,
         });
-        self.actions.push(Action::Spawn {
-            generation: self.generation,
-        });
+        // With `max_extra`, a reload rolls slot by slot (a first start, or one after the
+        // serving worker died, has nothing to roll over).
+        if self.policy.max_extra.is_some() && self.current.is_some() {
+            if let Some(trial) = self.trial.as_mut() {
+                trial.deferred = true;
+            }
+            self.begin_copies(self.generation, true);
+            self.roll();
+        } else {
+            self.actions.push(Action::Spawn {
+                generation: self.generation,
+            });
+            self.begin_copies(self.generation, false);
+        }
     }
 
     pub(super) fn promote(
@@ -106,12 +125,14 @@ impl Supervisor {
         if let Some(previous) = self.current.replace(Worker { generation, pid }) {
             self.leaving.push(Leaving {
                 worker: previous,
+                slot: 0,
                 signal_at: Some(now + delay),
                 kill_at: None,
                 note_at: None,
                 served: true,
             });
         }
+        self.copies_of_old_generations_leave(generation, now + delay);
         self.last_restart = now;
         self.announced_ready = true;
         self.actions.push(Action::Notify(Notice::Serving {

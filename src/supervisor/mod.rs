@@ -22,6 +22,7 @@ mod generation;
 mod notice;
 mod policy;
 mod readiness;
+mod slots;
 // Read by the control socket (status), being written.
 #[allow(dead_code)]
 pub mod snapshot;
@@ -55,6 +56,10 @@ pub struct Supervisor {
     current: Option<Worker>,
     trial: Option<Trial>,
     leaving: Vec<Leaving>,
+    /// Copies of the program per generation (`--workers`, [`Supervisor::set_workers`]).
+    slots: usize,
+    /// The workers in slots 1.. of the starting and serving generations.
+    copies: Vec<slots::Copy>,
     failures_in_a_row: u32,
     /// When the current worker started, and the failures in a row before it: dying within
     /// [`MIN_UPTIME`](policy::MIN_UPTIME) makes it one more failure instead of a reset.
@@ -95,6 +100,8 @@ impl Supervisor {
             current: None,
             trial: None,
             leaving: Vec::new(),
+            slots: policy.workers.max(1),
+            copies: Vec::new(),
             failures_in_a_row: 0,
             probation: None,
             respawn_at: None,
@@ -253,7 +260,8 @@ impl Supervisor {
     /// action: it is the OS layer's business.
     pub fn child_exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Vec<Action> {
         self.unwatch(pid);
-        if self.trial.as_ref().is_some_and(|t| t.pid == Some(pid)) {
+        if self.copy_exited(pid, status, now) {
+        } else if self.trial.as_ref().is_some_and(|t| t.pid == Some(pid)) {
             self.trial_exited(pid, status, now);
         } else if self.current.is_some_and(|w| w.pid == pid) {
             self.current_died(pid, status, now);
@@ -261,6 +269,9 @@ impl Supervisor {
             self.left(index, status);
         } else {
             return Vec::new();
+        }
+        if !self.stopping {
+            self.roll();
         }
         self.update_status();
         if self.stopping && self.worker_pids().is_empty() {
@@ -277,7 +288,8 @@ impl Supervisor {
         if message.watchdog {
             self.pet(pid, now);
         }
-        if !self.trial_notified(pid, &message, now)
+        if !self.copy_notified(pid, message.ready, message.status, now)
+            && !self.trial_notified(pid, &message, now)
             && let (Some(worker), Some(status)) =
                 (self.current.filter(|w| w.pid == pid), message.status)
         {
@@ -303,6 +315,8 @@ impl Supervisor {
             return self.take_actions();
         }
         self.check_watchdog(now);
+        self.judge_copies(now);
+        self.roll();
         if self.trial.is_some() {
             self.judge_trial(now);
         } else if self.respawn_at.is_some_and(|due| now >= due) {
@@ -333,18 +347,25 @@ impl Supervisor {
         let stop = self.stop_due.map(|(due, _)| due);
         let crash_loop = self.crash_loop_end();
         let watchdog = self.watchdog_deadline();
+        let copies = self.copies_deadline();
         [
-            trial, signals, kills, auto, respawn, stop, crash_loop, watchdog,
+            trial, signals, kills, auto, respawn, stop, crash_loop, watchdog, copies,
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Live generations as the status file lists them: current and old, by generation.
+    /// Live generations as the status file lists them: current and old, by generation, each by
+    /// its slot 0 worker (one line per generation, whatever `--workers`).
     pub fn live(&self) -> Vec<Worker> {
         let mut live: Vec<Worker> = self.current.into_iter().collect();
-        live.extend(self.old_workers());
+        live.extend(
+            self.leaving
+                .iter()
+                .filter(|l| l.served && l.slot == 0)
+                .map(|l| l.worker),
+        );
         live.sort();
         live
     }
@@ -359,6 +380,7 @@ impl Supervisor {
     /// leaving.
     pub fn workers(&self) -> Vec<Worker> {
         let mut workers: Vec<Worker> = self.current.into_iter().collect();
+        workers.extend(self.copy_workers());
         workers.extend(self.leaving.iter().map(|r| r.worker));
         workers.extend(self.trial.as_ref().and_then(|t| {
             t.pid.map(|pid| Worker {
@@ -372,6 +394,7 @@ impl Supervisor {
     /// Every worker process start_server is responsible for: current, on trial, leaving.
     pub fn worker_pids(&self) -> Vec<Pid> {
         let mut pids: Vec<Pid> = self.current.iter().map(|w| w.pid).collect();
+        pids.extend(self.copy_workers().map(|w| w.pid));
         pids.extend(self.leaving.iter().map(|r| r.worker.pid));
         pids.extend(self.trial.as_ref().and_then(|t| t.pid));
         pids.sort();

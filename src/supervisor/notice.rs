@@ -47,6 +47,9 @@ pub enum Notice {
 pub enum Action {
     /// Fork and exec a worker for this generation, then report with [`Supervisor::spawned`].
     Spawn { generation: u64 },
+    /// Fork and exec the copy of this generation's worker in `slot` (1 and above; see
+    /// `--workers`), then report with [`Supervisor::spawned_copy`].
+    SpawnCopy { generation: u64, slot: usize },
     /// Send `signal` to each of `pids`.
     Signal { pids: Vec<Pid>, signal: Signal },
     /// Rewrite the status file with these live generations (sorted).

@@ -53,6 +53,11 @@ pub struct Policy {
     pub shutdown_delay: Duration,
     /// Each worker must send `WATCHDOG=1` at least this often, or it is killed and replaced.
     pub worker_watchdog: Option<Duration>,
+    /// Copies of the program per generation (`--workers`), at least 1.
+    pub workers: usize,
+    /// Reloads roll slot by slot with at most this many workers beyond `workers` alive;
+    /// `None`: every copy of the new generation at once.
+    pub max_extra: Option<usize>,
 }
 
 /// Settings re-read from the environment (and envdir) at every spawn, as the original does.
@@ -68,9 +73,12 @@ impl Supervisor {
     /// Extra wait before the next attempt after `failures_in_a_row` failures: none for the
     /// first `backoff_after`, then the interval doubling each time, capped.
     pub(super) fn backoff(&self) -> Duration {
-        let beyond = self
-            .failures_in_a_row
-            .saturating_sub(self.policy.backoff_after);
+        self.backoff_for(self.failures_in_a_row)
+    }
+
+    /// The backoff after `failures` failed starts in a row.
+    pub(super) fn backoff_for(&self, failures: u32) -> Duration {
+        let beyond = failures.saturating_sub(self.policy.backoff_after);
         if beyond == 0 {
             return Duration::ZERO;
         }
@@ -128,7 +136,7 @@ impl Supervisor {
         if self.crash_loop.is_none() {
             self.crash_loop = Some(now);
             error!(
-                "crash loop: {} failed starts in a row (workers die before they are up){}",
+                "crash loop: workers keep dying before they are up ({} in a row){}",
                 self.failures_in_a_row,
                 match self.current {
                     Some(w) => format!(", generation {} still serving", w.generation),

@@ -145,7 +145,7 @@ impl Supervisor {
             }
             workers.push(WorkerView {
                 pid,
-                slot: 0,
+                slot: leaving.slot,
                 generation: number,
                 state: WorkerState::Stopping,
                 status: None,
@@ -186,6 +186,24 @@ impl Supervisor {
                     status: trial.status.clone(),
                     restarts: 0,
                     predecessors: Vec::new(),
+                    watchdog_kills: self.watchdog.kills,
+                });
+            }
+        }
+        for copy in &self.copies {
+            if let Some(pid) = copy.pid {
+                workers.push(WorkerView {
+                    pid,
+                    slot: copy.slot,
+                    generation: copy.generation,
+                    state: if copy.up {
+                        WorkerState::Up
+                    } else {
+                        WorkerState::Starting
+                    },
+                    status: copy.status.clone(),
+                    restarts: copy.restarts,
+                    predecessors: copy.predecessors.clone(),
                     watchdog_kills: self.watchdog.kills,
                 });
             }

@@ -28,6 +28,8 @@ impl Harness {
             backoff_max: 10 * SEC,
             shutdown_delay: Duration::ZERO,
             worker_watchdog: None,
+            workers: 1,
+            max_extra: None,
         };
         Harness {
             sup: Supervisor::new(policy, tunables, now),
@@ -67,6 +69,15 @@ impl Harness {
                         self.next_pid += 1;
                         next.extend(self.sup.spawned(
                             generation,
+                            Ok::<Pid, String>(self.next_pid),
+                            self.now,
+                        ));
+                    }
+                    Action::SpawnCopy { generation, slot } => {
+                        self.next_pid += 1;
+                        next.extend(self.sup.spawned_copy(
+                            generation,
+                            slot,
                             Ok::<Pid, String>(self.next_pid),
                             self.now,
                         ));
@@ -421,6 +432,7 @@ fn strangers_are_ignored() {
 fn with_policy(change: impl FnOnce(&mut Policy)) -> Harness {
     let mut h = Harness::plain();
     change(&mut h.sup.policy);
+    h.sup.slots = h.sup.policy.workers.max(1);
     h
 }
 
@@ -1033,4 +1045,320 @@ fn shutdown_stops_watching() {
         h.advance(10 * SEC).is_empty(),
         "no watchdog signal while stopping"
     );
+}
+
+/// (generation, slot, pid, state) of every worker in the snapshot.
+fn slots(h: &Harness) -> Vec<(u64, usize, Pid, snapshot::WorkerState)> {
+    h.sup
+        .snapshot(h.now)
+        .workers
+        .iter()
+        .map(|w| (w.generation, w.slot, w.pid, w.state))
+        .collect()
+}
+
+use snapshot::WorkerState::{Starting, Stopping, Up};
+
+#[test]
+fn n_copies_start_together_and_the_generation_is_up_when_all_are() {
+    let mut h = with_policy(|p| p.workers = 3);
+    assert_eq!(
+        h.started(),
+        vec![
+            Action::Spawn { generation: 1 },
+            Action::SpawnCopy {
+                generation: 1,
+                slot: 1
+            },
+            Action::SpawnCopy {
+                generation: 1,
+                slot: 2
+            }
+        ]
+    );
+    notify(&mut h, 101, "READY=1");
+    notify(&mut h, 103, "READY=1");
+    assert_eq!(h.sup.current(), None, "slot 1 is not up yet");
+    assert_eq!(
+        slots(&h),
+        vec![
+            (1, 0, 101, Starting),
+            (1, 1, 102, Starting),
+            (1, 2, 103, Up)
+        ]
+    );
+    notify(&mut h, 102, "READY=1");
+    assert_eq!(h.sup.current(), Some(w(1, 101)));
+    assert_eq!(
+        slots(&h),
+        vec![(1, 0, 101, Up), (1, 1, 102, Up), (1, 2, 103, Up)]
+    );
+    let mut pids = h.sup.worker_pids();
+    pids.sort();
+    assert_eq!(pids, vec![101, 102, 103]);
+}
+
+#[test]
+fn silent_copies_are_up_after_the_interval() {
+    let mut h = with_policy(|p| p.workers = 2);
+    h.started();
+    h.advance(SEC);
+    assert_eq!(h.sup.current(), Some(w(1, 101)));
+    assert_eq!(slots(&h), vec![(1, 0, 101, Up), (1, 1, 102, Up)]);
+}
+
+#[test]
+fn a_copy_that_dies_is_restarted_alone_in_its_slot() {
+    let mut h = with_policy(|p| p.workers = 3);
+    h.started();
+    h.advance(SEC); // 101, 102, 103 up
+    h.advance(10 * SEC);
+    assert_eq!(
+        h.exit(102, 256),
+        vec![Action::SpawnCopy {
+            generation: 1,
+            slot: 1
+        }],
+        "no signal to the others, no new generation"
+    );
+    assert_eq!(
+        slots(&h),
+        vec![(1, 0, 101, Up), (1, 1, 104, Starting), (1, 2, 103, Up)]
+    );
+    let view = h.sup.snapshot(h.now).workers[1].clone();
+    assert_eq!(view.restarts, 1);
+    assert_eq!(view.predecessors, vec![ExitStatus(256)]);
+    h.advance(SEC);
+    assert_eq!(slots(&h)[1], (1, 1, 104, Up));
+}
+
+#[test]
+fn a_copy_dying_young_again_and_again_backs_off() {
+    let mut h = with_policy(|p| p.workers = 2);
+    h.started();
+    h.advance(SEC);
+    h.advance(10 * SEC);
+    let mut waits = Vec::new();
+    for _ in 0..6 {
+        let pid = slots(&h)[1].2;
+        let respawn = Action::SpawnCopy {
+            generation: 1,
+            slot: 1,
+        };
+        if h.exit(pid, 256).contains(&respawn) {
+            waits.push(Duration::ZERO);
+        } else {
+            let due = h.sup.next_deadline().unwrap();
+            waits.push(due - h.now);
+            assert!(h.advance(due - h.now).contains(&respawn));
+        }
+    }
+    // The first death after 10 s of service is no failed start; then three failed starts
+    // in a row are retried at once, later ones back off.
+    assert_eq!(
+        waits,
+        vec![
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+            SEC,
+            2 * SEC
+        ]
+    );
+    assert_eq!(h.sup.current(), Some(w(1, 101)), "slot 0 serves throughout");
+    assert_eq!(h.sup.snapshot(h.now).workers[1].restarts, 6);
+}
+
+#[test]
+fn a_copy_that_dies_while_its_generation_starts_fails_it() {
+    let mut h = with_policy(|p| p.workers = 2);
+    h.started();
+    h.advance(SEC); // 101, 102 serve
+    h.hup(); // 103, 104
+    let actions = h.exit(104, 256);
+    assert_eq!(
+        actions,
+        vec![Action::Signal {
+            pids: vec![103],
+            signal: Signal::SIGTERM
+        }],
+        "the new generation's own worker is stopped"
+    );
+    assert_eq!(h.failures, vec![2]);
+    assert_eq!(h.sup.current(), Some(w(1, 101)));
+    h.exit(103, 15);
+    assert_eq!(slots(&h), vec![(1, 0, 101, Up), (1, 1, 102, Up)]);
+}
+
+#[test]
+fn a_reload_retires_every_old_copy_once_all_new_ones_are_up() {
+    let mut h = with_policy(|p| p.workers = 2);
+    h.started();
+    h.advance(SEC);
+    h.hup(); // 103, 104
+    notify(&mut h, 103, "READY=1");
+    assert!(h.sup.worker_pids().len() == 4);
+    let actions = notify(&mut h, 104, "READY=1");
+    assert!(
+        actions.contains(&Action::Signal {
+            pids: vec![101, 102],
+            signal: Signal::SIGTERM
+        }),
+        "{actions:?}"
+    );
+    assert_eq!(
+        slots(&h),
+        vec![
+            (1, 0, 101, Stopping),
+            (1, 1, 102, Stopping),
+            (2, 0, 103, Up),
+            (2, 1, 104, Up)
+        ]
+    );
+}
+
+#[test]
+fn set_workers_adds_and_retires_slots_without_a_reload() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    let actions = h.sup.set_workers(3, h.now);
+    assert_eq!(
+        h.run(actions),
+        vec![
+            Action::SpawnCopy {
+                generation: 1,
+                slot: 1
+            },
+            Action::SpawnCopy {
+                generation: 1,
+                slot: 2
+            }
+        ]
+    );
+    h.advance(SEC);
+    assert_eq!(
+        slots(&h),
+        vec![(1, 0, 101, Up), (1, 1, 102, Up), (1, 2, 103, Up)]
+    );
+    let actions = h.sup.set_workers(1, h.now);
+    assert_eq!(
+        h.run(actions),
+        vec![Action::Signal {
+            pids: vec![102, 103],
+            signal: Signal::SIGTERM
+        }]
+    );
+    assert_eq!(h.exit(103, 0), vec![]);
+    assert_eq!(slots(&h), vec![(1, 0, 101, Up), (1, 1, 102, Stopping)]);
+    h.hup();
+    assert_eq!(
+        h.sup.worker_pids().len(),
+        3,
+        "the next generation has one slot"
+    );
+}
+
+#[test]
+fn a_rolling_reload_replaces_one_slot_at_a_time_within_max_extra() {
+    let mut h = with_policy(|p| {
+        p.workers = 3;
+        p.max_extra = Some(1);
+    });
+    h.started();
+    h.advance(SEC); // 101, 102, 103 serve
+    let mut most = 0;
+    let mut step = |h: &mut Harness, actions: Vec<Action>| {
+        most = most.max(h.sup.worker_pids().len());
+        actions
+    };
+    let a = h.hup();
+    assert_eq!(
+        step(&mut h, a),
+        vec![Action::SpawnCopy {
+            generation: 2,
+            slot: 1
+        }]
+    );
+    let a = h.advance(SEC); // 104 up: the old slot 1 leaves
+    assert!(step(&mut h, a).contains(&Action::Signal {
+        pids: vec![102],
+        signal: Signal::SIGTERM
+    }));
+    let a = h.exit(102, 15);
+    assert_eq!(
+        step(&mut h, a),
+        vec![Action::SpawnCopy {
+            generation: 2,
+            slot: 2
+        }]
+    );
+    let a = h.advance(SEC);
+    assert!(step(&mut h, a).contains(&Action::Signal {
+        pids: vec![103],
+        signal: Signal::SIGTERM
+    }));
+    let a = h.exit(103, 15);
+    assert_eq!(
+        step(&mut h, a),
+        vec![Action::Spawn { generation: 2 }],
+        "slot 0 last"
+    );
+    assert_eq!(
+        h.sup.current(),
+        Some(w(1, 101)),
+        "still the serving generation"
+    );
+    let a = h.advance(SEC);
+    assert!(step(&mut h, a).contains(&Action::Signal {
+        pids: vec![101],
+        signal: Signal::SIGTERM
+    }));
+    assert_eq!(h.sup.current(), Some(w(2, 106)));
+    assert_eq!(most, 4, "never more than N + M");
+    assert_eq!(
+        slots(&h),
+        vec![
+            (1, 0, 101, Stopping),
+            (2, 0, 106, Up),
+            (2, 1, 104, Up),
+            (2, 2, 105, Up)
+        ]
+    );
+}
+
+#[test]
+fn a_rolling_reload_that_fails_gives_the_serving_generation_its_slots_back() {
+    let mut h = with_policy(|p| {
+        p.workers = 2;
+        p.max_extra = Some(1);
+    });
+    h.started();
+    h.advance(SEC); // 101, 102
+    h.hup(); // 103 in slot 1
+    h.advance(SEC); // 103 up, 102 leaves
+    h.exit(102, 15);
+    h.run(vec![]); // the leader of generation 2 is 104
+    assert_eq!(h.sup.worker_pids(), vec![101, 103, 104]);
+    let actions = h.exit(104, 256);
+    assert!(
+        actions.contains(&Action::SpawnCopy {
+            generation: 1,
+            slot: 1
+        }),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&Action::Signal {
+        pids: vec![103],
+        signal: Signal::SIGTERM
+    }));
+    h.exit(103, 15);
+    h.advance(SEC);
+    assert_eq!(
+        slots(&h),
+        vec![(1, 0, 101, Up), (1, 1, 105, Up), (3, 1, 106, Starting)],
+        "slot 1 serves again, and the failed start is retried, rolling again"
+    );
+    assert!(h.sup.worker_pids().len() <= 3);
 }
