@@ -199,3 +199,49 @@ fn a_reload_replaces_every_copy() {
     assert!(new.iter().all(|&p| alive(p)));
     assert_eq!(wait_sole_generation(&tmp.path("status"), 2), (2, new[0]));
 }
+
+/// start_server's children, from /proc.
+fn children(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|text| text.split_whitespace().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_rolling_reload_never_has_more_than_n_plus_m_workers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let tmp = TempDir::new();
+    let server = slot_server(&tmp, &["--workers=3", "--max-extra=1"]);
+    let old = wait_slots(&tmp, 3, 1);
+    server.wait_log("new worker is now running");
+    let (done, most) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let sampler = {
+        let (done, most, pid) = (Arc::clone(&done), Arc::clone(&most), server.pid());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                most.fetch_max(children(pid), Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    server.signal(libc::SIGHUP);
+    let new = wait_slots(&tmp, 3, 2);
+    wait_until("the old workers to exit", || {
+        old.iter().all(|&p| !alive(p)).then_some(())
+    });
+    done.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+    let most = most.load(Ordering::SeqCst);
+    assert!((3..=4).contains(&most), "{most} workers alive at once");
+    assert!(new.iter().all(|&p| alive(p)));
+    let log = server.log();
+    let first = log.find("rolling reload: slot 1 replaced").expect(&log);
+    let second = log.find("rolling reload: slot 2 replaced").expect(&log);
+    assert!(first < second, "one slot after the other:\n{log}");
+    assert_eq!(wait_sole_generation(&tmp.path("status"), 2), (2, new[0]));
+}

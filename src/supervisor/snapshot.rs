@@ -76,7 +76,7 @@ pub struct WorkerView {
     pub restarts: u32,
     /// Exit statuses of the workers that held its slot before it in this generation.
     pub predecessors: Vec<ExitStatus>,
-    /// Workers of its slot killed by `--worker-watchdog` since start_server started.
+    /// Workers killed by `--worker-watchdog` since start_server started (all slots).
     pub watchdog_kills: u32,
 }
 
