@@ -245,3 +245,22 @@ fn a_rolling_reload_never_has_more_than_n_plus_m_workers() {
     assert!(first < second, "one slot after the other:\n{log}");
     assert_eq!(wait_sole_generation(&tmp.path("status"), 2), (2, new[0]));
 }
+
+#[test]
+fn slot_zero_that_dies_is_replaced_alone_too() {
+    let tmp = TempDir::new();
+    let server = slot_server(&tmp, &["--workers=2"]);
+    let pids = wait_slots(&tmp, 2, 1);
+    server.wait_log("new worker is now running");
+    // SAFETY: kill(2) on a worker of our test server.
+    unsafe { libc::kill(pids[0], libc::SIGKILL) };
+    let (replacement, generation) = wait_until("slot 0 replaced", || {
+        slot(&tmp, 0).filter(|&(p, _)| p != pids[0] && alive(p))
+    });
+    assert_eq!(generation, 1, "no new generation");
+    assert!(alive(pids[1]), "slot 1 keeps serving");
+    assert_eq!(
+        wait_sole_generation(&tmp.path("status"), 1),
+        (1, replacement)
+    );
+}

@@ -120,6 +120,7 @@ impl Supervisor {
     ) {
         self.probation = Some((now, self.failures_in_a_row));
         self.failures_in_a_row = 0;
+        self.slot_zero_history = (0, Vec::new());
         self.finish_reload(generation, ReloadResult::Up, now);
         let delay = self.tunables.kill_old_delay;
         if let Some(previous) = self.current.replace(Worker { generation, pid }) {
@@ -197,6 +198,11 @@ impl Supervisor {
         self.current = None;
         let generation = worker.generation;
         let delay = self.died_young(now);
+        if self.copies.iter().any(|c| c.generation == generation) {
+            // Its copies serve on: slot 0 is restarted alone, in its generation.
+            self.restart_slot_zero(generation, pid, status, delay, now);
+            return;
+        }
         warn!(
             generation,
             worker_pid = pid,

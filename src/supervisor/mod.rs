@@ -60,6 +60,8 @@ pub struct Supervisor {
     slots: usize,
     /// The workers in slots 1.. of the starting and serving generations.
     copies: Vec<slots::Copy>,
+    /// Restarts of the serving generation's slot 0, and how its workers ended.
+    slot_zero_history: (u32, Vec<ExitStatus>),
     failures_in_a_row: u32,
     /// When the current worker started, and the failures in a row before it: dying within
     /// [`MIN_UPTIME`](policy::MIN_UPTIME) makes it one more failure instead of a reset.
@@ -102,6 +104,7 @@ impl Supervisor {
             leaving: Vec::new(),
             slots: policy.workers.max(1),
             copies: Vec::new(),
+            slot_zero_history: (0, Vec::new()),
             failures_in_a_row: 0,
             probation: None,
             respawn_at: None,

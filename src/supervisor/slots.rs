@@ -83,9 +83,23 @@ impl Supervisor {
             .iter()
             .position(|c| c.generation == generation && c.slot == slot && c.pid.is_none())
         else {
+            // Its generation failed or left meanwhile: the new process must not linger.
+            if let Ok(pid) = result {
+                self.retire_pids(&[(generation, slot, pid)], now, false);
+            }
             return self.take_actions();
         };
         match result {
+            Ok(pid) if slot == 0 => {
+                info!(
+                    generation,
+                    worker_pid = pid,
+                    "starting worker {pid} in slot 0"
+                );
+                self.copies.remove(index);
+                self.watch(pid, now);
+                self.readopt_slot_zero(generation, pid, now);
+            }
             Ok(pid) => {
                 info!(
                     generation,
@@ -541,5 +555,59 @@ impl Supervisor {
                 return;
             }
         }
+    }
+}
+
+impl Supervisor {
+    /// The serving generation's own worker (slot 0) died while its copies serve: it is
+    /// restarted alone, at once or after `delay` (it died young), as a copy until it runs.
+    pub(super) fn restart_slot_zero(
+        &mut self,
+        generation: u64,
+        pid: Pid,
+        status: ExitStatus,
+        delay: std::time::Duration,
+        now: Instant,
+    ) {
+        warn!(
+            generation,
+            worker_pid = pid,
+            "worker {pid} in slot 0 died unexpectedly with status:{status}, restarting it{}",
+            if delay.is_zero() {
+                String::new()
+            } else {
+                format!(" in {} secs", delay.as_secs_f64())
+            }
+        );
+        self.slot_zero_history.0 += 1;
+        self.slot_zero_history.1.push(status);
+        self.copies.push(Copy {
+            generation,
+            slot: 0,
+            pid: None,
+            requested: delay.is_zero(),
+            spawned_at: None,
+            up: false,
+            status: None,
+            restarts: self.slot_zero_history.0,
+            predecessors: self.slot_zero_history.1.clone(),
+            failures_in_a_row: 0,
+            respawn_at: (!delay.is_zero()).then_some(now + delay),
+        });
+        if delay.is_zero() {
+            self.actions.push(Action::SpawnCopy {
+                generation,
+                slot: 0,
+            });
+        }
+    }
+
+    /// Slot 0's new worker runs: it is the serving generation's own worker again, on
+    /// probation like a promoted one.
+    fn readopt_slot_zero(&mut self, generation: u64, pid: Pid, now: Instant) {
+        self.current = Some(Worker { generation, pid });
+        self.probation = Some((now, self.failures_in_a_row));
+        self.failures_in_a_row = 0;
+        self.update_status();
     }
 }

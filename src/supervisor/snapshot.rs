@@ -166,8 +166,8 @@ impl Supervisor {
                 generation: current.generation,
                 state: WorkerState::Up,
                 status: None,
-                restarts: 0,
-                predecessors: Vec::new(),
+                restarts: self.slot_zero_history.0,
+                predecessors: self.slot_zero_history.1.clone(),
                 watchdog_kills: self.watchdog.kills,
             });
         }

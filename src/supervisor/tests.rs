@@ -1362,3 +1362,80 @@ fn a_rolling_reload_that_fails_gives_the_serving_generation_its_slots_back() {
     );
     assert!(h.sup.worker_pids().len() <= 3);
 }
+
+#[test]
+fn shutdown_stops_every_copy_and_exits_when_all_are_gone() {
+    let mut h = with_policy(|p| p.workers = 2);
+    h.started();
+    h.advance(SEC);
+    h.hup(); // 103, 104 starting
+    assert_eq!(
+        terminate(&mut h, Signal::SIGTERM),
+        vec![Action::Signal {
+            pids: vec![101, 102, 103, 104],
+            signal: Signal::SIGTERM
+        }]
+    );
+    assert!(
+        h.advance(10 * SEC).is_empty(),
+        "no copy restarted while stopping"
+    );
+    for pid in [104, 102, 103] {
+        assert!(!h.exit(pid, 15).contains(&Action::Exit));
+    }
+    assert!(h.exit(101, 15).contains(&Action::Exit));
+}
+
+#[test]
+fn slot_zero_that_dies_is_restarted_alone_in_its_generation() {
+    let mut h = with_policy(|p| p.workers = 2);
+    h.started();
+    h.advance(SEC);
+    h.advance(10 * SEC); // 101, 102 serve
+    let actions = h.exit(101, 256);
+    assert_eq!(
+        actions,
+        vec![
+            Action::SpawnCopy {
+                generation: 1,
+                slot: 0
+            },
+            Action::WriteStatus(vec![]),
+            Action::WriteStatus(vec![w(1, 103)])
+        ],
+        "respawned at once, in generation 1"
+    );
+    assert!(
+        !h.log.contains(&Action::Spawn { generation: 2 }),
+        "no new generation"
+    );
+    assert_eq!(h.sup.current(), Some(w(1, 103)));
+    let view = h.sup.snapshot(h.now).workers[0].clone();
+    assert_eq!((view.slot, view.pid, view.restarts), (0, 103, 1));
+    assert_eq!(view.predecessors, vec![ExitStatus(256)]);
+    assert_eq!(slots(&h)[1], (1, 1, 102, Up), "slot 1 untouched");
+}
+
+#[test]
+fn a_copy_spawned_for_a_generation_that_is_gone_is_stopped() {
+    let mut h = with_policy(|p| p.workers = 2);
+    let actions = h.sup.start();
+    assert!(actions.contains(&Action::SpawnCopy {
+        generation: 1,
+        slot: 1
+    }));
+    // The event loop carries out Spawn first: it fails, the generation with it.
+    let actions = h
+        .sup
+        .spawned(1, Err::<Pid, String>("no such file".into()), h.now);
+    h.run(actions);
+    let actions = h.sup.spawned_copy(1, 1, Ok::<Pid, String>(555), h.now);
+    assert_eq!(
+        actions,
+        vec![Action::Signal {
+            pids: vec![555],
+            signal: Signal::SIGTERM
+        }]
+    );
+    assert!(h.sup.worker_pids().contains(&555), "waited for");
+}
