@@ -445,7 +445,7 @@ fn unknown_and_ambiguous_options_are_reported_wherever_they_stand() {
     }
     // The program's own options are never ours to judge.
     let tmp = TempDir::new();
-    let worker = tmp.script("w.sh", "#!/bin/sh\nexec sleep 600\n");
+    let worker = tmp.script("w.sh", SLEEPER);
     let server = tmp.start_server(
         &["--interval=0.1"],
         &[&worker.display().to_string(), "--bogus"],

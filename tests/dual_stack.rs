@@ -6,54 +6,26 @@
 
 mod common;
 
-use std::fs;
-use std::net::TcpStream;
-use std::process::Command;
-
 use common::*;
 
 /// start_server `--port=OPTION` under `systemd-socket-activate --listen=LISTEN` (which listens on
 /// `port`), started by a first connection as systemd would.
 fn activated(listen: &str, option: &str, port: u16, worker: &[String]) -> Server {
-    let mut command = Command::new("systemd-socket-activate");
+    let mut command = socket_activate(&[listen.to_string()], "http");
     command
-        .arg(format!("--listen={listen}"))
-        .arg("--fdname=http")
         .arg(bin())
         .arg(format!("--port={option}"))
         .arg("--")
         .args(worker);
     let server = Server::spawn(command, &[]);
-    wait_until("systemd-socket-activate to listen", || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    wait_listening(&format!("127.0.0.1:{port}"));
     server
 }
 
 /// The PSGI app and the command lines that serve it with Starlet and with Starman.
 fn perl_servers(tmp: &TempDir) -> Vec<(&'static str, Vec<String>)> {
-    let app = tmp.path("app.psgi");
-    fs::write(
-        &app,
-        r#"sub { [200, ['Content-Type' => 'text/plain'], ["pid=$$ gen=$ENV{SERVER_STARTER_GENERATION}\n"]] }"#,
-    )
-    .unwrap();
-    let app = app.display().to_string();
-    vec![
-        (
-            "Starlet",
-            args(&[
-                "plackup",
-                "-s",
-                "Starlet",
-                "--max-workers=2",
-                "-E",
-                "deployment",
-                &app,
-            ]),
-        ),
-        ("Starman", args(&["starman", "--workers=2", &app])),
-    ]
+    let app = tmp.psgi_app();
+    vec![("Starlet", starlet(&app)), ("Starman", starman(&app))]
 }
 
 #[test]

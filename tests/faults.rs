@@ -5,14 +5,13 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -245,101 +244,12 @@ fn the_status_file_is_not_written_through_planted_links() {
 // Logging never kills start_server.
 // ---------------------------------------------------------------------------------------------
 
-/// start_server with its stderr wherever the test puts it; its process group is killed on drop.
-struct Supervised {
-    child: Child,
-    /// start_server's pid (the child's, unless the child is a wrapper).
-    pid: i32,
-}
-
-impl Supervised {
-    fn start(tmp: &TempDir, options: &[String], stderr: Stdio, command: &mut Command) -> Self {
-        command
-            .arg(tmp.arg("--status-file", "status"))
-            .args(options)
-            .arg("--")
-            .arg(tmp.http_worker())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .process_group(0);
-        Self::wrap(command.spawn().expect("spawn start_server"))
-    }
-
-    fn wrap(child: Child) -> Self {
-        let pid = child.id() as i32;
-        Supervised { child, pid }
-    }
-
-    fn hup(&self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.pid, libc::SIGHUP) };
-    }
-
-    fn assert_alive(&mut self) {
-        assert!(common::alive(self.pid), "start_server died");
-    }
-
-    /// Serves generation `generation` now, reloads on HUP to the next one, and is still alive.
-    fn serves_and_reloads(&mut self, tmp: &TempDir, addr: &str, generation: u64) {
-        wait_sole_generation(&tmp.path("status"), generation);
-        assert_eq!(served_by(addr).1, generation);
-        self.hup();
-        wait_sole_generation(&tmp.path("status"), generation + 1);
-        wait_until("the new generation to answer", || {
-            common::http_get(addr)
-                .ok()
-                .filter(|body| common::parse_served(body).1 == generation + 1)
-        });
-        self.assert_alive();
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group we created.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-fn port_options() -> (String, Vec<String>) {
-    let addr = format!("127.0.0.1:{}", common::free_port());
-    (addr.clone(), vec![format!("--port={addr}")])
-}
-
-/// Collects lines read from `source` in a thread.
-fn collect(source: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&text);
-    std::thread::spawn(move || {
-        for line in BufReader::new(source).lines() {
-            let Ok(line) = line else { break };
-            let mut text = sink.lock().unwrap();
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
-    text
-}
-
-fn wait_text(text: &Mutex<String>, needle: &str) -> String {
-    wait_until(&format!("{needle:?} in the log"), || {
-        let text = text.lock().unwrap().clone();
-        text.contains(needle).then_some(text)
-    })
-}
-
-fn bin() -> Command {
-    Command::new(common::bin())
-}
-
 #[test]
 fn log_to_dev_full_drops_lines_and_keeps_serving() {
     let tmp = TempDir::new();
     let (addr, mut options) = port_options();
     options.push("--log-file=/dev/full".into());
-    let mut server = Supervised::start(&tmp, &options, Stdio::null(), &mut bin());
+    let mut server = Supervised::start(&tmp, &options, Stdio::null(), &mut start_server_command());
     server.serves_and_reloads(&tmp, &addr, 1);
     server.serves_and_reloads(&tmp, &addr, 2);
 }
@@ -351,7 +261,7 @@ fn log_file_at_rlimit_fsize_drops_lines_then_reports_them() {
     fs::write(&log, vec![b'x'; 4096]).unwrap();
     let (addr, mut options) = port_options();
     options.push(tmp.arg("--log-file", "log"));
-    let mut command = bin();
+    let mut command = start_server_command();
     // SAFETY: setrlimit is async-signal-safe.
     unsafe {
         command.pre_exec(|| {
@@ -398,16 +308,21 @@ fn stderr_reader_gone_drops_lines_then_reports_them() {
     let reader = open_reader();
     let writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     let (addr, options) = port_options();
-    let mut server = Supervised::start(&tmp, &options, Stdio::from(writer), &mut bin());
+    let mut server = Supervised::start(
+        &tmp,
+        &options,
+        Stdio::from(writer),
+        &mut start_server_command(),
+    );
     wait_sole_generation(&tmp.path("status"), 1);
     // The reader goes away: every line start_server writes now fails with EPIPE.
     drop(reader);
     server.serves_and_reloads(&tmp, &addr, 1);
     let reader = open_reader();
     clear_nonblock(&reader);
-    let text = collect(reader);
+    let text = Collected::start(reader);
     server.serves_and_reloads(&tmp, &addr, 2);
-    wait_text(&text, "log lines were lost");
+    text.wait_for("log lines were lost");
 }
 
 /// A worker's stderr is left as start_server's caller gave it: blocking.
@@ -446,12 +361,17 @@ fn stderr_pipe_nobody_reads_does_not_block_start_server() {
     // SAFETY: start_server gets the blocking flag back, as a caller would give it.
     unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFL, 0) };
     let (addr, options) = port_options();
-    let mut server = Supervised::start(&tmp, &options, Stdio::from(write), &mut bin());
+    let mut server = Supervised::start(
+        &tmp,
+        &options,
+        Stdio::from(write),
+        &mut start_server_command(),
+    );
     server.serves_and_reloads(&tmp, &addr, 1);
     assert_blocking_stderr(wait_sole_generation(&tmp.path("status"), 2).1);
-    let text = collect(fs::File::from(read));
+    let text = Collected::start(fs::File::from(read));
     server.serves_and_reloads(&tmp, &addr, 2);
-    wait_text(&text, "log lines were lost");
+    text.wait_for("log lines were lost");
 }
 
 #[test]
@@ -474,7 +394,7 @@ fn log_command_restarted_on_the_same_pipe_keeps_worker_output() {
             worker.display()
         ),
     );
-    let mut command = bin();
+    let mut command = start_server_command();
     command
         .arg(tmp.arg("--status-file", "status"))
         .args(&options)
@@ -509,70 +429,7 @@ fn log_command_restarted_on_the_same_pipe_keeps_worker_output() {
 /// starts start_server with stderr as its "journal stream", stops reading when the file `stall`
 /// appears (and fills its queue up, as a stuck journald's is), and reads again, appending the
 /// entries' fields to `journal`, once `drain` appears.
-const STALLING_JOURNAL: &str = r#"#!/usr/bin/env python3
-import os, socket, subprocess, sys, time
-tmp, command = sys.argv[1], sys.argv[2:]
-os.makedirs("/run/systemd/journal", exist_ok=True)
-journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-journal.bind("/run/systemd/journal/socket")
-journal.settimeout(0.05)
-err = open(os.path.join(tmp, "stderr"), "w")
-st = os.fstat(err.fileno())
-env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
-server = subprocess.Popen(command, stderr=err, env=env)
-with open(os.path.join(tmp, "pid.tmp"), "w") as f:
-    f.write(str(server.pid))
-os.rename(os.path.join(tmp, "pid.tmp"), os.path.join(tmp, "pid"))
-out = open(os.path.join(tmp, "journal"), "a")
-def fields(datagram):
-    # journald's native protocol: KEY=VALUE lines, or KEY, newline, 64-bit length, VALUE.
-    out, i = [], 0
-    while i < len(datagram):
-        nl = datagram.find(b"\n", i)
-        if nl < 0:
-            break
-        line = datagram[i:nl]
-        if b"=" in line:
-            out.append(line.decode(errors="replace"))
-            i = nl + 1
-        else:
-            size = int.from_bytes(datagram[nl + 1:nl + 9], "little")
-            value = datagram[nl + 9:nl + 9 + size].decode(errors="replace")
-            out.append(line.decode(errors="replace") + "=" + value)
-            i = nl + 9 + size + 1
-    return "\n".join(out)
-def read_one():
-    try:
-        entry = journal.recv(65536)
-    except socket.timeout:
-        return
-    text = fields(entry)
-    if "=" in text:
-        out.write(text + "\n--\n")
-        out.flush()
-while not os.path.exists(os.path.join(tmp, "stall")):
-    read_one()
-# Stuck: the queue is filled until a fresh sender cannot add a single datagram.
-fillers = []
-while True:
-    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    filler.setblocking(False)
-    fillers.append(filler)
-    sent = 0
-    try:
-        while True:
-            filler.sendto(b"x", "/run/systemd/journal/socket")
-            sent += 1
-    except BlockingIOError:
-        pass
-    if sent == 0:
-        break
-open(os.path.join(tmp, "stalled"), "w").close()
-while not os.path.exists(os.path.join(tmp, "drain")):
-    time.sleep(0.05)
-while server.poll() is None:
-    read_one()
-"#;
+const STALLING_JOURNAL: &str = common::workers::STALLING_JOURNAL;
 
 #[test]
 fn journald_that_stops_reading_does_not_block_start_server() {
@@ -652,13 +509,13 @@ fn stderr_socket_nobody_reads_does_not_block_start_server() {
         &tmp,
         &options,
         Stdio::from(OwnedFd::from(stderr)),
-        &mut bin(),
+        &mut start_server_command(),
     );
     server.serves_and_reloads(&tmp, &addr, 1);
     assert_blocking_stderr(wait_sole_generation(&tmp.path("status"), 2).1);
-    let text = collect(reader);
+    let text = Collected::start(reader);
     server.serves_and_reloads(&tmp, &addr, 2);
-    wait_text(&text, "log lines were lost");
+    text.wait_for("log lines were lost");
 }
 
 // ---------------------------------------------------------------------------------------------

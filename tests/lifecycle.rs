@@ -269,7 +269,7 @@ fn auto_restart_from_the_environment() {
 #[test]
 fn a_program_that_disappears_is_reported_as_a_failed_start() {
     let tmp = TempDir::new();
-    let worker = tmp.script("vanishing.sh", "#!/bin/sh\nexec sleep 600\n");
+    let worker = tmp.script("vanishing.sh", SLEEPER);
     let server = tmp.start_server(&["--interval=0.1"], &[&worker.display().to_string()], &[]);
     wait_sole_generation(&tmp.path("status"), 1);
     std::fs::remove_file(&worker).unwrap();
@@ -284,7 +284,7 @@ fn a_program_that_disappears_is_reported_as_a_failed_start() {
 #[test]
 fn a_program_that_cannot_be_executed_is_reported_as_a_failed_start() {
     let tmp = TempDir::new();
-    let worker = tmp.script("worker", "#!/bin/sh\nexec sleep 600\n");
+    let worker = tmp.script("worker", SLEEPER);
     let server = tmp.start_server(&["--interval=0.1"], &[&worker.display().to_string()], &[]);
     let (_, pid) = wait_sole_generation(&tmp.path("status"), 1);
     // Still there and executable, but not a program any more: execve fails in the child.

@@ -20,7 +20,7 @@ fn perl_available() {
 /// Runs `binary` with the report worker and returns SERVER_STARTER_PORT's keys and the
 /// generation the worker saw.
 fn keys_under(binary: &str, tmp: &TempDir, options: &[String]) -> (Vec<String>, String) {
-    let worker = tmp.script("report.py", REPORT_WORKER);
+    let worker = tmp.report_worker();
     let report = tmp.path(&format!("report-{}", binary.replace('/', "_")));
     let mut command = Command::new(binary);
     command.args(options).arg("--").arg(&worker);

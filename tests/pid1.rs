@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{Server, TempDir, alive, free_port, http_get, wait_until};
+use common::{
+    Server, TempDir, alive, children, free_port, http_get, pid_inside, reaped, wait_until,
+};
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 const CONTAINERFILE: &str = "deploy/container/hello_worker.Containerfile";
@@ -178,26 +180,6 @@ impl Pid1 {
             },
         )
     }
-}
-
-fn children(pid: i32) -> Vec<i32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
-/// A process's pid in the innermost namespace it belongs to (`NSpid:` of /proc/PID/status).
-fn pid_inside(pid: i32) -> Option<i32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-    line.split_whitespace().last()?.parse().ok()
-}
-
-/// Gone from /proc: exited and reaped (a zombie would still be listed).
-fn reaped(pid: i32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// `"--port=8080"` → `"--port=PORT"`: the Containerfile's ENTRYPOINT, on a free port.

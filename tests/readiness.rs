@@ -208,48 +208,6 @@ fn repeated_failures_back_off_and_reset_after_a_success() {
     assert_eq!(server.log().matches("backing off").count(), before);
 }
 
-/// Seconds since process `pid` started, from /proc.
-fn age(pid: i32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let started: f64 = stat
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()?;
-    let uptime: f64 = fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(uptime - started / ticks)
-}
-
-fn zombies_among_children(pid: i32) -> Vec<i32> {
-    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
-    children
-        .split_whitespace()
-        .filter_map(|c| c.parse().ok())
-        .filter(|c: &i32| {
-            fs::read_to_string(format!("/proc/{c}/stat"))
-                .map(|s| s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-fn children_of(pid: i32) -> Vec<i32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|c| c.parse().ok())
-        .collect()
-}
-
 #[test]
 fn a_storm_of_hups_ends_with_one_generation_and_no_zombie() {
     let tmp = TempDir::new();
@@ -264,7 +222,7 @@ fn a_storm_of_hups_ends_with_one_generation_and_no_zombie() {
     let (generation, pid) = wait_until("the storm to settle", || {
         let entries = status_entries(&tmp.path("status"));
         let settled = entries.len() == 1
-            && children_of(server.pid()) == vec![entries[0].1]
+            && children(server.pid()) == vec![entries[0].1]
             && served_by(&format!("127.0.0.1:{port}")).0 == entries[0].1;
         settled.then(|| entries[0])
     });

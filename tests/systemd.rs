@@ -4,7 +4,6 @@
 mod common;
 
 use std::fs;
-use std::net::TcpStream;
 use std::process::Command;
 
 use common::*;
@@ -18,38 +17,22 @@ fn activated(
     options: &[String],
     env: &[(&str, String)],
 ) -> (Server, String) {
-    let mut command = Command::new("systemd-socket-activate");
-    for address in listen {
-        command.arg(format!("--listen={address}"));
-    }
-    command.arg(format!("--fdname={names}"));
+    let mut command = socket_activate(listen, names);
     command.arg(format!("--setenv=REPORT={}", tmp.path("report").display()));
     for (name, _) in env {
         command.arg(format!("--setenv={name}"));
     }
     command.arg(bin()).args(options);
-    command
-        .arg("--")
-        .arg(tmp.script("report.py", REPORT_WORKER));
+    command.arg("--").arg(tmp.report_worker());
     let server = Server::spawn(command, env);
     let first = if listen[0].contains(':') {
         listen[0].clone()
     } else {
         format!("127.0.0.1:{}", listen[0])
     };
-    wait_until("systemd-socket-activate to listen", || {
-        TcpStream::connect(&first).ok()
-    });
-    let report = wait_until("the worker's report", || {
-        fs::read_to_string(tmp.path("report")).ok()
-    });
+    wait_listening(&first);
+    let report = tmp.wait_report();
     (server, report)
-}
-
-fn env_value(report: &str, name: &str) -> Option<String> {
-    let needle = format!("\"{name}\": \"");
-    let at = report.find(&needle)? + needle.len();
-    Some(report[at..at + report[at..].find('"')?].to_string())
 }
 
 #[test]
@@ -139,7 +122,7 @@ fn the_same_command_line_works_without_the_socket_unit() {
     // A bare --port, as with ListenStream=0.0.0.0:P, but no LISTEN_FDS: start_server binds it.
     let tmp = TempDir::new();
     let port = free_port();
-    let worker = tmp.script("report.py", REPORT_WORKER);
+    let worker = tmp.report_worker();
     let _server = Server::start(
         &args(&[
             &format!("--port={port}"),
@@ -148,7 +131,7 @@ fn the_same_command_line_works_without_the_socket_unit() {
         ]),
         &[("REPORT", tmp.path("report").display().to_string())],
     );
-    let report = wait_until("report", || fs::read_to_string(tmp.path("report")).ok());
+    let report = tmp.wait_report();
     assert_eq!(
         env_value(&report, "SERVER_STARTER_PORT"),
         Some(format!("{port}=3"))
@@ -188,7 +171,7 @@ fn bad_activation_variables_are_named_in_the_error() {
 #[test]
 fn variables_for_another_pid_are_ignored_and_not_passed_on() {
     let tmp = TempDir::new();
-    let worker = tmp.script("report.py", REPORT_WORKER);
+    let worker = tmp.report_worker();
     let _server = Server::start(
         &args(&["--", &worker.display().to_string()]),
         &[
@@ -200,7 +183,7 @@ fn variables_for_another_pid_are_ignored_and_not_passed_on() {
             ("LISTEN_PIDFDID", "4242".into()),
         ],
     );
-    let report = wait_until("report", || fs::read_to_string(tmp.path("report")).ok());
+    let report = tmp.wait_report();
     assert_eq!(
         env_value(&report, "SERVER_STARTER_PORT").as_deref(),
         Some("")
@@ -221,23 +204,17 @@ fn activated_workers_never_get_start_servers_listen_pidfdid() {
     let port = free_port();
     // systemd 258+ sets LISTEN_PIDFDID for start_server; a worker's sd_listen_fds() would take
     // it for its own and reject the sockets.
-    let mut command = Command::new("systemd-socket-activate");
+    let mut command = socket_activate(&[format!("127.0.0.1:{port}")], "web");
     command
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg("--fdname=web")
         .arg(format!("--setenv=REPORT={}", tmp.path("report").display()))
         .args(["sh", "-c", "LISTEN_PIDFDID=99 exec \"$0\" \"$@\""])
         .arg(bin())
         .arg(format!("--port=127.0.0.1:{port}"))
         .arg("--")
-        .arg(tmp.script("report.py", REPORT_WORKER));
+        .arg(tmp.report_worker());
     let _server = Server::spawn(command, &[]);
-    wait_until("systemd-socket-activate to listen", || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    let report = wait_until("the worker's report", || {
-        fs::read_to_string(tmp.path("report")).ok()
-    });
+    wait_listening(&format!("127.0.0.1:{port}"));
+    let report = tmp.wait_report();
     assert_eq!(env_value(&report, "LISTEN_FDS").as_deref(), Some("1"));
     assert_eq!(env_value(&report, "LISTEN_FDNAMES").as_deref(), Some("web"));
     assert_eq!(env_value(&report, "LISTEN_PIDFDID"), None);
@@ -514,7 +491,7 @@ fn inherited_udp_sockets_are_passed_on_and_matched() {
         bin(),
         &format!("--port=127.0.0.1:u{p1}"),
         "--",
-        &tmp.script("report.py", REPORT_WORKER).display().to_string(),
+        &tmp.report_worker().display().to_string(),
     ]);
     let server = Server::spawn(command, &[]);
     // A datagram is what makes systemd-socket-activate start its command.

@@ -10,62 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-/// Starts start_server with the report worker and returns the parsed report once written.
-fn report(tmp: &TempDir, options: &[String]) -> (Server, serde_like::Report) {
-    let worker = tmp.script("report.py", REPORT_WORKER);
-    let mut a: Vec<String> = options.to_vec();
-    a.push("--".into());
-    a.push(worker.display().to_string());
-    let server = Server::start(&a, &[("REPORT", tmp.path("report").display().to_string())]);
-    let text = wait_until("the worker's report", || {
-        fs::read_to_string(tmp.path("report")).ok()
-    });
-    (server, serde_like::Report::parse(&text))
-}
-
-/// Just enough JSON reading for the report worker's output (no extra test dependency).
-mod serde_like {
-    pub struct Report {
-        pub text: String,
-    }
-
-    impl Report {
-        pub fn parse(text: &str) -> Report {
-            Report {
-                text: text.to_string(),
-            }
-        }
-
-        /// The value of `"key": "value"` (first occurrence after `after`).
-        pub fn string(&self, after: &str, key: &str) -> Option<String> {
-            let start = self.text.find(after)?;
-            let rest = &self.text[start..];
-            let needle = format!("\"{key}\": \"");
-            let at = rest.find(&needle)? + needle.len();
-            let end = rest[at..].find('"')?;
-            Some(rest[at..at + end].replace("\\/", "/"))
-        }
-
-        pub fn env(&self, name: &str) -> Option<String> {
-            self.string("\"env\"", name)
-        }
-
-        /// `"family"`/`"type"` of the socket with this key.
-        pub fn socket(&self, key: &str, field: &str) -> Option<String> {
-            self.string(&format!("\"{key}\": {{"), field)
-        }
-
-        pub fn pid(&self) -> i32 {
-            let at = self.text.rfind("\"pid\": ").expect("pid") + 7;
-            self.text[at..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("pid number")
-        }
-    }
-}
-
 #[test]
 fn every_address_form_is_described_like_the_original() {
     let tmp = TempDir::new();
@@ -148,16 +92,6 @@ fn without_sockets_the_variable_is_empty() {
         report.env("SERVER_STARTER_GENERATION").as_deref(),
         Some("1")
     );
-}
-
-/// The environment of a process, from /proc, as `NAME=VALUE` entries.
-fn environ(pid: i32) -> BTreeSet<String> {
-    let raw = fs::read(format!("/proc/{pid}/environ")).expect("read /proc/PID/environ");
-    String::from_utf8_lossy(&raw)
-        .split('\0')
-        .filter(|e| !e.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]
@@ -275,23 +209,6 @@ fn an_empty_envdir_file_unsets_and_a_removed_one_gives_the_own_value_back() {
     );
 }
 
-/// fd numbers open in a process, from /proc.
-fn open_fds(pid: i32) -> BTreeSet<i32> {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/PID/fd")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
-fn proc_status_field(pid: i32, field: &str) -> String {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
-        .expect("field")
-}
-
 fn ignored(pid: i32) -> u64 {
     u64::from_str_radix(&proc_status_field(pid, "SigIgn"), 16).expect("hex mask")
 }
@@ -308,7 +225,7 @@ fn given_to(server: i32) -> u64 {
 
 /// A worker that is a plain `sleep` (which changes nothing about its own fds or signals).
 fn sleeper(tmp: &TempDir) -> std::path::PathBuf {
-    tmp.script("sleeper.sh", "#!/bin/sh\nexec sleep 600\n")
+    tmp.script("sleeper.sh", SLEEPER)
 }
 
 #[test]
@@ -455,7 +372,7 @@ fn envdir_from_the_environment() {
     let envdir = tmp.path("env");
     fs::create_dir(&envdir).unwrap();
     fs::write(envdir.join("FROM_ENVDIR"), "yes").unwrap();
-    let worker = tmp.script("report.py", REPORT_WORKER);
+    let worker = tmp.report_worker();
     let _server = Server::start(
         &args(&["--", &worker.display().to_string()]),
         &[
@@ -463,7 +380,7 @@ fn envdir_from_the_environment() {
             ("REPORT", tmp.path("report").display().to_string()),
         ],
     );
-    let text = wait_until("report", || fs::read_to_string(tmp.path("report")).ok());
+    let text = tmp.wait_report();
     assert!(text.contains("\"FROM_ENVDIR\": \"yes\""), "{text}");
 }
 

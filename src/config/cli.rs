@@ -200,10 +200,7 @@ Examples:
 
 /// Seconds as an integer or decimal number (the original takes integers only).
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+    crate::config::seconds(text)
         .ok_or_else(|| format!("{text:?} is not a number of seconds (e.g. 1 or 0.5)"))
 }
 
@@ -224,18 +221,34 @@ impl Cli {
     /// Parses the process's arguments, exiting with status 2 and a usage message on a usage
     /// error (clap's own, or an unknown or ambiguous option).
     pub fn from_env() -> Cli {
-        match single_dash_compat(std::env::args_os()) {
-            Ok(args) => Cli::parse_from(args),
-            Err(problem) => {
-                let usage = Cli::command().render_usage();
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "start_server: {problem}\n\n{usage}\n\nFor more information, try '--help'."
-                );
-                std::process::exit(2);
-            }
+        let args = match single_dash_compat(std::env::args_os()) {
+            Ok(args) => args,
+            Err(problem) => usage_error(&problem),
+        };
+        match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+            Err(e) => usage_error(&clap_problem(&e)),
         }
     }
+}
+
+/// Ends start_server on a bad command line, in the style of every error it prints
+/// (`start_server: <what went wrong>: <what to do>`), with the usage below it; exit status 2.
+fn usage_error(problem: &str) -> ! {
+    let usage = Cli::command().render_usage();
+    let _ = writeln!(
+        std::io::stderr(),
+        "start_server: {problem}: see start_server --help\n\n{usage}"
+    );
+    std::process::exit(2);
+}
+
+/// The first line of clap's message, without its `error: ` prefix (the usage is printed apart).
+fn clap_problem(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 /// Server::Starter reads its options with Getopt::Long: long options with one dash or two

@@ -1,14 +1,18 @@
 //! From the parsed command line to a checked configuration: everything an operator can get
 //! wrong is found here, before a socket is bound or a file written.
 
+// The command line's doc comments are its --help text, where `[IPV6]:PORT` is not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub mod cli;
 pub mod man_page;
 pub mod port_spec;
 pub mod program;
+pub mod signal_names;
 pub mod worker_env;
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use nix::sys::socket::Backlog;
 
@@ -17,9 +21,17 @@ use crate::config::port_spec::PortSpec;
 use crate::config::worker_env::{Env, SYSTEMD_VARS};
 use crate::error::{Error, Result};
 use crate::runtime::output::LogTarget;
-use crate::runtime::signals;
 use crate::sockets::activation::Inherited;
 use crate::supervisor::Policy;
+
+/// A non-negative number of seconds, fractions allowed (`1`, `0.5`), the same on the command
+/// line and in the environment (`KILL_OLD_DELAY`).
+pub fn seconds(text: &str) -> Option<Duration> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
 
 /// What start_server runs with.
 #[derive(Debug)]
@@ -61,106 +73,21 @@ impl Config {
         env: impl IntoIterator<Item = (OsString, OsString)>,
         inherited: Vec<Inherited>,
     ) -> Result<Config> {
-        if cli.daemonize && cli.log_file.is_none() {
-            return Err(Error::usage(
-                "--daemonize needs --log-file: a daemon has no terminal to write its log to",
-            ));
-        }
-        if cli.command.is_empty() {
-            return Err(Error::usage(
-                "server program not specified; usage: start_server [OPTIONS] -- PROGRAM [ARGS...]",
-            ));
-        }
-        if let Some(bad) = cli
-            .command
-            .iter()
-            .find(|a| a.as_encoded_bytes().contains(&0))
-        {
-            return Err(Error::usage(format!(
-                "the server command line contains a NUL byte: {bad:?}"
-            )));
-        }
-        let policy = Policy {
-            interval: cli.interval,
-            signal_on_hup: signals::parse(&cli.signal_on_hup, "--signal-on-hup")?,
-            signal_on_term: signals::parse(&cli.signal_on_term, "--signal-on-term")?,
-            ready_timeout: cli.ready_timeout.filter(|d| !d.is_zero()),
-            kill_old_timeout: cli.kill_old_timeout,
-            backoff_after: crate::supervisor::DEFAULT_BACKOFF_AFTER,
-            backoff_max: cli.max_restart_delay,
-            shutdown_delay: cli.shutdown_delay,
-            worker_watchdog: cli.worker_watchdog.filter(|d| !d.is_zero()),
-            workers: usize::from(cli.workers),
-            max_extra: cli.max_extra.map(usize::from),
-        };
+        check_command(&cli)?;
+        let policy = policy(&cli)?;
         let ports = cli
             .port
             .iter()
             .map(|p| PortSpec::parse(p))
             .collect::<Result<Vec<_>>>()?;
-        if let Some(dir) = &cli.dir
-            && !dir.is_dir()
-        {
-            return Err(Error::usage(format!(
-                "--dir {}: no such directory",
-                dir.display()
-            )));
-        }
-        let mut base_env: Env = env
-            .into_iter()
-            .filter(|(k, _)| !SYSTEMD_VARS.iter().any(|v| k == OsStr::new(v)))
-            .collect();
-        // The original passes its settings on to the worker through the environment.
-        let mut set = |name: &str, value: Option<String>| {
-            if let Some(value) = value {
-                base_env.insert(name.into(), value.into());
-            }
-        };
-        set(
-            "ENVDIR",
-            cli.envdir
-                .as_ref()
-                .map(|d| d.to_string_lossy().into_owned()),
-        );
-        set(
-            "ENABLE_AUTO_RESTART",
-            cli.enable_auto_restart.then(|| "1".to_string()),
-        );
-        set(
-            "AUTO_RESTART_INTERVAL",
-            cli.auto_restart_interval
-                .map(|d| d.as_secs_f64().to_string()),
-        );
-        set(
-            "KILL_OLD_DELAY",
-            cli.kill_old_delay.map(|d| d.as_secs_f64().to_string()),
-        );
-        // `--worker-watchdog`, in the systemd convention (WATCHDOG_PID is added at each spawn).
-        set(
-            "WATCHDOG_USEC",
-            policy.worker_watchdog.map(|d| d.as_micros().to_string()),
-        );
-        let mut first_env = base_env.clone();
-        if let Some(dir) = &cli.envdir {
-            let overlay = worker_env::read_envdir(dir).map_err(|e| {
-                Error::usage(format!("--envdir {}: cannot read it: {e}", dir.display()))
-            })?;
-            overlay.apply_to(&mut first_env);
-        }
-        crate::config::program::resolve(
-            &cli.command[0],
-            first_env.get(OsStr::new("PATH")).map(OsString::as_os_str),
-            cli.dir.as_deref(),
-        )
-        .map_err(Error::usage)?;
+        check_dir(&cli)?;
+        let base_env = base_env(&cli, env);
+        check_program(&cli, &base_env)?;
+        let backlog = backlog(cli.backlog)?;
         Ok(Config {
             ports,
             paths: cli.path,
-            backlog: match cli.backlog {
-                Some(n) => Backlog::new(n)
-                    .map_err(|_| Error::usage(format!("--backlog {n} is out of range")))?,
-                None => Backlog::MAXCONN,
-            },
+            backlog,
             dir: cli.dir,
             policy,
             pid_file: cli.pid_file,
@@ -173,5 +100,125 @@ impl Config {
             base_env,
             inherited,
         })
+    }
+}
+
+/// The server command is there, and `--daemonize` has a log to write to.
+fn check_command(cli: &Cli) -> Result<()> {
+    if cli.daemonize && cli.log_file.is_none() {
+        return Err(Error::usage(
+            "--daemonize needs --log-file: a daemon has no terminal to write its log to",
+        ));
+    }
+    if cli.command.is_empty() {
+        return Err(Error::usage(
+            "server program not specified; usage: start_server [OPTIONS] -- PROGRAM [ARGS...]",
+        ));
+    }
+    if let Some(bad) = cli
+        .command
+        .iter()
+        .find(|a| a.as_encoded_bytes().contains(&0))
+    {
+        return Err(Error::usage(format!(
+            "the server command line contains a NUL byte: {bad:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The supervisor's settings from the command line.
+fn policy(cli: &Cli) -> Result<Policy> {
+    Ok(Policy {
+        interval: cli.interval,
+        signal_on_hup: signal_names::parse(&cli.signal_on_hup, "--signal-on-hup")?,
+        signal_on_term: signal_names::parse(&cli.signal_on_term, "--signal-on-term")?,
+        ready_timeout: cli.ready_timeout.filter(|d| !d.is_zero()),
+        kill_old_timeout: cli.kill_old_timeout,
+        backoff_after: crate::supervisor::DEFAULT_BACKOFF_AFTER,
+        backoff_max: cli.max_restart_delay,
+        shutdown_delay: cli.shutdown_delay,
+        worker_watchdog: cli.worker_watchdog.filter(|d| !d.is_zero()),
+        workers: usize::from(cli.workers),
+        max_extra: cli.max_extra.map(usize::from),
+    })
+}
+
+fn check_dir(cli: &Cli) -> Result<()> {
+    match &cli.dir {
+        Some(dir) if !dir.is_dir() => Err(Error::usage(format!(
+            "--dir {}: no such directory",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// start_server's environment without systemd's variables, plus the settings the original
+/// passes on to the worker through the environment.
+fn base_env(cli: &Cli, env: impl IntoIterator<Item = (OsString, OsString)>) -> Env {
+    let mut base_env: Env = env
+        .into_iter()
+        .filter(|(k, _)| !SYSTEMD_VARS.iter().any(|v| k == OsStr::new(v)))
+        .collect();
+    let mut set = |name: &str, value: Option<String>| {
+        if let Some(value) = value {
+            base_env.insert(name.into(), value.into());
+        }
+    };
+    set(
+        "ENVDIR",
+        cli.envdir
+            .as_ref()
+            .map(|d| d.to_string_lossy().into_owned()),
+    );
+    set(
+        "ENABLE_AUTO_RESTART",
+        cli.enable_auto_restart.then(|| "1".to_string()),
+    );
+    set(
+        "AUTO_RESTART_INTERVAL",
+        cli.auto_restart_interval
+            .map(|d| d.as_secs_f64().to_string()),
+    );
+    set(
+        "KILL_OLD_DELAY",
+        cli.kill_old_delay.map(|d| d.as_secs_f64().to_string()),
+    );
+    // `--worker-watchdog`, in the systemd convention (WATCHDOG_PID is added at each spawn).
+    set(
+        "WATCHDOG_USEC",
+        cli.worker_watchdog
+            .filter(|d| !d.is_zero())
+            .map(|d| d.as_micros().to_string()),
+    );
+    base_env
+}
+
+/// The program can be run by the first worker (with the envdir's `PATH`, if it sets one): a
+/// typo is one clear error now instead of a worker that keeps failing.
+fn check_program(cli: &Cli, base_env: &Env) -> Result<()> {
+    let mut first_env = base_env.clone();
+    if let Some(dir) = &cli.envdir {
+        let overlay = worker_env::read_envdir(dir).map_err(|e| {
+            Error::usage(format!("--envdir {}: cannot read it: {e}", dir.display()))
+        })?;
+        overlay.apply_to(&mut first_env);
+    }
+    crate::config::program::resolve(
+        &cli.command[0],
+        first_env.get(OsStr::new("PATH")).map(OsString::as_os_str),
+        cli.dir.as_deref(),
+    )
+    .map_err(|e| Error::usage(e.to_string()))?;
+    Ok(())
+}
+
+fn backlog(requested: Option<i32>) -> Result<Backlog> {
+    match requested {
+        Some(n) => {
+            Backlog::new(n).map_err(|_| Error::usage(format!("--backlog {n} is out of range")))
+        }
+        None => Ok(Backlog::MAXCONN),
     }
 }

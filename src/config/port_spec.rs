@@ -1,6 +1,7 @@
 //! `--port` values: `PORT`, `HOST:PORT`, `[V6ADDR]:PORT`, each with an optional `u` before the
 //! port for UDP and `=FD` after it, parsed the way Server::Starter 0.35 does.
 
+use std::net::Ipv6Addr;
 use std::os::fd::RawFd;
 
 use crate::error::{Error, Result};
@@ -12,8 +13,8 @@ pub enum Host {
     AnyV4,
     /// An IPv4 address or a host name (resolved, IPv4 preferred).
     Named(String),
-    /// An IPv6 address (bound with `IPV6_V6ONLY`).
-    V6(String),
+    /// An IPv6 address (bound with `IPV6_V6ONLY`), checked here once for everyone.
+    V6(Ipv6Addr),
 }
 
 /// One parsed `--port` value.
@@ -72,9 +73,9 @@ impl PortSpec {
                 return Err(bad(&format!("empty host; {FORMS}")));
             }
             if inside.contains(':') {
-                (Host::V6(inside.to_string()), port)
+                (Written::V6(inside), port)
             } else {
-                (Host::Named(inside.to_string()), port)
+                (Written::Named(inside), port)
             }
         } else if let Some((host, port)) = address.rsplit_once(':') {
             let host = host.trim();
@@ -82,12 +83,12 @@ impl PortSpec {
                 return Err(bad(&format!("empty host; {FORMS}")));
             }
             if host.contains(':') {
-                (Host::V6(host.to_string()), port)
+                (Written::V6(host), port)
             } else {
-                (Host::Named(host.to_string()), port)
+                (Written::Named(host), port)
             }
         } else {
-            (Host::AnyV4, address)
+            (Written::Any, address)
         };
         let port = port.trim();
         let (udp, number) = match port.strip_prefix('u') {
@@ -99,15 +100,16 @@ impl PortSpec {
             Some(_) => return Err(bad("port numbers go from 0 to 65535")),
             None => return Err(bad(FORMS)),
         };
-        if let Host::V6(addr) = &host
-            && addr.parse::<std::net::Ipv6Addr>().is_err()
-        {
-            return Err(bad(&format!("{addr:?} is not an IPv6 address")));
-        }
-        let key = match &host {
-            Host::AnyV4 => port.to_string(),
-            Host::Named(name) => format!("{name}:{port}"),
-            Host::V6(addr) => format!("[{addr}]:{port}"),
+        // The key keeps the address as written (the original does not normalize it).
+        let (host, key) = match host {
+            Written::Any => (Host::AnyV4, port.to_string()),
+            Written::Named(name) => (Host::Named(name.to_string()), format!("{name}:{port}")),
+            Written::V6(text) => {
+                let addr = text
+                    .parse::<Ipv6Addr>()
+                    .map_err(|_| bad(&format!("{text:?} is not an IPv6 address")))?;
+                (Host::V6(addr), format!("[{text}]:{port}"))
+            }
         };
         Ok(PortSpec {
             key,
@@ -117,6 +119,13 @@ impl PortSpec {
             fd,
         })
     }
+}
+
+/// The host part as written, before it is checked.
+enum Written<'a> {
+    Any,
+    Named(&'a str),
+    V6(&'a str),
 }
 
 fn digits(s: &str) -> Option<&str> {
@@ -155,7 +164,7 @@ mod tests {
         let p = ok("[::1]:8080");
         assert_eq!(
             (p.key.as_str(), &p.host),
-            ("[::1]:8080", &Host::V6("::1".into()))
+            ("[::1]:8080", &Host::V6(Ipv6Addr::LOCALHOST))
         );
         // The original also takes an unbracketed IPv6 address and brackets it in the key.
         assert_eq!(ok("::1:8080").key, "[::1]:8080");

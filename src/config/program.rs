@@ -16,10 +16,9 @@ pub fn resolve(
     name: &OsStr,
     path_var: Option<&OsStr>,
     dir: Option<&Path>,
-) -> Result<PathBuf, String> {
-    let shown = Path::new(name).display();
+) -> Result<PathBuf, ResolveError> {
     if name.is_empty() {
-        return Err("the server program name is empty".to_string());
+        return Err(ResolveError::Empty);
     }
     let in_dir = |p: &Path| match dir {
         Some(dir) if p.is_relative() => dir.join(p),
@@ -29,7 +28,7 @@ pub fn resolve(
         let path = PathBuf::from(name);
         return match check_executable(&in_dir(&path)) {
             Ok(()) => Ok(path),
-            Err(why) => Err(format!("server program {shown} {why}")),
+            Err(why) => Err(ResolveError::Unusable { path, why }),
         };
     }
     let search: OsString = path_var.map_or_else(|| DEFAULT_PATH.into(), OsStr::to_os_string);
@@ -44,11 +43,41 @@ pub fn resolve(
             return Ok(candidate);
         }
     }
-    Err(format!(
-        "server program {shown} not found in PATH ({}); give its full path",
-        search.to_string_lossy()
-    ))
+    Err(ResolveError::NotFound {
+        name: name.to_os_string(),
+        search,
+    })
 }
+
+/// Why the server program cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    /// The command line's program is an empty string.
+    Empty,
+    /// A path (a name with a `/`) that is missing, not a file, or not executable.
+    Unusable { path: PathBuf, why: &'static str },
+    /// A bare name found in no directory of `PATH`.
+    NotFound { name: OsString, search: OsString },
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::Empty => write!(f, "the server program name is empty"),
+            ResolveError::Unusable { path, why } => {
+                write!(f, "server program {} {why}", path.display())
+            }
+            ResolveError::NotFound { name, search } => write!(
+                f,
+                "server program {} not found in PATH ({}); give its full path",
+                Path::new(name).display(),
+                search.to_string_lossy()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {}
 
 fn check_executable(path: &Path) -> Result<(), &'static str> {
     let meta = std::fs::metadata(path).map_err(|_| "does not exist")?;
@@ -79,11 +108,14 @@ mod tests {
     fn reports_missing_and_non_executable() {
         let err =
             resolve(OsStr::new("no-such-prog-x"), Some(OsStr::new("/bin")), None).unwrap_err();
-        assert!(err.contains("not found in PATH (/bin)"), "{err}");
+        assert!(
+            err.to_string().contains("not found in PATH (/bin)"),
+            "{err}"
+        );
         let err = resolve(OsStr::new("/etc/passwd"), None, None).unwrap_err();
-        assert!(err.contains("is not executable"), "{err}");
+        assert!(err.to_string().contains("is not executable"), "{err}");
         let err = resolve(OsStr::new("./nope"), None, Some(Path::new("/"))).unwrap_err();
-        assert!(err.contains("does not exist"), "{err}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
         assert!(resolve(OsStr::new("/etc"), None, None).is_err());
     }
 

@@ -95,6 +95,12 @@ pub fn read_envdir(dir: &Path) -> std::io::Result<EnvDir> {
     Ok(read)
 }
 
+/// `AUTO_RESTART_INTERVAL` when unset (or 0), as in the original.
+const DEFAULT_AUTO_RESTART_INTERVAL: Duration = Duration::from_secs(360);
+
+/// `KILL_OLD_DELAY` when unset and auto-restart is on (otherwise 0), as in the original.
+const AUTO_RESTART_KILL_OLD_DELAY: Duration = Duration::from_secs(5);
+
 /// The settings that the environment (and so the envdir) controls, as the original reads them.
 pub fn tunables(env: &Env) -> Tunables {
     let get = |name: &str| env.get(OsStr::new(name)).map(|v| v.to_string_lossy());
@@ -102,12 +108,7 @@ pub fn tunables(env: &Env) -> Tunables {
     let auto = get("ENABLE_AUTO_RESTART").is_some_and(|v| truthy(&v));
     let seconds = |name: &str| {
         let value = get(name)?;
-        match value
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        {
+        match crate::config::seconds(&value) {
             Some(d) => Some(d),
             None => {
                 warn!("ignoring {name}={value:?}: not a number of seconds");
@@ -117,8 +118,12 @@ pub fn tunables(env: &Env) -> Tunables {
     };
     let interval = seconds("AUTO_RESTART_INTERVAL")
         .filter(|d| !d.is_zero())
-        .unwrap_or(Duration::from_secs(360));
-    let default_delay = Duration::from_secs(if auto { 5 } else { 0 });
+        .unwrap_or(DEFAULT_AUTO_RESTART_INTERVAL);
+    let default_delay = if auto {
+        AUTO_RESTART_KILL_OLD_DELAY
+    } else {
+        Duration::ZERO
+    };
     Tunables {
         kill_old_delay: seconds("KILL_OLD_DELAY").unwrap_or(default_delay),
         auto_restart_interval: auto.then_some(interval),

@@ -38,7 +38,7 @@ fn signal(pid: Pid, signal: Signal) -> Result<()> {
     kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| {
         Error::runtime(format!(
             "failed to send SIG{} to the server process {pid}: {}",
-            crate::runtime::signals::short_name(signal),
+            crate::config::signal_names::short_name(signal),
             e.desc()
         ))
     })
@@ -73,29 +73,47 @@ pub fn restart(cli: &Cli) -> Result<()> {
     };
     let (file, pid) = read_pid(pid_path)?;
     let _file = running(file, pid, pid_path)?;
-    let read_generations = || -> Result<Vec<u64>> {
-        let text = std::fs::read_to_string(status_path).map_err(|e| {
-            Error::runtime(format!(
-                "failed to open status file {}: {e}",
-                status_path.display()
-            ))
-        })?;
-        Ok(status_file::generations(&text))
-    };
-    let newest = *read_generations()?.last().ok_or_else(|| {
+    let newest = *read_generations(status_path)?.last().ok_or_else(|| {
         Error::runtime(format!(
             "no active process found in the status file {}",
             status_path.display()
         ))
     })?;
-    let failures = status_file::failure_path(status_path);
-    // Both files are renamed into place in the status file's directory: watch it, and the
-    // process itself (a pidfd), instead of polling.
+    let changes = watch_directory_of(status_path)?;
+    let exited = pidfd(pid)?;
+    signal(pid, Signal::SIGHUP)?;
+    loop {
+        wait_for_change(&changes, &exited)?;
+        if let Some(outcome) = outcome(status_path, newest, pid) {
+            return outcome;
+        }
+        if has_exited(&exited) {
+            return Err(Error::runtime(format!(
+                "start_server (pid {pid}) exited before a new generation took over"
+            )));
+        }
+    }
+}
+
+/// The generations the status file lists, ascending.
+fn read_generations(status_path: &Path) -> Result<Vec<u64>> {
+    let text = std::fs::read_to_string(status_path).map_err(|e| {
+        Error::runtime(format!(
+            "failed to open status file {}: {e}",
+            status_path.display()
+        ))
+    })?;
+    Ok(status_file::generations(&text))
+}
+
+/// Both the status file and its failure file are renamed into place in the status file's
+/// directory: watching it (and the process itself, a pidfd) replaces polling.
+fn watch_directory_of(status_path: &Path) -> Result<Inotify> {
     let directory = match status_path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let changes = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+    Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .and_then(|watch| {
             watch.add_watch(
                 directory,
@@ -109,52 +127,48 @@ pub fn restart(cli: &Cli) -> Result<()> {
                 directory.display(),
                 e.desc()
             ))
-        })?;
-    let exited = pidfd(pid)?;
-    signal(pid, Signal::SIGHUP)?;
-    loop {
-        let mut fds = [
-            PollFd::new(changes.as_fd(), PollFlags::POLLIN),
-            PollFd::new(exited.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(Error::runtime(format!("poll failed: {}", e.desc()))),
-        }
-        let _ = changes.read_events();
-        // A generation newer than the ones listed before failed: the restart did not happen.
-        if let Some((generation, why)) = std::fs::read_to_string(&failures)
-            .ok()
-            .and_then(|text| {
-                let (generation, why) = text.trim_end().split_once(':')?;
-                Some((generation.parse::<u64>().ok()?, why.to_string()))
-            })
-            .filter(|(generation, _)| *generation > newest)
-        {
-            let serving = read_generations().unwrap_or_default();
-            return Err(Error::runtime(format!(
-                "restart failed: generation {generation} did not start ({why}); generation {} \
-                 is still serving",
-                serving.last().map_or("none".to_string(), u64::to_string)
-            )));
-        }
-        // The file is replaced atomically, but is absent between start-up and generation 1.
-        if let Ok(gens) = read_generations()
-            && gens.len() == 1
-            && gens[0] > newest
-        {
-            crate::runtime::logging::print(&format!(
-                "start_server (pid:{pid}) restarted: generation {} is serving",
-                gens[0]
-            ));
-            return Ok(());
-        }
-        if has_exited(&exited) {
-            return Err(Error::runtime(format!(
-                "start_server (pid {pid}) exited before a new generation took over"
-            )));
-        }
+        })
+}
+
+/// Sleeps until a file changes in the watched directory or start_server exits.
+fn wait_for_change(changes: &Inotify, exited: &OwnedFd) -> Result<()> {
+    let mut fds = [
+        PollFd::new(changes.as_fd(), PollFlags::POLLIN),
+        PollFd::new(exited.as_fd(), PollFlags::POLLIN),
+    ];
+    match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => return Err(Error::runtime(format!("poll failed: {}", e.desc()))),
     }
+    let _ = changes.read_events();
+    Ok(())
+}
+
+/// How the restart ended, once it has: a generation newer than `newest` failed, or one took
+/// over alone. `None` while neither happened.
+fn outcome(status_path: &Path, newest: u64, pid: Pid) -> Option<Result<()>> {
+    if let Some((generation, why)) =
+        status_file::read_failure(status_path).filter(|(generation, _)| *generation > newest)
+    {
+        let serving = read_generations(status_path).unwrap_or_default();
+        return Some(Err(Error::runtime(format!(
+            "restart failed: generation {generation} did not start ({why}); generation {} is \
+             still serving",
+            serving.last().map_or("none".to_string(), u64::to_string)
+        ))));
+    }
+    // The file is replaced atomically, but is absent between start-up and generation 1.
+    if let Ok(gens) = read_generations(status_path)
+        && gens.len() == 1
+        && gens[0] > newest
+    {
+        crate::runtime::logging::print(&format!(
+            "start_server (pid:{pid}) restarted: generation {} is serving",
+            gens[0]
+        ));
+        return Some(Ok(()));
+    }
+    None
 }
 
 /// A descriptor that becomes readable when process `pid` exits.
@@ -167,7 +181,7 @@ fn pidfd(pid: Pid) -> Result<OwnedFd> {
             std::io::Error::last_os_error()
         )));
     }
-    // SAFETY: as above.
+    // SAFETY: a non-negative result is a new descriptor that nothing else owns or closes.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 

@@ -13,13 +13,14 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::Signal;
 use nix::sys::time::TimeSpec;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use tracing::{error, info, warn};
 
 use crate::config::worker_env::{self, Env};
 use crate::error::{Context, Result};
 use crate::runtime::notify::Notifier;
 use crate::runtime::output::Logger;
-use crate::runtime::signals::{self, Received, Signals};
+use crate::runtime::signals::{Received, Signals};
 use crate::runtime::spawn::{self, FdLayout, Launch};
 use crate::runtime::status_file::StatusFile;
 use crate::runtime::strays::{self, Adopted};
@@ -76,121 +77,189 @@ impl Ending {
     }
 }
 
-/// Runs the supervisor until every worker is gone after a terminating signal.
+/// How long processes left behind get after SIGTERM (and again after SIGKILL) at exit.
+pub const STRAY_GRACE: Duration = Duration::from_secs(5);
+
+/// How long start_server waits for the `--log-file` command to finish writing at exit.
+pub const LOGGER_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the supervisor until every worker is gone after a terminating signal: wait, then feed
+/// signals, child exits, workers' messages and the clock to the state machine, and carry out
+/// what it answers.
 pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<Ending> {
-    // The envdir's settings are read again at every spawn, the first one included.
-    let tunables = worker_env::tunables(&rt.base_env);
-    let mut supervisor = Supervisor::new(policy, tunables, Instant::now());
-    let mut actions: VecDeque<Action> = supervisor.start().into();
-    let watchdog_every = rt.notifier.watchdog_interval();
-    let mut next_watchdog = watchdog_every.map(|every| Instant::now() + every);
-    let mut stopping = false;
-    let mut killed = false;
+    let mut state = Loop::new(rt, policy);
     loop {
-        while let Some(action) = actions.pop_front() {
-            match action {
-                Action::Spawn { generation } => {
-                    // Slot 0 is named only when there are several (unset means 0).
-                    let slot = (supervisor.slots() > 1).then_some(0);
-                    let result = rt.spawn(generation, slot, &mut supervisor);
-                    actions.extend(supervisor.spawned(generation, result, Instant::now()));
-                }
-                Action::SpawnCopy { generation, slot } => {
-                    let result = rt.spawn(generation, Some(slot), &mut supervisor);
-                    let now = Instant::now();
-                    actions.extend(supervisor.spawned_copy(generation, slot, result, now));
-                }
-                Action::Signal { pids, signal } => {
-                    killed |= stopping && signal == Signal::SIGKILL;
-                    send(&pids, signal)
-                }
-                Action::WriteStatus(workers) => {
-                    if let Some(Err(e)) = rt.status.as_mut().map(|s| s.write(&workers)) {
-                        error!("{e}");
-                    }
-                }
-                Action::RecordFailure { generation, why } => {
-                    if let Some(Err(e)) = rt
-                        .status
-                        .as_mut()
-                        .map(|s| s.record_failure(generation, &why))
-                    {
-                        error!("{e}");
-                    }
-                }
-                Action::Notify(notice) => rt.notifier.notice(&notice),
-                Action::Exit => {
-                    killed |= rt.stop_strays(signals);
-                    return Ok(if killed {
-                        Ending::Killed
-                    } else {
-                        Ending::Clean
-                    });
-                }
+        while let Some(action) = state.actions.pop_front() {
+            if let Some(ending) = state.perform(rt, signals, action) {
+                return Ok(ending);
             }
         }
+        let ready = wait(signals, Some(&rt.worker_notify), state.deadline(rt))?;
+        if ready.signals {
+            for received in signals.drain()? {
+                state.on_signal(rt, received);
+            }
+        }
+        if ready.notify {
+            state.on_messages(rt);
+        }
+        state.on_clock(rt, Instant::now());
+    }
+}
+
+/// The loop's state between two waits.
+struct Loop {
+    supervisor: Supervisor,
+    /// What the supervisor asked for and is not done yet.
+    actions: VecDeque<Action>,
+    watchdog_every: Option<Duration>,
+    next_watchdog: Option<Instant>,
+    /// A terminating signal was received.
+    stopping: bool,
+    /// Something had to be sent SIGKILL while stopping.
+    killed: bool,
+}
+
+impl Loop {
+    fn new(rt: &Runtime, policy: Policy) -> Loop {
+        // The envdir's settings are read again at every spawn, the first one included.
+        let tunables = worker_env::tunables(&rt.base_env);
+        let mut supervisor = Supervisor::new(policy, tunables, Instant::now());
+        let actions = supervisor.start().into();
+        let watchdog_every = rt.notifier.watchdog_interval();
+        Loop {
+            supervisor,
+            actions,
+            watchdog_every,
+            next_watchdog: watchdog_every.map(|every| Instant::now() + every),
+            stopping: false,
+            killed: false,
+        }
+    }
+
+    /// The earliest of the supervisor's timers, the watchdog and the log command's restart.
+    fn deadline(&self, rt: &Runtime) -> Option<Instant> {
         let logger_due = rt.logger.as_ref().and_then(Logger::restart_due);
-        let deadline = [supervisor.next_deadline(), next_watchdog, logger_due]
-            .into_iter()
-            .flatten()
-            .min();
-        let ready = wait(signals, Some(&rt.worker_notify), deadline)?;
-        let received = if ready.signals {
-            signals.drain()?
-        } else {
-            Vec::new()
-        };
-        for received in received {
-            match received {
-                Received::Hangup => actions.extend(supervisor.hangup()),
-                Received::Terminate(signal) => {
-                    stopping = true;
-                    actions.extend(supervisor.terminate(signal, Instant::now()))
+        [
+            self.supervisor.next_deadline(),
+            self.next_watchdog,
+            logger_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Carries out one action; the ending once the supervisor says to exit.
+    fn perform(
+        &mut self,
+        rt: &mut Runtime,
+        signals: &mut Signals,
+        action: Action,
+    ) -> Option<Ending> {
+        match action {
+            Action::Spawn { generation } => {
+                // Slot 0 is named only when there are several (unset means 0).
+                let slot = (self.supervisor.slots() > 1).then_some(0);
+                let result = rt.spawn(generation, slot, &mut self.supervisor);
+                let next = self.supervisor.spawned(generation, result, Instant::now());
+                self.actions.extend(next);
+            }
+            Action::SpawnCopy { generation, slot } => {
+                let result = rt.spawn(generation, Some(slot), &mut self.supervisor);
+                let next = (self.supervisor).spawned_copy(generation, slot, result, Instant::now());
+                self.actions.extend(next);
+            }
+            Action::Signal { pids, signal } => {
+                self.killed |= self.stopping && signal == Signal::SIGKILL;
+                send(&pids, signal)
+            }
+            Action::WriteStatus(workers) => {
+                if let Some(Err(e)) = rt.status.as_mut().map(|s| s.write(&workers)) {
+                    error!("{e}");
                 }
-                Received::Child => {
-                    let mut worker_gone = false;
-                    for (pid, status) in reap() {
-                        if let Some(logger) = rt.logger.as_mut().filter(|l| l.pid() == Some(pid)) {
-                            logger.exited(status, Instant::now());
-                        } else if supervisor.worker_pids().contains(&pid) {
-                            worker_gone = true;
-                            actions.extend(supervisor.child_exited(pid, status, Instant::now()));
-                        } else {
-                            rt.strays.reaped(pid, status);
-                        }
-                    }
-                    if worker_gone {
-                        rt.adopt_strays(&supervisor.workers());
-                    }
+            }
+            Action::RecordFailure { generation, why } => {
+                if let Some(Err(e)) = rt
+                    .status
+                    .as_mut()
+                    .map(|s| s.record_failure(generation, &why))
+                {
+                    error!("{e}");
                 }
-                Received::Ignored => {}
-                Received::Unused(number) => info!(
-                    "received {}, which start_server does not use: ignored",
-                    signals::number_name(number)
-                ),
+            }
+            Action::Notify(notice) => rt.notifier.notice(&notice),
+            Action::Exit => {
+                self.killed |= rt.stop_strays(signals);
+                return Some(if self.killed {
+                    Ending::Killed
+                } else {
+                    Ending::Clean
+                });
             }
         }
-        // A bounded batch, strangers dropped cheaply (see worker_notify): a flood of messages
-        // does not keep the loop from signals and child exits.
-        let messages = if ready.notify {
-            rt.worker_notify.receive(&supervisor.worker_pids())
-        } else {
-            Vec::new()
-        };
-        for (worker, message) in messages {
-            actions.extend(supervisor.notified(worker, &message, Instant::now()));
+        None
+    }
+
+    /// One signal from the signalfd: every signal path is here.
+    fn on_signal(&mut self, rt: &mut Runtime, received: Received) {
+        match received {
+            Received::Hangup => self.actions.extend(self.supervisor.hangup()),
+            Received::Terminate(signal) => {
+                self.stopping = true;
+                let next = self.supervisor.terminate(signal, Instant::now());
+                self.actions.extend(next)
+            }
+            Received::Child => self.on_child_exit(rt),
+            Received::Ignored => {}
+            Received::Unused(number) => info!(
+                "received {}, which start_server does not use: ignored",
+                crate::config::signal_names::number_name(number)
+            ),
         }
-        let now = Instant::now();
+    }
+
+    /// SIGCHLD: each exited child goes to whoever owns it (the log command, the supervisor, or
+    /// the strays); after a worker's exit, what it left behind is adopted.
+    fn on_child_exit(&mut self, rt: &mut Runtime) {
+        let mut worker_gone = false;
+        for (pid, status) in reap() {
+            if let Some(logger) = rt.logger.as_mut().filter(|l| l.pid() == Some(pid)) {
+                logger.exited(status, Instant::now());
+            } else if self.supervisor.worker_pids().contains(&pid) {
+                worker_gone = true;
+                let next = self.supervisor.child_exited(pid, status, Instant::now());
+                self.actions.extend(next);
+            } else {
+                rt.strays.reaped(pid, status);
+            }
+        }
+        if worker_gone {
+            rt.adopt_strays(&self.supervisor.workers());
+        }
+    }
+
+    /// Workers' notifications. A bounded batch, strangers dropped cheaply (see
+    /// worker_notify): a flood of messages does not keep the loop from signals and child exits.
+    fn on_messages(&mut self, rt: &mut Runtime) {
+        for (worker, message) in rt.worker_notify.receive(&self.supervisor.worker_pids()) {
+            let next = self.supervisor.notified(worker, &message, Instant::now());
+            self.actions.extend(next);
+        }
+    }
+
+    /// Timers: the log command's restart, systemd's watchdog, the supervisor's deadlines.
+    fn on_clock(&mut self, rt: &mut Runtime, now: Instant) {
         if let Some(logger) = &mut rt.logger {
             logger.restart_if_due(now);
         }
-        if let (Some(every), Some(due)) = (watchdog_every, next_watchdog)
+        if let (Some(every), Some(due)) = (self.watchdog_every, self.next_watchdog)
             && now >= due
         {
             rt.notifier.watchdog();
-            next_watchdog = Some(now + every);
+            self.next_watchdog = Some(now + every);
         }
-        actions.extend(supervisor.tick(now));
+        self.actions.extend(self.supervisor.tick(now));
     }
 }
 
@@ -248,13 +317,30 @@ pub fn wait_for_logger(signals: &mut Signals, logger: Pid, limit: Duration) {
 fn reap() -> Vec<(Pid, ExitStatus)> {
     let mut exited = Vec::new();
     loop {
-        let mut status = 0;
-        // SAFETY: waitpid with a valid out-pointer.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            return exited;
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return exited,
+            Ok(status) => {
+                if let Some(exit) = raw_status(status) {
+                    exited.push(exit);
+                }
+            }
+            Err(Errno::EINTR) => {}
+            // ECHILD: no children left; nothing else is expected from a WNOHANG wait.
+            Err(_) => return exited,
         }
-        exited.push((pid, ExitStatus(status)));
+    }
+}
+
+/// The wait status as the kernel encodes it (`ExitStatus` keeps that form); `None` for a
+/// stop or continue, which a wait without WUNTRACED/WCONTINUED does not report.
+fn raw_status(status: WaitStatus) -> Option<(Pid, ExitStatus)> {
+    match status {
+        WaitStatus::Exited(pid, code) => Some((pid.as_raw(), ExitStatus((code & 0xff) << 8))),
+        WaitStatus::Signaled(pid, signal, core) => Some((
+            pid.as_raw(),
+            ExitStatus(signal as i32 | if core { 0x80 } else { 0 }),
+        )),
+        _ => None,
     }
 }
 
@@ -299,14 +385,14 @@ impl Runtime {
         self.adopt_strays(&[]);
         send(&self.strays.stop_foreign(), Signal::SIGTERM);
         let mut strays = self.strays.take_strays();
-        wait_for_exit(signals, &mut strays, Duration::from_secs(5));
+        wait_for_exit(signals, &mut strays, STRAY_GRACE);
         if strays.is_empty() {
             return false;
         }
         let pids: Vec<Pid> = strays.iter().copied().collect();
         warn!("processes left behind still alive, sending KILL:{pids:?}");
         send(&pids, Signal::SIGKILL);
-        wait_for_exit(signals, &mut strays, Duration::from_secs(5));
+        wait_for_exit(signals, &mut strays, STRAY_GRACE);
         true
     }
 
@@ -349,7 +435,7 @@ impl Runtime {
         generation: u64,
         slot: Option<usize>,
         supervisor: &mut Supervisor,
-    ) -> std::result::Result<Pid, String> {
+    ) -> std::result::Result<Pid, spawn::SpawnError> {
         let (env, tunables) = self.worker_env(generation, slot);
         supervisor.set_tunables(tunables);
         let program = crate::config::program::resolve(
@@ -378,5 +464,23 @@ impl Runtime {
             xfsz: crate::runtime::signals::child_xfsz(),
         };
         spawn::spawn(&self.layout, &launch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_statuses_keep_the_kernels_encoding() {
+        let pid = nix::unistd::Pid::from_raw(42);
+        let exited = raw_status(WaitStatus::Exited(pid, 1)).unwrap();
+        assert_eq!(exited, (42, ExitStatus(256)));
+        assert!(libc::WIFEXITED(exited.1.0) && libc::WEXITSTATUS(exited.1.0) == 1);
+        let killed = raw_status(WaitStatus::Signaled(pid, Signal::SIGKILL, false)).unwrap();
+        assert!(libc::WIFSIGNALED(killed.1.0) && libc::WTERMSIG(killed.1.0) == libc::SIGKILL);
+        let dumped = raw_status(WaitStatus::Signaled(pid, Signal::SIGSEGV, true)).unwrap();
+        assert!(libc::WCOREDUMP(dumped.1.0) && libc::WTERMSIG(dumped.1.0) == libc::SIGSEGV);
+        assert_eq!(raw_status(WaitStatus::Continued(pid)), None);
     }
 }

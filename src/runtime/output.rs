@@ -1,7 +1,7 @@
 //! Where start_server's and the workers' output goes (`--log-file`), and `--daemonize`.
 
 use std::fs::OpenOptions;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -109,24 +109,26 @@ pub fn open(target: &LogTarget) -> Result<LogOutput> {
 
 /// A close-on-exec pipe: (read end, write end).
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds that we own from here on.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both are fresh descriptors.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
 
-/// A close-on-exec copy of `fd`.
-fn dup_cloexec(fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd that we own.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if new < 0 {
-        return Err(std::io::Error::last_os_error());
+/// Makes standard descriptor `target` (0, 1 or 2) a copy of `fd`.
+pub fn dup_onto_standard(fd: impl AsFd, target: RawFd) -> nix::Result<()> {
+    match target {
+        0 => nix::unistd::dup2_stdin(fd),
+        1 => nix::unistd::dup2_stdout(fd),
+        2 => nix::unistd::dup2_stderr(fd),
+        _ => Err(nix::errno::Errno::EINVAL),
     }
-    // SAFETY: a fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// A close-on-exec copy of standard descriptor `fd` (1 or 2), above the standard ones (std's
+/// `try_clone_to_owned` uses `F_DUPFD_CLOEXEC` from 3).
+fn dup_cloexec(fd: RawFd) -> std::io::Result<OwnedFd> {
+    match fd {
+        1 => std::io::stdout().as_fd().try_clone_to_owned(),
+        _ => std::io::stderr().as_fd().try_clone_to_owned(),
+    }
 }
 
 impl Logger {
@@ -219,11 +221,8 @@ impl LogOutput {
     /// command, if there is one.
     pub fn redirect_stdio(self) -> Result<Option<Logger>> {
         for target in [1, 2] {
-            // SAFETY: dup2 onto the standard descriptors, which this process owns.
-            if unsafe { libc::dup2(self.fd.as_raw_fd(), target) } < 0 {
-                return Err(std::io::Error::last_os_error())
-                    .context(|| "failed to redirect output to the log".to_string());
-            }
+            dup_onto_standard(&self.fd, target)
+                .context(|| "failed to redirect output to the log".to_string())?;
         }
         crate::runtime::logging::attach_stderr();
         Ok(self.logger)
@@ -234,8 +233,9 @@ impl LogOutput {
 pub fn close_stdio() {
     if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
         for target in [1, 2] {
-            // SAFETY: as above.
-            unsafe { libc::dup2(null.as_raw_fd(), target) };
+            if let Err(e) = dup_onto_standard(&null, target) {
+                warn!("failed to point fd {target} at /dev/null: {}", e.desc());
+            }
         }
     }
     crate::runtime::logging::attach_stderr();
@@ -246,7 +246,9 @@ pub fn close_stdio() {
 /// sits at fd 0; here sockets reach fd 0 only in the worker, so that case needs nothing.)
 pub fn daemonize() -> Result<()> {
     for round in 0..2 {
-        // SAFETY: single-threaded; the parent only calls _exit.
+        // SAFETY: start_server is single-threaded here (no thread holds a lock the child could
+        // need), and the parent only calls _exit. (nix's fork is just as unsafe and adds nothing
+        // for a parent that leaves at once.)
         match unsafe { libc::fork() } {
             -1 => {
                 return Err(std::io::Error::last_os_error()).context(|| "fork failed".into());
@@ -264,8 +266,9 @@ pub fn daemonize() -> Result<()> {
         .read(true)
         .open("/dev/null")
         .context(|| "failed to open /dev/null".to_string())?;
-    // SAFETY: replacing our own standard input.
-    unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    if let Err(e) = dup_onto_standard(&null, 0) {
+        warn!("failed to point stdin at /dev/null: {}", e.desc());
+    }
     Ok(())
 }
 

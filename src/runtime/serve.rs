@@ -3,15 +3,15 @@
 //! error at any step removes what the steps before it created.
 
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::{Context, Result};
 use crate::runtime::event_loop::{self, Ending, Runtime};
 use crate::runtime::notify::Notifier;
-use crate::runtime::output;
+use crate::runtime::output::{self, Logger};
 use crate::runtime::pid_file::PidFile;
 use crate::runtime::signals::Signals;
 use crate::runtime::spawn::{FdLayout, Placement};
@@ -21,48 +21,13 @@ use crate::runtime::worker_notify::WorkerNotify;
 use crate::sockets;
 
 /// Runs start_server until it is told to stop; how the stop went decides the exit status.
-pub fn serve(config: Config) -> Result<Ending> {
+pub fn serve(mut config: Config) -> Result<Ending> {
     crate::runtime::logging::attach_stderr();
     let nofile = raise_open_file_limit();
     let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
     let log = config.log.as_ref().map(output::open).transpose()?;
     info!("start_server (pid:{}) starting now...", std::process::id());
-    for socket in &config.inherited {
-        info!(
-            "using socket {} ({}) from systemd",
-            socket.key(),
-            socket.name
-        );
-    }
-    let mut bound = sockets::bind_all(
-        &config.ports,
-        &config.paths,
-        config.backlog,
-        config.inherited,
-    )?;
-    let listeners = std::mem::take(&mut bound.listeners);
-    let explicit: Vec<_> = listeners.iter().filter_map(|l| l.requested_fd).collect();
-    let (layout, described) = FdLayout::new(listeners)?;
-    for fd in explicit {
-        info!("socket is duplicated to file descriptor {fd}");
-    }
-    let listen_env = if config.listen_fds {
-        listen_fds_env(&described)
-    } else {
-        None
-    };
-    // Set even when empty, as the original does: its client library dies when it is missing,
-    // and a value from start_server's own environment must not describe sockets we do not pass.
-    let port_env = {
-        let entries: Vec<_> = described
-            .into_iter()
-            .map(|p| server_starter_worker::port_env::PortEntry {
-                key: p.key,
-                fd: p.fd,
-            })
-            .collect();
-        server_starter_worker::port_env::format(&entries)
-    };
+    let (bound, sockets) = bind_sockets(&mut config)?;
     let logger = match log {
         Some(log) => log.redirect_stdio()?,
         None => None,
@@ -80,9 +45,9 @@ pub fn serve(config: Config) -> Result<Ending> {
         .context(|| "failed to become a child subreaper".to_string())?;
     let mut signals = Signals::open()?;
     let mut runtime = Runtime {
-        layout,
-        port_env,
-        listen_env,
+        layout: sockets.layout,
+        port_env: sockets.port_env,
+        listen_env: sockets.listen_env,
         command: config.command,
         dir: config.dir,
         envdir: config.envdir,
@@ -100,16 +65,77 @@ pub fn serve(config: Config) -> Result<Ending> {
     drop(runtime);
     drop(pid_file);
     drop(bound);
-    if let Some(mut logger) = logger {
-        // A command between two runs is started once more, to read what is left in the pipe.
-        logger.restart_now(Instant::now());
-        output::close_stdio();
-        if let Some(pid) = logger.pid() {
-            drop(logger);
-            event_loop::wait_for_logger(&mut signals, pid, Duration::from_secs(5));
-        }
+    if let Some(logger) = logger {
+        flush_logger(logger, &mut signals);
     }
     Ok(ending)
+}
+
+/// The sockets as workers get them.
+struct WorkerSockets {
+    layout: FdLayout,
+    /// `SERVER_STARTER_PORT`.
+    port_env: String,
+    /// `LISTEN_FDS` and `LISTEN_FDNAMES`, when they apply.
+    listen_env: Option<(String, String)>,
+}
+
+/// Binds (or takes from systemd) every socket and places them for the workers; the guard that
+/// removes the bound paths is returned with them.
+fn bind_sockets(config: &mut Config) -> Result<(sockets::Bound, WorkerSockets)> {
+    for socket in &config.inherited {
+        info!(
+            "using socket {} ({}) from systemd",
+            socket.key(),
+            socket.name
+        );
+    }
+    let mut bound = sockets::bind_all(
+        &config.ports,
+        &config.paths,
+        config.backlog,
+        std::mem::take(&mut config.inherited),
+    )?;
+    let listeners = std::mem::take(&mut bound.listeners);
+    let explicit: Vec<_> = listeners.iter().filter_map(|l| l.requested_fd).collect();
+    let (layout, described) = FdLayout::new(listeners)?;
+    for fd in explicit {
+        info!("socket is duplicated to file descriptor {fd}");
+    }
+    let listen_env = if config.listen_fds {
+        listen_fds_env(&described)
+    } else {
+        None
+    };
+    // Set even when empty, as the original does: its client library dies when it is missing,
+    // and a value from start_server's own environment must not describe sockets we do not pass.
+    let entries: Vec<_> = described
+        .into_iter()
+        .map(|p| server_starter_worker::port_env::PortEntry {
+            key: p.key,
+            fd: p.fd,
+        })
+        .collect();
+    let port_env = crate::sockets::conventions::port_env_value(&entries);
+    Ok((
+        bound,
+        WorkerSockets {
+            layout,
+            port_env,
+            listen_env,
+        },
+    ))
+}
+
+/// At exit: the log command gets what is left in the pipe and a bounded time to write it (a
+/// command between two runs is started once more for that).
+fn flush_logger(mut logger: Logger, signals: &mut Signals) {
+    logger.restart_now(Instant::now());
+    output::close_stdio();
+    if let Some(pid) = logger.pid() {
+        drop(logger);
+        event_loop::wait_for_logger(signals, pid, event_loop::LOGGER_GRACE);
+    }
 }
 
 /// `LISTEN_FDS` and `LISTEN_FDNAMES` for the workers, when the sockets sit at fds 3, 4, ... as
@@ -137,21 +163,28 @@ fn listen_fds_env(described: &[Placement]) -> Option<(String, String)> {
 /// Raises the soft open-file limit to the hard one, so that many sockets (each held at a high fd,
 /// see `spawn`) fit; returns the original limit, which workers get back.
 fn raise_open_file_limit() -> libc::rlimit {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with valid pointers.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warn!(
+                    "failed to raise the open-file limit to {hard}: {}",
+                    e.desc()
+                );
+            }
+            libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            }
+        }
+        Err(e) => {
+            warn!("failed to read the open-file limit: {}", e.desc());
+            libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            }
         }
     }
-    limit
 }
 
 #[cfg(test)]
@@ -162,7 +195,7 @@ mod tests {
         Placement {
             key: key.into(),
             fd,
-            fdname: server_starter_worker::listen_fds::name_for(key),
+            fdname: crate::sockets::conventions::fdname_for(key),
         }
     }
 

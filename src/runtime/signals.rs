@@ -1,43 +1,16 @@
-//! Signal names from the command line, and the signals start_server receives as events.
+//! The signals start_server receives as events (their names are in `config::signal_names`).
 //!
 //! Every signal start_server reacts to is blocked from the start and read from a signalfd by the
 //! event loop, so nothing runs in a signal handler and no signal is lost between two waits.
 //! Workers get an empty mask back before exec (see `spawn`).
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::error::{Context, Error, Result};
-
-/// Parses `TERM`, `SIGTERM`, `term` or `15` (the original accepts names with or without `SIG`,
-/// in any case).
-pub fn parse(text: &str, option: &str) -> Result<Signal> {
-    let trimmed = text.trim();
-    let by_number = trimmed
-        .parse::<i32>()
-        .ok()
-        .and_then(|n| Signal::try_from(n).ok());
-    let upper = trimmed.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    by_number
-        .or_else(|| Signal::from_str(&format!("SIG{name}")).ok())
-        .ok_or_else(|| {
-            Error::usage(format!(
-                "{option}: unknown signal {text:?}; use a name such as TERM, QUIT, INT, USR1, \
-                 USR2, HUP (with or without SIG) or a number"
-            ))
-        })
-}
-
-/// Name without the `SIG` prefix, as the original prints it (`TERM`).
-pub fn short_name(signal: Signal) -> &'static str {
-    let name = signal.as_str();
-    name.strip_prefix("SIG").unwrap_or(name)
-}
+use crate::error::{Context, Result};
 
 /// What a received signal means to the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,15 +65,6 @@ fn handled() -> SigSet {
     }
     // SAFETY: `raw` was initialized by SigSet::empty.
     unsafe { SigSet::from_sigset_t_unchecked(raw) }
-}
-
-/// `PWR` or `RTMIN+3`, for the log.
-pub fn number_name(number: i32) -> String {
-    match Signal::try_from(number) {
-        Ok(signal) => short_name(signal).to_string(),
-        Err(_) if number >= libc::SIGRTMIN() => format!("RTMIN+{}", number - libc::SIGRTMIN()),
-        Err(_) => number.to_string(),
-    }
 }
 
 /// Blocks every signal start_server handles. Done first thing, so that a signal arriving during
@@ -179,30 +143,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_names_in_every_spelling() {
-        for text in [
-            "TERM", "SIGTERM", "term", "sigterm", "SigTerm", "15", " TERM ",
-        ] {
-            assert_eq!(parse(text, "--x").unwrap(), Signal::SIGTERM, "{text}");
-        }
-        assert_eq!(parse("usr1", "--x").unwrap(), Signal::SIGUSR1);
-        assert_eq!(short_name(Signal::SIGQUIT), "QUIT");
-    }
-
-    #[test]
-    fn unused_signals_are_named_for_the_log() {
-        assert_eq!(number_name(libc::SIGPWR), "PWR");
-        assert_eq!(number_name(libc::SIGRTMIN() + 2), "RTMIN+2");
+    fn handles_asynchronous_signals_only() {
         let set = handled();
         assert!(set.contains(Signal::SIGPWR) && !set.contains(Signal::SIGTSTP));
         assert!(!set.contains(Signal::SIGSEGV) && !set.contains(Signal::SIGWINCH));
-    }
-
-    #[test]
-    fn rejects_unknown_names() {
-        for text in ["", "FOO", "SIG", "999", "-1", "TERM2"] {
-            let err = parse(text, "--signal-on-hup").unwrap_err().to_string();
-            assert!(err.starts_with("--signal-on-hup: unknown signal"), "{err}");
-        }
     }
 }

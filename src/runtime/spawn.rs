@@ -12,6 +12,7 @@ use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 
+use crate::config::program::ResolveError;
 use crate::error::{Error, Result};
 use crate::sockets::Listener;
 use crate::supervisor::Pid;
@@ -129,9 +130,60 @@ pub struct Launch {
     pub xfsz: libc::sighandler_t,
 }
 
-/// Turns an OS string into a C string, refusing interior NULs with a message naming `what`.
-pub fn c_string(value: OsString, what: &str) -> std::result::Result<CString, String> {
-    CString::new(value.into_vec()).map_err(|_| format!("{what} contains a NUL byte"))
+/// Turns an OS string into a C string, refusing interior NULs with an error naming `what`.
+pub fn c_string(value: OsString, what: &'static str) -> std::result::Result<CString, SpawnError> {
+    CString::new(value.into_vec()).map_err(|_| SpawnError::NulByte(what))
+}
+
+/// Why a worker could not be started.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// The program cannot be found or run.
+    Program(ResolveError),
+    /// The program path, an argument or `--dir` holds a NUL byte (named).
+    NulByte(&'static str),
+    /// The pipe the child reports exec failures through could not be made.
+    ReportPipe(std::io::Error),
+    /// fork(2) failed (process or memory limits).
+    Fork(std::io::Error),
+    /// The child could not change to `--dir`.
+    Chdir { dir: String, error: std::io::Error },
+    /// The child could not move a socket to its file descriptor.
+    PlaceSocket(std::io::Error),
+    /// execve(2) failed.
+    Exec {
+        program: String,
+        error: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnError::Program(e) => write!(f, "{e}"),
+            SpawnError::NulByte(what) => write!(f, "{what} contains a NUL byte"),
+            SpawnError::ReportPipe(e) => {
+                write!(
+                    f,
+                    "failed to create the pipe to watch the worker's exec: {e}"
+                )
+            }
+            SpawnError::Fork(e) => write!(f, "fork failed: {e}"),
+            SpawnError::Chdir { dir, error } => write!(f, "failed to chdir to {dir}: {error}"),
+            SpawnError::PlaceSocket(e) => {
+                write!(f, "failed to place a socket at its file descriptor: {e}")
+            }
+            SpawnError::Exec { program, error } => write!(f, "failed to exec {program}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+impl From<ResolveError> for SpawnError {
+    fn from(e: ResolveError) -> Self {
+        SpawnError::Program(e)
+    }
 }
 
 const LISTEN_PID: &[u8] = b"LISTEN_PID=";
@@ -141,7 +193,7 @@ const STAGE_DUP: u8 = 2;
 const STAGE_EXEC: u8 = 3;
 
 /// Forks and execs one worker. Returns its pid once exec succeeded, or why it did not.
-pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, String> {
+pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, SpawnError> {
     let argv = null_terminated(&launch.argv);
     let mut envp = null_terminated(&launch.env);
     // LISTEN_PID's value is the child's pid: the child writes it into this buffer (its own
@@ -158,7 +210,7 @@ pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, Str
     if launch.watchdog_pid {
         envp.insert(envp.len() - 1, watchdog_pid.cast_const().cast());
     }
-    let (report_read, report_write) = report_pipe(layout.floor).map_err(|e| e.to_string())?;
+    let (report_read, report_write) = report_pipe(layout.floor).map_err(SpawnError::ReportPipe)?;
     let slots: Vec<(RawFd, RawFd)> = layout
         .slots
         .iter()
@@ -168,7 +220,7 @@ pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, Str
     // data prepared above and leaves through execve or _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(format!("fork failed: {}", std::io::Error::last_os_error()));
+        return Err(SpawnError::Fork(std::io::Error::last_os_error()));
     }
     if pid == 0 {
         // SAFETY: see above; in the child of fork.
@@ -185,42 +237,50 @@ pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, Str
     }
     drop(report_write);
     let mut report = [0u8; 5];
-    let mut got = 0;
-    while got < report.len() {
-        // SAFETY: reading into a local buffer from a pipe we own.
-        let n = unsafe {
-            libc::read(
-                report_read.as_raw_fd(),
-                report[got..].as_mut_ptr().cast(),
-                report.len() - got,
-            )
-        };
-        if n <= 0 {
-            break;
-        }
-        got += n as usize;
-    }
-    if got < report.len() {
+    if read_report(&report_read, &mut report) < report.len() {
         return Ok(pid);
     }
     // The child reported and is in _exit: reap it here, so it is never taken for anything else.
-    // SAFETY: waitpid on our own child.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    reap_failed_child(pid);
     let errno = i32::from_ne_bytes([report[1], report[2], report[3], report[4]]);
     let error = std::io::Error::from_raw_os_error(errno);
-    let program = launch.program.to_string_lossy();
     Err(match report[0] {
-        STAGE_CHDIR => format!(
-            "failed to chdir to {}: {error}",
-            launch
+        STAGE_CHDIR => SpawnError::Chdir {
+            dir: launch
                 .dir
                 .as_ref()
-                .map(|d| d.to_string_lossy())
-                .unwrap_or_default()
-        ),
-        STAGE_DUP => format!("failed to place a socket at its file descriptor: {error}"),
-        _ => format!("failed to exec {program}: {error}"),
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            error,
+        },
+        STAGE_DUP => SpawnError::PlaceSocket(error),
+        _ => SpawnError::Exec {
+            program: launch.program.to_string_lossy().into_owned(),
+            error,
+        },
     })
+}
+
+/// Reads the child's failure report until it is complete or the pipe closes (exec succeeded:
+/// the write end was close-on-exec); returns how many bytes came.
+fn read_report(report_read: &OwnedFd, report: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < report.len() {
+        match nix::unistd::read(report_read, &mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Waits for a child that reported a failure and is exiting.
+fn reap_failed_child(pid: Pid) {
+    use nix::sys::wait::waitpid;
+    let pid = nix::unistd::Pid::from_raw(pid);
+    while let Err(nix::errno::Errno::EINTR) = waitpid(pid, None) {}
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -233,13 +293,7 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
 
 /// A close-on-exec pipe with both ends above `floor`, so no `dup2` in the child can hit it.
 fn report_pipe(floor: RawFd) -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds that we own from here on.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both are fresh descriptors.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((dup_above(&read, floor)?, dup_above(&write, floor)?))
 }
 
@@ -300,7 +354,7 @@ unsafe fn write_decimal(out: *mut u8, value: libc::pid_t) {
         // SAFETY: the caller gives room for 10 digits and the NUL.
         unsafe { *out.add(i) = digits[len - 1 - i] };
     }
-    // SAFETY: as above.
+    // SAFETY: `len` <= 10, and the caller gives room for 10 digits and the NUL.
     unsafe { *out.add(len) = 0 };
 }
 

@@ -63,6 +63,18 @@ pub fn failure_path(status: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// The last failed start noted beside the status file (see [`StatusFile::record_failure`]):
+/// its generation and why it failed; `None` when there is none (or it cannot be read).
+pub fn read_failure(status: &Path) -> Option<(u64, String)> {
+    parse_failure(&std::fs::read_to_string(failure_path(status)).ok()?)
+}
+
+/// `GEN:why` as [`StatusFile::record_failure`] writes it.
+fn parse_failure(text: &str) -> Option<(u64, String)> {
+    let (generation, why) = text.trim_end().split_once(':')?;
+    Some((generation.parse().ok()?, why.to_string()))
+}
+
 /// The file's text for these workers.
 pub fn format(workers: &[Worker]) -> String {
     let mut sorted = workers.to_vec();
@@ -103,5 +115,23 @@ mod tests {
         assert_eq!(text, "9:7\n10:5\n");
         assert_eq!(generations(&text), vec![9, 10]);
         assert_eq!(generations("junk\n3:1\n3:2\n"), vec![3]);
+    }
+
+    #[test]
+    fn failure_lines_read_back_as_written() {
+        let dir = std::env::temp_dir().join(format!("status-file-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("status");
+        let mut status = StatusFile::new(&path);
+        assert_eq!(read_failure(&path), None);
+        status.record_failure(7, "exec failed: a:b").unwrap();
+        assert_eq!(
+            read_failure(&path),
+            Some((7, "exec failed: a:b".to_string()))
+        );
+        drop(status);
+        assert_eq!(read_failure(&path), None);
+        assert_eq!(parse_failure("x:why\n"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,7 +12,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
-use nix::sys::socket::{self, AddressFamily, SockType, SockaddrLike, SockaddrStorage, sockopt};
+use nix::sys::socket::{self, AddressFamily, SockaddrLike, SockaddrStorage};
+use server_starter_worker::listeners::{self, SocketKind};
 
 use crate::error::{Error, Result};
 
@@ -83,7 +84,8 @@ pub fn take_from_env() -> Result<Vec<Inherited>> {
         .collect()
 }
 
-/// Checks and describes fd `fd`, one of the `LISTEN_FDS={count}` sockets.
+/// Checks and describes fd `fd` (its kind as the worker library sees it, its address from
+/// `getsockname`), one of the `LISTEN_FDS={count}` sockets.
 fn describe(fd: RawFd, name: String, count: &str) -> Result<Inherited> {
     let bad = |what: String| {
         Error::usage(format!(
@@ -101,10 +103,10 @@ fn describe(fd: RawFd, name: String, count: &str) -> Result<Inherited> {
     // SAFETY: LISTEN_FDS handed this open fd to this process, and it is taken only once (the
     // parser lists each fd once); from here on we own it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let kind = match socket::getsockopt(&fd, sockopt::SockType) {
+    let kind = match listeners::socket_kind(fd.as_raw_fd()) {
         Ok(kind) => kind,
-        Err(Errno::ENOTSOCK) => return Err(bad("is not a socket".into())),
-        Err(e) => return Err(bad(format!("cannot be inspected ({})", e.desc()))),
+        Err(listeners::Error::NotOpen { .. }) => return Err(bad("is not open".into())),
+        Err(_) => return Err(bad("is not a socket".into())),
     };
     let local: SockaddrStorage = socket::getsockname(fd.as_raw_fd())
         .map_err(|e| bad(format!("has no address ({})", e.desc())))?;
@@ -141,6 +143,6 @@ fn describe(fd: RawFd, name: String, count: &str) -> Result<Inherited> {
         fd,
         name,
         address,
-        datagram: kind == SockType::Datagram,
+        datagram: matches!(kind, SocketKind::Udp | SocketKind::UnixDatagram),
     })
 }

@@ -3,6 +3,7 @@
 //! name the address and what to do.
 
 pub mod activation;
+pub mod conventions;
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -20,7 +21,7 @@ use tracing::warn;
 use crate::config::port_spec::{Host, PortSpec};
 use crate::error::{Context, Error, Result};
 use crate::sockets::activation::{Address, Inherited};
-use server_starter_worker::listen_fds::name_for;
+use crate::sockets::conventions::fdname_for;
 
 /// A socket start_server holds for its workers.
 #[derive(Debug)]
@@ -75,7 +76,7 @@ pub fn bind_all(
         }
         let (fd, fdname) = match taken {
             Some(socket) => (socket.fd, socket.name),
-            None => (bind_port(spec, addr, backlog)?, name_for(&spec.key)),
+            None => (bind_port(spec, addr, backlog)?, fdname_for(&spec.key)),
         };
         bound.listeners.push(Listener {
             key: spec.key.clone(),
@@ -93,7 +94,7 @@ pub fn bind_all(
             Some(socket) => (socket.fd, socket.name),
             None => (
                 bind_unix(path, backlog, &mut bound.unix_paths)?,
-                name_for(&key),
+                fdname_for(&key),
             ),
         };
         bound.listeners.push(Listener {
@@ -182,10 +183,7 @@ fn overlaps(held: SocketAddr, fd: &OwnedFd, wanted: SocketAddr) -> bool {
 fn resolve(spec: &PortSpec) -> Result<SocketAddr> {
     let ip: IpAddr = match &spec.host {
         Host::AnyV4 => Ipv4Addr::UNSPECIFIED.into(),
-        Host::V6(addr) => addr
-            .parse::<std::net::Ipv6Addr>()
-            .map_err(|_| Error::usage(format!("{addr:?} is not an IPv6 address")))?
-            .into(),
+        Host::V6(addr) => (*addr).into(),
         Host::Named(name) => {
             let addrs: Vec<SocketAddr> = (name.as_str(), spec.port)
                 .to_socket_addrs()

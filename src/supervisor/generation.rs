@@ -9,7 +9,7 @@ use super::{
     Action, ExitStatus, Leaving, Notice, Pid, ReloadResult, ReloadTrigger, ReloadView, Supervisor,
     Worker, join,
 };
-use crate::runtime::signals::short_name;
+use crate::config::signal_names::short_name;
 
 #[derive(Debug)]
 pub(super) struct Trial {

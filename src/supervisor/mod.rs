@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tracing::{info, warn};
 
-use crate::runtime::signals::short_name;
+use crate::config::signal_names::short_name;
 use generation::Trial;
 pub use notice::{Action, Notice};
 pub use policy::{DEFAULT_BACKOFF_AFTER, Policy, Tunables};

@@ -489,7 +489,7 @@ impl Supervisor {
                 generation = serving,
                 worker_pid = pid,
                 "rolling reload: slot {slot} replaced, sending {} to worker {pid}",
-                crate::runtime::signals::short_name(self.policy.signal_on_hup)
+                crate::config::signal_names::short_name(self.policy.signal_on_hup)
             );
             self.retire_pids(&[(serving, slot, pid)], now, true);
         }

@@ -92,21 +92,6 @@ fn number(text: &str) -> Option<u64> {
         .flatten()
 }
 
-/// A name usable in `LISTEN_FDNAMES` for a socket described by `key`: `:` (the separator) and
-/// anything but printable ASCII become `_`, at most 255 characters (systemd's limits).
-pub fn name_for(key: &str) -> String {
-    key.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(255)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,13 +162,5 @@ mod tests {
             }
         }
         assert!(accepted > 100, "valid input was generated too ({accepted})");
-    }
-
-    #[test]
-    fn names_never_contain_the_separator() {
-        assert_eq!(name_for("127.0.0.1:8080"), "127.0.0.1_8080");
-        assert_eq!(name_for("[::1]:80"), "[__1]_80");
-        assert_eq!(name_for("/run/app.sock"), "/run/app.sock");
-        assert_eq!(name_for("/tmp/é x").len(), 8);
     }
 }

@@ -164,41 +164,40 @@ impl Listeners {
     /// Socket `index` as a TCP listener; `Ok(None)` if there is no such socket or it was taken.
     pub fn take_tcp_listener(&mut self, index: usize) -> Result<Option<TcpListener>, Error> {
         Ok(self
-            .take(index, Kind::Stream, Family::Ip, "a TCP listener")?
+            .take(index, SocketKind::Tcp, "a TCP listener")?
             .map(TcpListener::from))
     }
 
     /// Socket `index` as a UDP socket.
     pub fn take_udp_socket(&mut self, index: usize) -> Result<Option<UdpSocket>, Error> {
         Ok(self
-            .take(index, Kind::Datagram, Family::Ip, "a UDP socket")?
+            .take(index, SocketKind::Udp, "a UDP socket")?
             .map(UdpSocket::from))
     }
 
     /// Socket `index` as a unix stream listener.
     pub fn take_unix_listener(&mut self, index: usize) -> Result<Option<UnixListener>, Error> {
         Ok(self
-            .take(index, Kind::Stream, Family::Unix, "a unix stream listener")?
+            .take(index, SocketKind::UnixStream, "a unix stream listener")?
             .map(UnixListener::from))
     }
 
     fn take(
         &mut self,
         index: usize,
-        kind: Kind,
-        family: Family,
+        kind: SocketKind,
         expected: &'static str,
     ) -> Result<Option<OwnedFd>, Error> {
         let Some(slot) = self.slots.get_mut(index).filter(|s| !s.taken) else {
             return Ok(None);
         };
         let fd = slot.fd;
-        let found = inspect(fd)?;
-        if found.0 != kind || found.1 != family {
+        let found = socket_kind(fd)?;
+        if found != kind {
             return Err(Error::WrongType {
                 fd,
                 expected,
-                found: describe(found),
+                found: found.to_string(),
             });
         }
         // SAFETY: F_SETFD on a descriptor just checked to be open.
@@ -222,18 +221,54 @@ pub unsafe fn clear_env() {
     }
 }
 
+/// What the kernel says a socket is (`SO_TYPE` and `SO_DOMAIN`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Stream,
-    Datagram,
+pub enum SocketKind {
+    /// A stream socket on IPv4 or IPv6.
+    Tcp,
+    /// A datagram socket on IPv4 or IPv6.
+    Udp,
+    /// A unix stream socket.
+    UnixStream,
+    /// A unix datagram socket.
+    UnixDatagram,
+    /// Any other type or family (`SOCK_SEQPACKET`, netlink, ...).
     Other,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    Ip,
-    Unix,
-    Other,
+impl fmt::Display for SocketKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SocketKind::Tcp => "a TCP socket",
+            SocketKind::Udp => "a UDP socket",
+            SocketKind::UnixStream => "a unix stream socket",
+            SocketKind::UnixDatagram => "a unix datagram socket",
+            SocketKind::Other => "a socket of another kind",
+        })
+    }
+}
+
+/// Asks the kernel what `fd` is, without taking it: a worker can look before it takes, and
+/// start_server checks the sockets systemd passes with it. The error names the fd:
+/// [`Error::NotOpen`] or [`Error::NotASocket`].
+pub fn socket_kind(fd: RawFd) -> Result<SocketKind, Error> {
+    let stream = match socket_option(fd, libc::SO_TYPE) {
+        Ok(libc::SOCK_STREAM) => Some(true),
+        Ok(libc::SOCK_DGRAM) => Some(false),
+        Ok(_) => None,
+        Err(libc::EBADF) => return Err(Error::NotOpen { fd }),
+        Err(_) => return Err(Error::NotASocket { fd }),
+    };
+    let family = socket_option(fd, libc::SO_DOMAIN);
+    let ip = matches!(family, Ok(libc::AF_INET) | Ok(libc::AF_INET6));
+    let unix = family == Ok(libc::AF_UNIX);
+    Ok(match (stream, ip, unix) {
+        (Some(true), true, _) => SocketKind::Tcp,
+        (Some(false), true, _) => SocketKind::Udp,
+        (Some(true), _, true) => SocketKind::UnixStream,
+        (Some(false), _, true) => SocketKind::UnixDatagram,
+        _ => SocketKind::Other,
+    })
 }
 
 fn socket_option(fd: RawFd, option: libc::c_int) -> Result<libc::c_int, libc::c_int> {
@@ -255,32 +290,6 @@ fn socket_option(fd: RawFd, option: libc::c_int) -> Result<libc::c_int, libc::c_
         Err(std::io::Error::last_os_error()
             .raw_os_error()
             .unwrap_or(libc::EINVAL))
-    }
-}
-
-fn inspect(fd: RawFd) -> Result<(Kind, Family), Error> {
-    let kind = match socket_option(fd, libc::SO_TYPE) {
-        Ok(libc::SOCK_STREAM) => Kind::Stream,
-        Ok(libc::SOCK_DGRAM) => Kind::Datagram,
-        Ok(_) => Kind::Other,
-        Err(libc::EBADF) => return Err(Error::NotOpen { fd }),
-        Err(_) => return Err(Error::NotASocket { fd }),
-    };
-    let family = match socket_option(fd, libc::SO_DOMAIN) {
-        Ok(libc::AF_INET) | Ok(libc::AF_INET6) => Family::Ip,
-        Ok(libc::AF_UNIX) => Family::Unix,
-        _ => Family::Other,
-    };
-    Ok((kind, family))
-}
-
-fn describe((kind, family): (Kind, Family)) -> String {
-    match (kind, family) {
-        (Kind::Stream, Family::Ip) => "a TCP socket".into(),
-        (Kind::Datagram, Family::Ip) => "a UDP socket".into(),
-        (Kind::Stream, Family::Unix) => "a unix stream socket".into(),
-        (Kind::Datagram, Family::Unix) => "a unix datagram socket".into(),
-        _ => "a socket of another kind".into(),
     }
 }
 
@@ -327,6 +336,25 @@ mod tests {
             format!("inherited fd {udp_fd} is a UDP socket, not a unix stream listener")
         );
         assert!(sockets.take_udp_socket(1).unwrap().is_some());
+    }
+
+    #[test]
+    fn tells_the_four_kinds_apart() {
+        use std::os::unix::net::{UnixDatagram, UnixListener};
+        let dir = std::env::temp_dir().join(format!("ssw-kind-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stream = UnixListener::bind(&dir).unwrap();
+        let (datagram, _) = UnixDatagram::pair().unwrap();
+        assert_eq!(socket_kind(tcp.as_raw_fd()), Ok(SocketKind::Tcp));
+        assert_eq!(socket_kind(udp.as_raw_fd()), Ok(SocketKind::Udp));
+        assert_eq!(socket_kind(stream.as_raw_fd()), Ok(SocketKind::UnixStream));
+        assert_eq!(
+            socket_kind(datagram.as_raw_fd()),
+            Ok(SocketKind::UnixDatagram)
+        );
+        std::fs::remove_file(&dir).unwrap();
     }
 
     #[test]

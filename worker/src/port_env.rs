@@ -96,15 +96,6 @@ pub(crate) fn canonical_number(text: &str) -> bool {
         && (text == "0" || !text.starts_with('0'))
 }
 
-/// Writes entries in the `SERVER_STARTER_PORT` format, in the order given.
-pub fn format(entries: &[PortEntry]) -> String {
-    entries
-        .iter()
-        .map(|e| format!("{}={}", e.key, e.fd))
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -114,23 +105,6 @@ pub(crate) mod tests {
             key: key.into(),
             fd,
         }
-    }
-
-    #[test]
-    fn round_trips_every_key_form() {
-        let entries = vec![
-            entry("8080", 3),
-            entry("127.0.0.1:8081", 4),
-            entry("[::1]:8082", 5),
-            entry("/run/app.sock", 6),
-            entry("localhost:53", 0),
-        ];
-        let text = format(&entries);
-        assert_eq!(
-            text,
-            "8080=3;127.0.0.1:8081=4;[::1]:8082=5;/run/app.sock=6;localhost:53=0"
-        );
-        assert_eq!(parse(&text).unwrap(), entries);
     }
 
     /// A small deterministic generator, so that the property tests need no extra crate.

@@ -15,6 +15,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// The address a `NOTIFY_SOCKET` value names: a path, or `@name` in the abstract namespace.
+/// [`notify`] uses it for each message; a worker that sends many (`STATUS=` as it works) can
+/// connect one `UnixDatagram` to it instead, and start_server reads its own notify sockets'
+/// values with it, so both sides agree on the `@` rule.
 pub fn socket_addr(value: &std::ffi::OsStr) -> io::Result<SocketAddr> {
     match value.as_bytes().strip_prefix(b"@") {
         Some(name) => SocketAddr::from_abstract_name(name),

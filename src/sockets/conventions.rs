@@ -1,0 +1,68 @@
+//! What start_server writes for its workers in the two conventions the worker library reads:
+//! `SERVER_STARTER_PORT` values and `LISTEN_FDNAMES` names. Only start_server writes them, so
+//! they live here rather than in the library.
+
+use server_starter_worker::port_env::PortEntry;
+
+/// Writes entries in the `SERVER_STARTER_PORT` format, in the order given.
+pub fn port_env_value(entries: &[PortEntry]) -> String {
+    entries
+        .iter()
+        .map(|e| format!("{}={}", e.key, e.fd))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// A name usable in `LISTEN_FDNAMES` for a socket described by `key`: `:` (the separator) and
+/// anything but printable ASCII become `_`, at most 255 characters (systemd's limits).
+pub fn fdname_for(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(255)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use server_starter_worker::port_env;
+    use std::os::fd::RawFd;
+
+    fn entry(key: &str, fd: RawFd) -> PortEntry {
+        PortEntry {
+            key: key.into(),
+            fd,
+        }
+    }
+
+    #[test]
+    fn round_trips_every_key_form() {
+        let entries = vec![
+            entry("8080", 3),
+            entry("127.0.0.1:8081", 4),
+            entry("[::1]:8082", 5),
+            entry("/run/app.sock", 6),
+            entry("localhost:53", 0),
+        ];
+        let text = port_env_value(&entries);
+        assert_eq!(
+            text,
+            "8080=3;127.0.0.1:8081=4;[::1]:8082=5;/run/app.sock=6;localhost:53=0"
+        );
+        assert_eq!(port_env::parse(&text).unwrap(), entries);
+    }
+
+    #[test]
+    fn names_never_contain_the_separator() {
+        assert_eq!(fdname_for("127.0.0.1:8080"), "127.0.0.1_8080");
+        assert_eq!(fdname_for("[::1]:80"), "[__1]_80");
+        assert_eq!(fdname_for("/run/app.sock"), "/run/app.sock");
+        assert_eq!(fdname_for("/tmp/é x").len(), 8);
+    }
+}
