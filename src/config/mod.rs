@@ -137,6 +137,10 @@ fn policy(cli: &Cli) -> Result<Policy> {
         kill_old_timeout: cli.kill_old_timeout,
         backoff_after: crate::supervisor::DEFAULT_BACKOFF_AFTER,
         backoff_max: cli.max_restart_delay,
+        shutdown_delay: cli.shutdown_delay,
+        worker_watchdog: cli.worker_watchdog.filter(|d| !d.is_zero()),
+        workers: usize::from(cli.workers),
+        max_extra: cli.max_extra.map(usize::from),
     })
 }
 
@@ -180,6 +184,13 @@ fn base_env(cli: &Cli, env: impl IntoIterator<Item = (OsString, OsString)>) -> E
     set(
         "KILL_OLD_DELAY",
         cli.kill_old_delay.map(|d| d.as_secs_f64().to_string()),
+    );
+    // `--worker-watchdog`, in the systemd convention (WATCHDOG_PID is added at each spawn).
+    set(
+        "WATCHDOG_USEC",
+        cli.worker_watchdog
+            .filter(|d| !d.is_zero())
+            .map(|d| d.as_micros().to_string()),
     );
     base_env
 }

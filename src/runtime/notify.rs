@@ -188,6 +188,26 @@ impl Notifier {
                 );
                 self.send(&[NotifyState::Status(&status)]);
             }
+            Notice::CrashLoop { failures, serving } => {
+                let status = match serving {
+                    Some(old) => format!(
+                        "crash loop: {failures} failed starts in a row; generation {} (pid {}) \
+                         still serving",
+                        old.generation, old.pid
+                    ),
+                    None => {
+                        format!("crash loop: {failures} failed starts in a row, no worker serving")
+                    }
+                };
+                self.send(&[NotifyState::Status(&status)]);
+            }
+            Notice::CrashLoopOver { serving } => {
+                let status = format!(
+                    "generation {} (pid {}) serving",
+                    serving.generation, serving.pid
+                );
+                self.send(&[NotifyState::Status(&status)]);
+            }
             Notice::Stopping => self.send(&[
                 NotifyState::Stopping,
                 NotifyState::Status("stopping: waiting for the workers to exit"),

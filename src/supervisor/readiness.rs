@@ -14,6 +14,8 @@ pub(super) struct Message<'a> {
     pub(super) ready: bool,
     /// The last `STATUS=` line's text.
     pub(super) status: Option<&'a str>,
+    /// A `WATCHDOG=1` line.
+    pub(super) watchdog: bool,
 }
 
 impl<'a> Message<'a> {
@@ -24,6 +26,7 @@ impl<'a> Message<'a> {
                 .lines()
                 .filter_map(|l| l.strip_prefix("STATUS="))
                 .next_back(),
+            watchdog: text.lines().any(|l| l == "WATCHDOG=1"),
         }
     }
 }
@@ -36,6 +39,7 @@ impl Supervisor {
         match trial.failed_at {
             None => trial
                 .pid
+                .filter(|_| !trial.leader_up)
                 .map(|_| spawned + self.policy.ready_timeout.unwrap_or(self.policy.interval)),
             Some(failed) => Some((spawned + self.policy.interval).max(failed) + self.backoff()),
         }
@@ -62,8 +66,10 @@ impl Supervisor {
                 worker_pid = pid,
                 "new worker {pid} is ready (READY=1)"
             );
-            self.trial = None;
-            self.promote(generation, pid, status, now);
+            let _ = generation;
+            trial.status = status;
+            trial.leader_up = true;
+            self.promote_if_all_up(now);
         }
         true
     }
@@ -79,8 +85,10 @@ impl Supervisor {
                 let generation = trial.generation;
                 match self.policy.ready_timeout {
                     None => {
-                        let status = self.trial.take().and_then(|t| t.status);
-                        self.promote(generation, pid, status, now);
+                        if let Some(trial) = self.trial.as_mut() {
+                            trial.leader_up = true;
+                        }
+                        self.promote_if_all_up(now);
                     }
                     Some(limit) => {
                         warn!(

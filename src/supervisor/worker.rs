@@ -51,6 +51,8 @@ impl fmt::Display for ExitStatus {
 #[derive(Debug)]
 pub(super) struct Leaving {
     pub(super) worker: Worker,
+    /// Its slot (`--workers`).
+    pub(super) slot: usize,
     /// When to send `signal_on_hup` (old workers during `kill_old_delay`); `None` once sent.
     pub(super) signal_at: Option<Instant>,
     /// When to send SIGKILL if still alive; `None` without `kill_old_timeout`.
@@ -73,6 +75,7 @@ impl Supervisor {
         }
         self.leaving.push(Leaving {
             worker: Worker { generation, pid },
+            slot: 0,
             signal_at: None,
             kill_at: Some(
                 now + self
@@ -187,6 +190,7 @@ impl Supervisor {
             .into_iter()
             .map(|w| Leaving {
                 worker: w,
+                slot: 0,
                 signal_at: None,
                 kill_at,
                 note_at,
@@ -201,12 +205,14 @@ impl Supervisor {
                     generation: trial.generation,
                     pid,
                 },
+                slot: 0,
                 signal_at: None,
                 kill_at,
                 note_at,
                 served: false,
             });
         }
+        self.copies_leave(kill_at, note_at);
         for old in &mut self.leaving {
             old.signal_at = None;
             old.kill_at = kill_at;
