@@ -109,7 +109,7 @@ fn worker_watchdog_replaces_a_worker_that_goes_silent() {
     assert!(alive(pid));
     // Then it goes silent: TERM, and a new worker in its place.
     server.wait_log(&format!(
-        "worker {pid} sent no WATCHDOG=1 for 1 secs, sending TERM"
+        "worker {pid} sent no WATCHDOG=1 for 1 sec, sending TERM"
     ));
     let (generation, replacement) = wait_sole_generation(&tmp.path("status"), 2);
     assert_ne!(replacement, pid);

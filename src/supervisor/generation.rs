@@ -1,6 +1,7 @@
 //! Generations and their life cycle: a new one begins on trial, is promoted to current (the one
 //! before it starts leaving) or fails (and is retried later).
 
+use crate::config::Secs;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -159,10 +160,7 @@ impl Supervisor {
             }
         );
         if !delay.is_zero() && !waiting.is_empty() {
-            info!(
-                "sleeping {} secs before killing old workers",
-                delay.as_secs_f64()
-            );
+            info!("sleeping {} before killing old workers", Secs(delay));
         }
         self.update_status();
         self.signal_due_old_workers(now);

@@ -31,6 +31,7 @@ mod tests;
 mod watchdog;
 mod worker;
 
+use crate::config::Secs;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -210,10 +211,10 @@ impl Supervisor {
         let delay = self.policy.shutdown_delay;
         if !self.stopping && !delay.is_zero() {
             info!(
-                "received {}, serving {} secs more before stopping the workers \
+                "received {}, serving {} more before stopping the workers \
                  (send it again to stop now)",
                 short_name(received),
-                delay.as_secs_f64()
+                Secs(delay)
             );
             self.stop_due = Some((now + delay, received));
             self.actions.push(Action::Notify(Notice::Stopping));

@@ -1,6 +1,7 @@
 //! The settings and the pacing they impose: backoff after failed starts, the crash-loop floor
 //! ([`MIN_UPTIME`]), auto-restart.
 
+use crate::config::Secs;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -111,9 +112,9 @@ impl Supervisor {
                 info!("restarts are back to their normal pace");
             } else {
                 warn!(
-                    "{} failed starts in a row: backing off, {} secs more before each attempt",
+                    "{} failed starts in a row: backing off, {} more before each attempt",
                     self.failures_in_a_row,
-                    delay.as_secs_f64()
+                    Secs(delay)
                 );
             }
         }

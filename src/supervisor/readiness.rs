@@ -1,6 +1,7 @@
 //! When a trial counts as started or failed: `READY=1`, or alive `interval` after its spawn, or
 //! silent past `ready_timeout`; and when a failed one is retried.
 
+use crate::config::Secs;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -94,14 +95,11 @@ impl Supervisor {
                         warn!(
                             generation,
                             worker_pid = pid,
-                            "new worker {pid} did not send READY=1 within {} secs, stopping it",
-                            limit.as_secs_f64()
+                            "new worker {pid} did not send READY=1 within {}, stopping it",
+                            Secs(limit)
                         );
                         self.discard(generation, pid, now);
-                        self.trial_failed(
-                            format!("no READY=1 within {} secs", limit.as_secs_f64()),
-                            now,
-                        );
+                        self.trial_failed(format!("no READY=1 within {}", Secs(limit)), now);
                     }
                 }
             }

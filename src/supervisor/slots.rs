@@ -5,6 +5,7 @@
 //! generation is starting fails the generation, one that dies while it serves is restarted alone
 //! in its slot (after the crash-loop backoff if it died young).
 
+use crate::config::Secs;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
@@ -202,11 +203,11 @@ impl Supervisor {
         }
         if let Some(index) = failed {
             let slot = self.copies[index].slot;
-            let limit = judge.as_secs_f64();
-            warn!("worker in slot {slot} did not send READY=1 within {limit} secs");
+            let limit = Secs(judge);
+            warn!("worker in slot {slot} did not send READY=1 within {limit}");
             self.copy_failed(
                 index,
-                format!("slot {slot}: no READY=1 within {limit} secs"),
+                format!("slot {slot}: no READY=1 within {limit}"),
                 now,
             );
         }
@@ -345,9 +346,9 @@ impl Supervisor {
             });
         } else {
             info!(
-                "slot {}: {failures} failed starts in a row, restarting in {} secs",
+                "slot {}: {failures} failed starts in a row, restarting in {}",
                 copy.slot,
-                delay.as_secs_f64()
+                Secs(delay)
             );
             copy.respawn_at = Some(now + delay);
         }

@@ -3,6 +3,7 @@
 //! `kill_old_timeout` (or [`FAILED_TRIAL_KILL_DELAY`]); its exit is then handled like any other
 //! (a serving worker is replaced, a trial fails).
 
+use crate::config::Secs;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
@@ -78,9 +79,9 @@ impl Supervisor {
             self.watchdog.kills += 1;
             warn!(
                 worker_pid = pid,
-                "worker {pid} sent no WATCHDOG=1 for {} secs, sending TERM (KILL in {} secs)",
-                every.as_secs_f64(),
-                kill_after.as_secs_f64()
+                "worker {pid} sent no WATCHDOG=1 for {}, sending TERM (KILL in {})",
+                Secs(every),
+                Secs(kill_after)
             );
             self.watchdog.hung.push((pid, now + kill_after));
             self.actions.push(Action::Signal {

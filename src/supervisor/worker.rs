@@ -1,6 +1,7 @@
 //! A worker process and the workers on their way out: old generations being retired and failed
 //! trials being stopped, each with the moments it gets its signal, SIGKILL, or a log line.
 
+use crate::config::Secs;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -146,9 +147,9 @@ impl Supervisor {
         if !lingering.is_empty() {
             lingering.sort();
             warn!(
-                "workers still alive {} secs after their signal, still waiting for them \
+                "workers still alive {} after their signal, still waiting for them \
                  (--kill-old-timeout would KILL them):{}",
-                STILL_ALIVE_NOTICE.as_secs(),
+                Secs(STILL_ALIVE_NOTICE),
                 join(&lingering)
             );
         }
