@@ -181,6 +181,8 @@ fn reload_exits_0_when_the_new_generation_is_up_and_1_when_it_failed() {
     let ok = client(&args(&["--reload", &pid_file]));
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     assert!(text(&ok.stderr).contains("generation 2 is up"));
+    // The reply comes once generation 2 is up; generation 1 is then on its way out.
+    wait_sole_generation(&tmp.path("status"), 2);
     assert_eq!(served_by(&format!("127.0.0.1:{port}")).1, 2);
 
     std::fs::write(&fail, "").unwrap();
@@ -195,6 +197,13 @@ fn reload_exits_0_when_the_new_generation_is_up_and_1_when_it_failed() {
     assert_eq!(served_by(&format!("127.0.0.1:{port}")).1, 2);
     let check = client(&args(&["--check", &pid_file]));
     assert!(check.status.success(), "{}", text(&check.stderr));
+    let mut control = Control::connect(&tmp.path("pid.control"));
+    let last = control.ask(r#"{"command":"status"}"#)["status"]["last_reload"].clone();
+    assert_eq!(last["trigger"], "control", "{last}");
+    assert_eq!(last["generation"], 3);
+    assert_eq!(last["result"], "failed");
+    assert!(last["reason"].as_str().unwrap().contains("exit"), "{last}");
+    assert!(last["duration"].as_f64().unwrap() >= 0.0);
 }
 
 #[test]
@@ -248,11 +257,19 @@ fn check_fails_without_a_server_while_starting_and_in_a_crash_loop() {
     std::fs::write(&fail, "").unwrap();
     // SAFETY: kill(2) on the worker.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    let unhealthy = wait_until("an unhealthy check", || {
-        let out = client(&args(&["--check", &ctl]));
-        (out.status.code() == Some(1)).then_some(out)
+    // Three failed starts in a row make a crash loop.
+    wait_until("a crash loop in the status", || {
+        let out = client(&args(&["--status", "--json", &ctl]));
+        let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (status["crash_loop"] == true).then_some(())
     });
-    assert!(text(&unhealthy.stderr).contains("unhealthy"));
+    let crash = client(&args(&["--check", &ctl]));
+    assert_eq!(crash.status.code(), Some(1));
+    assert!(
+        text(&crash.stderr).contains("crash loop"),
+        "{}",
+        text(&crash.stderr)
+    );
 }
 
 #[test]
@@ -291,6 +308,7 @@ fn hostile_clients_do_not_disturb_a_reload() {
 
     let reload = client(&args(&["--reload", &ctl]));
     assert!(reload.status.success(), "{}", text(&reload.stderr));
+    wait_sole_generation(&tmp.path("status"), 2);
     assert_eq!(served_by(&format!("127.0.0.1:{port}")).1, 2);
     let mut fresh = Control::connect(&path);
     assert_eq!(fresh.ask(r#"{"command":"status"}"#)["ok"], true);
@@ -324,12 +342,18 @@ fn configmap_symlink_swap_triggers_exactly_one_reload() {
     let log = server.log();
     assert_eq!(log.matches("changed: reloading").count(), 1, "{log}");
     assert!(log.contains("..data changed"), "{log}");
+    let mut control = Control::connect(&tmp.path("ctl"));
+    let last = control.ask(r#"{"command":"status"}"#)["status"]["last_reload"].clone();
+    assert_eq!(last["trigger"], "file_change", "{last}");
+    assert!(last["path"].as_str().unwrap().ends_with("..data"), "{last}");
     // Had the burst asked for a second reload, it would be generation 3: the next one asked
     // for now would be 4.
-    let mut control = Control::connect(&tmp.path("ctl"));
     let reply = control.ask(r#"{"command":"reload"}"#);
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(reply["generation"], 3);
+    let last = control.ask(r#"{"command":"status"}"#)["status"]["last_reload"].clone();
+    assert_eq!(last["trigger"], "control", "{last}");
+    assert_eq!(last["result"], "up");
 }
 
 #[test]
@@ -397,4 +421,33 @@ fn systemd_status_summarises_the_state() {
         &[("NOTIFY_SOCKET", notify.address.clone())],
     );
     notify.wait_for(&["STATUS=generation 1 up (1/1 workers)"]);
+}
+
+#[test]
+fn workers_changes_the_number_of_copies_without_a_reload() {
+    let tmp = TempDir::new();
+    let port = free_port();
+    let _server = serving(&tmp, port, &[&tmp.arg("--control", "ctl")], &[]);
+    wait_sole_generation(&tmp.path("status"), 1);
+    let mut control = Control::connect(&tmp.path("ctl"));
+    let zero = control.ask(r#"{"command":"workers","count":0}"#);
+    assert_eq!(zero["ok"], false, "{zero}");
+    let three = control.ask(r#"{"command":"workers","count":3}"#);
+    assert_eq!(three["ok"], true, "{three}");
+    let workers = wait_until("three workers up", || {
+        let status = control.ask(r#"{"command":"status"}"#)["status"].clone();
+        let workers = status["workers"].as_array()?.clone();
+        (workers.len() == 3 && workers.iter().all(|w| w["state"] == "up")).then_some(workers)
+    });
+    let mut slots: Vec<(u64, u64)> = workers
+        .iter()
+        .map(|w| {
+            (
+                w["generation"].as_u64().unwrap(),
+                w["slot"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    slots.sort();
+    assert_eq!(slots, vec![(1, 0), (1, 1), (1, 2)]);
 }

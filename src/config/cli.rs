@@ -113,6 +113,28 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
     pub max_restart_delay: Duration,
 
+    /// On TERM or INT, keep the workers serving this many seconds before signalling them (while
+    /// a load balancer stops sending requests); a second TERM or INT stops them at once.
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds)]
+    pub shutdown_delay: Duration,
+
+    /// Copies of the program per generation, all with the same sockets; with more than one,
+    /// each gets SERVER_STARTER_WORKER=0..N-1 (its slot, kept by its successors). A generation is
+    /// up when every copy is; a copy that dies is restarted alone.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: u16,
+
+    /// Reload one slot at a time, with at most M workers beyond --workers alive (old ones still
+    /// exiting included), instead of every copy at once.
+    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_extra: Option<u16>,
+
+    /// Each worker gets WATCHDOG_USEC and WATCHDOG_PID and must send WATCHDOG=1 to
+    /// NOTIFY_SOCKET at least every SECONDS (from its start); one that stops is sent TERM, KILL
+    /// after --kill-old-timeout (or 5 seconds), and replaced.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub worker_watchdog: Option<Duration>,
+
     /// Do not also describe the sockets to workers with LISTEN_FDS, LISTEN_PID and
     /// LISTEN_FDNAMES (the systemd convention); SERVER_STARTER_PORT only.
     #[arg(long)]

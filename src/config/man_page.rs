@@ -31,6 +31,11 @@ const EXIT_STATUS: &[(&str, &str)] = &[
         "Bad command line or configuration (an unknown or ambiguous option, an invalid value): \
          nothing was started.",
     ),
+    (
+        "3",
+        "Stopped by a signal, but a worker or a process one left behind had to be sent SIGKILL \
+         (it outlived --kill-old-timeout, or the 5 seconds given to left-behind processes).",
+    ),
 ];
 
 const ENVIRONMENT: &[(&str, &str)] = &[
@@ -100,12 +105,18 @@ const SIGNALS: &[(&str, &str)] = &[
     ),
     (
         "*SIGTERM*",
-        "Send --signal-on-term to every worker, wait for all of them, remove the pid, status and \
-         socket files, and exit 0.",
+        "Keep serving for --shutdown-delay seconds if set (a second SIGTERM skips the delay), \
+         then send --signal-on-term to every worker, wait for all of them, remove the pid, \
+         status and socket files, and exit 0 (3 if one had to be killed).",
     ),
     (
         "*SIGINT*, *SIGQUIT*, *SIGUSR1*, *SIGUSR2*",
         "The same, sending SIGTERM.",
+    ),
+    (
+        "other signals",
+        "Signals whose default would end start_server (SIGPWR, SIGVTALRM, real-time signals, \
+         ...) are logged and ignored, whether start_server is PID 1 or not.",
     ),
 ];
 

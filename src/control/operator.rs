@@ -163,6 +163,20 @@ pub fn render(s: &Status) -> String {
     if s.crash_loop {
         out.push_str("  CRASH LOOP: the workers keep dying before they are up\n");
     }
+    if let Some(kills) = s
+        .workers
+        .iter()
+        .map(|w| w.watchdog_kills)
+        .max()
+        .filter(|&k| k > 0)
+    {
+        out.push_str(&format!("  hung workers killed by the watchdog: {kills}\n"));
+    }
+    if let Some(delay) = s.workers_signalled_in {
+        out.push_str(&format!(
+            "  stopping: workers get their signal in {delay:.1}s\n"
+        ));
+    }
     if s.log_lines_dropped > 0 {
         out.push_str(&format!("  log lines dropped: {}\n", s.log_lines_dropped));
     }

@@ -70,6 +70,8 @@ pub struct Status {
     pub backoff: Option<BackoffInfo>,
     pub crash_loop: bool,
     pub stopping: bool,
+    /// While stopping with `--shutdown-delay`: seconds until the workers get their signal.
+    pub workers_signalled_in: Option<f64>,
     pub log_lines_dropped: u64,
 }
 
@@ -110,6 +112,8 @@ pub struct WorkerInfo {
     pub restarts: u32,
     /// How the workers before it in its slot ended: `exit 3`, `signal 9`.
     pub predecessors: Vec<String>,
+    /// Workers killed by `--worker-watchdog` since start-up (all slots).
+    pub watchdog_kills: u32,
 }
 
 /// The last reload.

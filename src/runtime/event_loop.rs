@@ -30,7 +30,9 @@ use crate::runtime::spawn::{self, FdLayout, Launch};
 use crate::runtime::status_file::StatusFile;
 use crate::runtime::strays::{self, Adopted};
 use crate::runtime::worker_notify::WorkerNotify;
-use crate::supervisor::{Action, ExitStatus, Notice, Pid, Policy, Supervisor, Worker};
+use crate::supervisor::{
+    Action, ExitStatus, Notice, Pid, Policy, ReloadTrigger, Supervisor, Worker,
+};
 
 /// What the loop needs to make and watch workers.
 pub struct Runtime {
@@ -87,6 +89,9 @@ impl Ending {
         }
     }
 }
+
+/// The most workers per generation the control socket's `workers` accepts (as `--workers`).
+const MAX_WORKERS: usize = u16::MAX as usize;
 
 /// How long processes left behind get after SIGTERM (and again after SIGKILL) at exit.
 pub const STRAY_GRACE: Duration = Duration::from_secs(5);
@@ -192,8 +197,16 @@ impl Loop {
         match action {
             Action::Spawn { generation } => {
                 self.last_spawned = self.last_spawned.max(generation);
-                let result = rt.spawn(generation, &mut self.supervisor);
+                // Slot 0 is named only when there are several (unset means 0).
+                let slot = (self.supervisor.slots() > 1).then_some(0);
+                let result = rt.spawn(generation, slot, &mut self.supervisor);
                 let next = self.supervisor.spawned(generation, result, Instant::now());
+                self.actions.extend(next);
+            }
+            Action::SpawnCopy { generation, slot } => {
+                self.last_spawned = self.last_spawned.max(generation);
+                let result = rt.spawn(generation, Some(slot), &mut self.supervisor);
+                let next = (self.supervisor).spawned_copy(generation, slot, result, Instant::now());
                 self.actions.extend(next);
             }
             Action::Signal { pids, signal } => {
@@ -286,7 +299,8 @@ impl Loop {
             Request::Reload => {
                 info!("reload requested on the control socket");
                 self.reload_waiters.push((client, self.last_spawned));
-                self.actions.extend(self.supervisor.hangup());
+                let next = (self.supervisor).request_reload(ReloadTrigger::Control, Instant::now());
+                self.actions.extend(next);
                 None
             }
             Request::Stop => {
@@ -294,9 +308,15 @@ impl Loop {
                 self.terminate(Signal::SIGTERM);
                 Some(Reply::ok())
             }
-            Request::Workers { .. } => Some(Reply::error(
-                "workers: changing the number of workers is not available in this version",
-            )),
+            Request::Workers { count } if !(1..=MAX_WORKERS).contains(&count) => Some(
+                Reply::error(format!("workers: count must be 1 to {MAX_WORKERS}")),
+            ),
+            Request::Workers { count } => {
+                info!("{count} workers per generation requested on the control socket");
+                let next = self.supervisor.set_workers(count, Instant::now());
+                self.actions.extend(next);
+                Some(Reply::ok())
+            }
         }
     }
 
@@ -377,7 +397,9 @@ impl Loop {
     fn on_clock(&mut self, rt: &mut Runtime, now: Instant) {
         if let Some(path) = rt.watch.as_mut().and_then(|w| w.due(now)) {
             info!("{} changed: reloading", path.display());
-            self.actions.extend(self.supervisor.hangup());
+            let trigger = ReloadTrigger::FileChange(path.display().to_string());
+            self.actions
+                .extend(self.supervisor.request_reload(trigger, now));
         }
         if let Some(logger) = &mut rt.logger {
             logger.restart_if_due(now);
@@ -553,8 +575,13 @@ impl Runtime {
         true
     }
 
-    /// The environment of generation `generation`'s worker, and the settings it implies.
-    fn worker_env(&self, generation: u64) -> (Env, crate::supervisor::Tunables) {
+    /// The environment of generation `generation`'s worker in `slot`, and the settings it
+    /// implies.
+    fn worker_env(
+        &self,
+        generation: u64,
+        slot: Option<usize>,
+    ) -> (Env, crate::supervisor::Tunables) {
         let mut env = self.base_env.clone();
         if let Some(dir) = &self.envdir {
             match worker_env::read_envdir(dir) {
@@ -576,15 +603,19 @@ impl Runtime {
             "SERVER_STARTER_GENERATION".into(),
             generation.to_string().into(),
         );
+        if let Some(slot) = slot {
+            env.insert("SERVER_STARTER_WORKER".into(), slot.to_string().into());
+        }
         (env, tunables)
     }
 
     fn spawn(
         &self,
         generation: u64,
+        slot: Option<usize>,
         supervisor: &mut Supervisor,
     ) -> std::result::Result<Pid, spawn::SpawnError> {
-        let (env, tunables) = self.worker_env(generation);
+        let (env, tunables) = self.worker_env(generation, slot);
         supervisor.set_tunables(tunables);
         let program = crate::config::program::resolve(
             &self.command[0],
@@ -608,6 +639,7 @@ impl Runtime {
                 .transpose()?,
             nofile: self.nofile,
             listen_pid: self.listen_env.is_some(),
+            watchdog_pid: env.contains_key(OsStr::new("WATCHDOG_USEC")),
             xfsz: crate::runtime::signals::child_xfsz(),
         };
         spawn::spawn(&self.layout, &launch)

@@ -7,6 +7,7 @@
 //! crate does not reach sockets in the abstract namespace (`NOTIFY_SOCKET=@name`), which systemd
 //! and test harnesses use.
 
+use crate::config::Secs;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::linux::net::SocketAddrExt;
@@ -183,8 +184,28 @@ impl Notifier {
             Notice::BackingOff { failures, delay } => {
                 let status = format!(
                     "no worker serving: {failures} failed starts in a row, \
-                     next attempt in {} secs",
-                    delay.as_secs_f64()
+                     next attempt in {}",
+                    Secs(*delay)
+                );
+                self.send(&[NotifyState::Status(&status)]);
+            }
+            Notice::CrashLoop { failures, serving } => {
+                let status = match serving {
+                    Some(old) => format!(
+                        "crash loop: {failures} failed starts in a row; generation {} (pid {}) \
+                         still serving",
+                        old.generation, old.pid
+                    ),
+                    None => {
+                        format!("crash loop: {failures} failed starts in a row, no worker serving")
+                    }
+                };
+                self.send(&[NotifyState::Status(&status)]);
+            }
+            Notice::CrashLoopOver { serving } => {
+                let status = format!(
+                    "generation {} (pid {}) serving",
+                    serving.generation, serving.pid
                 );
                 self.send(&[NotifyState::Status(&status)]);
             }

@@ -81,6 +81,7 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
                 status: w.status.clone(),
                 restarts: w.restarts,
                 predecessors: w.predecessors.iter().map(|s| exit_text(*s)).collect(),
+                watchdog_kills: w.watchdog_kills,
             })
             .collect(),
         last_reload: snapshot.last_reload.as_ref().map(|r| {
@@ -109,6 +110,7 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
         }),
         crash_loop: snapshot.crash_loop,
         stopping: snapshot.stopping,
+        workers_signalled_in: snapshot.workers_signalled_at.map(|at| clock.until(at)),
         log_lines_dropped,
     }
 }
@@ -209,6 +211,7 @@ mod tests {
             status: None,
             restarts: 0,
             predecessors: vec![ExitStatus(3 << 8)],
+            watchdog_kills: 0,
         };
         let snapshot = Snapshot {
             generations: vec![GenerationView {
@@ -224,6 +227,7 @@ mod tests {
             backoff: None,
             crash_loop: false,
             stopping: false,
+            workers_signalled_at: None,
         };
         assert_eq!(summary(&snapshot, now), "generation 3 up (1/2 workers)");
         let fixed = Fixed {

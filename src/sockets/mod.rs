@@ -322,12 +322,14 @@ fn bind_port(spec: &PortSpec, addr: SocketAddr, backlog: Backlog) -> Result<Owne
     result.map_err(|errno| {
         let hint = match errno {
             nix::errno::Errno::EADDRINUSE => {
-                "; another process listens there: stop it or choose another port"
+                ": another process listens there: stop it or choose another port"
             }
             nix::errno::Errno::EACCES => {
-                "; ports below 1024 need root or CAP_NET_BIND_SERVICE (or use socket activation)"
+                ": ports below 1024 need root or CAP_NET_BIND_SERVICE (or use socket activation)"
             }
-            nix::errno::Errno::EADDRNOTAVAIL => "; no interface has that address",
+            nix::errno::Errno::EADDRNOTAVAIL => {
+                ": no interface has that address: use one of this host's addresses"
+            }
             _ => "",
         };
         Error::runtime(format!("{}: {}{hint}", what(), errno.desc()))
@@ -375,7 +377,7 @@ fn bind_unix(path: &Path, backlog: Backlog, created: &mut Vec<PathBuf>) -> Resul
         },
         Ok(_) => {
             return Err(Error::runtime(format!(
-                "failed to listen to file {shown}: it exists and is not a socket; remove it or \
+                "failed to listen to file {shown}: it exists and is not a socket: remove it or \
                  choose another --path"
             )));
         }
