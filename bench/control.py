@@ -78,6 +78,30 @@ def status_cost(server, stream, reader, requests):
     return round_trips, size, cpu / requests
 
 
+def context_switches(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+
+
+def idle_wakeups(server, control, seconds=5):
+    """start_server's context switches while 10 clients sit connected (silent, or with half a
+    request)."""
+    idle = []
+    for i in range(10):
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(control)
+        if i % 2:
+            client.sendall(b'{"command":"sta')
+        idle.append(client)
+    time.sleep(0.5)
+    before = context_switches(server.pid)
+    time.sleep(seconds)
+    switches = context_switches(server.pid) - before
+    for client in idle:
+        client.close()
+    return switches
+
+
 def main():
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     wanted = int(sys.argv[2]) if len(sys.argv) > 2 else 64
@@ -101,6 +125,8 @@ def main():
               f"round trip {summary(round_trips, ' ms', scale=1000, digits=3)}, "
               f"reply {size} bytes, start_server CPU {cpu * 1e6:.1f} us per request")
         stream.close()
+        print(f"start_server context switches in 5 idle s with 10 idle clients: "
+              f"{idle_wakeups(server, control)}")
     finally:
         server.stop()
 
