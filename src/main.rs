@@ -24,6 +24,10 @@ fn main() {
     let result = if let Some(what) = &cli.generate {
         cli::generate(what, &mut std::io::stdout().lock())
             .map_err(|e| error::Error::runtime(format!("cannot write the {what} output: {e}")))
+    } else if cli.json && !cli.status {
+        Err(error::Error::usage(
+            "--json is an option of --status: use start_server --status --json",
+        ))
     } else if cli.check {
         operator::check(&cli)
     } else if cli.status {

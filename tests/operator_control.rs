@@ -214,6 +214,10 @@ fn check_fails_without_a_server_while_starting_and_in_a_crash_loop() {
     assert!(text(&nobody.stderr).contains("cannot connect"));
     let neither = client(&args(&["--check"]));
     assert_eq!(neither.status.code(), Some(2), "{}", text(&neither.stderr));
+    assert!(text(&neither.stderr).contains("give --control=PATH"));
+    let json_alone = client(&args(&["--json"]));
+    assert_eq!(json_alone.status.code(), Some(2));
+    assert!(text(&json_alone.stderr).contains("--status --json"));
 
     // Starting: the worker never says READY=1 and only READY=1 counts.
     let flag = tmp.path("ready");

@@ -157,7 +157,7 @@ pub struct Cli {
     pub status: bool,
 
     /// With --status: print the raw JSON reply instead of the summary.
-    #[arg(long, requires = "status")]
+    #[arg(long)]
     pub json: bool,
 
     /// Reload the running start_server (found by --control or --pid-file) and wait: exit 0

@@ -22,7 +22,7 @@ fn socket_path(cli: &Cli) -> Result<PathBuf> {
     let runtime_directory = std::env::var("RUNTIME_DIRECTORY").ok();
     protocol::default_path(cli.pid_file.as_deref(), runtime_directory.as_deref()).ok_or_else(|| {
         Error::usage(
-            "--status, --reload and --check need --control or --pid-file to find the server",
+            "no control socket to talk to: give --control=PATH or the server's --pid-file=FILE",
         )
     })
 }
@@ -34,7 +34,12 @@ fn ask(cli: &Cli, request: &Request, timeout: Option<Duration>) -> Result<Reply>
     let failed = |what: &str, e: std::io::Error| {
         Error::runtime(format!("{what} control socket {shown}: {e}"))
     };
-    let mut stream = UnixStream::connect(&path).map_err(|e| failed("cannot connect to the", e))?;
+    let mut stream = UnixStream::connect(&path).map_err(|e| {
+        Error::runtime(format!(
+            "cannot connect to the control socket {shown}: {e}: is start_server running with \
+             this --control (or --pid-file)?"
+        ))
+    })?;
     stream
         .set_read_timeout(timeout)
         .and_then(|()| stream.set_write_timeout(Some(QUICK)))

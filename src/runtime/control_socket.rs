@@ -63,7 +63,8 @@ impl ControlSocket {
             Ok(meta) if meta.file_type().is_socket() => {
                 if UnixStream::connect(path).is_ok() {
                     return Err(Error::runtime(format!(
-                        "--control {shown}: another process is listening on it"
+                        "--control {shown}: another process is listening on it: stop it or choose \
+                         another --control"
                     )));
                 }
                 warn!("removing stale control socket {shown}");
@@ -72,7 +73,8 @@ impl ControlSocket {
             }
             Ok(_) => {
                 return Err(Error::runtime(format!(
-                    "--control {shown}: it exists and is not a socket (not replaced)"
+                    "--control {shown}: it exists and is not a socket: remove it or choose another \
+                     --control"
                 )));
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {}
