@@ -17,14 +17,15 @@ const GENERATE_OPTION: (&str, &str) = (
 const EXIT_STATUS: &[(&str, &str)] = &[
     (
         "0",
-        "Stopped by a signal after every worker exited; --restart saw the new generation serve; \
-         --stop saw start_server exit.",
+        "Stopped by a signal after every worker exited; --restart or --reload saw the new \
+         generation serve; --stop saw start_server exit; --check found it healthy.",
     ),
     (
         "1",
         "Something the system refused at run time (a socket that cannot be bound, an unwritable \
          pid file, a worker that cannot be started before any generation served), or --restart \
-         saw the new generation fail to start (the old one keeps serving).",
+         or --reload saw the new generation fail to start (the old one keeps serving), or \
+         --check found it unhealthy or could not reach it.",
     ),
     (
         "2",
@@ -136,6 +137,12 @@ const FILES: &[(&str, &str)] = &[
         "An example env file for the template, and the example service for systemd before 253.",
     ),
     (
+        "{PID_FILE}.control",
+        "The control socket when --pid-file is given without --control (else \
+         $RUNTIME_DIRECTORY/start_server.control under systemd): JSON requests, one a line \
+         ({\"command\":\"status\"}, reload, stop, workers with a count), one JSON reply a line.",
+    ),
+    (
         "{STATUS_FILE}.failed",
         "Next to --status-file: why the last start failed (GEN:why lines), read by --restart.",
     ),
@@ -187,6 +194,14 @@ const EXAMPLES: &[(&str, &[&str])] = &[
         &[
             "start_server --restart --pid-file=app.pid --status-file=app.status",
             "start_server --stop --pid-file=app.pid",
+        ],
+    ),
+    (
+        "Look at it, reload it and wait for the outcome, probe its health:",
+        &[
+            "start_server --status --pid-file=app.pid",
+            "start_server --reload --pid-file=app.pid",
+            "start_server --check --control=/run/app/control",
         ],
     ),
     (
