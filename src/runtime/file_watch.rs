@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
+use tracing::warn;
+
 use crate::error::{Error, Result};
 
 /// Quiet time after the last change before the reload.
@@ -100,6 +102,10 @@ impl FileWatch {
                 Ok(events) if events.is_empty() => return,
                 Ok(events) => {
                     for event in events {
+                        if event.mask.contains(AddWatchFlags::IN_IGNORED) {
+                            self.lost(&event.wd);
+                            continue;
+                        }
                         if let Some(path) = self.relevant(&event.wd, event.name.as_deref()) {
                             let first = self.pending.take().map_or(path, |(_, first)| first);
                             self.pending = Some((now + DEBOUNCE, first));
@@ -111,6 +117,18 @@ impl FileWatch {
                 Err(_) => return,
             }
         }
+    }
+
+    /// The kernel dropped a watch (its directory was removed or unmounted): said once, since
+    /// changes there are no longer seen.
+    fn lost(&mut self, wd: &WatchDescriptor) {
+        for watch in self.watches.iter().filter(|w| w.descriptor == *wd) {
+            warn!(
+                "--reload-on-change: {} is gone, changes there are no longer watched",
+                watch.directory.display()
+            );
+        }
+        self.watches.retain(|w| w.descriptor != *wd);
     }
 
     /// The path that changed, once the debounce has passed.
