@@ -88,9 +88,14 @@ impl ControlSocket {
         let listener = bound.context(|| format!("failed to create control socket {shown}"))?;
         let meta = std::fs::symlink_metadata(path)
             .context(|| format!("failed to inspect control socket {shown}"))?;
-        if meta.permissions().mode() & 0o777 != 0o600 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .context(|| format!("failed to chmod control socket {shown}"))?;
+        // No chmod afterwards, which would follow a link swapped in meanwhile: a file that is
+        // not the private socket just made is refused.
+        if !meta.file_type().is_socket() || meta.permissions().mode() & 0o777 != 0o600 {
+            return Err(Error::runtime(format!(
+                "--control {shown}: the socket file was replaced or has mode {:o} after its \
+                 creation: put it in a directory only start_server's user can write to",
+                meta.permissions().mode() & 0o7777
+            )));
         }
         listener
             .set_nonblocking(true)
