@@ -10,10 +10,6 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::control::protocol::{Reply, Request};
-use crate::runtime::control_socket::{ClientId, ControlSocket};
-use crate::runtime::file_watch::FileWatch;
-use crate::runtime::status_report;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::Signal;
@@ -22,12 +18,16 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use tracing::{error, info, warn};
 
 use crate::config::worker_env::{self, Env};
+use crate::control::protocol::{Reply, Request};
 use crate::error::{Context, Result};
+use crate::runtime::control_socket::{ClientId, ControlSocket};
+use crate::runtime::file_watch::FileWatch;
 use crate::runtime::notify::Notifier;
 use crate::runtime::output::Logger;
 use crate::runtime::signals::{Received, Signals};
 use crate::runtime::spawn::{self, FdLayout, Launch};
 use crate::runtime::status_file::StatusFile;
+use crate::runtime::status_report;
 use crate::runtime::strays::{self, Adopted};
 use crate::runtime::worker_notify::WorkerNotify;
 use crate::supervisor::{
