@@ -279,7 +279,15 @@ fn usage_error(problem: &str) -> ! {
 fn clap_problem(error: &clap::Error) -> String {
     let text = error.render().to_string();
     let first = text.lines().next().unwrap_or_default();
-    first.strip_prefix("error: ").unwrap_or(first).to_string()
+    let problem = first.strip_prefix("error: ").unwrap_or(first);
+    // clap lists the accepted values on a line of their own: keep them with the problem.
+    match text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("[possible values: "))
+    {
+        Some(values) => format!("{problem} (one of {})", values.trim_end_matches(']')),
+        None => problem.to_string(),
+    }
 }
 
 /// Server::Starter reads its options with Getopt::Long: long options with one dash or two
