@@ -213,8 +213,11 @@ fn signal_on_hup_and_kill_old_delay() {
     assert!(log.contains(&format!(
         "new worker is now running, sending USR2 to old workers:{pid1}"
     )));
-    // During the delay both generations are live and the old one has had no signal.
-    assert_eq!(status_entries(&tmp.path("status")).len(), 2);
+    // During the delay both generations are live (the status file is rewritten right after the
+    // log line) and the old one has had no signal.
+    wait_until("both generations in the status file", || {
+        (status_entries(&tmp.path("status")).len() == 2).then_some(())
+    });
     assert!(!tmp.path("signals").exists());
     server.wait_log(&format!("killing old workers:{pid1}"));
     wait_sole_generation(&tmp.path("status"), 2);

@@ -418,13 +418,22 @@ fn systemd_status_summarises_the_state() {
     let tmp = TempDir::new();
     let notify = NotifySocket::at_path(&tmp.path("notify"));
     let port = free_port();
-    let _server = serving(
+    let server = serving(
         &tmp,
         port,
-        &[],
+        &["--workers=2"],
         &[("NOTIFY_SOCKET", notify.address.clone())],
     );
-    notify.wait_for(&["STATUS=generation 1 up (1/1 workers)"]);
+    let (_, pid1) = wait_sole_generation(&tmp.path("status"), 1);
+    notify.wait_for(&[&format!(
+        "STATUS=generation 1 (pid {pid1}) serving (2/2 workers up)"
+    )]);
+    server.signal(libc::SIGHUP);
+    let (_, pid2) = wait_sole_generation(&tmp.path("status"), 2);
+    let after = notify.wait_for(&[&format!(
+        "STATUS=generation 2 (pid {pid2}) serving (2/2 workers up, last reload "
+    )]);
+    assert!(after.contains("s ago ok)"), "{after}");
 }
 
 #[test]

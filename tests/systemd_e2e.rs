@@ -61,7 +61,7 @@ systemctl reload server-starter-example.service
 second=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
 pid2=$(field pid "$second")
 [[ $second == *gen=2* && $pid2 != "$pid1" ]] || fail "reload returned before generation 2 served: $second"
-systemctl status --no-pager server-starter-example.service | grep -F "Status: \"generation 2 (pid $pid2) serving\"" \
+systemctl status --no-pager server-starter-example.service | grep -F "Status: \"generation 2 (pid $pid2) serving (last reload " \
   || fail "status does not show ours"
 journal=$(journalctl -u server-starter-example.service -o verbose --no-pager)
 grep -q 'SYSLOG_IDENTIFIER=start_server' <<<"$journal" || fail "no entries of start_server"

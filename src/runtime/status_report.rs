@@ -115,8 +115,11 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
     }
 }
 
-/// systemd's `STATUS=`: "generation 3 up (4/4 workers), last reload 12s ago ok".
+/// systemd's `STATUS=`: the serving generation as start_server has always shown it
+/// (`generation 3 (pid 1234) serving`, with its worker's own `STATUS=` after a colon), then
+/// what else there is to know in parentheses: `(4/4 workers up, last reload 12s ago ok)`.
 pub fn summary(snapshot: &Snapshot, now: Instant) -> String {
+    let mut details = Vec::new();
     let mut text = match snapshot
         .generations
         .iter()
@@ -124,18 +127,30 @@ pub fn summary(snapshot: &Snapshot, now: Instant) -> String {
         .find(|g| g.state == GenerationState::Up)
     {
         Some(g) => {
-            let of_it = snapshot.workers.iter().filter(|w| w.generation == g.number);
-            let up = of_it.clone().filter(|w| w.state == WorkerState::Up).count();
-            format!(
-                "generation {} up ({up}/{} workers)",
-                g.number,
-                of_it.count()
-            )
+            let of_it: Vec<_> = snapshot
+                .workers
+                .iter()
+                .filter(|w| w.generation == g.number)
+                .collect();
+            let up = of_it.iter().filter(|w| w.state == WorkerState::Up).count();
+            if of_it.len() > 1 {
+                details.push(format!("{up}/{} workers up", of_it.len()));
+            }
+            match of_it.iter().min_by_key(|w| w.slot) {
+                Some(first) => {
+                    let own = first
+                        .status
+                        .as_ref()
+                        .map_or(String::new(), |s| format!(": {s}"));
+                    format!("generation {} (pid {}) serving{own}", g.number, first.pid)
+                }
+                None => format!("generation {} serving", g.number),
+            }
         }
-        None => "no generation up".to_string(),
+        None => "no generation serving".to_string(),
     };
     if snapshot.crash_loop {
-        text.push_str(", CRASH LOOP");
+        details.push("CRASH LOOP".to_string());
     }
     if let Some(r) = &snapshot.last_reload {
         let ago = now.saturating_duration_since(r.started).as_secs();
@@ -144,7 +159,10 @@ pub fn summary(snapshot: &Snapshot, now: Instant) -> String {
             Some((_, ReloadResult::Up)) => "ok".to_string(),
             Some((_, ReloadResult::Failed(why))) => format!("failed: {why}"),
         };
-        text.push_str(&format!(", last reload {ago}s ago {result}"));
+        details.push(format!("last reload {ago}s ago {result}"));
+    }
+    if !details.is_empty() {
+        text.push_str(&format!(" ({})", details.join(", ")));
     }
     text
 }
@@ -229,7 +247,10 @@ mod tests {
             stopping: false,
             workers_signalled_at: None,
         };
-        assert_eq!(summary(&snapshot, now), "generation 3 up (1/2 workers)");
+        assert_eq!(
+            summary(&snapshot, now),
+            "generation 3 (pid 10) serving (1/2 workers up)"
+        );
         let fixed = Fixed {
             started: now,
             sockets: vec![],
