@@ -2,3 +2,4 @@
 //! its pid and status files.
 
 pub mod client;
+pub mod upgrade;

@@ -24,6 +24,7 @@ use crate::runtime::signals::{Received, Signals};
 use crate::runtime::spawn::{self, FdLayout, Launch};
 use crate::runtime::status_file::StatusFile;
 use crate::runtime::strays::{self, Adopted};
+use crate::runtime::upgrade::{self, Handover};
 use crate::runtime::worker_notify::WorkerNotify;
 use crate::supervisor::{Action, ExitStatus, Pid, Policy, Supervisor, Worker};
 
@@ -55,6 +56,8 @@ pub struct Runtime {
     pub worker_notify: WorkerNotify,
     /// Processes left behind by workers (adopted: start_server is a subreaper).
     pub strays: Adopted,
+    /// What an upgrade in place needs besides the above.
+    pub handover: Handover,
 }
 
 /// How a stop ended, for start_server's exit status.
@@ -87,12 +90,59 @@ pub const LOGGER_GRACE: Duration = Duration::from_secs(5);
 /// signals, child exits, workers' messages and the clock to the state machine, and carry out
 /// what it answers.
 pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<Ending> {
-    let mut state = Loop::new(rt, policy);
+    // The envdir's settings are read again at every spawn, the first one included.
+    let tunables = worker_env::tunables(&rt.base_env);
+    let mut supervisor = Supervisor::new(policy, tunables, Instant::now());
+    let actions = supervisor.start();
+    run_from(rt, signals, Loop::new(rt, supervisor, actions))
+}
+
+/// Goes on with the supervisor an earlier program image handed over (an upgrade in place):
+/// children that exited meanwhile are reaped first, then systemd and `--upgrade` hear that the
+/// new image runs.
+pub fn resume(
+    rt: &mut Runtime,
+    signals: &mut Signals,
+    supervisor: Supervisor,
+    from: &str,
+) -> Result<Ending> {
+    let mut state = Loop::new(rt, supervisor, Vec::new());
+    state.on_child_exit(rt);
+    let now = upgrade::version();
+    info!(
+        "start_server (pid:{}) upgraded from {from} to {now}",
+        std::process::id()
+    );
+    if state.supervisor.announced_ready() {
+        rt.notifier.ready(&format!(
+            "upgraded to start_server {now}; {}",
+            serving(&state.supervisor)
+        ));
+    }
+    upgrade::report(rt.handover.image.report.as_deref(), &Ok(now));
+    run_from(rt, signals, state)
+}
+
+fn serving(supervisor: &Supervisor) -> String {
+    match supervisor.live().iter().max() {
+        Some(worker) => format!(
+            "generation {} (pid {}) serving",
+            worker.generation, worker.pid
+        ),
+        None => "no generation serving yet".to_string(),
+    }
+}
+
+fn run_from(rt: &mut Runtime, signals: &mut Signals, mut state: Loop) -> Result<Ending> {
     loop {
         while let Some(action) = state.actions.pop_front() {
             if let Some(ending) = state.perform(rt, signals, action) {
                 return Ok(ending);
             }
+        }
+        // Only between events, with nothing pending: the state handed over is whole.
+        if std::mem::take(&mut state.upgrade_asked) {
+            state.upgrade(rt);
         }
         let ready = wait(signals, Some(&rt.worker_notify), state.deadline(rt))?;
         if ready.signals {
@@ -118,23 +168,135 @@ struct Loop {
     stopping: bool,
     /// Something had to be sent SIGKILL while stopping.
     killed: bool,
+    /// SIGUSR2 was received: upgrade once the pending actions are done.
+    upgrade_asked: bool,
 }
 
 impl Loop {
-    fn new(rt: &Runtime, policy: Policy) -> Loop {
-        // The envdir's settings are read again at every spawn, the first one included.
-        let tunables = worker_env::tunables(&rt.base_env);
-        let mut supervisor = Supervisor::new(policy, tunables, Instant::now());
-        let actions = supervisor.start().into();
+    fn new(rt: &Runtime, supervisor: Supervisor, actions: Vec<Action>) -> Loop {
         let watchdog_every = rt.notifier.watchdog_interval();
         Loop {
             supervisor,
-            actions,
+            actions: actions.into(),
             watchdog_every,
             next_watchdog: watchdog_every.map(|every| Instant::now() + every),
             stopping: false,
             killed: false,
+            upgrade_asked: false,
         }
+    }
+
+    /// SIGUSR2: replace this program with the binary at its path, if that binary passes the
+    /// check; otherwise (or if the exec fails) go on as before, saying why.
+    fn upgrade(&mut self, rt: &mut Runtime) {
+        let image = rt.handover.image.clone();
+        info!(
+            "received USR2, upgrading start_server {} to {}",
+            upgrade::version(),
+            image.binary.display()
+        );
+        let refusal = self.try_upgrade(rt, &image);
+        error!(
+            "upgrade failed, start_server {} runs on: {refusal}",
+            upgrade::version()
+        );
+        upgrade::report(image.report.as_deref(), &Err(refusal.clone()));
+    }
+
+    /// Returns only if the upgrade did not happen, with why.
+    fn try_upgrade(&mut self, rt: &mut Runtime, image: &upgrade::Image) -> upgrade::Refusal {
+        let version = match upgrade::check(image) {
+            Ok(version) => version,
+            Err(refusal) => return refusal,
+        };
+        let state = match self.export(rt, image, Instant::now()) {
+            Ok(state) => state,
+            Err(refusal) => return refusal,
+        };
+        let memfd = match upgrade::write_state(&state) {
+            Ok(fd) => fd,
+            Err(refusal) => return refusal,
+        };
+        let mut fds = state.fds();
+        fds.push(std::os::fd::AsRawFd::as_raw_fd(&memfd));
+        if let Err(refusal) = upgrade::set_cloexec(&fds, false) {
+            let _ = upgrade::set_cloexec(&fds, true);
+            return refusal;
+        }
+        let announced = self.supervisor.announced_ready();
+        if announced {
+            rt.notifier
+                .reloading(&format!("upgrading start_server to {version}"));
+        }
+        info!(
+            "executing {} (start_server {version})",
+            image.binary.display()
+        );
+        let refusal = upgrade::exec(image, std::os::fd::AsRawFd::as_raw_fd(&memfd));
+        if let Err(e) = upgrade::set_cloexec(&fds, true) {
+            warn!("{e}");
+        }
+        if announced {
+            rt.notifier.ready(&format!(
+                "upgrade failed ({refusal}); start_server {} runs on; {}",
+                upgrade::version(),
+                serving(&self.supervisor)
+            ));
+        }
+        refusal
+    }
+
+    /// Everything the next image needs, at `now`.
+    fn export(
+        &self,
+        rt: &Runtime,
+        image: &upgrade::Image,
+        now: Instant,
+    ) -> std::result::Result<upgrade::State, upgrade::Refusal> {
+        let text = |s: &OsStr, what: &str| {
+            s.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{what} is not UTF-8: {s:?}"))
+        };
+        let argv = image
+            .argv
+            .iter()
+            .map(|a| text(a, "the command line"))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let unix_paths = rt
+            .handover
+            .unix_paths
+            .iter()
+            .map(|p| text(p.as_os_str(), "a socket path"))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let (slots, floor) = rt.layout.export();
+        let (notify_fd, notify_name) = rt.worker_notify.export();
+        Ok(upgrade::State {
+            format: upgrade::FORMAT,
+            written_by: upgrade::version(),
+            argv,
+            binary: text(image.binary.as_os_str(), "the binary's path")?,
+            supervisor: self.supervisor.export(now),
+            sockets: upgrade::SocketsState {
+                slots,
+                floor,
+                port_env: rt.port_env.clone(),
+                listen_env: rt.listen_env.clone(),
+                unix_paths,
+            },
+            pid_file_fd: rt.handover.pid_file_fd,
+            status_written: rt
+                .status
+                .as_ref()
+                .map_or((false, false), StatusFile::written),
+            worker_notify: upgrade::NotifySocketState {
+                fd: notify_fd,
+                name: notify_name,
+            },
+            nofile: (rt.nofile.rlim_cur, rt.nofile.rlim_max),
+            xfsz_was_ignored: crate::runtime::signals::xfsz_was_ignored(),
+            logger: rt.logger.as_ref().map(|l| l.export(now)),
+        })
     }
 
     /// The earliest of the supervisor's timers, the watchdog and the log command's restart.
@@ -198,6 +360,12 @@ impl Loop {
     fn on_signal(&mut self, rt: &mut Runtime, received: Received) {
         match received {
             Received::Hangup => self.actions.extend(self.supervisor.hangup()),
+            Received::Upgrade if self.stopping => {
+                let why = "start_server is stopping".to_string();
+                info!("received USR2 while stopping: no upgrade");
+                upgrade::report(rt.handover.image.report.as_deref(), &Err(why));
+            }
+            Received::Upgrade => self.upgrade_asked = true,
             Received::Terminate(signal) => {
                 self.stopping = true;
                 let next = self.supervisor.terminate(signal, Instant::now());

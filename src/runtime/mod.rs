@@ -17,4 +17,5 @@ pub mod signals;
 pub mod spawn;
 pub mod status_file;
 pub mod strays;
+pub mod upgrade;
 pub mod worker_notify;

@@ -3,6 +3,7 @@
 //! error at any step removes what the steps before it created.
 
 use std::os::fd::RawFd;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -11,17 +12,20 @@ use crate::config::Config;
 use crate::error::{Context, Result};
 use crate::runtime::event_loop::{self, Ending, Runtime};
 use crate::runtime::notify::Notifier;
-use crate::runtime::output::{self, Logger};
+use crate::runtime::output::{self, LogTarget, Logger};
 use crate::runtime::pid_file::PidFile;
 use crate::runtime::signals::Signals;
 use crate::runtime::spawn::{FdLayout, Placement};
 use crate::runtime::status_file::StatusFile;
 use crate::runtime::strays::Adopted;
+use crate::runtime::upgrade::{self, Handover, Image};
 use crate::runtime::worker_notify::WorkerNotify;
 use crate::sockets;
+use crate::supervisor::Supervisor;
 
 /// Runs start_server until it is told to stop; how the stop went decides the exit status.
 pub fn serve(mut config: Config) -> Result<Ending> {
+    let image = Image::current(config.pid_file.as_deref());
     crate::runtime::logging::attach_stderr();
     let nofile = raise_open_file_limit();
     let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
@@ -58,9 +62,103 @@ pub fn serve(mut config: Config) -> Result<Ending> {
         notifier: Notifier::from_env(),
         worker_notify: WorkerNotify::bind()?,
         strays: Adopted::new(std::process::id() == 1),
+        handover: Handover {
+            image,
+            pid_file_fd: pid_file.as_ref().map(PidFile::raw_fd),
+            unix_paths: bound.unix_paths().to_vec(),
+        },
     };
     let ending = event_loop::run(&mut runtime, &mut signals, config.policy)?;
+    Ok(finish(runtime, signals, pid_file, bound, ending))
+}
+
+/// Goes on where the program image before this one left off (an upgrade in place): the state
+/// at `state_fd` names the sockets, files and workers it had; `config` comes from the same
+/// command line.
+pub fn resume(config: Config, state_fd: RawFd) -> Result<Ending> {
+    crate::runtime::logging::attach_stderr();
+    // SAFETY: the image before this one left the state at this fd for us alone.
+    let state = unsafe { upgrade::read_state(state_fd) }?;
+    let mut image = Image::current(config.pid_file.as_deref());
+    let argv: Vec<String> = image
+        .argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if argv != state.argv {
+        warn!(
+            "the command line differs from the one handed over ({:?}); going on with this one",
+            state.argv
+        );
+    }
+    image.binary = PathBuf::from(&state.binary);
+    raise_open_file_limit();
+    crate::runtime::signals::restore_xfsz_was_ignored(state.xfsz_was_ignored);
+    let pid_file = match (state.pid_file_fd, config.pid_file.as_deref()) {
+        // SAFETY: the fd is the locked pid file the image before this one handed over.
+        (Some(fd), Some(path)) => Some(unsafe { PidFile::adopt(fd, path) }?),
+        _ => None,
+    };
+    let unix_paths: Vec<PathBuf> = state.sockets.unix_paths.iter().map(PathBuf::from).collect();
+    let bound = sockets::Bound::adopt(unix_paths.clone());
+    let now = Instant::now();
+    let logger = match (&state.logger, &config.log) {
+        (Some(logger), Some(LogTarget::Command(command))) => {
+            // SAFETY: the fds are the log command's pipe and outputs, handed over.
+            Some(unsafe { Logger::adopt(command.clone(), logger, now) })
+        }
+        _ => None,
+    };
+    nix::sys::prctl::set_child_subreaper(true)
+        .context(|| "failed to become a child subreaper".to_string())?;
+    let mut signals = Signals::open()?;
+    let mut runtime = Runtime {
+        // SAFETY: the sockets handed over, each at its fd.
+        layout: unsafe { FdLayout::adopt(&state.sockets.slots, state.sockets.floor) },
+        port_env: state.sockets.port_env.clone(),
+        listen_env: state.sockets.listen_env.clone(),
+        command: config.command,
+        dir: config.dir,
+        envdir: config.envdir,
+        base_env: config.base_env,
+        status: config
+            .status_file
+            .as_deref()
+            .map(|path| StatusFile::adopt(path, state.status_written)),
+        nofile: libc::rlimit {
+            rlim_cur: state.nofile.0,
+            rlim_max: state.nofile.1,
+        },
+        logger,
+        notifier: Notifier::from_env(),
+        // SAFETY: the workers' notification socket, handed over.
+        worker_notify: unsafe {
+            WorkerNotify::adopt(state.worker_notify.fd, state.worker_notify.name.clone())
+        },
+        strays: Adopted::new(std::process::id() == 1),
+        handover: Handover {
+            image,
+            pid_file_fd: state.pid_file_fd,
+            unix_paths,
+        },
+    };
+    let supervisor = Supervisor::import(state.supervisor, config.policy, now);
+    let ending = event_loop::resume(&mut runtime, &mut signals, supervisor, &state.written_by)?;
+    Ok(finish(runtime, signals, pid_file, bound, ending))
+}
+
+/// Clean-up once the loop is over: the files and sockets go, the log command gets the rest.
+fn finish(
+    mut runtime: Runtime,
+    mut signals: Signals,
+    pid_file: Option<PidFile>,
+    bound: sockets::Bound,
+    ending: Ending,
+) -> Ending {
     info!("exiting");
+    if let Some(report) = &runtime.handover.image.report {
+        let _ = std::fs::remove_file(report);
+    }
     let logger = runtime.logger.take();
     drop(runtime);
     drop(pid_file);
@@ -68,7 +166,7 @@ pub fn serve(mut config: Config) -> Result<Ending> {
     if let Some(logger) = logger {
         flush_logger(logger, &mut signals);
     }
-    Ok(ending)
+    ending
 }
 
 /// The sockets as workers get them.

@@ -47,6 +47,23 @@ pub struct Bound {
     unix_paths: Vec<PathBuf>,
 }
 
+impl Bound {
+    /// The socket files this process created (removed at exit), which an upgrade in place hands
+    /// to the next image.
+    pub fn unix_paths(&self) -> &[PathBuf] {
+        &self.unix_paths
+    }
+
+    /// The socket files an earlier image created, to be removed at exit (the sockets themselves
+    /// are adopted by `runtime::spawn::FdLayout`).
+    pub fn adopt(unix_paths: Vec<PathBuf>) -> Bound {
+        Bound {
+            listeners: Vec::new(),
+            unix_paths,
+        }
+    }
+}
+
 impl Drop for Bound {
     fn drop(&mut self) {
         for path in &self.unix_paths {

@@ -22,6 +22,7 @@ mod generation;
 mod notice;
 mod policy;
 mod readiness;
+pub mod state;
 // Read by the control socket (status), being written.
 #[allow(dead_code)]
 pub mod snapshot;
