@@ -9,49 +9,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use common::*;
-
-const TAG_MARKER: &[u8] = b"SERVER_STARTER_BUILD_TAG=";
-const NEW_TAG: &str = "upgrade-test";
-
-fn new_version() -> String {
-    format!("{}+{NEW_TAG}", env!("CARGO_PKG_VERSION"))
-}
-
-/// Puts an executable file at `path` atomically (as a package manager does: the running file
-/// keeps its inode).
-fn install(path: &Path, contents: &[u8]) {
-    let temporary = path.with_extension("new");
-    fs::write(&temporary, contents).expect("write the new binary");
-    fs::set_permissions(&temporary, fs::Permissions::from_mode(0o755)).expect("chmod");
-    fs::rename(&temporary, path).expect("install the new binary");
-}
-
-/// The binary under test with [`NEW_TAG`] written after its build tag marker.
-fn newer_build() -> Vec<u8> {
-    let mut binary = fs::read(bin()).expect("read the binary");
-    let mut patched = 0;
-    let mut at = 0;
-    while let Some(found) = binary[at..]
-        .windows(TAG_MARKER.len())
-        .position(|w| w == TAG_MARKER)
-    {
-        let start = at + found + TAG_MARKER.len();
-        if binary[start] == 0 {
-            binary[start..start + NEW_TAG.len()].copy_from_slice(NEW_TAG.as_bytes());
-            patched += 1;
-        }
-        at = start;
-    }
-    assert!(patched > 0, "no build tag marker in the binary");
-    binary
-}
 
 /// start_server installed in `tmp/bin` and started from there with a pid file, the HTTP worker
 /// on a free port.
@@ -441,4 +404,25 @@ fn an_upgrade_keeps_the_log_command_running() {
             .filter(|l| l.contains(&format!("to {}", new_version())))
     });
     assert_eq!(children(pid), logger, "the same worker and log command");
+}
+
+#[test]
+fn systemd_hears_a_reload_that_ends_with_the_new_version() {
+    let tmp = TempDir::new();
+    let systemd = NotifySocket::at_path(&tmp.path("notify"));
+    let it = start_installed(&tmp, &[], &[("NOTIFY_SOCKET", systemd.address.clone())]);
+    systemd.wait_for(&["READY=1"]);
+    install(&it.binary, &newer_build());
+    let (ok, said) = upgrade(&tmp);
+    assert!(ok, "{said}");
+    let done = systemd.wait_for(&["READY=1", "STATUS=upgraded to start_server"]);
+    assert!(done.contains(&new_version()), "{done}");
+    let all = systemd.all();
+    let reloading = all
+        .iter()
+        .position(|m| m.lines().any(|l| l == "RELOADING=1"))
+        .expect("RELOADING=1 before the exec");
+    assert!(all[reloading].contains("MONOTONIC_USEC="), "{all:?}");
+    let ready = all.iter().position(|m| m == &done).unwrap();
+    assert!(reloading < ready, "{all:?}");
 }
