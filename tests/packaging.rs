@@ -271,3 +271,59 @@ if pgrep -x start_server; then fail "start_server left behind"; fi
 "#,
     );
 }
+
+#[test]
+fn a_deb_upgrade_upgrades_running_instances_in_place_under_systemd() {
+    let tmp = TempDir::new();
+    let (deb, _) = build(&tmp.path("first"));
+    fs::copy(&deb, tmp.path("first.deb")).unwrap();
+    fs::create_dir_all(tmp.path("newer")).unwrap();
+    install(&tmp.path("newer/start_server"), &newer_build());
+    let newer = Command::new(format!("{ROOT}/packaging/build-packages.sh"))
+        .args(["--only", "deb", "--binary"])
+        .arg(tmp.path("newer/start_server"))
+        .arg("--out")
+        .arg(tmp.path("newer"))
+        .args(["--maintainer", "Package Tests <package-tests@example.org>"])
+        .output()
+        .expect("run packaging/build-packages.sh");
+    assert!(newer.status.success(), "{newer:?}");
+    let newer_deb = fs::read_dir(tmp.path("newer"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("the second .deb");
+    fs::copy(&newer_deb, tmp.path("second.deb")).unwrap();
+    tmp.script("worker.py", HTTP_WORKER);
+    run_in_systemd(
+        &tmp,
+        &format!(
+            r#"
+dpkg -i /src/first.deb
+install -m 755 /src/worker.py /usr/local/bin/demo-app
+mkdir -p /etc/server-starter
+printf 'APP_COMMAND=/usr/local/bin/demo-app\nSTART_SERVER_OPTIONS=--interval=0.5\n' > /etc/server-starter/demo.env
+systemctl enable --now server-starter@demo.socket
+ask() {{ curl -sf --max-time 30 --unix-socket /run/server-starter/demo.sock http://localhost/; }}
+first=$(ask) || fail "no answer through the instance's socket"
+wait_for 'systemctl is-active -q server-starter@demo.service'
+main=$(systemctl show -P MainPID server-starter@demo.service)
+worker=$(field pid "$first")
+out=$(dpkg -i /src/second.deb 2>&1) || fail "the second install failed: $out"
+echo "$out"
+grep -qF "server-starter@demo.service upgraded in place (pid $main)" <<<"$out" || fail "postinst did not upgrade the instance"
+[[ $(systemctl show -P MainPID server-starter@demo.service) == "$main" ]] || fail "MainPID changed"
+[[ $(readlink /proc/$main/exe) == /usr/bin/start_server ]] || fail "runs $(readlink /proc/$main/exe)"
+[[ $(systemctl show -P NRestarts server-starter@demo.service) == 0 ]] || fail "the unit was restarted"
+systemctl is-active -q server-starter@demo.service || fail "the unit is not active"
+second=$(ask) || fail "no answer after the upgrade"
+[[ $(field pid "$second") == "$worker" ]] || fail "the worker changed: $first / $second"
+wait_for 'systemctl status --no-pager server-starter@demo.service | grep -qF "upgraded to start_server {new}"'
+dpkg -r server-starter
+if pgrep -f /usr/local/bin/demo-app; then fail "workers left behind"; fi
+if pgrep -x start_server; then fail "start_server left behind"; fi
+"#,
+            new = new_version()
+        ),
+    );
+}
