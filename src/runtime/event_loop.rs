@@ -105,12 +105,13 @@ pub fn resume(
     signals: &mut Signals,
     supervisor: Supervisor,
     from: &str,
+    state_bytes: usize,
 ) -> Result<Ending> {
     let mut state = Loop::new(rt, supervisor, Vec::new());
     state.on_child_exit(rt);
     let now = upgrade::version();
     info!(
-        "start_server (pid:{}) upgraded from {from} to {now}",
+        "start_server (pid:{}) upgraded from {from} to {now} ({state_bytes} bytes of state)",
         std::process::id()
     );
     if state.supervisor.announced_ready() {

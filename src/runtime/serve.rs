@@ -78,7 +78,7 @@ pub fn serve(mut config: Config) -> Result<Ending> {
 pub fn resume(config: Config, state_fd: RawFd) -> Result<Ending> {
     crate::runtime::logging::attach_stderr();
     // SAFETY: the image before this one left the state at this fd for us alone.
-    let state = unsafe { upgrade::read_state(state_fd) }?;
+    let (state, state_bytes) = unsafe { upgrade::read_state(state_fd) }?;
     let mut image = Image::current(config.pid_file.as_deref());
     let argv: Vec<String> = image
         .argv
@@ -143,7 +143,13 @@ pub fn resume(config: Config, state_fd: RawFd) -> Result<Ending> {
         },
     };
     let supervisor = Supervisor::import(state.supervisor, config.policy, now);
-    let ending = event_loop::resume(&mut runtime, &mut signals, supervisor, &state.written_by)?;
+    let ending = event_loop::resume(
+        &mut runtime,
+        &mut signals,
+        supervisor,
+        &state.written_by,
+        state_bytes,
+    )?;
     Ok(finish(runtime, signals, pid_file, bound, ending))
 }
 

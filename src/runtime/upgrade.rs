@@ -328,18 +328,19 @@ pub fn write_state(state: &State) -> std::result::Result<OwnedFd, Refusal> {
     Ok(file.into())
 }
 
-/// Reads the state an earlier image left at `fd`, and closes it.
+/// Reads the state an earlier image left at `fd`, and closes it; returns it with its size in
+/// bytes.
 ///
 /// # Safety
 ///
 /// `fd` must be the state's descriptor, owned by nothing else.
-pub unsafe fn read_state(fd: RawFd) -> Result<State> {
+pub unsafe fn read_state(fd: RawFd) -> Result<(State, usize)> {
     // SAFETY: the caller promises the fd is ours alone.
     let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
     let mut text = String::new();
     file.read_to_string(&mut text)
         .map_err(|e| Error::runtime(format!("cannot read the upgrade state at fd {fd}: {e}")))?;
-    State::parse(&text)
+    Ok((State::parse(&text)?, text.len()))
 }
 
 /// Sets or clears close-on-exec on each of `fds`.
