@@ -65,8 +65,10 @@ fn main() {
 /// formats it reads.
 fn upgrade_check(cli: Cli) -> error::Result<()> {
     config::Config::new(cli, std::env::vars_os(), Vec::new())?;
-    print!("{}", runtime::upgrade::check_report());
-    Ok(())
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(runtime::upgrade::check_report().as_bytes())
+        .map_err(|e| error::Error::runtime(format!("cannot write the check's report: {e}")))
 }
 
 fn finish(result: error::Result<()>) {
