@@ -22,6 +22,15 @@ fn fails(options: &[String], code: i32, expected: &str) -> String {
         "{options:?}: expected {expected:?} in {log:?}"
     );
     assert!(!log.contains("panicked"), "{log}");
+    // One style for every error, clap's included: `start_server: <what went wrong>: <what to do>`.
+    let error = log
+        .lines()
+        .find(|l| l.contains(expected))
+        .unwrap_or_default();
+    assert!(
+        error.starts_with("start_server: ") && error.matches(": ").count() >= 2,
+        "{options:?}: not in the common style: {error:?}"
+    );
     log
 }
 
@@ -180,7 +189,7 @@ fn low_port_without_privilege() {
     assert_eq!(server.wait_exit().code(), Some(1));
     assert!(
         server.log().contains(
-            "failed to bind to 127.0.0.1:1: Permission denied; ports below 1024 need root"
+            "failed to bind to 127.0.0.1:1: Permission denied: ports below 1024 need root"
         ),
         "{}",
         server.log()

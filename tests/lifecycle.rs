@@ -209,7 +209,7 @@ fn signal_on_hup_and_kill_old_delay() {
     );
     let (pid1, _) = served_by(&format!("127.0.0.1:{port}"));
     server.signal(libc::SIGHUP);
-    let log = server.wait_log("sleeping 1 secs before killing old workers");
+    let log = server.wait_log("sleeping 1 sec before killing old workers");
     assert!(log.contains(&format!(
         "new worker is now running, sending USR2 to old workers:{pid1}"
     )));

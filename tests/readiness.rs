@@ -88,7 +88,7 @@ fn a_worker_that_never_says_ready_is_stopped_and_the_old_one_keeps_serving() {
         })
     };
     server.signal(libc::SIGHUP);
-    let log = server.wait_log("did not send READY=1 within 1 secs, stopping it");
+    let log = server.wait_log("did not send READY=1 within 1 sec, stopping it");
     let silent: i32 = log
         .lines()
         .filter(|l| l.contains("did not send READY=1"))
@@ -131,7 +131,7 @@ fn restart_reports_a_failed_new_generation() {
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
         log.contains(
-            "restart failed: generation 2 did not start (exit status:768 (exit code 3)); \
+            "restart failed: generation 2 did not start (exit status:768 (exit code 3)): \
              generation 1 is still serving"
         ),
         "{log}"

@@ -20,6 +20,8 @@ const README_TRY: &str = "<!-- tests/readme.rs does what this block says -->";
 const README_TEST: &str = "<!-- tests/readme.rs checks that .ci/run runs this command -->";
 const README_RUST: &str = "<!-- tests/readme.rs checks that worker/README.md, whose example is compiled, has this one -->";
 /// A first release build (lto, one codegen unit) of everything on a small machine.
+const README_DEPENDENCY: &str =
+    "<!-- tests/readme.rs checks this against what cargo would publish -->";
 const BUILD_PATIENCE: Duration = Duration::from_secs(40 * 60);
 
 fn repository() -> &'static Path {
@@ -277,5 +279,60 @@ fn the_rust_example_is_the_worker_crates_compiled_one() {
     assert_eq!(
         example, compiled,
         "README.md's Rust example must be worker/README.md's, which `cargo test` compiles"
+    );
+}
+
+#[test]
+fn the_dependency_snippet_is_what_cargo_would_publish() {
+    // What `cargo publish` would upload for the worker crate: its name, version and files.
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "package",
+            "--list",
+            "--allow-dirty",
+            "-p",
+            "server-starter-worker",
+        ])
+        .current_dir(repository())
+        .output()
+        .expect("run cargo package --list");
+    assert!(output.status.success(), "{output:?}");
+    let listed = String::from_utf8_lossy(&output.stdout);
+    for file in [
+        "Cargo.toml",
+        "README.md",
+        "LICENSE",
+        "src/lib.rs",
+        "src/listeners.rs",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == file),
+            "{file} not packaged:\n{listed}"
+        );
+    }
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.starts_with("tests/") || l.starts_with("../")),
+        "nothing that needs the repository: {listed}"
+    );
+    let manifest = fs::read_to_string(repository().join("worker/Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("name = \"server-starter-worker\""),
+        "{manifest}"
+    );
+    let workspace = fs::read_to_string(repository().join("Cargo.toml")).unwrap();
+    let version = workspace
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("the workspace version");
+    let minor: Vec<&str> = version.split('.').take(2).collect();
+    let wanted = format!("server-starter-worker = \"{}\"", minor.join("."));
+    let block = readme_block(README_DEPENDENCY);
+    assert_eq!(
+        block.get(1).map(String::as_str),
+        Some(wanted.as_str()),
+        "{block:?}"
     );
 }

@@ -221,9 +221,9 @@ fn a_missing_failing_or_incompatible_binary_leaves_the_old_one_running() {
 
     install(
         &it.binary,
-        b"#!/bin/sh\necho start_server 9.0.0\necho upgrade-state-formats: 99\n",
+        b"#!/bin/sh\necho start_server 0.0.9\necho upgrade-state-formats: 1\n",
     );
-    refused(&tmp, &it, "does not read upgrade state format 1");
+    refused(&tmp, &it, "does not read upgrade state format 2 (it reads: [1])");
 
     install(&it.binary, b"#!/bin/sh\nkill -SEGV $$\n");
     refused(&tmp, &it, "SIGSEGV");
@@ -272,7 +272,7 @@ fn upgrade_check_prints_the_version_and_the_state_formats() {
         text.contains(&format!("start_server {}", new_version())),
         "{text}"
     );
-    assert!(text.contains("upgrade-state-formats: 1"), "{text}");
+    assert!(text.contains("upgrade-state-formats: 1 2"), "{text}");
     let out = Command::new(&copy)
         .args(["--upgrade-check", "--port=nonsense", "--", "/bin/true"])
         .output()
@@ -425,4 +425,33 @@ fn systemd_hears_a_reload_that_ends_with_the_new_version() {
     assert!(all[reloading].contains("MONOTONIC_USEC="), "{all:?}");
     let ready = all.iter().position(|m| m == &done).unwrap();
     assert!(reloading < ready, "{all:?}");
+}
+
+#[test]
+fn an_upgrade_keeps_every_slot_of_a_generation_and_their_supervision() {
+    let tmp = TempDir::new();
+    let it = start_installed(&tmp, &["--workers=3"], &[]);
+    let pid = it.server.pid();
+    let workers = wait_until("three workers", || {
+        let mut kids = children(pid);
+        kids.sort();
+        (kids.len() == 3).then_some(kids)
+    });
+    install(&it.binary, &newer_build());
+    let (ok, said) = upgrade(&tmp);
+    assert!(ok, "{said}");
+    let mut after = children(pid);
+    after.sort();
+    assert_eq!(after, workers, "every slot's worker kept");
+    // The new image still knows each slot: a copy that dies is restarted in its slot.
+    let (slot_zero, _) = served_by(&it.addr);
+    let copy = *workers.iter().find(|&&w| w != slot_zero).unwrap();
+    // SAFETY: kill(2) on a worker this test started.
+    unsafe { libc::kill(copy, libc::SIGKILL) };
+    it.server.wait_log(&format!("worker {copy} in slot"));
+    wait_until("the slot to be filled again", || {
+        let kids = children(pid);
+        (kids.len() == 3 && !kids.contains(&copy)).then_some(())
+    });
+    assert!(reaped(copy));
 }

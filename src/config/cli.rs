@@ -113,6 +113,28 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
     pub max_restart_delay: Duration,
 
+    /// On TERM or INT, keep the workers serving this many seconds before signalling them (while
+    /// a load balancer stops sending requests); a second TERM or INT stops them at once.
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds)]
+    pub shutdown_delay: Duration,
+
+    /// Copies of the program per generation, all with the same sockets; with more than one,
+    /// each gets SERVER_STARTER_WORKER=0..N-1 (its slot, kept by its successors). A generation is
+    /// up when every copy is; a copy that dies is restarted alone.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: u16,
+
+    /// Reload one slot at a time, with at most M workers beyond --workers alive (old ones still
+    /// exiting included), instead of every copy at once.
+    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_extra: Option<u16>,
+
+    /// Each worker gets WATCHDOG_USEC and WATCHDOG_PID and must send WATCHDOG=1 to
+    /// NOTIFY_SOCKET at least every SECONDS (from its start); one that stops is sent TERM, KILL
+    /// after --kill-old-timeout (or 5 seconds), and replaced.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub worker_watchdog: Option<Duration>,
+
     /// Do not also describe the sockets to workers with LISTEN_FDS, LISTEN_PID and
     /// LISTEN_FDNAMES (the systemd convention); SERVER_STARTER_PORT only.
     #[arg(long)]
@@ -221,18 +243,34 @@ impl Cli {
     /// Parses the process's arguments, exiting with status 2 and a usage message on a usage
     /// error (clap's own, or an unknown or ambiguous option).
     pub fn from_env() -> Cli {
-        match single_dash_compat(std::env::args_os()) {
-            Ok(args) => Cli::parse_from(args),
-            Err(problem) => {
-                let usage = Cli::command().render_usage();
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "start_server: {problem}\n\n{usage}\n\nFor more information, try '--help'."
-                );
-                std::process::exit(2);
-            }
+        let args = match single_dash_compat(std::env::args_os()) {
+            Ok(args) => args,
+            Err(problem) => usage_error(&problem),
+        };
+        match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+            Err(e) => usage_error(&clap_problem(&e)),
         }
     }
+}
+
+/// Ends start_server on a bad command line, in the style of every error it prints
+/// (`start_server: <what went wrong>: <what to do>`), with the usage below it; exit status 2.
+fn usage_error(problem: &str) -> ! {
+    let usage = Cli::command().render_usage();
+    let _ = writeln!(
+        std::io::stderr(),
+        "start_server: {problem}: see start_server --help\n\n{usage}"
+    );
+    std::process::exit(2);
+}
+
+/// The first line of clap's message, without its `error: ` prefix (the usage is printed apart).
+fn clap_problem(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 /// Server::Starter reads its options with Getopt::Long: long options with one dash or two

@@ -31,6 +31,11 @@ const EXIT_STATUS: &[(&str, &str)] = &[
         "Bad command line or configuration (an unknown or ambiguous option, an invalid value): \
          nothing was started.",
     ),
+    (
+        "3",
+        "Stopped by a signal, but a worker or a process one left behind had to be sent SIGKILL \
+         (it outlived --kill-old-timeout, or the 5 seconds given to left-behind processes).",
+    ),
 ];
 
 const ENVIRONMENT: &[(&str, &str)] = &[
@@ -55,6 +60,11 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "*NOTIFY_SOCKET*, *WATCHDOG_USEC*, *WATCHDOG_PID*",
         "Where start_server sends its notifications to systemd (READY=1, RELOADING=1, \
          STOPPING=1, STATUS=, WATCHDOG=1).",
+    ),
+    (
+        "*FDSTORE*",
+        "Set by systemd (254 and later) when the unit has FileDescriptorStoreMax=: start_server \
+         then keeps the sockets it binds in systemd's file descriptor store (see NOTES).",
     ),
     (
         "*JOURNAL_STREAM*",
@@ -95,8 +105,9 @@ const SIGNALS: &[(&str, &str)] = &[
     ),
     (
         "*SIGTERM*",
-        "Send --signal-on-term to every worker, wait for all of them, remove the pid, status and \
-         socket files, and exit 0.",
+        "Keep serving for --shutdown-delay seconds if set (a second SIGTERM skips the delay), \
+         then send --signal-on-term to every worker, wait for all of them, remove the pid, \
+         status and socket files, and exit 0 (3 if one had to be killed).",
     ),
     (
         "*SIGINT*, *SIGQUIT*, *SIGUSR1*",
@@ -111,6 +122,11 @@ const SIGNALS: &[(&str, &str)] = &[
          missing, fails the check or cannot be executed leaves start_server as it was, with the \
          reason in the log and in {PID_FILE}.upgrade. Under systemd the upgrade is a reload: \
          RELOADING=1 before, READY=1 with the new version in STATUS= after.",
+    ),
+    (
+        "other signals",
+        "Signals whose default would end start_server (SIGPWR, SIGVTALRM, real-time signals, \
+         ...) are logged and ignored, whether start_server is PID 1 or not.",
     ),
 ];
 
@@ -152,6 +168,21 @@ const NOTES: &[&str] = &[
      never clobbers another socket. Socket activation, readiness and the options \
      --ready-timeout, --kill-old-timeout, --max-restart-delay and --no-listen-fds are \
      additions.",
+    "With FileDescriptorStoreMax= in the unit (systemd then sets *FDSTORE*; before systemd 254, \
+     set Environment=FDSTORE= to the same number too), start_server keeps every socket it binds \
+     itself in systemd's file descriptor store, named after its --port or --path, and the next \
+     start takes it back instead of binding (the sockets of a socket unit need nothing: systemd \
+     holds them anyway). Stored sockets that no option names any more are removed from the \
+     store; the file of a --path socket stays when start_server exits, for the next start. A \
+     systemctl restart, a kill -9 of start_server under Restart=always, or a crash then refuses \
+     no connection: clients wait in the listen backlog (--backlog bounds how many) until the new \
+     workers accept. It does not save the requests that workers killed along with start_server \
+     were serving (a graceful stop lets them finish), nor clients that stop waiting.",
+    "systemd empties the store when the unit stops for good, and keeps it while the unit \
+     restarts (FileDescriptorStorePreserve=restart, the default). FileDescriptorStorePreserve=yes \
+     (systemd 254 and later) keeps it across systemctl stop and start too, as long as the unit \
+     stays loaded (an enabled unit does): even a stopped service then queues its clients instead \
+     of refusing them. systemctl clean --what=fdstore empties it.",
 ];
 
 /// (what it does, the command lines).

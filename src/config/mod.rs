@@ -24,6 +24,19 @@ use crate::runtime::output::LogTarget;
 use crate::sockets::activation::Inherited;
 use crate::supervisor::Policy;
 
+/// A duration as log lines and messages show it: `1 sec`, `0.5 secs`, `60 secs` (the original's
+/// unit, pluralised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secs(pub Duration);
+
+impl std::fmt::Display for Secs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_secs_f64();
+        let unit = if secs == 1.0 { "sec" } else { "secs" };
+        write!(f, "{secs} {unit}")
+    }
+}
+
 /// A non-negative number of seconds, fractions allowed (`1`, `0.5`), the same on the command
 /// line and in the environment (`KILL_OLD_DELAY`).
 pub fn seconds(text: &str) -> Option<Duration> {
@@ -112,7 +125,7 @@ fn check_command(cli: &Cli) -> Result<()> {
     }
     if cli.command.is_empty() {
         return Err(Error::usage(
-            "server program not specified; usage: start_server [OPTIONS] -- PROGRAM [ARGS...]",
+            "server program not specified: give it after the options: start_server [OPTIONS] -- PROGRAM [ARGS...]",
         ));
     }
     if let Some(bad) = cli
@@ -137,6 +150,10 @@ fn policy(cli: &Cli) -> Result<Policy> {
         kill_old_timeout: cli.kill_old_timeout,
         backoff_after: crate::supervisor::DEFAULT_BACKOFF_AFTER,
         backoff_max: cli.max_restart_delay,
+        shutdown_delay: cli.shutdown_delay,
+        worker_watchdog: cli.worker_watchdog.filter(|d| !d.is_zero()),
+        workers: usize::from(cli.workers),
+        max_extra: cli.max_extra.map(usize::from),
     })
 }
 
@@ -181,6 +198,13 @@ fn base_env(cli: &Cli, env: impl IntoIterator<Item = (OsString, OsString)>) -> E
         "KILL_OLD_DELAY",
         cli.kill_old_delay.map(|d| d.as_secs_f64().to_string()),
     );
+    // `--worker-watchdog`, in the systemd convention (WATCHDOG_PID is added at each spawn).
+    set(
+        "WATCHDOG_USEC",
+        cli.worker_watchdog
+            .filter(|d| !d.is_zero())
+            .map(|d| d.as_micros().to_string()),
+    );
     base_env
 }
 
@@ -209,5 +233,18 @@ fn backlog(requested: Option<i32>) -> Result<Backlog> {
             Backlog::new(n).map_err(|_| Error::usage(format!("--backlog {n} is out of range")))
         }
         None => Ok(Backlog::MAXCONN),
+    }
+}
+
+#[cfg(test)]
+mod secs_tests {
+    use super::*;
+
+    #[test]
+    fn one_sec_and_the_rest_in_secs() {
+        assert_eq!(Secs(Duration::from_secs(1)).to_string(), "1 sec");
+        assert_eq!(Secs(Duration::from_millis(500)).to_string(), "0.5 secs");
+        assert_eq!(Secs(Duration::from_secs(60)).to_string(), "60 secs");
+        assert_eq!(Secs(Duration::ZERO).to_string(), "0 secs");
     }
 }

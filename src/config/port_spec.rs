@@ -70,7 +70,7 @@ impl PortSpec {
                 .ok_or_else(|| bad("missing ':PORT' after ']'"))?;
             let inside = inside.trim();
             if inside.is_empty() {
-                return Err(bad(&format!("empty host; {FORMS}")));
+                return Err(bad(&format!("empty host: {FORMS}")));
             }
             if inside.contains(':') {
                 (Written::V6(inside), port)
@@ -80,7 +80,7 @@ impl PortSpec {
         } else if let Some((host, port)) = address.rsplit_once(':') {
             let host = host.trim();
             if host.is_empty() {
-                return Err(bad(&format!("empty host; {FORMS}")));
+                return Err(bad(&format!("empty host: {FORMS}")));
             }
             if host.contains(':') {
                 (Written::V6(host), port)

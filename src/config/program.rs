@@ -63,13 +63,20 @@ pub enum ResolveError {
 impl std::fmt::Display for ResolveError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ResolveError::Empty => write!(f, "the server program name is empty"),
+            ResolveError::Empty => write!(
+                f,
+                "the server program name is empty: give the program after the options"
+            ),
             ResolveError::Unusable { path, why } => {
-                write!(f, "server program {} {why}", path.display())
+                let what_to_do = match *why {
+                    "is not executable" => "chmod +x it",
+                    _ => "give the path of the program to run",
+                };
+                write!(f, "server program {} {why}: {what_to_do}", path.display())
             }
             ResolveError::NotFound { name, search } => write!(
                 f,
-                "server program {} not found in PATH ({}); give its full path",
+                "server program {} not found in PATH ({}): give its full path",
                 Path::new(name).display(),
                 search.to_string_lossy()
             ),
@@ -85,7 +92,7 @@ fn check_executable(path: &Path) -> Result<(), &'static str> {
         return Err("is not a regular file");
     }
     if meta.permissions().mode() & 0o111 == 0 {
-        return Err("is not executable (chmod +x it)");
+        return Err("is not executable");
     }
     Ok(())
 }

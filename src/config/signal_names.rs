@@ -20,7 +20,7 @@ pub fn parse(text: &str, option: &str) -> Result<Signal> {
         .or_else(|| Signal::from_str(&format!("SIG{name}")).ok())
         .ok_or_else(|| {
             Error::usage(format!(
-                "{option}: unknown signal {text:?}; use a name such as TERM, QUIT, INT, USR1, \
+                "{option}: unknown signal {text:?}: use a name such as TERM, QUIT, INT, USR1, \
                  USR2, HUP (with or without SIG) or a number"
             ))
         })

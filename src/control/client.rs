@@ -21,7 +21,7 @@ use crate::supervisor::Pid;
 pub(super) fn running(file: File, pid: Pid, path: &Path) -> Result<File> {
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(_) => Err(Error::runtime(format!(
-            "no start_server is running with pid file {} (pid {pid} is gone); remove the stale \
+            "no start_server is running with pid file {} (pid {pid} is gone): remove the stale \
              file",
             path.display()
         ))),
@@ -49,7 +49,7 @@ pub fn stop(cli: &Cli) -> Result<()> {
     let path = cli
         .pid_file
         .as_deref()
-        .ok_or_else(|| Error::usage("--stop needs --pid-file to find the server"))?;
+        .ok_or_else(|| Error::usage("--stop needs --pid-file to find the server: give the running start_server's --pid-file"))?;
     let (file, pid) = read_pid(path)?;
     let file = running(file, pid, path)?;
     crate::runtime::logging::print(&format!(
@@ -68,7 +68,7 @@ pub fn restart(cli: &Cli) -> Result<()> {
     let (Some(pid_path), Some(status_path)) = (cli.pid_file.as_deref(), cli.status_file.as_deref())
     else {
         return Err(Error::usage(
-            "--restart needs --pid-file and --status-file to be set as well",
+            "--restart needs --pid-file and --status-file to be set as well: give the running start_server's",
         ));
     };
     let (file, pid) = read_pid(pid_path)?;
@@ -152,7 +152,7 @@ fn outcome(status_path: &Path, newest: u64, pid: Pid) -> Option<Result<()>> {
     {
         let serving = read_generations(status_path).unwrap_or_default();
         return Some(Err(Error::runtime(format!(
-            "restart failed: generation {generation} did not start ({why}); generation {} is \
+            "restart failed: generation {generation} did not start ({why}): generation {} is \
              still serving",
             serving.last().map_or("none".to_string(), u64::to_string)
         ))));

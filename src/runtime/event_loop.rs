@@ -322,8 +322,15 @@ impl Loop {
     ) -> Option<Ending> {
         match action {
             Action::Spawn { generation } => {
-                let result = rt.spawn(generation, &mut self.supervisor);
+                // Slot 0 is named only when there are several (unset means 0).
+                let slot = (self.supervisor.slots() > 1).then_some(0);
+                let result = rt.spawn(generation, slot, &mut self.supervisor);
                 let next = self.supervisor.spawned(generation, result, Instant::now());
+                self.actions.extend(next);
+            }
+            Action::SpawnCopy { generation, slot } => {
+                let result = rt.spawn(generation, Some(slot), &mut self.supervisor);
+                let next = (self.supervisor).spawned_copy(generation, slot, result, Instant::now());
                 self.actions.extend(next);
             }
             Action::Signal { pids, signal } => {
@@ -558,8 +565,13 @@ impl Runtime {
         true
     }
 
-    /// The environment of generation `generation`'s worker, and the settings it implies.
-    fn worker_env(&self, generation: u64) -> (Env, crate::supervisor::Tunables) {
+    /// The environment of generation `generation`'s worker in `slot`, and the settings it
+    /// implies.
+    fn worker_env(
+        &self,
+        generation: u64,
+        slot: Option<usize>,
+    ) -> (Env, crate::supervisor::Tunables) {
         let mut env = self.base_env.clone();
         if let Some(dir) = &self.envdir {
             match worker_env::read_envdir(dir) {
@@ -581,15 +593,19 @@ impl Runtime {
             "SERVER_STARTER_GENERATION".into(),
             generation.to_string().into(),
         );
+        if let Some(slot) = slot {
+            env.insert("SERVER_STARTER_WORKER".into(), slot.to_string().into());
+        }
         (env, tunables)
     }
 
     fn spawn(
         &self,
         generation: u64,
+        slot: Option<usize>,
         supervisor: &mut Supervisor,
     ) -> std::result::Result<Pid, spawn::SpawnError> {
-        let (env, tunables) = self.worker_env(generation);
+        let (env, tunables) = self.worker_env(generation, slot);
         supervisor.set_tunables(tunables);
         let program = crate::config::program::resolve(
             &self.command[0],
@@ -613,6 +629,7 @@ impl Runtime {
                 .transpose()?,
             nofile: self.nofile,
             listen_pid: self.listen_env.is_some(),
+            watchdog_pid: env.contains_key(OsStr::new("WATCHDOG_USEC")),
             xfsz: crate::runtime::signals::child_xfsz(),
         };
         spawn::spawn(&self.layout, &launch)

@@ -1,24 +1,36 @@
 //! Telling systemd how start_server is doing, through `NOTIFY_SOCKET`: `READY=1` when a
 //! generation serves, `RELOADING=1` with `MONOTONIC_USEC=` when a reload starts (the
-//! `Type=notify-reload` protocol), `STOPPING=1`, `STATUS=` lines and `WATCHDOG=1`.
+//! `Type=notify-reload` protocol), `STOPPING=1`, `STATUS=` lines and `WATCHDOG=1`; and the
+//! sockets kept in systemd's file descriptor store (`FDSTORE=1` with the fd attached).
 //!
 //! Messages are formatted by `sd-notify`'s `NotifyState`; sending is done here because that
 //! crate does not reach sockets in the abstract namespace (`NOTIFY_SOCKET=@name`), which systemd
 //! and test harnesses use.
 
+use crate::config::Secs;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
 
 use sd_notify::NotifyState;
 use tracing::warn;
 
 use crate::supervisor::Notice;
 
+/// How long `barrier` waits for systemd (sd_notify_barrier's usual bound).
+const BARRIER_TIMEOUT_MS: u16 = 5000;
+
 /// The connection to systemd's notification socket; does nothing when there is none.
 #[derive(Debug)]
 pub struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
     watchdog: Option<Duration>,
+    fd_store: bool,
 }
 
 impl Notifier {
@@ -38,7 +50,81 @@ impl Notifier {
         Notifier {
             target,
             watchdog: sd_notify::watchdog_enabled(),
+            fd_store: fd_store_offered(std::env::var("FDSTORE").ok().as_deref()),
         }
+    }
+
+    /// Whether systemd keeps file descriptors for this service: `$FDSTORE` (the unit's
+    /// `FileDescriptorStoreMax=`, set by systemd 254 and later) is above 0 and there is a
+    /// notification socket to send them through.
+    pub fn fd_store(&self) -> bool {
+        self.fd_store && self.target.is_some()
+    }
+
+    /// Keeps `fd` in the file descriptor store as `name`, replacing an older copy of that name
+    /// (systemd would otherwise keep both). Returns whether it was sent.
+    pub fn store_fd(&self, name: &str, fd: BorrowedFd<'_>) -> bool {
+        self.remove_fd(name);
+        // Written here: sd-notify has these states only with a feature that sends by itself.
+        let message = format!("FDSTORE=1\nFDNAME={name}\n");
+        match self.send_with_fd(message.as_bytes(), fd) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("failed to keep socket {name} in systemd's file descriptor store: {e}");
+                false
+            }
+        }
+    }
+
+    /// Removes (and so closes) every fd named `name` from the file descriptor store.
+    pub fn remove_fd(&self, name: &str) {
+        let name = format!("FDNAME={name}");
+        self.send(&[
+            NotifyState::Custom("FDSTOREREMOVE=1"),
+            NotifyState::Custom(&name),
+        ]);
+    }
+
+    /// Waits (a bounded time) until systemd has processed every message sent before: `BARRIER=1`
+    /// comes with the write end of a pipe, which systemd closes once it gets there.
+    pub fn barrier(&self) {
+        if self.target.is_none() {
+            return;
+        }
+        let result = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(std::io::Error::from)
+            .and_then(|(read, write)| {
+                self.send_with_fd(b"BARRIER=1\n", write.as_fd())?;
+                drop(write);
+                let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(BARRIER_TIMEOUT_MS))? {
+                    0 => Err(std::io::ErrorKind::TimedOut.into()),
+                    _ => Ok(()),
+                }
+            });
+        if let Err(e) = result {
+            warn!("systemd did not confirm the removal from its file descriptor store: {e}");
+        }
+    }
+
+    fn send_with_fd(&self, message: &[u8], fd: BorrowedFd<'_>) -> std::io::Result<()> {
+        let Some((socket, addr)) = &self.target else {
+            return Ok(());
+        };
+        let to = match (addr.as_pathname(), addr.as_abstract_name()) {
+            (Some(path), _) => UnixAddr::new(path)?,
+            (None, Some(name)) => UnixAddr::new_abstract(name)?,
+            (None, None) => return Err(std::io::ErrorKind::InvalidInput.into()),
+        };
+        let fds = [fd.as_raw_fd()];
+        sendmsg(
+            socket.as_raw_fd(),
+            &[IoSlice::new(message)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            Some(&to),
+        )?;
+        Ok(())
     }
 
     /// How often to send `WATCHDOG=1` (half the watchdog timeout), if the watchdog is on.
@@ -98,8 +184,28 @@ impl Notifier {
             Notice::BackingOff { failures, delay } => {
                 let status = format!(
                     "no worker serving: {failures} failed starts in a row, \
-                     next attempt in {} secs",
-                    delay.as_secs_f64()
+                     next attempt in {}",
+                    Secs(*delay)
+                );
+                self.send(&[NotifyState::Status(&status)]);
+            }
+            Notice::CrashLoop { failures, serving } => {
+                let status = match serving {
+                    Some(old) => format!(
+                        "crash loop: {failures} failed starts in a row; generation {} (pid {}) \
+                         still serving",
+                        old.generation, old.pid
+                    ),
+                    None => {
+                        format!("crash loop: {failures} failed starts in a row, no worker serving")
+                    }
+                };
+                self.send(&[NotifyState::Status(&status)]);
+            }
+            Notice::CrashLoopOver { serving } => {
+                let status = format!(
+                    "generation {} (pid {}) serving",
+                    serving.generation, serving.pid
                 );
                 self.send(&[NotifyState::Status(&status)]);
             }
@@ -136,5 +242,26 @@ impl Notifier {
         if let Err(e) = socket.send_to_addr(message.as_bytes(), addr) {
             warn!("failed to notify systemd: {e}");
         }
+    }
+}
+
+/// `$FDSTORE`: the most fds systemd keeps; 0, unset or garbage means no store.
+fn fd_store_offered(value: Option<&str>) -> bool {
+    value
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_offered_only_with_a_positive_count() {
+        assert!(fd_store_offered(Some("16")));
+        assert!(!fd_store_offered(Some("0")));
+        assert!(!fd_store_offered(Some("lots")));
+        assert!(!fd_store_offered(None));
     }
 }

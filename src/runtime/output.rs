@@ -1,5 +1,6 @@
 //! Where start_server's and the workers' output goes (`--log-file`), and `--daemonize`.
 
+use crate::config::Secs;
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -93,7 +94,7 @@ pub fn open(target: &LogTarget) -> Result<LogOutput> {
             logger.pid = Some(logger.spawn().map_err(|e| match e.kind() {
                 // A scratch container image has no shell.
                 std::io::ErrorKind::NotFound => Error::runtime(format!(
-                    "{}: a log command runs with /bin/sh, which is missing; log to stderr or \
+                    "{}: a log command runs with /bin/sh, which is missing: log to stderr or \
                      to a file instead",
                     context()
                 )),
@@ -193,8 +194,8 @@ impl Logger {
         self.quick_exits = self.quick_exits.saturating_add(1);
         self.restart_at = Some(now + delay);
         warn!(
-            "the log command exited, status:{status}; starting it again in {:.1}s",
-            delay.as_secs_f64()
+            "the log command exited, status:{status}; starting it again in {}",
+            Secs(delay)
         );
     }
 
@@ -222,8 +223,8 @@ impl Logger {
                 self.quick_exits = self.quick_exits.saturating_add(1);
                 self.restart_at = Some(now + delay);
                 error!(
-                    "failed to start the log command again: {e}; next try in {:.1}s",
-                    delay.as_secs_f64()
+                    "failed to start the log command again: {e}; next try in {}",
+                    Secs(delay)
                 );
             }
         }

@@ -42,7 +42,7 @@ impl PidFile {
                     let mut text = String::new();
                     let _ = file.read_to_string(&mut text);
                     Error::runtime(format!(
-                        "pid file {shown} is locked by a running start_server (pid {}); stop it \
+                        "pid file {shown} is locked by a running start_server (pid {}): stop it \
                      first (start_server --stop --pid-file={shown}) or use another --pid-file",
                         text.trim()
                     ))

@@ -2,7 +2,7 @@
 //! redirection, daemonize, pid), the event loop, then clean-up. Each resource is a guard, so an
 //! error at any step removes what the steps before it created.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use crate::runtime::status_file::StatusFile;
 use crate::runtime::strays::Adopted;
 use crate::runtime::upgrade::{self, Handover, Image};
 use crate::runtime::worker_notify::WorkerNotify;
-use crate::sockets;
+use crate::sockets::{self, Origin};
 use crate::supervisor::Supervisor;
 
 /// Runs start_server until it is told to stop; how the stop went decides the exit status.
@@ -31,7 +31,8 @@ pub fn serve(mut config: Config) -> Result<Ending> {
     let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
     let log = config.log.as_ref().map(output::open).transpose()?;
     info!("start_server (pid:{}) starting now...", std::process::id());
-    let (bound, sockets) = bind_sockets(&mut config)?;
+    let notifier = Notifier::from_env();
+    let (bound, sockets) = bind_sockets(&mut config, &notifier)?;
     let logger = match log {
         Some(log) => log.redirect_stdio()?,
         None => None,
@@ -59,7 +60,7 @@ pub fn serve(mut config: Config) -> Result<Ending> {
         status: config.status_file.as_deref().map(StatusFile::new),
         nofile,
         logger,
-        notifier: Notifier::from_env(),
+        notifier,
         worker_notify: WorkerNotify::bind()?,
         strays: Adopted::new(std::process::id() == 1),
         handover: Handover {
@@ -186,20 +187,31 @@ struct WorkerSockets {
 
 /// Binds (or takes from systemd) every socket and places them for the workers; the guard that
 /// removes the bound paths is returned with them.
-fn bind_sockets(config: &mut Config) -> Result<(sockets::Bound, WorkerSockets)> {
+fn bind_sockets(
+    config: &mut Config,
+    notifier: &Notifier,
+) -> Result<(sockets::Bound, WorkerSockets)> {
     for socket in &config.inherited {
-        info!(
-            "using socket {} ({}) from systemd",
-            socket.key(),
-            socket.name
-        );
+        if !socket.name.starts_with(sockets::conventions::STORE_PREFIX) {
+            info!(
+                "using socket {} ({}) from systemd",
+                socket.key(),
+                socket.name
+            );
+        }
     }
     let mut bound = sockets::bind_all(
         &config.ports,
         &config.paths,
         config.backlog,
         std::mem::take(&mut config.inherited),
+        |stale| retire_stored(notifier, stale),
     )?;
+    retire_stored(notifier, &bound.renamed);
+    store_bound(notifier, &bound.listeners);
+    if notifier.fd_store() {
+        bound.keep_socket_files();
+    }
     let listeners = std::mem::take(&mut bound.listeners);
     let explicit: Vec<_> = listeners.iter().filter_map(|l| l.requested_fd).collect();
     let (layout, described) = FdLayout::new(listeners)?;
@@ -229,6 +241,45 @@ fn bind_sockets(config: &mut Config) -> Result<(sockets::Bound, WorkerSockets)> 
             listen_env,
         },
     ))
+}
+
+/// Removes names no option matches any more from systemd's file descriptor store, and waits
+/// until systemd has closed its copies: a bind to an overlapping address must not meet them.
+fn retire_stored(notifier: &Notifier, stale: &[(String, String)]) {
+    for (key, name) in stale {
+        info!(
+            "removing {name} (socket {key}) from systemd's file descriptor store: no option \
+             matches it any more"
+        );
+        notifier.remove_fd(name);
+    }
+    if !stale.is_empty() {
+        notifier.barrier();
+    }
+}
+
+/// Keeps the sockets bound here in systemd's file descriptor store, so that a restart or a crash
+/// of start_server finds them there and no connection is refused meanwhile.
+fn store_bound(notifier: &Notifier, listeners: &[sockets::Listener]) {
+    for listener in listeners {
+        match &listener.origin {
+            Origin::Stored(name) => {
+                info!(
+                    "using socket {} from systemd's file descriptor store ({name})",
+                    listener.key
+                );
+            }
+            Origin::Bound(name) if notifier.fd_store() => {
+                if notifier.store_fd(name, listener.fd.as_fd()) {
+                    info!(
+                        "socket {} kept in systemd's file descriptor store as {name}",
+                        listener.key
+                    );
+                }
+            }
+            Origin::Bound(_) | Origin::Unit => {}
+        }
+    }
 }
 
 /// At exit: the log command gets what is left in the pipe and a bounded time to write it (a

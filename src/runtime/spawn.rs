@@ -44,7 +44,7 @@ pub fn assign_fds(requested: &[(&str, Option<RawFd>)]) -> Result<Vec<RawFd>> {
         if let Some(fd) = fd {
             if let Some((_, other)) = taken.iter().find(|(t, _)| t == fd) {
                 return Err(Error::usage(format!(
-                    "--port {other} and --port {key} both ask for file descriptor {fd}; give \
+                    "--port {other} and --port {key} both ask for file descriptor {fd}: give \
                      each socket its own"
                 )));
             }
@@ -83,7 +83,7 @@ impl FdLayout {
         for (listener, target) in listeners.into_iter().zip(targets) {
             let parked = dup_above(&listener.fd, floor).map_err(|e| {
                 Error::runtime(format!(
-                    "cannot keep the socket of {} open above fd {floor}: {e}; raise the \
+                    "cannot keep the socket of {} open above fd {floor}: {e}: raise the \
                      open-file limit (ulimit -n)",
                     listener.key
                 ))
@@ -150,6 +150,8 @@ pub struct Launch {
     pub nofile: libc::rlimit,
     /// Add `LISTEN_PID=<the worker's pid>` to the environment (known only after fork).
     pub listen_pid: bool,
+    /// Add `WATCHDOG_PID=<the worker's pid>` (`--worker-watchdog`), known only after fork.
+    pub watchdog_pid: bool,
     /// SIGXFSZ's disposition in the worker (start_server ignores it for itself).
     pub xfsz: libc::sighandler_t,
 }
@@ -211,6 +213,7 @@ impl From<ResolveError> for SpawnError {
 }
 
 const LISTEN_PID: &[u8] = b"LISTEN_PID=";
+const WATCHDOG_PID: &[u8] = b"WATCHDOG_PID=";
 const STAGE_CHDIR: u8 = 1;
 const STAGE_DUP: u8 = 2;
 const STAGE_EXEC: u8 = 3;
@@ -226,6 +229,12 @@ pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, Spa
     let listen_pid: *mut u8 = listen_pid.as_mut_ptr();
     if launch.listen_pid {
         envp.insert(envp.len() - 1, listen_pid.cast_const().cast());
+    }
+    let mut watchdog_pid = [0u8; 32];
+    watchdog_pid[..WATCHDOG_PID.len()].copy_from_slice(WATCHDOG_PID);
+    let watchdog_pid: *mut u8 = watchdog_pid.as_mut_ptr();
+    if launch.watchdog_pid {
+        envp.insert(envp.len() - 1, watchdog_pid.cast_const().cast());
     }
     let (report_read, report_write) = report_pipe(layout.floor).map_err(SpawnError::ReportPipe)?;
     let slots: Vec<(RawFd, RawFd)> = layout
@@ -247,7 +256,7 @@ pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, Spa
                 &slots,
                 &argv,
                 &envp,
-                listen_pid,
+                [listen_pid, watchdog_pid],
                 report_write.as_raw_fd(),
             )
         }
@@ -320,7 +329,7 @@ unsafe fn exec_child(
     slots: &[(RawFd, RawFd)],
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
-    listen_pid: *mut u8,
+    [listen_pid, watchdog_pid]: [*mut u8; 2],
     report: RawFd,
 ) -> ! {
     // SAFETY: plain async-signal-safe system calls on pointers prepared before fork, valid in
@@ -328,6 +337,9 @@ unsafe fn exec_child(
     unsafe {
         if launch.listen_pid {
             write_decimal(listen_pid.add(LISTEN_PID.len()), libc::getpid());
+        }
+        if launch.watchdog_pid {
+            write_decimal(watchdog_pid.add(WATCHDOG_PID.len()), libc::getpid());
         }
         if let Some(dir) = &launch.dir
             && libc::chdir(dir.as_ptr()) != 0
@@ -416,7 +428,7 @@ mod tests {
         let err = assign_fds(&[("80", Some(5)), ("81", Some(5))]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "--port 80 and --port 81 both ask for file descriptor 5; give each socket its own"
+            "--port 80 and --port 81 both ask for file descriptor 5: give each socket its own"
         );
     }
 }

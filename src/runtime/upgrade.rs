@@ -23,13 +23,14 @@ use crate::error::{Error, Result};
 use crate::runtime::files;
 use crate::supervisor::state::State as SupervisorState;
 
-/// The state format this image writes. A newer image reads every older format; a change that
-/// only adds fields keeps the number (missing fields take their defaults, unknown ones are
-/// ignored).
-pub const FORMAT: u32 = 1;
+/// The state format this image writes. A newer image reads every older format (missing fields
+/// take their defaults, unknown ones are ignored); the number changes when an older image would
+/// lose something by ignoring what is new, so that it refuses instead. 1: one worker per
+/// generation; 2: `--workers` slots and their copies, the worker watchdog, the last reload.
+pub const FORMAT: u32 = 2;
 
 /// The state formats this image reads.
-pub const READS: &[u32] = &[1];
+pub const READS: &[u32] = &[1, 2];
 
 /// How long `--upgrade-check` may take before the upgrade is given up.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -444,7 +445,7 @@ mod tests {
     #[test]
     fn the_version_has_no_tag_unless_one_is_written_in() {
         assert_eq!(version(), env!("CARGO_PKG_VERSION"));
-        assert!(check_report().contains(&format!("upgrade-state-formats: {FORMAT}")));
+        assert!(check_report().ends_with("\nupgrade-state-formats: 1 2\n"));
     }
 
     #[test]
@@ -457,17 +458,13 @@ mod tests {
         assert_eq!(read_report(""), None);
     }
 
-    /// The state as start_server 0.1.0 (format 1) writes it, kept as it was: every later image
-    /// must read it.
+    /// States as images writing format 1 (before `--workers`) and 2 wrote them, kept as they
+    /// were: every later image must read them.
     const FORMAT_1: &str = include_str!("../../tests/fixtures/upgrade-state-v1.json");
+    const FORMAT_2: &str = include_str!("../../tests/fixtures/upgrade-state-v2.json");
 
-    #[test]
-    fn the_state_written_by_format_1_is_read() {
-        let state = State::parse(FORMAT_1).unwrap();
-        assert_eq!((state.format, state.written_by.as_str()), (1, "0.1.0"));
-        assert_eq!(state.sockets.slots, [(4, 3)]);
-        assert_eq!(state.fds(), [4, 3, 6]);
-        let policy = crate::supervisor::Policy {
+    fn policy(workers: usize) -> crate::supervisor::Policy {
+        crate::supervisor::Policy {
             interval: Duration::from_secs(1),
             signal_on_hup: nix::sys::signal::Signal::SIGTERM,
             signal_on_term: nix::sys::signal::Signal::SIGTERM,
@@ -475,9 +472,26 @@ mod tests {
             kill_old_timeout: None,
             backoff_after: crate::supervisor::DEFAULT_BACKOFF_AFTER,
             backoff_max: Duration::from_secs(60),
-        };
+            shutdown_delay: Duration::ZERO,
+            worker_watchdog: Some(Duration::from_secs(10)),
+            workers,
+            max_extra: None,
+        }
+    }
+
+    #[test]
+    fn the_state_written_in_format_1_is_read() {
+        let state = State::parse(FORMAT_1).unwrap();
+        assert_eq!((state.format, state.written_by.as_str()), (1, "0.1.0"));
+        assert_eq!(state.sockets.slots, [(4, 3)]);
+        assert_eq!(state.fds(), [4, 3, 6]);
         let now = Instant::now();
-        let supervisor = crate::supervisor::Supervisor::import(state.supervisor, policy, now);
+        let supervisor = crate::supervisor::Supervisor::import(state.supervisor, policy(1), now);
+        assert_eq!(
+            supervisor.slots(),
+            1,
+            "from the command line: the state has none"
+        );
         assert_eq!(supervisor.worker_pids(), [1002, 1003, 1004]);
         let live: Vec<(u64, i32)> = supervisor
             .live()
@@ -489,6 +503,30 @@ mod tests {
         assert_eq!(
             supervisor.next_deadline(),
             Some(now + Duration::from_millis(500))
+        );
+    }
+
+    #[test]
+    fn the_state_written_in_format_2_is_read() {
+        let state = State::parse(FORMAT_2).unwrap();
+        assert_eq!(state.format, 2);
+        let now = Instant::now();
+        let supervisor = crate::supervisor::Supervisor::import(state.supervisor, policy(2), now);
+        assert_eq!(supervisor.slots(), 2);
+        assert_eq!(supervisor.worker_pids(), [1002, 1003, 1004, 2003, 2004]);
+        let snapshot = supervisor.snapshot(now);
+        assert!(
+            snapshot
+                .workers
+                .iter()
+                .any(|w| (w.pid, w.slot, w.restarts, w.watchdog_kills) == (2003, 1, 1, 1)),
+            "{snapshot:?}"
+        );
+        assert_eq!(
+            snapshot.last_reload.map(|r| r.trigger),
+            Some(crate::supervisor::ReloadTrigger::FileChange(
+                "/srv/app".into()
+            ))
         );
     }
 

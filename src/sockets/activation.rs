@@ -89,7 +89,7 @@ pub fn take_from_env() -> Result<Vec<Inherited>> {
 fn describe(fd: RawFd, name: String, count: &str) -> Result<Inherited> {
     let bad = |what: String| {
         Error::usage(format!(
-            "LISTEN_FDS={count:?}: fd {fd} ({name:?}) {what}; systemd passes sockets only"
+            "LISTEN_FDS={count:?}: fd {fd} ({name:?}) {what}: LISTEN_FDS must come from systemd (or systemd-socket-activate), which passes sockets only"
         ))
     };
     // Workers get the sockets through the fd layout, never by inheriting start_server's fds.

@@ -28,6 +28,19 @@ pub fn fdname_for(key: &str) -> String {
         .collect()
 }
 
+/// What starts the name of every socket start_server keeps in systemd's file descriptor store,
+/// so that the sockets of a socket unit (named after it or its `FileDescriptorName=`) are never
+/// taken for ours.
+pub const STORE_PREFIX: &str = "start_server.";
+
+/// The name under which the socket of `--port`/`--path` `key` is kept in systemd's file
+/// descriptor store: the prefix, the kind (`tcp`, `udp`, `unix`: a key does not say it) and the
+/// key, fit for `FDNAME=`. The address is checked too when a socket comes back, so two keys
+/// that map to one name cannot be confused.
+pub fn store_name(kind: &str, key: &str) -> String {
+    fdname_for(&format!("{STORE_PREFIX}{kind}.{key}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +77,20 @@ mod tests {
         assert_eq!(fdname_for("[::1]:80"), "[__1]_80");
         assert_eq!(fdname_for("/run/app.sock"), "/run/app.sock");
         assert_eq!(fdname_for("/tmp/é x").len(), 8);
+    }
+
+    #[test]
+    fn store_names_say_kind_and_key_within_systemds_limits() {
+        assert_eq!(
+            store_name("tcp", "127.0.0.1:8080"),
+            "start_server.tcp.127.0.0.1_8080"
+        );
+        assert_eq!(
+            store_name("unix", "/run/a.sock"),
+            "start_server.unix./run/a.sock"
+        );
+        let long = store_name("unix", &"/x".repeat(300));
+        assert_eq!(long.len(), 255);
+        assert!(long.starts_with(STORE_PREFIX));
     }
 }

@@ -16,12 +16,12 @@ use nix::sys::socket::{
     self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, sockopt,
 };
 use nix::sys::stat::{Mode, umask};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::port_spec::{Host, PortSpec};
 use crate::error::{Context, Error, Result};
 use crate::sockets::activation::{Address, Inherited};
-use crate::sockets::conventions::fdname_for;
+use crate::sockets::conventions::{STORE_PREFIX, fdname_for, store_name};
 
 /// A socket start_server holds for its workers.
 #[derive(Debug)]
@@ -35,15 +35,33 @@ pub struct Listener {
     /// Its name in the worker's `LISTEN_FDNAMES`: systemd's name for an inherited socket, the
     /// key (made fit for that list) for one bound here.
     pub fdname: String,
+    /// Where it came from, which decides what systemd's file descriptor store needs.
+    pub origin: Origin,
+}
+
+/// Where a listening socket came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A socket unit passed it: systemd holds it anyway.
+    Unit,
+    /// Bound here (or taken from the store under an old name); to be kept in the file
+    /// descriptor store under this name, replacing any older copy, when there is one.
+    Bound(String),
+    /// Taken back from the file descriptor store, where it stays under this name.
+    Stored(String),
 }
 
 /// Everything bound at start-up. Dropping it removes the unix socket files it created, so an
 /// error half-way leaves nothing behind; a daemonizing parent leaves with `_exit` and so keeps
-/// them for its child.
+/// them for its child, and sockets kept in systemd's file descriptor store keep them for the
+/// next start (`keep_socket_files`).
 #[derive(Debug, Default)]
 pub struct Bound {
     /// Ports first, then paths, in command-line order.
     pub listeners: Vec<Listener>,
+    /// Old names of stored sockets taken under a new one (the option is written differently),
+    /// to be removed from the store, with the socket's key.
+    pub renamed: Vec<(String, String)>,
     unix_paths: Vec<PathBuf>,
 }
 
@@ -59,8 +77,15 @@ impl Bound {
     pub fn adopt(unix_paths: Vec<PathBuf>) -> Bound {
         Bound {
             listeners: Vec::new(),
+            renamed: Vec::new(),
             unix_paths,
         }
+    }
+
+    /// Leaves the socket files in place at exit: the sockets are in systemd's file descriptor
+    /// store, which hands them to the next start, and clients find them by their files.
+    pub fn keep_socket_files(&mut self) {
+        self.unix_paths.clear();
     }
 }
 
@@ -75,50 +100,87 @@ impl Drop for Bound {
 }
 
 /// Binds every `--port` then every `--path`, except those systemd already handed over
-/// (`inherited`), which are used as they are; inherited sockets no option names come last.
+/// (`inherited`: a socket unit's, used as they are, or the file descriptor store's, recognised
+/// by address and named after their option); a socket unit's sockets no option names come last.
+/// Stored sockets no option wants are closed first and handed to `retire` (key and store name)
+/// before anything is bound, so that the store lets go of them too and they never stand in a
+/// bind's way (`--port=127.0.0.1:80` stored, `--port=0.0.0.0:80` asked).
 pub fn bind_all(
     ports: &[PortSpec],
     paths: &[PathBuf],
     backlog: Backlog,
-    mut inherited: Vec<Inherited>,
+    inherited: Vec<Inherited>,
+    retire: impl FnOnce(&[(String, String)]),
 ) -> Result<Bound> {
+    let (stored, mut inherited): (Vec<_>, Vec<_>) = inherited
+        .into_iter()
+        .partition(|s| s.name.starts_with(STORE_PREFIX));
+    let addrs = ports.iter().map(resolve).collect::<Result<Vec<_>>>()?;
+    let wanted = |s: &Inherited| match &s.address {
+        Address::Ip(addr) => ports
+            .iter()
+            .zip(&addrs)
+            .any(|(spec, a)| a == addr && spec.udp == s.datagram),
+        Address::Path(path) => !s.datagram && paths.contains(path),
+        Address::OtherUnix(_) => false,
+    };
+    let (mut stored, stale): (Vec<_>, Vec<_>) = stored.into_iter().partition(wanted);
+    retire(
+        &stale
+            .into_iter()
+            .map(|s| (s.key(), s.name))
+            .collect::<Vec<_>>(),
+    );
     let mut bound = Bound::default();
-    for spec in ports {
-        let addr = resolve(spec)?;
-        let taken = take_inherited(&mut inherited, |s| {
-            s.datagram == spec.udp && s.address == Address::Ip(addr)
-        });
+    for (spec, &addr) in ports.iter().zip(&addrs) {
+        let same = |s: &Inherited| s.datagram == spec.udp && s.address == Address::Ip(addr);
+        let name = store_name(if spec.udp { "udp" } else { "tcp" }, &spec.key);
+        let taken = take_inherited(&mut inherited, same);
         if taken.is_none() {
             refuse_overlap(spec, addr, &inherited)?;
         }
-        let (fd, fdname) = match taken {
-            Some(socket) => (socket.fd, socket.name),
-            None => (bind_port(spec, addr, backlog)?, fdname_for(&spec.key)),
+        let (fd, fdname, origin) = match taken {
+            Some(socket) => (socket.fd, socket.name, Origin::Unit),
+            None => match take_stored(&mut stored, &name, same, &mut bound.renamed) {
+                Some((fd, origin)) => (fd, fdname_for(&spec.key), origin),
+                None => (
+                    bind_port(spec, addr, backlog)?,
+                    fdname_for(&spec.key),
+                    Origin::Bound(name),
+                ),
+            },
         };
         bound.listeners.push(Listener {
             key: spec.key.clone(),
             fd,
             requested_fd: spec.fd,
             fdname,
+            origin,
         });
     }
     for path in paths {
         let key = unix_key(path)?;
-        let taken = take_inherited(&mut inherited, |s| {
-            !s.datagram && s.address == Address::Path(path.clone())
-        });
-        let (fd, fdname) = match taken {
-            Some(socket) => (socket.fd, socket.name),
-            None => (
-                bind_unix(path, backlog, &mut bound.unix_paths)?,
-                fdname_for(&key),
-            ),
+        let same = |s: &Inherited| !s.datagram && s.address == Address::Path(path.clone());
+        let name = store_name("unix", &key);
+        let (fd, fdname, origin) = match take_inherited(&mut inherited, same) {
+            Some(socket) => (socket.fd, socket.name, Origin::Unit),
+            None => match take_stored(&mut stored, &name, same, &mut bound.renamed) {
+                Some((fd, origin)) if is_socket(path) => (fd, fdname_for(&key), origin),
+                gone => {
+                    if gone.is_some() {
+                        warn!("the file of stored socket {key} is gone: binding it anew");
+                    }
+                    let fd = bind_unix(path, backlog, &mut bound.unix_paths)?;
+                    (fd, fdname_for(&key), Origin::Bound(name))
+                }
+            },
         };
         bound.listeners.push(Listener {
             key,
             fd,
             requested_fd: None,
             fdname,
+            origin,
         });
     }
     for socket in inherited {
@@ -127,9 +189,32 @@ pub fn bind_all(
             fd: socket.fd,
             requested_fd: None,
             fdname: socket.name,
+            origin: Origin::Unit,
         });
     }
     Ok(bound)
+}
+
+/// The stored socket at an option's address: under the option's `name` it stays stored; under
+/// another (the option was written differently, `--port=8080` then `--port=0.0.0.0:8080`) it is
+/// stored again under `name` and the old name goes to `renamed`.
+fn take_stored(
+    stored: &mut Vec<Inherited>,
+    name: &str,
+    same: impl Fn(&Inherited) -> bool,
+    renamed: &mut Vec<(String, String)>,
+) -> Option<(OwnedFd, Origin)> {
+    if let Some(socket) = take_inherited(stored, |s| s.name == name && same(s)) {
+        return Some((socket.fd, Origin::Stored(name.to_string())));
+    }
+    let socket = take_inherited(stored, same)?;
+    info!(
+        "using socket {} from systemd's file descriptor store ({}), to be stored as {name}",
+        socket.key(),
+        socket.name
+    );
+    renamed.push((socket.key(), socket.name));
+    Some((socket.fd, Origin::Bound(name.to_string())))
 }
 
 fn take_inherited(
@@ -253,12 +338,14 @@ fn bind_port(spec: &PortSpec, addr: SocketAddr, backlog: Backlog) -> Result<Owne
     result.map_err(|errno| {
         let hint = match errno {
             nix::errno::Errno::EADDRINUSE => {
-                "; another process listens there: stop it or choose another port"
+                ": another process listens there: stop it or choose another port"
             }
             nix::errno::Errno::EACCES => {
-                "; ports below 1024 need root or CAP_NET_BIND_SERVICE (or use socket activation)"
+                ": ports below 1024 need root or CAP_NET_BIND_SERVICE (or use socket activation)"
             }
-            nix::errno::Errno::EADDRNOTAVAIL => "; no interface has that address",
+            nix::errno::Errno::EADDRNOTAVAIL => {
+                ": no interface has that address: use one of this host's addresses"
+            }
             _ => "",
         };
         Error::runtime(format!("{}: {}{hint}", what(), errno.desc()))
@@ -306,7 +393,7 @@ fn bind_unix(path: &Path, backlog: Backlog, created: &mut Vec<PathBuf>) -> Resul
         },
         Ok(_) => {
             return Err(Error::runtime(format!(
-                "failed to listen to file {shown}: it exists and is not a socket; remove it or \
+                "failed to listen to file {shown}: it exists and is not a socket: remove it or \
                  choose another --path"
             )));
         }

@@ -1,11 +1,15 @@
 //! Generations and their life cycle: a new one begins on trial, is promoted to current (the one
 //! before it starts leaving) or fails (and is retried later).
 
+use crate::config::Secs;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{Action, ExitStatus, Leaving, Notice, Pid, Supervisor, Worker, join};
+use super::{
+    Action, ExitStatus, Leaving, Notice, Pid, ReloadResult, ReloadTrigger, ReloadView, Supervisor,
+    Worker, join,
+};
 use crate::config::signal_names::short_name;
 
 #[derive(Debug)]
@@ -18,6 +22,10 @@ pub(super) struct Trial {
     pub(super) failed_at: Option<Instant>,
     /// The worker's last `STATUS=` while on trial, shown once it serves.
     pub(super) status: Option<String>,
+    /// Its own worker (slot 0) is up; the generation is promoted once its copies are too.
+    pub(super) leader_up: bool,
+    /// A rolling reload spawns its own worker last (see `roll`): not asked for yet.
+    pub(super) deferred: bool,
 }
 
 impl Supervisor {
@@ -30,6 +38,28 @@ impl Supervisor {
         }
         self.begin_generation();
     }
+
+    /// Records a reload asked for at `now`: it concerns the next generation to begin.
+    pub(super) fn note_reload(&mut self, trigger: ReloadTrigger, now: Instant) {
+        self.last_reload = Some(ReloadView {
+            trigger,
+            generation: self.generation + 1,
+            started: now,
+            finished: None,
+        });
+    }
+
+    /// Ends the last reload, if still running and `generation` is (or follows) its own.
+    fn finish_reload(&mut self, generation: u64, result: ReloadResult, now: Instant) {
+        if let Some(reload) = self
+            .last_reload
+            .as_mut()
+            .filter(|r| r.finished.is_none() && generation >= r.generation)
+        {
+            reload.finished = Some((now, result));
+        }
+    }
+
     pub(super) fn trial_failed(&mut self, why: String, now: Instant) {
         let Some(trial) = self.trial.as_mut() else {
             return;
@@ -37,6 +67,9 @@ impl Supervisor {
         trial.failed_at = Some(now);
         let generation = trial.generation;
         self.failures_in_a_row += 1;
+        self.finish_reload(generation, ReloadResult::Failed(why.clone()), now);
+        self.discard_copies_of(generation, now);
+        self.refill_slots();
         let serving = self.current;
         self.actions.push(Action::RecordFailure {
             generation,
@@ -47,7 +80,7 @@ impl Supervisor {
             why,
             serving,
         }));
-        self.announce_backoff();
+        self.announce_backoff(now);
     }
 
     pub(super) fn begin_generation(&mut self) {
@@ -60,10 +93,23 @@ impl Supervisor {
             spawned_at: None,
             failed_at: None,
             status: None,
+            leader_up: false,
+            deferred: false,
         });
-        self.actions.push(Action::Spawn {
-            generation: self.generation,
-        });
+        // With `max_extra`, a reload rolls slot by slot (a first start, or one after the
+        // serving worker died, has nothing to roll over).
+        if self.policy.max_extra.is_some() && self.current.is_some() {
+            if let Some(trial) = self.trial.as_mut() {
+                trial.deferred = true;
+            }
+            self.begin_copies(self.generation, true);
+            self.roll();
+        } else {
+            self.actions.push(Action::Spawn {
+                generation: self.generation,
+            });
+            self.begin_copies(self.generation, false);
+        }
     }
 
     pub(super) fn promote(
@@ -75,16 +121,20 @@ impl Supervisor {
     ) {
         self.probation = Some((now, self.failures_in_a_row));
         self.failures_in_a_row = 0;
+        self.slot_zero_history = (0, Vec::new());
+        self.finish_reload(generation, ReloadResult::Up, now);
         let delay = self.tunables.kill_old_delay;
         if let Some(previous) = self.current.replace(Worker { generation, pid }) {
             self.leaving.push(Leaving {
                 worker: previous,
+                slot: 0,
                 signal_at: Some(now + delay),
                 kill_at: None,
                 note_at: None,
                 served: true,
             });
         }
+        self.copies_of_old_generations_leave(generation, now + delay);
         self.last_restart = now;
         self.announced_ready = true;
         self.actions.push(Action::Notify(Notice::Serving {
@@ -110,10 +160,7 @@ impl Supervisor {
             }
         );
         if !delay.is_zero() && !waiting.is_empty() {
-            info!(
-                "sleeping {} secs before killing old workers",
-                delay.as_secs_f64()
-            );
+            info!("sleeping {} before killing old workers", Secs(delay));
         }
         self.update_status();
         self.signal_due_old_workers(now);
@@ -149,6 +196,11 @@ impl Supervisor {
         self.current = None;
         let generation = worker.generation;
         let delay = self.died_young(now);
+        if self.copies.iter().any(|c| c.generation == generation) {
+            // Its copies serve on: slot 0 is restarted alone, in its generation.
+            self.restart_slot_zero(generation, pid, status, delay, now);
+            return;
+        }
         warn!(
             generation,
             worker_pid = pid,

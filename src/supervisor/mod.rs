@@ -22,14 +22,17 @@ mod generation;
 mod notice;
 mod policy;
 mod readiness;
+mod slots;
 pub mod state;
 // Read by the control socket (status), being written.
 #[allow(dead_code)]
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
+mod watchdog;
 mod worker;
 
+use crate::config::Secs;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -41,6 +44,8 @@ use generation::Trial;
 pub use notice::{Action, Notice};
 pub use policy::{DEFAULT_BACKOFF_AFTER, Policy, Tunables};
 use readiness::Message;
+pub use snapshot::{ReloadResult, ReloadTrigger, ReloadView};
+use watchdog::Watchdog;
 use worker::Leaving;
 pub use worker::{ExitStatus, Pid, Worker};
 
@@ -53,19 +58,37 @@ pub struct Supervisor {
     current: Option<Worker>,
     trial: Option<Trial>,
     leaving: Vec<Leaving>,
+    /// Copies of the program per generation (`--workers`, [`Supervisor::set_workers`]).
+    slots: usize,
+    /// The workers in slots 1.. of the starting and serving generations.
+    copies: Vec<slots::Copy>,
+    /// Restarts of the serving generation's slot 0, and how its workers ended.
+    slot_zero_history: (u32, Vec<ExitStatus>),
     failures_in_a_row: u32,
     /// When the current worker started, and the failures in a row before it: dying within
     /// [`MIN_UPTIME`](policy::MIN_UPTIME) makes it one more failure instead of a reset.
     probation: Option<(Instant, u32)>,
     /// When to replace a current worker that died young (backoff); no trial runs meanwhile.
     respawn_at: Option<Instant>,
+    /// When the crash-loop episode under way began (see
+    /// [`CRASH_LOOP_AFTER`](policy::CRASH_LOOP_AFTER)).
+    crash_loop: Option<Instant>,
     /// The backoff delay last logged, so the log says when it changes, not at every death.
     announced_backoff: Duration,
     restart_pending: bool,
     /// A generation has served (the service manager got `READY=1`).
     announced_ready: bool,
     stopping: bool,
+    /// A terminating signal received under `shutdown_delay`: when the workers get theirs, and
+    /// what was received. Workers keep serving until then.
+    stop_due: Option<(Instant, Signal)>,
+    /// When the workers were signalled to stop.
+    workers_signalled_at: Option<Instant>,
+    /// The last reload asked for, and how it ended.
+    last_reload: Option<ReloadView>,
     last_restart: Instant,
+    /// `--worker-watchdog`'s bookkeeping.
+    watchdog: Watchdog,
     /// What the status file says (nothing is written until something is live).
     written_status: Vec<Worker>,
     actions: Vec<Action>,
@@ -81,14 +104,22 @@ impl Supervisor {
             current: None,
             trial: None,
             leaving: Vec::new(),
+            slots: policy.workers.max(1),
+            copies: Vec::new(),
+            slot_zero_history: (0, Vec::new()),
             failures_in_a_row: 0,
             probation: None,
             respawn_at: None,
+            crash_loop: None,
             announced_backoff: Duration::ZERO,
             restart_pending: false,
             announced_ready: false,
             stopping: false,
+            stop_due: None,
+            workers_signalled_at: None,
+            last_reload: None,
             last_restart: now,
+            watchdog: Watchdog::default(),
             written_status: Vec::new(),
             actions: Vec::new(),
         }
@@ -119,6 +150,7 @@ impl Supervisor {
                 Ok(pid) => {
                     info!(generation, worker_pid = pid, "starting new worker {pid}");
                     trial.pid = Some(pid);
+                    self.watch(pid, now);
                 }
                 Err(why) => {
                     warn!(generation, "failed to start a new worker: {why}");
@@ -131,7 +163,13 @@ impl Supervisor {
 
     /// SIGHUP: start a new generation, or one more after the one already starting.
     pub fn hangup(&mut self) -> Vec<Action> {
-        if self.stopping {
+        self.request_reload(ReloadTrigger::Signal, Instant::now())
+    }
+
+    /// A reload asked for by `trigger` (SIGHUP, the control socket, a file change): as
+    /// [`Supervisor::hangup`], recorded in the snapshot's `last_reload`.
+    pub fn request_reload(&mut self, trigger: ReloadTrigger, now: Instant) -> Vec<Action> {
+        if self.stopping || self.stop_due.is_some() {
             info!("received HUP while shutting down, ignored");
             return self.take_actions();
         }
@@ -142,6 +180,7 @@ impl Supervisor {
                 "received HUP while generation {} waits to be retried, spawning a new worker now",
                 trial.generation
             );
+            self.note_reload(trigger, now);
             self.reload();
         } else if let Some(trial) = &self.trial {
             info!(
@@ -149,15 +188,48 @@ impl Supervisor {
                 trial.generation
             );
             self.restart_pending = true;
+            self.note_reload(trigger, now);
         } else {
             info!("received HUP, spawning a new worker");
+            self.note_reload(trigger, now);
             self.reload();
         }
         self.take_actions()
     }
 
-    /// A terminating signal: stop every worker, then exit once they are all gone.
+    /// A terminating signal: stop every worker, then exit once they are all gone. With
+    /// `shutdown_delay`, the workers keep serving that long first; a second signal during the
+    /// delay stops them at once.
     pub fn terminate(&mut self, received: Signal, now: Instant) -> Vec<Action> {
+        if self.stop_due.take().is_some() {
+            info!(
+                "received {} again, stopping the workers now",
+                short_name(received)
+            );
+            self.stop_workers(received, now);
+            return self.take_actions();
+        }
+        let delay = self.policy.shutdown_delay;
+        if !self.stopping && !delay.is_zero() {
+            info!(
+                "received {}, serving {} more before stopping the workers \
+                 (send it again to stop now)",
+                short_name(received),
+                Secs(delay)
+            );
+            self.stop_due = Some((now + delay, received));
+            self.actions.push(Action::Notify(Notice::Stopping));
+            return self.take_actions();
+        }
+        if !self.stopping {
+            self.actions.push(Action::Notify(Notice::Stopping));
+        }
+        self.stop_workers(received, now);
+        self.take_actions()
+    }
+
+    /// Signals every worker (once) and marks the supervisor as stopping.
+    fn stop_workers(&mut self, received: Signal, now: Instant) {
         let pids = self.worker_pids();
         if self.stopping {
             info!(
@@ -165,9 +237,11 @@ impl Supervisor {
                 short_name(received),
                 join(&pids)
             );
-            return self.take_actions();
+            return;
         }
         self.stopping = true;
+        self.workers_signalled_at = Some(now);
+        self.unwatch_all();
         let signal = if received == Signal::SIGTERM {
             self.policy.signal_on_term
         } else {
@@ -180,19 +254,19 @@ impl Supervisor {
             join(&pids)
         );
         self.everyone_leaves(now);
-        self.actions.push(Action::Notify(Notice::Stopping));
         if pids.is_empty() {
             self.actions.push(Action::Exit);
         } else {
             self.actions.push(Action::Signal { pids, signal });
         }
-        self.take_actions()
     }
 
     /// A child was reaped. A child that is not a worker (a log command, a stray) yields no
     /// action: it is the OS layer's business.
     pub fn child_exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Vec<Action> {
-        if self.trial.as_ref().is_some_and(|t| t.pid == Some(pid)) {
+        self.unwatch(pid);
+        if self.copy_exited(pid, status, now) {
+        } else if self.trial.as_ref().is_some_and(|t| t.pid == Some(pid)) {
             self.trial_exited(pid, status, now);
         } else if self.current.is_some_and(|w| w.pid == pid) {
             self.current_died(pid, status, now);
@@ -200,6 +274,9 @@ impl Supervisor {
             self.left(index, status);
         } else {
             return Vec::new();
+        }
+        if !self.stopping {
+            self.roll();
         }
         self.update_status();
         if self.stopping && self.worker_pids().is_empty() {
@@ -213,7 +290,11 @@ impl Supervisor {
     /// matter; the rest is ignored.
     pub fn notified(&mut self, pid: Pid, message: &str, now: Instant) -> Vec<Action> {
         let message = Message::parse(message);
-        if !self.trial_notified(pid, &message, now)
+        if message.watchdog {
+            self.pet(pid, now);
+        }
+        if !self.copy_notified(pid, message.ready, message.status, now)
+            && !self.trial_notified(pid, &message, now)
             && let (Some(worker), Some(status)) =
                 (self.current.filter(|w| w.pid == pid), message.status)
         {
@@ -227,11 +308,20 @@ impl Supervisor {
 
     /// Time passed: end trials, retry, signal or kill leaving workers, auto-restart.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        if let Some((_, received)) = self.stop_due.filter(|(due, _)| now >= *due) {
+            self.stop_due = None;
+            info!("shutdown delay over");
+            self.stop_workers(received, now);
+        }
         self.kill_overdue(now);
         self.note_lingering(now);
+        self.end_crash_loop_if_over(now);
         if self.stopping {
             return self.take_actions();
         }
+        self.check_watchdog(now);
+        self.judge_copies(now);
+        self.roll();
         if self.trial.is_some() {
             self.judge_trial(now);
         } else if self.respawn_at.is_some_and(|due| now >= due) {
@@ -259,16 +349,28 @@ impl Supervisor {
         let signals = self.leaving.iter().filter_map(|r| r.signal_at).min();
         let auto = self.auto_restart_due().filter(|_| self.trial.is_none());
         let respawn = self.respawn_at.filter(|_| self.trial.is_none());
-        [trial, signals, kills, auto, respawn]
-            .into_iter()
-            .flatten()
-            .min()
+        let stop = self.stop_due.map(|(due, _)| due);
+        let crash_loop = self.crash_loop_end();
+        let watchdog = self.watchdog_deadline();
+        let copies = self.copies_deadline();
+        [
+            trial, signals, kills, auto, respawn, stop, crash_loop, watchdog, copies,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Live generations as the status file lists them: current and old, by generation.
+    /// Live generations as the status file lists them: current and old, by generation, each by
+    /// its slot 0 worker (one line per generation, whatever `--workers`).
     pub fn live(&self) -> Vec<Worker> {
         let mut live: Vec<Worker> = self.current.into_iter().collect();
-        live.extend(self.old_workers());
+        live.extend(
+            self.leaving
+                .iter()
+                .filter(|l| l.served && l.slot == 0)
+                .map(|l| l.worker),
+        );
         live.sort();
         live
     }
@@ -283,6 +385,7 @@ impl Supervisor {
     /// leaving.
     pub fn workers(&self) -> Vec<Worker> {
         let mut workers: Vec<Worker> = self.current.into_iter().collect();
+        workers.extend(self.copy_workers());
         workers.extend(self.leaving.iter().map(|r| r.worker));
         workers.extend(self.trial.as_ref().and_then(|t| {
             t.pid.map(|pid| Worker {
@@ -296,6 +399,7 @@ impl Supervisor {
     /// Every worker process start_server is responsible for: current, on trial, leaving.
     pub fn worker_pids(&self) -> Vec<Pid> {
         let mut pids: Vec<Pid> = self.current.iter().map(|w| w.pid).collect();
+        pids.extend(self.copy_workers().map(|w| w.pid));
         pids.extend(self.leaving.iter().map(|r| r.worker.pid));
         pids.extend(self.trial.as_ref().and_then(|t| t.pid));
         pids.sort();

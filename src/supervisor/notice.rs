@@ -30,6 +30,14 @@ pub enum Notice {
     WorkerStatus { worker: Worker, status: String },
     /// Nothing serves and starts keep failing: the next attempt waits `delay`.
     BackingOff { failures: u32, delay: Duration },
+    /// Workers keep dying before they are up (see `CRASH_LOOP_AFTER`); `serving` is the
+    /// generation still serving, if any.
+    CrashLoop {
+        failures: u32,
+        serving: Option<Worker>,
+    },
+    /// The crash loop is over: this worker has stayed up.
+    CrashLoopOver { serving: Worker },
     /// Shutting down.
     Stopping,
 }
@@ -39,6 +47,9 @@ pub enum Notice {
 pub enum Action {
     /// Fork and exec a worker for this generation, then report with [`Supervisor::spawned`].
     Spawn { generation: u64 },
+    /// Fork and exec the copy of this generation's worker in `slot` (1 and above; see
+    /// `--workers`), then report with [`Supervisor::spawned_copy`].
+    SpawnCopy { generation: u64, slot: usize },
     /// Send `signal` to each of `pids`.
     Signal { pids: Vec<Pid>, signal: Signal },
     /// Rewrite the status file with these live generations (sorted).

@@ -1,10 +1,11 @@
 //! The settings and the pacing they impose: backoff after failed starts, the crash-loop floor
 //! ([`MIN_UPTIME`]), auto-restart.
 
+use crate::config::Secs;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{Action, Notice, Supervisor};
 
@@ -17,6 +18,12 @@ pub const MIN_UPTIME: Duration = Duration::from_secs(1);
 /// fails once or twice (a port still in use, a slow dependency) is retried promptly, a broken
 /// one soon stops costing a fork every `interval`.
 pub const DEFAULT_BACKOFF_AFTER: u32 = 3;
+
+/// Failed starts in a row (a new worker that died or gave up before it was up, or a serving one
+/// that died within [`MIN_UPTIME`]) that make a crash loop: logged at error level once per
+/// episode, shown in `STATUS=` and the snapshot. The episode ends when a started worker has
+/// lived [`MIN_UPTIME`].
+pub const CRASH_LOOP_AFTER: u32 = 3;
 
 /// The least delay backoff doubles from, so that `--interval=0` still backs off.
 const BACKOFF_BASE_FLOOR: Duration = Duration::from_millis(100);
@@ -42,6 +49,16 @@ pub struct Policy {
     pub backoff_after: u32,
     /// The longest wait between two attempts when backing off.
     pub backoff_max: Duration,
+    /// How long the workers keep serving after a terminating signal before they get theirs
+    /// (a load balancer stops sending requests meanwhile).
+    pub shutdown_delay: Duration,
+    /// Each worker must send `WATCHDOG=1` at least this often, or it is killed and replaced.
+    pub worker_watchdog: Option<Duration>,
+    /// Copies of the program per generation (`--workers`), at least 1.
+    pub workers: usize,
+    /// Reloads roll slot by slot with at most this many workers beyond `workers` alive;
+    /// `None`: every copy of the new generation at once.
+    pub max_extra: Option<usize>,
 }
 
 /// Settings re-read from the environment (and envdir) at every spawn, as the original does.
@@ -57,9 +74,12 @@ impl Supervisor {
     /// Extra wait before the next attempt after `failures_in_a_row` failures: none for the
     /// first `backoff_after`, then the interval doubling each time, capped.
     pub(super) fn backoff(&self) -> Duration {
-        let beyond = self
-            .failures_in_a_row
-            .saturating_sub(self.policy.backoff_after);
+        self.backoff_for(self.failures_in_a_row)
+    }
+
+    /// The backoff after `failures` failed starts in a row.
+    pub(super) fn backoff_for(&self, failures: u32) -> Duration {
+        let beyond = failures.saturating_sub(self.policy.backoff_after);
         if beyond == 0 {
             return Duration::ZERO;
         }
@@ -79,12 +99,12 @@ impl Supervisor {
             return Duration::ZERO;
         };
         self.failures_in_a_row = self.failures_in_a_row.max(before) + 1;
-        self.announce_backoff()
+        self.announce_backoff(now)
     }
 
     /// Logs the backoff delay when it changes (not at every failure) and shows it in `STATUS=`
     /// while nothing serves; returns it.
-    pub(super) fn announce_backoff(&mut self) -> Duration {
+    pub(super) fn announce_backoff(&mut self, now: Instant) -> Duration {
         let delay = self.backoff();
         if delay != self.announced_backoff {
             self.announced_backoff = delay;
@@ -92,9 +112,9 @@ impl Supervisor {
                 info!("restarts are back to their normal pace");
             } else {
                 warn!(
-                    "{} failed starts in a row: backing off, {} secs more before each attempt",
+                    "{} failed starts in a row: backing off, {} more before each attempt",
                     self.failures_in_a_row,
-                    delay.as_secs_f64()
+                    Secs(delay)
                 );
             }
         }
@@ -104,7 +124,52 @@ impl Supervisor {
                 delay,
             }));
         }
+        self.note_crash_loop(now);
         delay
+    }
+
+    /// After a failed start: a crash loop once [`CRASH_LOOP_AFTER`] are in a row, logged when
+    /// the episode begins, told to systemd at every failure (the last word in `STATUS=`).
+    fn note_crash_loop(&mut self, now: Instant) {
+        if self.failures_in_a_row < CRASH_LOOP_AFTER {
+            return;
+        }
+        if self.crash_loop.is_none() {
+            self.crash_loop = Some(now);
+            error!(
+                "crash loop: workers keep dying before they are up ({} in a row){}",
+                self.failures_in_a_row,
+                match self.current {
+                    Some(w) => format!(", generation {} still serving", w.generation),
+                    None => ", no worker serving".to_string(),
+                }
+            );
+        }
+        self.actions.push(Action::Notify(Notice::CrashLoop {
+            failures: self.failures_in_a_row,
+            serving: self.current,
+        }));
+    }
+
+    /// When a crash loop ends if the worker serving now is still alive: [`MIN_UPTIME`] after
+    /// it started, if it started during the episode.
+    pub(super) fn crash_loop_end(&self) -> Option<Instant> {
+        let began = self.crash_loop?;
+        self.probation
+            .filter(|(since, _)| *since >= began)
+            .map(|(since, _)| since + MIN_UPTIME)
+    }
+
+    /// Ends the crash-loop episode once a started worker has lived [`MIN_UPTIME`].
+    pub(super) fn end_crash_loop_if_over(&mut self, now: Instant) {
+        if self.crash_loop_end().is_some_and(|end| now >= end) {
+            self.crash_loop = None;
+            info!("crash loop over: a worker has stayed up");
+            if let Some(worker) = self.current {
+                self.actions
+                    .push(Action::Notify(Notice::CrashLoopOver { serving: worker }));
+            }
+        }
     }
 
     pub(super) fn auto_restart_due(&self) -> Option<Instant> {
@@ -135,6 +200,7 @@ impl Supervisor {
                 "autorestart triggered ({forced}interval={})",
                 interval.as_secs_f64()
             );
+            self.note_reload(super::ReloadTrigger::AutoRestart, now);
             self.begin_generation();
         }
     }

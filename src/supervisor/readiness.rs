@@ -1,6 +1,7 @@
 //! When a trial counts as started or failed: `READY=1`, or alive `interval` after its spawn, or
 //! silent past `ready_timeout`; and when a failed one is retried.
 
+use crate::config::Secs;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -14,6 +15,8 @@ pub(super) struct Message<'a> {
     pub(super) ready: bool,
     /// The last `STATUS=` line's text.
     pub(super) status: Option<&'a str>,
+    /// A `WATCHDOG=1` line.
+    pub(super) watchdog: bool,
 }
 
 impl<'a> Message<'a> {
@@ -24,6 +27,7 @@ impl<'a> Message<'a> {
                 .lines()
                 .filter_map(|l| l.strip_prefix("STATUS="))
                 .next_back(),
+            watchdog: text.lines().any(|l| l == "WATCHDOG=1"),
         }
     }
 }
@@ -36,6 +40,7 @@ impl Supervisor {
         match trial.failed_at {
             None => trial
                 .pid
+                .filter(|_| !trial.leader_up)
                 .map(|_| spawned + self.policy.ready_timeout.unwrap_or(self.policy.interval)),
             Some(failed) => Some((spawned + self.policy.interval).max(failed) + self.backoff()),
         }
@@ -62,8 +67,10 @@ impl Supervisor {
                 worker_pid = pid,
                 "new worker {pid} is ready (READY=1)"
             );
-            self.trial = None;
-            self.promote(generation, pid, status, now);
+            let _ = generation;
+            trial.status = status;
+            trial.leader_up = true;
+            self.promote_if_all_up(now);
         }
         true
     }
@@ -79,21 +86,20 @@ impl Supervisor {
                 let generation = trial.generation;
                 match self.policy.ready_timeout {
                     None => {
-                        let status = self.trial.take().and_then(|t| t.status);
-                        self.promote(generation, pid, status, now);
+                        if let Some(trial) = self.trial.as_mut() {
+                            trial.leader_up = true;
+                        }
+                        self.promote_if_all_up(now);
                     }
                     Some(limit) => {
                         warn!(
                             generation,
                             worker_pid = pid,
-                            "new worker {pid} did not send READY=1 within {} secs, stopping it",
-                            limit.as_secs_f64()
+                            "new worker {pid} did not send READY=1 within {}, stopping it",
+                            Secs(limit)
                         );
                         self.discard(generation, pid, now);
-                        self.trial_failed(
-                            format!("no READY=1 within {} secs", limit.as_secs_f64()),
-                            now,
-                        );
+                        self.trial_failed(format!("no READY=1 within {}", Secs(limit)), now);
                     }
                 }
             }

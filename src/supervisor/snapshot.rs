@@ -19,8 +19,11 @@ pub struct Snapshot {
     pub backoff: Option<BackoffView>,
     /// The current generation's workers keep dying before they are up.
     pub crash_loop: bool,
-    /// A terminating signal was received: workers are being stopped.
+    /// A terminating signal was received: workers are being stopped, or will be at
+    /// `workers_signalled_at` (`--shutdown-delay`).
     pub stopping: bool,
+    /// When the workers get (or got) their stop signal, once a terminating signal was received.
+    pub workers_signalled_at: Option<Instant>,
 }
 
 /// Where a generation is in its life.
@@ -73,6 +76,8 @@ pub struct WorkerView {
     pub restarts: u32,
     /// Exit statuses of the workers that held its slot before it in this generation.
     pub predecessors: Vec<ExitStatus>,
+    /// Workers killed by `--worker-watchdog` since start_server started (all slots).
+    pub watchdog_kills: u32,
 }
 
 /// What started a reload.
@@ -140,12 +145,13 @@ impl Supervisor {
             }
             workers.push(WorkerView {
                 pid,
-                slot: 0,
+                slot: leaving.slot,
                 generation: number,
                 state: WorkerState::Stopping,
                 status: None,
                 restarts: 0,
                 predecessors: Vec::new(),
+                watchdog_kills: self.watchdog.kills,
             });
         }
         if let Some(current) = self.current {
@@ -160,8 +166,9 @@ impl Supervisor {
                 generation: current.generation,
                 state: WorkerState::Up,
                 status: None,
-                restarts: 0,
-                predecessors: Vec::new(),
+                restarts: self.slot_zero_history.0,
+                predecessors: self.slot_zero_history.1.clone(),
+                watchdog_kills: self.watchdog.kills,
             });
         }
         if let Some(trial) = self.trial.as_ref().filter(|t| t.failed_at.is_none()) {
@@ -179,6 +186,25 @@ impl Supervisor {
                     status: trial.status.clone(),
                     restarts: 0,
                     predecessors: Vec::new(),
+                    watchdog_kills: self.watchdog.kills,
+                });
+            }
+        }
+        for copy in &self.copies {
+            if let Some(pid) = copy.pid {
+                workers.push(WorkerView {
+                    pid,
+                    slot: copy.slot,
+                    generation: copy.generation,
+                    state: if copy.up {
+                        WorkerState::Up
+                    } else {
+                        WorkerState::Starting
+                    },
+                    status: copy.status.clone(),
+                    restarts: copy.restarts,
+                    predecessors: copy.predecessors.clone(),
+                    watchdog_kills: self.watchdog.kills,
                 });
             }
         }
@@ -187,13 +213,17 @@ impl Supervisor {
         Snapshot {
             generations,
             workers,
-            last_reload: None,
+            last_reload: self.last_reload.clone(),
             backoff: (self.failures_in_a_row > 0).then(|| BackoffView {
                 failures_in_a_row: self.failures_in_a_row,
                 next_attempt: self.next_deadline(),
             }),
-            crash_loop: false,
-            stopping: self.stopping,
+            crash_loop: self.crash_loop.is_some(),
+            stopping: self.stopping || self.stop_due.is_some(),
+            workers_signalled_at: self
+                .stop_due
+                .map(|(due, _)| due)
+                .or(self.workers_signalled_at),
         }
     }
 }

@@ -3,14 +3,19 @@
 //! on across `execve`, but an `Instant` cannot be written down). Serialized by
 //! `runtime::upgrade`; a field a newer image added is missing from an older one's state and
 //! takes its default, one an older image does not know is ignored.
+//!
+//! Not handed over: a stop under way (start_server refuses to upgrade while stopping).
 
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::generation::Trial;
+use super::slots::Copy;
 use super::worker::Leaving;
-use super::{Pid, Policy, Supervisor, Tunables, Worker};
+use super::{
+    ExitStatus, Pid, Policy, ReloadResult, ReloadTrigger, ReloadView, Supervisor, Tunables, Worker,
+};
 
 /// A moment relative to the hand-over, in microseconds: negative in the past, positive to come.
 pub type Offset = i64;
@@ -23,14 +28,27 @@ pub struct State {
     pub current: Option<WorkerState>,
     pub trial: Option<TrialState>,
     pub leaving: Vec<LeavingState>,
+    /// Copies of the program per generation (0 in a state from before `--workers`: the
+    /// command line's).
+    pub slots: usize,
+    pub copies: Vec<CopyState>,
+    /// Restarts of the serving generation's slot 0, and the raw statuses its workers ended with.
+    pub slot_zero_history: (u32, Vec<i32>),
     pub failures_in_a_row: u32,
     /// Since when the current worker runs, and the failures in a row before it.
     pub probation: Option<(Offset, u32)>,
     pub respawn_at: Option<Offset>,
+    pub crash_loop: Option<Offset>,
     pub announced_backoff_us: u64,
     pub restart_pending: bool,
     pub announced_ready: bool,
+    pub last_reload: Option<ReloadState>,
     pub last_restart: Offset,
+    /// `--worker-watchdog`: each watched worker's last sign of life, the silent ones' SIGKILL
+    /// deadlines, and the count of workers killed.
+    pub watchdog_seen: Vec<(Pid, Offset)>,
+    pub watchdog_hung: Vec<(Pid, Offset)>,
+    pub watchdog_kills: u32,
     pub written_status: Vec<WorkerState>,
     /// The settings the environment gave at the last spawn.
     pub kill_old_delay_us: u64,
@@ -54,6 +72,8 @@ pub struct TrialState {
     pub spawned_at: Option<Offset>,
     pub failed_at: Option<Offset>,
     pub status: Option<String>,
+    pub leader_up: bool,
+    pub deferred: bool,
 }
 
 /// A worker on its way out.
@@ -61,10 +81,40 @@ pub struct TrialState {
 #[serde(default)]
 pub struct LeavingState {
     pub worker: WorkerState,
+    pub slot: usize,
     pub signal_at: Option<Offset>,
     pub kill_at: Option<Offset>,
     pub note_at: Option<Offset>,
     pub served: bool,
+}
+
+/// A worker in slot 1 or above (or slot 0 being restarted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CopyState {
+    pub generation: u64,
+    pub slot: usize,
+    pub pid: Option<Pid>,
+    pub requested: bool,
+    pub spawned_at: Option<Offset>,
+    pub up: bool,
+    pub status: Option<String>,
+    pub restarts: u32,
+    pub predecessors: Vec<i32>,
+    pub failures_in_a_row: u32,
+    pub respawn_at: Option<Offset>,
+}
+
+/// The last reload. Its trigger and result are words (`signal`, `control`, `auto-restart`,
+/// `file:PATH`; `up`, `failed:WHY`), so that a reader meeting one it does not know still reads
+/// the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReloadState {
+    pub trigger: String,
+    pub generation: u64,
+    pub started: Offset,
+    pub finished: Option<(Offset, String)>,
 }
 
 fn offset(at: Instant, now: Instant) -> Offset {
@@ -108,9 +158,43 @@ impl From<WorkerState> for Worker {
     }
 }
 
+fn trigger_word(trigger: &ReloadTrigger) -> String {
+    match trigger {
+        ReloadTrigger::Signal => "signal".into(),
+        ReloadTrigger::Control => "control".into(),
+        ReloadTrigger::AutoRestart => "auto-restart".into(),
+        ReloadTrigger::FileChange(path) => format!("file:{path}"),
+    }
+}
+
+fn trigger_from(word: &str) -> ReloadTrigger {
+    match word {
+        "control" => ReloadTrigger::Control,
+        "auto-restart" => ReloadTrigger::AutoRestart,
+        _ => match word.strip_prefix("file:") {
+            Some(path) => ReloadTrigger::FileChange(path.to_string()),
+            None => ReloadTrigger::Signal,
+        },
+    }
+}
+
+fn result_word(result: &ReloadResult) -> String {
+    match result {
+        ReloadResult::Up => "up".into(),
+        ReloadResult::Failed(why) => format!("failed:{why}"),
+    }
+}
+
+fn result_from(word: &str) -> ReloadResult {
+    match word.strip_prefix("failed:") {
+        Some(why) => ReloadResult::Failed(why.to_string()),
+        None => ReloadResult::Up,
+    }
+}
+
 impl Supervisor {
     /// The state to hand to the next image, at `now`. Only called between events, when no
-    /// action is pending.
+    /// action is pending, and never while stopping.
     pub fn export(&self, now: Instant) -> State {
         let at = |i: Instant| offset(i, now);
         State {
@@ -122,25 +206,73 @@ impl Supervisor {
                 spawned_at: t.spawned_at.map(at),
                 failed_at: t.failed_at.map(at),
                 status: t.status.clone(),
+                leader_up: t.leader_up,
+                deferred: t.deferred,
             }),
             leaving: self
                 .leaving
                 .iter()
                 .map(|l| LeavingState {
                     worker: l.worker.into(),
+                    slot: l.slot,
                     signal_at: l.signal_at.map(at),
                     kill_at: l.kill_at.map(at),
                     note_at: l.note_at.map(at),
                     served: l.served,
                 })
                 .collect(),
+            slots: self.slots,
+            copies: self
+                .copies
+                .iter()
+                .map(|c| CopyState {
+                    generation: c.generation,
+                    slot: c.slot,
+                    pid: c.pid,
+                    requested: c.requested,
+                    spawned_at: c.spawned_at.map(at),
+                    up: c.up,
+                    status: c.status.clone(),
+                    restarts: c.restarts,
+                    predecessors: c.predecessors.iter().map(|s| s.0).collect(),
+                    failures_in_a_row: c.failures_in_a_row,
+                    respawn_at: c.respawn_at.map(at),
+                })
+                .collect(),
+            slot_zero_history: (
+                self.slot_zero_history.0,
+                self.slot_zero_history.1.iter().map(|s| s.0).collect(),
+            ),
             failures_in_a_row: self.failures_in_a_row,
             probation: self.probation.map(|(since, n)| (at(since), n)),
             respawn_at: self.respawn_at.map(at),
+            crash_loop: self.crash_loop.map(at),
             announced_backoff_us: micros(self.announced_backoff),
             restart_pending: self.restart_pending,
             announced_ready: self.announced_ready,
+            last_reload: self.last_reload.as_ref().map(|r| ReloadState {
+                trigger: trigger_word(&r.trigger),
+                generation: r.generation,
+                started: at(r.started),
+                finished: r
+                    .finished
+                    .as_ref()
+                    .map(|(when, result)| (at(*when), result_word(result))),
+            }),
             last_restart: at(self.last_restart),
+            watchdog_seen: self
+                .watchdog
+                .seen
+                .iter()
+                .map(|&(p, i)| (p, at(i)))
+                .collect(),
+            watchdog_hung: self
+                .watchdog
+                .hung
+                .iter()
+                .map(|&(p, i)| (p, at(i)))
+                .collect(),
+            watchdog_kills: self.watchdog.kills,
             written_status: self.written_status.iter().map(|&w| w.into()).collect(),
             kill_old_delay_us: micros(self.tunables.kill_old_delay),
             auto_restart_interval_us: self.tunables.auto_restart_interval.map(micros),
@@ -164,25 +296,77 @@ impl Supervisor {
             spawned_at: t.spawned_at.map(at),
             failed_at: t.failed_at.map(at),
             status: t.status,
+            leader_up: t.leader_up,
+            deferred: t.deferred,
         });
         supervisor.leaving = state
             .leaving
             .into_iter()
             .map(|l| Leaving {
                 worker: l.worker.into(),
+                slot: l.slot,
                 signal_at: l.signal_at.map(at),
                 kill_at: l.kill_at.map(at),
                 note_at: l.note_at.map(at),
                 served: l.served,
             })
             .collect();
+        if state.slots > 0 {
+            supervisor.slots = state.slots;
+        }
+        supervisor.copies = state
+            .copies
+            .into_iter()
+            .map(|c| Copy {
+                generation: c.generation,
+                slot: c.slot,
+                pid: c.pid,
+                requested: c.requested,
+                spawned_at: c.spawned_at.map(at),
+                up: c.up,
+                status: c.status,
+                restarts: c.restarts,
+                predecessors: c.predecessors.into_iter().map(ExitStatus).collect(),
+                failures_in_a_row: c.failures_in_a_row,
+                respawn_at: c.respawn_at.map(at),
+            })
+            .collect();
+        supervisor.slot_zero_history = (
+            state.slot_zero_history.0,
+            state
+                .slot_zero_history
+                .1
+                .into_iter()
+                .map(ExitStatus)
+                .collect(),
+        );
         supervisor.failures_in_a_row = state.failures_in_a_row;
         supervisor.probation = state.probation.map(|(since, n)| (at(since), n));
         supervisor.respawn_at = state.respawn_at.map(at);
+        supervisor.crash_loop = state.crash_loop.map(at);
         supervisor.announced_backoff = Duration::from_micros(state.announced_backoff_us);
         supervisor.restart_pending = state.restart_pending;
         supervisor.announced_ready = state.announced_ready;
+        supervisor.last_reload = state.last_reload.map(|r| ReloadView {
+            trigger: trigger_from(&r.trigger),
+            generation: r.generation,
+            started: at(r.started),
+            finished: r
+                .finished
+                .map(|(when, result)| (at(when), result_from(&result))),
+        });
         supervisor.last_restart = at(state.last_restart);
+        supervisor.watchdog.seen = state
+            .watchdog_seen
+            .into_iter()
+            .map(|(p, o)| (p, at(o)))
+            .collect();
+        supervisor.watchdog.hung = state
+            .watchdog_hung
+            .into_iter()
+            .map(|(p, o)| (p, at(o)))
+            .collect();
+        supervisor.watchdog.kills = state.watchdog_kills;
         supervisor.written_status = state.written_status.into_iter().map(Into::into).collect();
         supervisor
     }
@@ -211,6 +395,10 @@ pub(crate) mod tests {
             kill_old_timeout: Some(10 * SEC),
             backoff_after: DEFAULT_BACKOFF_AFTER,
             backoff_max: 60 * SEC,
+            shutdown_delay: Duration::ZERO,
+            worker_watchdog: Some(10 * SEC),
+            workers: 2,
+            max_extra: None,
         }
     }
 
@@ -233,16 +421,43 @@ pub(crate) mod tests {
             spawned_at: Some(now - SEC / 2),
             failed_at: None,
             status: Some("warming up".into()),
+            leader_up: false,
+            deferred: false,
         });
         sup.leaving.push(Leaving {
             worker: Worker {
                 generation: 2,
                 pid: 1002,
             },
+            slot: 0,
             signal_at: None,
             kill_at: Some(now + 7 * SEC),
             note_at: None,
             served: true,
+        });
+        // Generation 3's copy in slot 1 serves, generation 4's is starting.
+        for (generation, pid, up) in [(3, 2003, true), (4, 2004, false)] {
+            sup.copies.push(Copy {
+                generation,
+                slot: 1,
+                pid: Some(pid),
+                requested: true,
+                spawned_at: Some(now - SEC / 2),
+                up,
+                status: None,
+                restarts: u32::from(up),
+                predecessors: if up { vec![ExitStatus(9)] } else { vec![] },
+                failures_in_a_row: 0,
+                respawn_at: None,
+            });
+        }
+        sup.watchdog.seen = vec![(1003, now - SEC), (2003, now - 2 * SEC)];
+        sup.watchdog.kills = 1;
+        sup.last_reload = Some(ReloadView {
+            trigger: ReloadTrigger::FileChange("/srv/app".into()),
+            generation: 4,
+            started: now - SEC,
+            finished: None,
         });
         sup.probation = Some((now - 50 * SEC, 1));
         sup.announced_ready = true;

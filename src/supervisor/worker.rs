@@ -1,6 +1,7 @@
 //! A worker process and the workers on their way out: old generations being retired and failed
 //! trials being stopped, each with the moments it gets its signal, SIGKILL, or a log line.
 
+use crate::config::Secs;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,8 @@ impl fmt::Display for ExitStatus {
 #[derive(Debug)]
 pub(super) struct Leaving {
     pub(super) worker: Worker,
+    /// Its slot (`--workers`).
+    pub(super) slot: usize,
     /// When to send `signal_on_hup` (old workers during `kill_old_delay`); `None` once sent.
     pub(super) signal_at: Option<Instant>,
     /// When to send SIGKILL if still alive; `None` without `kill_old_timeout`.
@@ -73,6 +76,7 @@ impl Supervisor {
         }
         self.leaving.push(Leaving {
             worker: Worker { generation, pid },
+            slot: 0,
             signal_at: None,
             kill_at: Some(
                 now + self
@@ -143,9 +147,9 @@ impl Supervisor {
         if !lingering.is_empty() {
             lingering.sort();
             warn!(
-                "workers still alive {} secs after their signal, still waiting for them \
+                "workers still alive {} after their signal, still waiting for them \
                  (--kill-old-timeout would KILL them):{}",
-                STILL_ALIVE_NOTICE.as_secs(),
+                Secs(STILL_ALIVE_NOTICE),
                 join(&lingering)
             );
         }
@@ -187,6 +191,7 @@ impl Supervisor {
             .into_iter()
             .map(|w| Leaving {
                 worker: w,
+                slot: 0,
                 signal_at: None,
                 kill_at,
                 note_at,
@@ -201,12 +206,14 @@ impl Supervisor {
                     generation: trial.generation,
                     pid,
                 },
+                slot: 0,
                 signal_at: None,
                 kill_at,
                 note_at,
                 served: false,
             });
         }
+        self.copies_leave(kill_at, note_at);
         for old in &mut self.leaving {
             old.signal_at = None;
             old.kill_at = kill_at;
