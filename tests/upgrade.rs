@@ -223,7 +223,11 @@ fn a_missing_failing_or_incompatible_binary_leaves_the_old_one_running() {
         &it.binary,
         b"#!/bin/sh\necho start_server 0.0.9\necho upgrade-state-formats: 1\n",
     );
-    refused(&tmp, &it, "does not read upgrade state format 2 (it reads: [1])");
+    refused(
+        &tmp,
+        &it,
+        "does not read upgrade state format 2 (it reads: [1])",
+    );
 
     install(&it.binary, b"#!/bin/sh\nkill -SEGV $$\n");
     refused(&tmp, &it, "SIGSEGV");
