@@ -327,3 +327,30 @@ if pgrep -x start_server; then fail "start_server left behind"; fi
         ),
     );
 }
+
+/// The text of shell function `name` in `script`, from its line to the closing brace.
+fn shell_function(script: &str, name: &str) -> String {
+    let start = script
+        .find(&format!("{name}() {{"))
+        .unwrap_or_else(|| panic!("no {name} in {script}"));
+    let end = script[start..].find("\n}\n").expect("end of the function") + start;
+    script[start..end].to_string()
+}
+
+#[test]
+fn the_rpm_upgrades_running_instances_in_posttrans_as_the_deb_does() {
+    let tmp = TempDir::new();
+    let (_, rpm) = build(&tmp.0);
+    let scripts = stdout(Command::new("rpm").args(["-qp", "--scripts"]).arg(&rpm));
+    let posttrans = scripts
+        .split_once("posttrans scriptlet")
+        .map(|(_, rest)| rest)
+        .expect("the rpm has a posttrans scriptlet");
+    assert!(posttrans.contains("upgrade_in_place || :"), "{scripts}");
+    let postinst = fs::read_to_string(format!("{ROOT}/packaging/debian/postinst")).unwrap();
+    assert_eq!(
+        shell_function(posttrans, "upgrade_in_place"),
+        shell_function(&postinst, "upgrade_in_place"),
+        "the .deb and the .rpm upgrade running instances alike"
+    );
+}
