@@ -124,6 +124,7 @@ pub fn resume(
     run_from(rt, signals, state)
 }
 
+/// Which generation serves, for the `STATUS=` that ends an upgrade.
 fn serving(supervisor: &Supervisor) -> String {
     match supervisor.live().iter().max() {
         Some(worker) => format!(
@@ -134,6 +135,7 @@ fn serving(supervisor: &Supervisor) -> String {
     }
 }
 
+/// The loop itself, from a fresh start or an upgrade.
 fn run_from(rt: &mut Runtime, signals: &mut Signals, mut state: Loop) -> Result<Ending> {
     loop {
         while let Some(action) = state.actions.pop_front() {
