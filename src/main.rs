@@ -13,7 +13,7 @@ mod sockets;
 mod supervisor;
 
 use config::cli::{self, Cli};
-use control::client;
+use control::{client, operator};
 use runtime::{hygiene, logging, serve, signals};
 use sockets::activation;
 
@@ -24,6 +24,16 @@ fn main() {
     let result = if let Some(what) = &cli.generate {
         cli::generate(what, &mut std::io::stdout().lock())
             .map_err(|e| error::Error::runtime(format!("cannot write the {what} output: {e}")))
+    } else if cli.json && !cli.status {
+        Err(error::Error::usage(
+            "--json is an option of --status: use start_server --status --json",
+        ))
+    } else if cli.check {
+        operator::check(&cli)
+    } else if cli.status {
+        operator::status(&cli)
+    } else if cli.reload {
+        operator::reload(&cli)
     } else if cli.stop {
         client::stop(&cli)
     } else if cli.restart {

@@ -226,7 +226,7 @@ fn a_missing_failing_or_incompatible_binary_leaves_the_old_one_running() {
     refused(
         &tmp,
         &it,
-        "does not read upgrade state format 2 (it reads: [1])",
+        "does not read upgrade state format 3 (it reads: [1])",
     );
 
     install(&it.binary, b"#!/bin/sh\nkill -SEGV $$\n");
@@ -276,7 +276,7 @@ fn upgrade_check_prints_the_version_and_the_state_formats() {
         text.contains(&format!("start_server {}", new_version())),
         "{text}"
     );
-    assert!(text.contains("upgrade-state-formats: 1 2"), "{text}");
+    assert!(text.contains("upgrade-state-formats: 1 2 3"), "{text}");
     let out = Command::new(&copy)
         .args(["--upgrade-check", "--port=nonsense", "--", "/bin/true"])
         .output()
@@ -458,4 +458,112 @@ fn an_upgrade_keeps_every_slot_of_a_generation_and_their_supervision() {
         (kids.len() == 3 && !kids.contains(&copy)).then_some(())
     });
     assert!(reaped(copy));
+}
+
+/// One request on the control socket beside the pid file; the reply line.
+fn control_request(tmp: &TempDir, request: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(tmp.path("pid.control"))
+        .expect("connect to the control socket");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(format!("{request}\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).unwrap();
+    reply
+}
+
+/// `--status --json` of the server beside the pid file.
+fn status_json(tmp: &TempDir) -> String {
+    let out = Command::new(bin())
+        .args(["--status", "--json"])
+        .arg(tmp.arg("--pid-file", "pid"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A number field of `--status --json`'s output.
+fn json_number(json: &str, field: &str) -> f64 {
+    let at = json.find(&format!("\"{field}\": ")).expect(field) + field.len() + 4;
+    json[at..]
+        .split([',', '\n'])
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_control_socket_upgrade_is_answered_by_the_new_image_and_status_shows_it() {
+    let tmp = TempDir::new();
+    let it = start_installed(&tmp, &[], &[]);
+    let before = status_json(&tmp);
+    assert!(before.contains(&format!("\"version\": \"{}\"", env!("CARGO_PKG_VERSION"))));
+    // A client that has sent half a request when the upgrade happens is served by the new image.
+    use std::io::{BufRead, BufReader, Write};
+    let mut waiting = std::os::unix::net::UnixStream::connect(tmp.path("pid.control")).unwrap();
+    waiting.write_all(b"{\"command\":").unwrap();
+
+    install(&it.binary, &newer_build());
+    let reply = control_request(&tmp, r#"{"command":"upgrade"}"#);
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    assert!(
+        reply.contains(&format!("\"version\":\"{}\"", new_version())),
+        "{reply}"
+    );
+
+    let after = status_json(&tmp);
+    assert!(
+        after.contains(&format!("\"version\": \"{}\"", new_version())),
+        "{after}"
+    );
+    assert_eq!(json_number(&after, "pid"), f64::from(it.server.pid()));
+    // Its uptime goes on from the first start, not from the exec.
+    let started = |json: &str| json_number(json, "started_unix");
+    assert!(
+        (started(&after) - started(&before)).abs() < 1.0,
+        "{before}\n{after}"
+    );
+
+    waiting.write_all(b"\"status\"}\n").unwrap();
+    waiting
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(waiting).read_line(&mut line).unwrap();
+    assert!(line.contains(&new_version()), "{line}");
+
+    // A refused upgrade is answered by the old image with the reason.
+    install(&it.binary, b"#!/bin/sh\nexit 1\n");
+    let reply = control_request(&tmp, r#"{"command":"upgrade"}"#);
+    assert!(
+        reply.contains("\"ok\":false") && reply.contains("--upgrade-check failed"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn without_its_control_socket_upgrade_asks_by_signal_and_reads_the_pid_files_report() {
+    let tmp = TempDir::new();
+    let it = start_installed(&tmp, &[], &[]);
+    fs::remove_file(tmp.path("pid.control")).unwrap();
+    install(&it.binary, &newer_build());
+    let (ok, said) = upgrade(&tmp);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(&format!("(pid:{}) upgraded", it.server.pid())),
+        "{said}"
+    );
+    let report = fs::read_to_string(tmp.path("pid.upgrade")).unwrap();
+    assert!(
+        report.starts_with("OK ") && report.contains(&new_version()),
+        "{report}"
+    );
+    install(&it.binary, b"#!/bin/sh\nexit 1\n");
+    let (ok, said) = upgrade(&tmp);
+    assert!(!ok && said.contains("--upgrade-check failed"), "{said}");
 }

@@ -23,7 +23,8 @@ use clap::{CommandFactory, Parser};
     override_usage = "start_server [OPTIONS] -- PROGRAM [ARGS...]\n       \
                       start_server --restart --pid-file=FILE --status-file=FILE\n       \
                       start_server --stop --pid-file=FILE\n       \
-                      start_server --upgrade --pid-file=FILE",
+                      start_server --upgrade --pid-file=FILE\n       \
+                      start_server --status [--json] | --reload | --check  (--control=PATH | --pid-file=FILE)",
     after_help = "Examples:\n  \
         start_server --port=8080 -- plackup -s Starlet app.psgi\n  \
         start_server --port=127.0.0.1:80 --port=[::1]:80 --path=/run/app.sock -- ./server\n  \
@@ -139,6 +140,36 @@ pub struct Cli {
     /// LISTEN_FDNAMES (the systemd convention); SERVER_STARTER_PORT only.
     #[arg(long)]
     pub no_listen_fds: bool,
+
+    /// Control socket (JSON lines, mode 0600) for --status, --reload, --check and programs
+    /// [default: PID-FILE.control with --pid-file, else $RUNTIME_DIRECTORY/start_server.control
+    /// when systemd sets RUNTIME_DIRECTORY, else none].
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// Reload (as SIGHUP) when this file or directory changes, 200 ms after the last change;
+    /// Kubernetes ConfigMap and Secret volume updates included. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub reload_on_change: Vec<PathBuf>,
+
+    /// Print the running start_server's state (found by --control or --pid-file) and exit;
+    /// --status=FILE is --status-file=FILE, as in the original.
+    #[arg(long, conflicts_with_all = ["stop", "restart", "reload", "check"])]
+    pub status: bool,
+
+    /// With --status: print the raw JSON reply instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Reload the running start_server (found by --control or --pid-file) and wait: exit 0
+    /// once the new generation is up, 1 if it failed to start (the old one keeps serving).
+    #[arg(long, conflicts_with_all = ["stop", "restart", "check"])]
+    pub reload: bool,
+
+    /// Health check (Kubernetes exec probe, Docker HEALTHCHECK): exit 0 only if the running
+    /// start_server (found by --control or --pid-file) has a generation up and no crash loop.
+    #[arg(long, conflicts_with_all = ["stop", "restart"])]
+    pub check: bool,
 
     /// Ask the running start_server (found by --pid-file) for a graceful restart and wait until
     /// the new generation is the only one in --status-file.
@@ -270,7 +301,15 @@ fn usage_error(problem: &str) -> ! {
 fn clap_problem(error: &clap::Error) -> String {
     let text = error.render().to_string();
     let first = text.lines().next().unwrap_or_default();
-    first.strip_prefix("error: ").unwrap_or(first).to_string()
+    let problem = first.strip_prefix("error: ").unwrap_or(first);
+    // clap lists the accepted values on a line of their own: keep them with the problem.
+    match text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("[possible values: "))
+    {
+        Some(values) => format!("{problem} (one of {})", values.trim_end_matches(']')),
+        None => problem.to_string(),
+    }
 }
 
 /// Server::Starter reads its options with Getopt::Long: long options with one dash or two
@@ -289,10 +328,10 @@ pub fn single_dash_compat(
         .chain([("help".to_string(), false), ("version".to_string(), false)])
         .collect();
     let mut out = Vec::new();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     out.extend(args.next());
     let mut expect_value = false;
-    for arg in args.by_ref() {
+    while let Some(arg) = args.next() {
         if expect_value {
             expect_value = false;
             out.push(arg);
@@ -316,7 +355,10 @@ pub fn single_dash_compat(
             out.push(arg);
             continue;
         }
-        let (full, takes_value) = resolve_option(&options, name)?;
+        let (full, takes_value) = match status_compat(name, value, args.peek()) {
+            Some(status_file) => status_file,
+            None => resolve_option(&options, name)?,
+        };
         expect_value = takes_value && value.is_none();
         out.push(OsString::from(match value {
             Some(value) => format!("--{full}={value}"),
@@ -325,6 +367,28 @@ pub fn single_dash_compat(
     }
     out.extend(args);
     Ok(out)
+}
+
+/// `--status` is both the original's abbreviation of `--status-file` and the status command:
+/// with a value (`--status=FILE`, `--status FILE`) it is `--status-file`, bare it is the
+/// command (which takes no program). Its prefixes (`--stat`) stay `--status-file`'s.
+fn status_compat(
+    name: &str,
+    value: Option<&str>,
+    next: Option<&OsString>,
+) -> Option<(String, bool)> {
+    const STATUS_FILE: &str = "status-file";
+    if !"status".starts_with(name) || name.len() < "sta".len() {
+        return None;
+    }
+    let next_is_value = next
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| !n.starts_with('-'));
+    if name != "status" || value.is_some() || next_is_value {
+        Some((STATUS_FILE.to_string(), true))
+    } else {
+        Some(("status".to_string(), false))
+    }
 }
 
 /// The option `name` stands for: an exact name, or the one name it is a prefix of.
@@ -372,6 +436,26 @@ mod tests {
             ["--port=80", "--status-file"]
         );
         assert_eq!(rewrite(&["s", "-h"])[1], "-h");
+    }
+
+    #[test]
+    fn status_with_a_value_is_the_status_file_and_bare_is_the_command() {
+        assert_eq!(
+            rewrite(&["s", "--status=f", "--", "w"])[1],
+            "--status-file=f"
+        );
+        assert_eq!(
+            rewrite(&["s", "-status", "f", "w"])[1..3],
+            ["--status-file", "f"]
+        );
+        assert_eq!(rewrite(&["s", "--statu=f"])[1], "--status-file=f");
+        assert_eq!(
+            rewrite(&["s", "--status", "--json"])[1..3],
+            ["--status", "--json"]
+        );
+        assert_eq!(rewrite(&["s", "--pid-file=p", "--status"])[2], "--status");
+        let cli = Cli::try_parse_from(rewrite(&["s", "--status", "--pid-file=p"])).unwrap();
+        assert!(cli.status && cli.status_file.is_none());
     }
 
     #[test]

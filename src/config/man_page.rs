@@ -17,14 +17,15 @@ const GENERATE_OPTION: (&str, &str) = (
 const EXIT_STATUS: &[(&str, &str)] = &[
     (
         "0",
-        "Stopped by a signal after every worker exited; --restart saw the new generation serve; \
-         --stop saw start_server exit.",
+        "Stopped by a signal after every worker exited; --restart or --reload saw the new \
+         generation serve; --stop saw start_server exit; --check found it healthy.",
     ),
     (
         "1",
         "Something the system refused at run time (a socket that cannot be bound, an unwritable \
          pid file, a worker that cannot be started before any generation served), or --restart \
-         saw the new generation fail to start (the old one keeps serving).",
+         or --reload saw the new generation fail to start (the old one keeps serving), or \
+         --check found it unhealthy or could not reach it.",
     ),
     (
         "2",
@@ -117,8 +118,8 @@ const SIGNALS: &[(&str, &str)] = &[
         "*SIGUSR2*",
         "Upgrade start_server itself in place: run the binary now at the path start_server was \
          started as with --upgrade-check, and if it passes, execute it with the same pid, pid \
-         file, sockets, notification socket, status file and generation count; every worker \
-         runs on untouched (a SIGHUP afterwards restarts them, as usual). A binary that is \
+         file, sockets, notification socket, control socket, status file and generation count; \
+         every worker runs on untouched (a SIGHUP afterwards restarts them, as usual). A binary that is \
          missing, fails the check or cannot be executed leaves start_server as it was, with the \
          reason in the log and in {PID_FILE}.upgrade. Under systemd the upgrade is a reload: \
          RELOADING=1 before, READY=1 with the new version in STATUS= after.",
@@ -149,6 +150,13 @@ const FILES: &[(&str, &str)] = &[
         "{PID_FILE}.upgrade",
         "Next to --pid-file: the outcome of the last upgrade in place (OK or FAILED, a \
          timestamp, then the new version or the reason), read by --upgrade.",
+    ),
+    (
+        "{PID_FILE}.control",
+        "The control socket when --pid-file is given without --control (else \
+         $RUNTIME_DIRECTORY/start_server.control under systemd): JSON requests, one a line \
+         ({\"command\":\"status\"}, reload, stop, workers with a count, upgrade), one JSON reply a \
+         line.",
     ),
     (
         "{STATUS_FILE}.failed",
@@ -203,6 +211,14 @@ const EXAMPLES: &[(&str, &[&str])] = &[
         &[
             "start_server --restart --pid-file=app.pid --status-file=app.status",
             "start_server --stop --pid-file=app.pid",
+        ],
+    ),
+    (
+        "Look at it, reload it and wait for the outcome, probe its health:",
+        &[
+            "start_server --status --pid-file=app.pid",
+            "start_server --reload --pid-file=app.pid",
+            "start_server --check --control=/run/app/control",
         ],
     ),
     (

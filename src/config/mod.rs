@@ -77,6 +77,11 @@ pub struct Config {
     pub base_env: Env,
     /// Sockets systemd handed over.
     pub inherited: Vec<Inherited>,
+    /// The control socket, and whether the operator named it (else a failure to create it is
+    /// only a warning).
+    pub control: Option<(PathBuf, bool)>,
+    /// `--reload-on-change`.
+    pub reload_on_change: Vec<PathBuf>,
 }
 
 impl Config {
@@ -97,6 +102,17 @@ impl Config {
         let base_env = base_env(&cli, env);
         check_program(&cli, &base_env)?;
         let backlog = backlog(cli.backlog)?;
+        let control = match &cli.control {
+            Some(path) => Some((path.clone(), true)),
+            None => {
+                let runtime_directory = std::env::var("RUNTIME_DIRECTORY").ok();
+                crate::control::protocol::default_path(
+                    cli.pid_file.as_deref(),
+                    runtime_directory.as_deref(),
+                )
+                .map(|path| (path, false))
+            }
+        };
         Ok(Config {
             ports,
             paths: cli.path,
@@ -112,6 +128,8 @@ impl Config {
             command: cli.command,
             base_env,
             inherited,
+            control,
+            reload_on_change: cli.reload_on_change,
         })
     }
 }

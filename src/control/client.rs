@@ -68,7 +68,8 @@ pub fn restart(cli: &Cli) -> Result<()> {
     let (Some(pid_path), Some(status_path)) = (cli.pid_file.as_deref(), cli.status_file.as_deref())
     else {
         return Err(Error::usage(
-            "--restart needs --pid-file and --status-file to be set as well: give the running start_server's",
+            "--restart needs --pid-file and --status-file to be set as well: give the running \
+             start_server's --pid-file and --status-file",
         ));
     };
     let (file, pid) = read_pid(pid_path)?;

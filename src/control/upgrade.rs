@@ -1,6 +1,7 @@
-//! `--upgrade`: SIGUSR2 to the running start_server, then wait for the outcome it writes beside
-//! its pid file (`{PID_FILE}.upgrade`): the new image writes `OK` once it runs, the old one
-//! `FAILED` with the reason when it stays.
+//! `--upgrade`: the `upgrade` request on the control socket when there is one (the reply comes
+//! from the new program once it runs, or from the old one with the reason it refused); else
+//! SIGUSR2 to the start_server of `--pid-file`, then the outcome it writes beside that file
+//! (`{PID_FILE}.upgrade`): `OK` from the new image, `FAILED` and the reason from the old one.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -21,10 +22,12 @@ pub const UPGRADE_TIMEOUT: Duration = CHECK_TIMEOUT.saturating_add(Duration::fro
 
 /// `--upgrade`: see the module documentation. Exit 0 once the new image runs.
 pub fn upgrade(cli: &Cli) -> Result<()> {
-    let path = cli
-        .pid_file
-        .as_deref()
-        .ok_or_else(|| Error::usage("--upgrade needs --pid-file to find the server"))?;
+    if super::operator::reachable(cli) {
+        return super::operator::upgrade(cli, UPGRADE_TIMEOUT);
+    }
+    let path = cli.pid_file.as_deref().ok_or_else(|| {
+        Error::usage("--upgrade needs --pid-file or --control to find the server")
+    })?;
     let (file, pid) = read_pid(path)?;
     let _file = running(file, pid, path)?;
     let report = report_path(path);

@@ -1,5 +1,6 @@
-//! The OS side of the supervisor: one blocking `ppoll` on the signalfd and the workers'
-//! notification socket, with the timeout of the next deadline (none while idle), then the events
+//! The OS side of the supervisor: one blocking `ppoll` on the signalfd, the workers'
+//! notification socket, the control socket and its clients and the `--reload-on-change`
+//! inotify fd, with the timeout of the next deadline (none while idle), then the events
 //! it reports fed to the state machine and the actions it answers carried out. Every signal path
 //! is in [`run`].
 
@@ -17,16 +18,22 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use tracing::{error, info, warn};
 
 use crate::config::worker_env::{self, Env};
+use crate::control::protocol::{Reply, Request};
 use crate::error::{Context, Result};
+use crate::runtime::control_socket::{ClientId, ControlSocket};
+use crate::runtime::file_watch::FileWatch;
 use crate::runtime::notify::Notifier;
 use crate::runtime::output::Logger;
 use crate::runtime::signals::{Received, Signals};
 use crate::runtime::spawn::{self, FdLayout, Launch};
 use crate::runtime::status_file::StatusFile;
+use crate::runtime::status_report;
 use crate::runtime::strays::{self, Adopted};
 use crate::runtime::upgrade::{self, Handover};
 use crate::runtime::worker_notify::WorkerNotify;
-use crate::supervisor::{Action, ExitStatus, Pid, Policy, Supervisor, Worker};
+use crate::supervisor::{
+    Action, ExitStatus, Notice, Pid, Policy, ReloadTrigger, Supervisor, Worker,
+};
 
 /// What the loop needs to make and watch workers.
 pub struct Runtime {
@@ -58,6 +65,12 @@ pub struct Runtime {
     pub strays: Adopted,
     /// What an upgrade in place needs besides the above.
     pub handover: Handover,
+    /// `--control`.
+    pub control: Option<ControlSocket>,
+    /// `--reload-on-change`.
+    pub watch: Option<FileWatch>,
+    /// What `status` reports that does not change.
+    pub fixed: status_report::Fixed,
 }
 
 /// How a stop ended, for start_server's exit status.
@@ -79,6 +92,9 @@ impl Ending {
         }
     }
 }
+
+/// The most workers per generation the control socket's `workers` accepts (as `--workers`).
+const MAX_WORKERS: usize = u16::MAX as usize;
 
 /// How long processes left behind get after SIGTERM (and again after SIGKILL) at exit.
 pub const STRAY_GRACE: Duration = Duration::from_secs(5);
@@ -104,10 +120,13 @@ pub fn resume(
     rt: &mut Runtime,
     signals: &mut Signals,
     supervisor: Supervisor,
+    carried: upgrade::LoopState,
     from: &str,
     state_bytes: usize,
 ) -> Result<Ending> {
     let mut state = Loop::new(rt, supervisor, Vec::new());
+    state.reload_waiters = carried.reload_waiters;
+    state.last_spawned = carried.last_spawned;
     state.on_child_exit(rt);
     let now = upgrade::version();
     info!(
@@ -119,6 +138,15 @@ pub fn resume(
             "upgraded to start_server {now}; {}",
             serving(&state.supervisor)
         ));
+    }
+    if let Some(control) = &mut rt.control {
+        for client in carried.upgrade_waiters {
+            let reply = Reply {
+                version: Some(now.clone()),
+                ..Reply::ok()
+            };
+            control.reply(client, &reply);
+        }
     }
     upgrade::report(rt.handover.image.report.as_deref(), &Ok(now));
     run_from(rt, signals, state)
@@ -147,7 +175,12 @@ fn run_from(rt: &mut Runtime, signals: &mut Signals, mut state: Loop) -> Result<
         if std::mem::take(&mut state.upgrade_asked) {
             state.upgrade(rt);
         }
-        let ready = wait(signals, Some(&rt.worker_notify), state.deadline(rt))?;
+        let sources = Sources {
+            notify: Some(&rt.worker_notify),
+            watch: rt.watch.as_ref(),
+            control: rt.control.as_ref(),
+        };
+        let ready = wait(signals, sources, state.deadline(rt))?;
         if ready.signals {
             for received in signals.drain()? {
                 state.on_signal(rt, received);
@@ -155,6 +188,14 @@ fn run_from(rt: &mut Runtime, signals: &mut Signals, mut state: Loop) -> Result<
         }
         if ready.notify {
             state.on_messages(rt);
+        }
+        if ready.watch
+            && let Some(watch) = &mut rt.watch
+        {
+            watch.on_ready(Instant::now());
+        }
+        if ready.control.iter().any(|r| !r.is_empty()) {
+            state.on_control(rt, &ready.control);
         }
         state.on_clock(rt, Instant::now());
     }
@@ -171,8 +212,15 @@ struct Loop {
     stopping: bool,
     /// Something had to be sent SIGKILL while stopping.
     killed: bool,
-    /// SIGUSR2 was received: upgrade once the pending actions are done.
+    /// SIGUSR2 or `upgrade` was received: upgrade once the pending actions are done.
     upgrade_asked: bool,
+    /// Control clients waiting for the upgrade's outcome.
+    upgrade_waiters: Vec<ClientId>,
+    /// The newest generation spawned so far.
+    last_spawned: u64,
+    /// Control clients waiting for a reload: answered by the first generation newer than the
+    /// one given that comes up or fails.
+    reload_waiters: Vec<(ClientId, u64)>,
 }
 
 impl Loop {
@@ -186,15 +234,18 @@ impl Loop {
             stopping: false,
             killed: false,
             upgrade_asked: false,
+            upgrade_waiters: Vec::new(),
+            last_spawned: 0,
+            reload_waiters: Vec::new(),
         }
     }
 
-    /// SIGUSR2: replace this program with the binary at its path, if that binary passes the
-    /// check; otherwise (or if the exec fails) go on as before, saying why.
+    /// SIGUSR2 or `upgrade`: replace this program with the binary at its path, if that binary
+    /// passes the check; otherwise (or if the exec fails) go on as before, saying why.
     fn upgrade(&mut self, rt: &mut Runtime) {
         let image = rt.handover.image.clone();
         info!(
-            "received USR2, upgrading start_server {} to {}",
+            "upgrading start_server {} to {}",
             upgrade::version(),
             image.binary.display()
         );
@@ -204,6 +255,16 @@ impl Loop {
             upgrade::version()
         );
         upgrade::report(image.report.as_deref(), &Err(refusal.clone()));
+        let waiters = std::mem::take(&mut self.upgrade_waiters);
+        if let Some(control) = &mut rt.control {
+            let reply = Reply::error(format!(
+                "{refusal}; start_server {} runs on as it was",
+                upgrade::version()
+            ));
+            for client in waiters {
+                control.reply(client, &reply);
+            }
+        }
     }
 
     /// Returns only if the upgrade did not happen, with why.
@@ -299,6 +360,15 @@ impl Loop {
             nofile: (rt.nofile.rlim_cur, rt.nofile.rlim_max),
             xfsz_was_ignored: crate::runtime::signals::xfsz_was_ignored(),
             logger: rt.logger.as_ref().map(|l| l.export(now)),
+            started: -i64::try_from(now.saturating_duration_since(rt.fixed.started).as_micros())
+                .unwrap_or(i64::MAX),
+            socket_info: rt.fixed.sockets.clone(),
+            control: rt.control.as_ref().map(ControlSocket::export),
+            event_loop: upgrade::LoopState {
+                reload_waiters: self.reload_waiters.clone(),
+                last_spawned: self.last_spawned,
+                upgrade_waiters: self.upgrade_waiters.clone(),
+            },
         })
     }
 
@@ -309,6 +379,7 @@ impl Loop {
             self.supervisor.next_deadline(),
             self.next_watchdog,
             logger_due,
+            rt.watch.as_ref().and_then(FileWatch::deadline),
         ]
         .into_iter()
         .flatten()
@@ -324,6 +395,7 @@ impl Loop {
     ) -> Option<Ending> {
         match action {
             Action::Spawn { generation } => {
+                self.last_spawned = self.last_spawned.max(generation);
                 // Slot 0 is named only when there are several (unset means 0).
                 let slot = (self.supervisor.slots() > 1).then_some(0);
                 let result = rt.spawn(generation, slot, &mut self.supervisor);
@@ -331,6 +403,7 @@ impl Loop {
                 self.actions.extend(next);
             }
             Action::SpawnCopy { generation, slot } => {
+                self.last_spawned = self.last_spawned.max(generation);
                 let result = rt.spawn(generation, Some(slot), &mut self.supervisor);
                 let next = (self.supervisor).spawned_copy(generation, slot, result, Instant::now());
                 self.actions.extend(next);
@@ -353,7 +426,15 @@ impl Loop {
                     error!("{e}");
                 }
             }
-            Action::Notify(notice) => rt.notifier.notice(&notice),
+            Action::Notify(notice) => {
+                rt.notifier.notice(&notice);
+                if matches!(notice, Notice::Serving { .. }) {
+                    let now = Instant::now();
+                    let summary = status_report::summary(&self.supervisor.snapshot(now), now);
+                    rt.notifier.status(&summary);
+                }
+                self.settle_reloads(rt, &notice);
+            }
             Action::Exit => {
                 self.killed |= rt.stop_strays(signals);
                 return Some(if self.killed {
@@ -375,12 +456,11 @@ impl Loop {
                 info!("received USR2 while stopping: no upgrade");
                 upgrade::report(rt.handover.image.report.as_deref(), &Err(why));
             }
-            Received::Upgrade => self.upgrade_asked = true,
-            Received::Terminate(signal) => {
-                self.stopping = true;
-                let next = self.supervisor.terminate(signal, Instant::now());
-                self.actions.extend(next)
+            Received::Upgrade => {
+                info!("received USR2: upgrade in place");
+                self.upgrade_asked = true;
             }
+            Received::Terminate(signal) => self.terminate(signal),
             Received::Child => self.on_child_exit(rt),
             Received::Ignored => {}
             Received::Unused(number) => info!(
@@ -388,6 +468,115 @@ impl Loop {
                 crate::config::signal_names::number_name(number)
             ),
         }
+    }
+
+    /// A terminating signal, or `stop` on the control socket.
+    fn terminate(&mut self, signal: Signal) {
+        self.stopping = true;
+        let next = self.supervisor.terminate(signal, Instant::now());
+        self.actions.extend(next)
+    }
+
+    /// The control socket and its clients: accept, read, answer.
+    fn on_control(&mut self, rt: &mut Runtime, revents: &[PollFlags]) {
+        let requests = match &mut rt.control {
+            Some(control) => control.on_ready(revents),
+            None => return,
+        };
+        for (client, request) in requests {
+            if let Some(reply) = self.on_request(rt, client, request)
+                && let Some(control) = &mut rt.control
+            {
+                control.reply(client, &reply);
+            }
+        }
+    }
+
+    /// One request; its reply, unless it comes later (a reload).
+    fn on_request(&mut self, rt: &Runtime, client: ClientId, request: Request) -> Option<Reply> {
+        match request {
+            Request::Upgrade if self.stopping => Some(Reply::error("start_server is stopping")),
+            Request::Upgrade => {
+                info!("upgrade requested on the control socket");
+                self.upgrade_waiters.push(client);
+                self.upgrade_asked = true;
+                None
+            }
+            Request::Status => {
+                let snapshot = self.supervisor.snapshot(Instant::now());
+                let dropped = crate::runtime::logging::dropped_total();
+                Some(Reply {
+                    status: Some(status_report::status(&rt.fixed, &snapshot, dropped)),
+                    ..Reply::ok()
+                })
+            }
+            Request::Reload if self.stopping => Some(Reply::error("start_server is stopping")),
+            Request::Reload => {
+                info!("reload requested on the control socket");
+                self.reload_waiters.push((client, self.last_spawned));
+                let next = (self.supervisor).request_reload(ReloadTrigger::Control, Instant::now());
+                self.actions.extend(next);
+                None
+            }
+            Request::Stop => {
+                info!("stop requested on the control socket");
+                self.terminate(Signal::SIGTERM);
+                Some(Reply::ok())
+            }
+            Request::Workers { count } if !(1..=MAX_WORKERS).contains(&count) => Some(
+                Reply::error(format!("workers: count must be 1 to {MAX_WORKERS}")),
+            ),
+            Request::Workers { count } => {
+                info!("{count} workers per generation requested on the control socket");
+                let next = self.supervisor.set_workers(count, Instant::now());
+                self.actions.extend(next);
+                Some(Reply::ok())
+            }
+        }
+    }
+
+    /// Answers the clients waiting for a reload that `notice` ends.
+    fn settle_reloads(&mut self, rt: &mut Runtime, notice: &Notice) {
+        if self.reload_waiters.is_empty() {
+            return;
+        }
+        let settled = |after: u64| -> Option<Reply> {
+            match notice {
+                Notice::Serving { worker, .. } if worker.generation > after => Some(Reply {
+                    generation: Some(worker.generation),
+                    ..Reply::ok()
+                }),
+                Notice::StartFailed {
+                    generation,
+                    why,
+                    serving,
+                } if *generation > after => Some(Reply {
+                    generation: Some(*generation),
+                    ..Reply::error(format!(
+                        "generation {generation} did not start ({why}); {}",
+                        serving
+                            .as_ref()
+                            .map_or("nothing serves".to_string(), |w| format!(
+                                "generation {} is still serving",
+                                w.generation
+                            ))
+                    ))
+                }),
+                Notice::Stopping => Some(Reply::error("start_server is stopping")),
+                _ => None,
+            }
+        };
+        let Some(control) = &mut rt.control else {
+            return;
+        };
+        self.reload_waiters
+            .retain(|&(client, after)| match settled(after) {
+                Some(reply) => {
+                    control.reply(client, &reply);
+                    false
+                }
+                None => true,
+            });
     }
 
     /// SIGCHLD: each exited child goes to whoever owns it (the log command, the supervisor, or
@@ -421,6 +610,12 @@ impl Loop {
 
     /// Timers: the log command's restart, systemd's watchdog, the supervisor's deadlines.
     fn on_clock(&mut self, rt: &mut Runtime, now: Instant) {
+        if let Some(path) = rt.watch.as_mut().and_then(|w| w.due(now)) {
+            info!("{} changed: reloading", path.display());
+            let trigger = ReloadTrigger::FileChange(path.display().to_string());
+            self.actions
+                .extend(self.supervisor.request_reload(trigger, now));
+        }
         if let Some(logger) = &mut rt.logger {
             logger.restart_if_due(now);
         }
@@ -434,31 +629,59 @@ impl Loop {
     }
 }
 
+/// The fds besides the signalfd that [`wait`] watches.
+#[derive(Default)]
+struct Sources<'a> {
+    notify: Option<&'a WorkerNotify>,
+    watch: Option<&'a FileWatch>,
+    control: Option<&'a ControlSocket>,
+}
+
 /// Which sources have something to read after [`wait`].
 struct Ready {
     signals: bool,
     notify: bool,
+    watch: bool,
+    /// The control socket's events, in its `poll_fds` order (empty without one).
+    control: Vec<PollFlags>,
 }
 
-/// Sleeps until a signal or a worker's message is pending, or `deadline` passes; no deadline
-/// means no timeout.
-fn wait(
-    signals: &Signals,
-    notify: Option<&WorkerNotify>,
-    deadline: Option<Instant>,
-) -> Result<Ready> {
+/// Sleeps until a signal, a worker's message, a change or a control client is pending, or
+/// `deadline` passes; no deadline means no timeout.
+fn wait(signals: &Signals, sources: Sources, deadline: Option<Instant>) -> Result<Ready> {
     let timeout = deadline.map(|d| TimeSpec::from(d.saturating_duration_since(Instant::now())));
     let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-    fds.extend(notify.map(|n| PollFd::new(n.as_fd(), PollFlags::POLLIN)));
+    let notify_at = sources.notify.map(|n| {
+        fds.push(PollFd::new(n.as_fd(), PollFlags::POLLIN));
+        fds.len() - 1
+    });
+    let watch_at = sources.watch.map(|w| {
+        fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+        fds.len() - 1
+    });
+    let control_from = fds.len();
+    if let Some(control) = sources.control {
+        fds.extend(
+            control
+                .poll_fds()
+                .into_iter()
+                .map(|(fd, flags)| PollFd::new(fd, flags)),
+        );
+    }
     match ppoll(&mut fds, timeout, None) {
         Ok(_) | Err(Errno::EINTR) => {}
         Err(e) => return Err(e).context(|| "ppoll failed".to_string()),
     }
-    let readable =
-        |fd: Option<&PollFd>| fd.and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+    let events = |fd: &PollFd| fd.revents().unwrap_or(PollFlags::empty());
+    let readable = |at: Option<usize>| {
+        at.and_then(|i| fds.get(i))
+            .is_some_and(|fd| !events(fd).is_empty())
+    };
     Ok(Ready {
-        signals: readable(fds.first()),
-        notify: readable(fds.get(1)),
+        signals: readable(Some(0)),
+        notify: readable(notify_at),
+        watch: readable(watch_at),
+        control: fds[control_from..].iter().map(events).collect(),
     })
 }
 
@@ -469,7 +692,7 @@ fn wait_for_exit(signals: &mut Signals, pids: &mut BTreeSet<Pid>, limit: Duratio
         for (pid, _) in reap() {
             pids.remove(&pid);
         }
-        if pids.is_empty() || wait(signals, None, Some(deadline)).is_err() {
+        if pids.is_empty() || wait(signals, Sources::default(), Some(deadline)).is_err() {
             return;
         }
         if signals.drain().is_err() {

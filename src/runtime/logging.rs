@@ -93,6 +93,14 @@ impl Visit for MessageOnly {
 /// Lines dropped since the last one that got through.
 static LOST: AtomicU64 = AtomicU64::new(0);
 
+/// Lines dropped since start-up (the control socket's `status`).
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many log lines could not be written since start-up.
+pub fn dropped_total() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
 /// How start_server reaches its stderr.
 static SINK: Mutex<Sink> = Mutex::new(Sink {
     own: None,
@@ -197,6 +205,7 @@ pub fn deliver(send: impl Fn(&[u8]) -> bool, item: &[u8], notice: impl Fn(u64) -
     }
     if !send(item) {
         LOST.fetch_add(1, Ordering::Relaxed);
+        DROPPED.fetch_add(1, Ordering::Relaxed);
     }
 }
 

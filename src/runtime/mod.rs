@@ -4,7 +4,9 @@
 //! carries out the actions it answers: [`spawn`] forks and execs workers, [`status_file`] and
 //! [`notify`] report, [`strays`] deals with what dead workers leave behind.
 
+pub mod control_socket;
 pub mod event_loop;
+pub mod file_watch;
 pub mod files;
 pub mod hygiene;
 pub mod journal;
@@ -16,6 +18,7 @@ pub mod serve;
 pub mod signals;
 pub mod spawn;
 pub mod status_file;
+pub mod status_report;
 pub mod strays;
 pub mod upgrade;
 pub mod worker_notify;

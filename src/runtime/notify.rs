@@ -229,6 +229,11 @@ impl Notifier {
         self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
+    /// A `STATUS=` line of the runtime's own (the summary of the whole state).
+    pub fn status(&self, text: &str) {
+        self.send(&[NotifyState::Status(text)]);
+    }
+
     /// `WATCHDOG=1`: start_server's loop is alive.
     pub fn watchdog(&self) {
         self.send(&[NotifyState::Watchdog]);

@@ -9,14 +9,18 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::control::protocol::SocketInfo;
 use crate::error::{Context, Result};
+use crate::runtime::control_socket::ControlSocket;
 use crate::runtime::event_loop::{self, Ending, Runtime};
+use crate::runtime::file_watch::FileWatch;
 use crate::runtime::notify::Notifier;
 use crate::runtime::output::{self, LogTarget, Logger};
 use crate::runtime::pid_file::PidFile;
 use crate::runtime::signals::Signals;
 use crate::runtime::spawn::{FdLayout, Placement};
 use crate::runtime::status_file::StatusFile;
+use crate::runtime::status_report;
 use crate::runtime::strays::Adopted;
 use crate::runtime::upgrade::{self, Handover, Image};
 use crate::runtime::worker_notify::WorkerNotify;
@@ -26,6 +30,7 @@ use crate::supervisor::Supervisor;
 /// Runs start_server until it is told to stop; how the stop went decides the exit status.
 pub fn serve(mut config: Config) -> Result<Ending> {
     let image = Image::current(config.pid_file.as_deref());
+    let started = Instant::now();
     crate::runtime::logging::attach_stderr();
     let nofile = raise_open_file_limit();
     let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
@@ -48,6 +53,10 @@ pub fn serve(mut config: Config) -> Result<Ending> {
     // namespace comes to us anyway.)
     nix::sys::prctl::set_child_subreaper(true)
         .context(|| "failed to become a child subreaper".to_string())?;
+    let watch = (!config.reload_on_change.is_empty())
+        .then(|| FileWatch::new(&config.reload_on_change))
+        .transpose()?;
+    let control = open_control(config.control.take())?;
     let mut signals = Signals::open()?;
     let mut runtime = Runtime {
         layout: sockets.layout,
@@ -68,6 +77,12 @@ pub fn serve(mut config: Config) -> Result<Ending> {
             pid_file_fd: pid_file.as_ref().map(PidFile::raw_fd),
             unix_paths: bound.unix_paths().to_vec(),
         },
+        control,
+        watch,
+        fixed: status_report::Fixed {
+            started,
+            sockets: sockets.info,
+        },
     };
     let ending = event_loop::run(&mut runtime, &mut signals, config.policy)?;
     Ok(finish(runtime, signals, pid_file, bound, ending))
@@ -76,7 +91,7 @@ pub fn serve(mut config: Config) -> Result<Ending> {
 /// Goes on where the program image before this one left off (an upgrade in place): the state
 /// at `state_fd` names the sockets, files and workers it had; `config` comes from the same
 /// command line.
-pub fn resume(config: Config, state_fd: RawFd) -> Result<Ending> {
+pub fn resume(mut config: Config, state_fd: RawFd) -> Result<Ending> {
     crate::runtime::logging::attach_stderr();
     // SAFETY: the image before this one left the state at this fd for us alone.
     let (state, state_bytes) = unsafe { upgrade::read_state(state_fd) }?;
@@ -112,6 +127,16 @@ pub fn resume(config: Config, state_fd: RawFd) -> Result<Ending> {
     };
     nix::sys::prctl::set_child_subreaper(true)
         .context(|| "failed to become a child subreaper".to_string())?;
+    // A pending change is lost with the old inotify fd: the watch starts afresh.
+    let watch = (!config.reload_on_change.is_empty())
+        .then(|| FileWatch::new(&config.reload_on_change))
+        .transpose()?;
+    let control = match state.control.clone() {
+        // SAFETY: the control socket and its clients, handed over.
+        Some(control) => Some(unsafe { ControlSocket::adopt(control) }),
+        // An image from before the control socket: it is created now.
+        None => open_control(config.control.take())?,
+    };
     let mut signals = Signals::open()?;
     let mut runtime = Runtime {
         // SAFETY: the sockets handed over, each at its fd.
@@ -142,12 +167,23 @@ pub fn resume(config: Config, state_fd: RawFd) -> Result<Ending> {
             pid_file_fd: state.pid_file_fd,
             unix_paths,
         },
+        control,
+        watch,
+        fixed: status_report::Fixed {
+            started: now
+                .checked_sub(std::time::Duration::from_micros(
+                    state.started.unsigned_abs(),
+                ))
+                .unwrap_or(now),
+            sockets: state.socket_info.clone(),
+        },
     };
     let supervisor = Supervisor::import(state.supervisor, config.policy, now);
     let ending = event_loop::resume(
         &mut runtime,
         &mut signals,
         supervisor,
+        state.event_loop,
         &state.written_by,
         state_bytes,
     )?;
@@ -168,12 +204,50 @@ fn finish(
     }
     let logger = runtime.logger.take();
     drop(runtime);
-    drop(pid_file);
+    // The pid file's lock goes last: `--stop` returns once it is released, and by then the
+    // socket files are gone too.
     drop(bound);
+    drop(pid_file);
     if let Some(logger) = logger {
         flush_logger(logger, &mut signals);
     }
     ending
+}
+
+/// The control socket: one the operator named must be created; the default one is skipped
+/// with a warning when it cannot be.
+fn open_control(control: Option<(std::path::PathBuf, bool)>) -> Result<Option<ControlSocket>> {
+    match control {
+        None => Ok(None),
+        Some((path, true)) => ControlSocket::bind(&path).map(Some),
+        Some((path, false)) => match ControlSocket::bind(&path) {
+            Ok(socket) => Ok(Some(socket)),
+            Err(e) => {
+                warn!("no control socket: {e}");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Each socket's actual address, and where it came from: `bound` here, `inherited` from a
+/// socket unit, or `stored` (taken back from systemd's file descriptor store).
+fn socket_origins(listeners: &[sockets::Listener]) -> Vec<(String, &'static str)> {
+    use std::os::fd::AsRawFd;
+    listeners
+        .iter()
+        .map(|listener| {
+            let raw = listener.fd.as_raw_fd();
+            let address = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(raw)
+                .map_or_else(|_| listener.key.clone(), |a| a.to_string());
+            let origin = match listener.origin {
+                Origin::Bound(_) => "bound",
+                Origin::Unit => "inherited",
+                Origin::Stored(_) => "stored",
+            };
+            (address, origin)
+        })
+        .collect()
 }
 
 /// The sockets as workers get them.
@@ -183,6 +257,8 @@ struct WorkerSockets {
     port_env: String,
     /// `LISTEN_FDS` and `LISTEN_FDNAMES`, when they apply.
     listen_env: Option<(String, String)>,
+    /// What `status` says of them.
+    info: Vec<SocketInfo>,
 }
 
 /// Binds (or takes from systemd) every socket and places them for the workers; the guard that
@@ -214,7 +290,18 @@ fn bind_sockets(
     }
     let listeners = std::mem::take(&mut bound.listeners);
     let explicit: Vec<_> = listeners.iter().filter_map(|l| l.requested_fd).collect();
+    let origins = socket_origins(&listeners);
     let (layout, described) = FdLayout::new(listeners)?;
+    let info = described
+        .iter()
+        .zip(origins)
+        .map(|(placed, (address, origin))| SocketInfo {
+            key: placed.key.clone(),
+            address,
+            fd: placed.fd,
+            origin: origin.to_string(),
+        })
+        .collect();
     for fd in explicit {
         info!("socket is duplicated to file descriptor {fd}");
     }
@@ -239,6 +326,7 @@ fn bind_sockets(
             layout,
             port_env,
             listen_env,
+            info,
         },
     ))
 }

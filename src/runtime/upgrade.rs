@@ -19,18 +19,21 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::protocol::SocketInfo;
 use crate::error::{Error, Result};
+use crate::runtime::control_socket::{ClientId, ControlState};
 use crate::runtime::files;
 use crate::supervisor::state::State as SupervisorState;
 
 /// The state format this image writes. A newer image reads every older format (missing fields
 /// take their defaults, unknown ones are ignored); the number changes when an older image would
 /// lose something by ignoring what is new, so that it refuses instead. 1: one worker per
-/// generation; 2: `--workers` slots and their copies, the worker watchdog, the last reload.
-pub const FORMAT: u32 = 2;
+/// generation; 2: `--workers` slots and their copies, the worker watchdog, the last reload;
+/// 3: the control socket and its clients.
+pub const FORMAT: u32 = 3;
 
 /// The state formats this image reads.
-pub const READS: &[u32] = &[1, 2];
+pub const READS: &[u32] = &[1, 2, 3];
 
 /// How long `--upgrade-check` may take before the upgrade is given up.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -165,6 +168,28 @@ pub struct State {
     pub nofile: (u64, u64),
     pub xfsz_was_ignored: bool,
     pub logger: Option<LoggerState>,
+    /// When start_server started (relative to the hand-over, microseconds, negative), for
+    /// `status`'s uptime.
+    pub started: i64,
+    /// What `status` says of the sockets.
+    pub socket_info: Vec<SocketInfo>,
+    /// The control socket and its clients.
+    pub control: Option<ControlState>,
+    /// The event loop's own bookkeeping.
+    pub event_loop: LoopState,
+}
+
+/// What the event loop keeps between events, besides the supervisor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoopState {
+    /// Control clients waiting for a reload, each with the newest generation spawned when it
+    /// asked.
+    pub reload_waiters: Vec<(ClientId, u64)>,
+    /// The newest generation spawned so far.
+    pub last_spawned: u64,
+    /// Control clients waiting for this upgrade's outcome.
+    pub upgrade_waiters: Vec<ClientId>,
 }
 
 /// The sockets: where each is in start_server and in the worker, and how workers are told.
@@ -209,6 +234,9 @@ impl State {
         fds.push(self.worker_notify.fd);
         if let Some(logger) = &self.logger {
             fds.extend([logger.input, logger.output.0, logger.output.1]);
+        }
+        if let Some(control) = &self.control {
+            fds.extend(control.fds());
         }
         fds
     }
@@ -445,7 +473,7 @@ mod tests {
     #[test]
     fn the_version_has_no_tag_unless_one_is_written_in() {
         assert_eq!(version(), env!("CARGO_PKG_VERSION"));
-        assert!(check_report().ends_with("\nupgrade-state-formats: 1 2\n"));
+        assert!(check_report().ends_with("\nupgrade-state-formats: 1 2 3\n"));
     }
 
     #[test]
@@ -458,10 +486,11 @@ mod tests {
         assert_eq!(read_report(""), None);
     }
 
-    /// States as images writing format 1 (before `--workers`) and 2 wrote them, kept as they
-    /// were: every later image must read them.
+    /// States as images writing formats 1 (before `--workers`), 2 (before the control socket)
+    /// and 3 wrote them, kept as they were: every later image must read them.
     const FORMAT_1: &str = include_str!("../../tests/fixtures/upgrade-state-v1.json");
     const FORMAT_2: &str = include_str!("../../tests/fixtures/upgrade-state-v2.json");
+    const FORMAT_3: &str = include_str!("../../tests/fixtures/upgrade-state-v3.json");
 
     fn policy(workers: usize) -> crate::supervisor::Policy {
         crate::supervisor::Policy {
@@ -528,6 +557,19 @@ mod tests {
                 "/srv/app".into()
             ))
         );
+    }
+
+    #[test]
+    fn the_state_written_in_format_3_is_read() {
+        let state = State::parse(FORMAT_3).unwrap();
+        assert_eq!(state.format, 3);
+        let control = state.control.clone().expect("the control socket");
+        assert_eq!((control.listener, control.clients.len()), (7, 1));
+        assert_eq!(state.event_loop.upgrade_waiters, [3]);
+        assert_eq!(state.fds(), [4, 3, 6, 7, 8]);
+        assert_eq!(state.socket_info[0].origin, "bound");
+        let older = State::parse(FORMAT_2).unwrap();
+        assert_eq!((older.control, older.started), (None, 0), "defaults");
     }
 
     #[test]

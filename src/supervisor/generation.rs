@@ -208,7 +208,7 @@ impl Supervisor {
             if delay.is_zero() {
                 String::new()
             } else {
-                format!(" in {} secs", delay.as_secs_f64())
+                format!(" in {}", Secs(delay))
             }
         );
         if self.trial.is_none() {

@@ -577,7 +577,7 @@ impl Supervisor {
             if delay.is_zero() {
                 String::new()
             } else {
-                format!(" in {} secs", delay.as_secs_f64())
+                format!(" in {}", Secs(delay))
             }
         );
         self.slot_zero_history.0 += 1;
