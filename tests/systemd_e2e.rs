@@ -144,7 +144,7 @@ systemctl daemon-reload
 systemctl start server-starter-example.socket
 first=$(curl -sf --max-time 30 http://127.0.0.1:8080/) || fail "no answer through the socket"
 wait_for 'systemctl is-active -q server-starter-example.service'
-wait_for 'systemctl status --no-pager server-starter-example.service | grep -qF "serving"'
+wait_for 'systemctl status --no-pager server-starter-example.service | grep -qF "generation 1"'
 main=$(systemctl show -P MainPID server-starter-example.service)
 worker=$(field pid "$first")
 install -m 755 /src/start_server.new /usr/bin/start_server
@@ -170,7 +170,7 @@ second=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
 [[ $(field pid "$second") == "$worker" ]] || fail "the worker changed: $first / $second"
 journal=$(journalctl -u server-starter-example.service --since "$since" --no-pager)
 echo "$journal"
-grep -qF "received USR2, upgrading start_server" <<<"$journal" || fail "no upgrade in the journal"
+grep -qF "received USR2: upgrade in place" <<<"$journal" || fail "no upgrade in the journal"
 grep -qF "upgraded from {old} to {new}" <<<"$journal" || fail "the new image did not say it runs"
 notified=$(grep -F "Got notification message from PID $main" <<<"$journal") || fail "no notification logged"
 grep -A1000 -F "RELOADING=1" <<<"$notified" | grep -qF "READY=1" \

@@ -150,7 +150,9 @@ fn an_upgrade_keeps_the_pid_the_workers_and_the_sockets_under_traffic() {
     );
     assert_eq!(served_by(&it.addr), (worker, generation), "same worker");
     assert_eq!(children(pid), [worker]);
-    assert_eq!(socket_inodes(pid), sockets, "the same sockets");
+    // Still every socket it had (a control client may come and go meanwhile).
+    let now_held = socket_inodes(pid);
+    assert!(sockets.is_subset(&now_held), "{sockets:?} vs {now_held:?}");
     assert_eq!(fs::read_to_string(tmp.path("status")).unwrap(), status);
     let report = fs::read_to_string(tmp.path("pid.upgrade")).unwrap();
     assert!(report.starts_with("OK ") && report.contains(&new_version()));

@@ -152,15 +152,10 @@ pub fn resume(
     run_from(rt, signals, state)
 }
 
-/// Which generation serves, for the `STATUS=` that ends an upgrade.
+/// What serves, for the `STATUS=` that ends an upgrade: the summary systemd shows otherwise.
 fn serving(supervisor: &Supervisor) -> String {
-    match supervisor.live().iter().max() {
-        Some(worker) => format!(
-            "generation {} (pid {}) serving",
-            worker.generation, worker.pid
-        ),
-        None => "no generation serving yet".to_string(),
-    }
+    let now = Instant::now();
+    status_report::summary(&supervisor.snapshot(now), now)
 }
 
 /// The loop itself, from a fresh start or an upgrade.
