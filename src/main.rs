@@ -38,6 +38,22 @@ fn main() {
         client::stop(&cli)
     } else if cli.restart {
         client::restart(&cli)
+    } else if cli.upgrade {
+        control::upgrade::upgrade(&cli)
+    } else if cli.upgrade_check {
+        upgrade_check(cli)
+    } else if let Some(state_fd) = cli.upgrade_state {
+        // The image before this one set the process up (fds, signal mask, sockets): go on.
+        hygiene::standard_fds_and_no_leaks();
+        signals::ignore_write_faults();
+        signals::block_handled()
+            .and_then(|()| config::Config::new(cli, std::env::vars_os(), Vec::new()))
+            .and_then(|config| serve::resume(config, state_fd))
+            .map(|ending| {
+                if ending != runtime::event_loop::Ending::Clean {
+                    std::process::exit(ending.exit_code());
+                }
+            })
     } else {
         hygiene::standard_fds_and_no_leaks();
         signals::ignore_write_faults();
@@ -52,6 +68,20 @@ fn main() {
                 }
             })
     };
+    finish(result)
+}
+
+/// `--upgrade-check`: the options must be valid for this binary; then its version and the state
+/// formats it reads.
+fn upgrade_check(cli: Cli) -> error::Result<()> {
+    config::Config::new(cli, std::env::vars_os(), Vec::new())?;
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(runtime::upgrade::check_report().as_bytes())
+        .map_err(|e| error::Error::runtime(format!("cannot write the check's report: {e}")))
+}
+
+fn finish(result: error::Result<()>) {
     if let Err(error) = result {
         logging::print(&format!("start_server: {error}"));
         std::process::exit(error.exit_code());

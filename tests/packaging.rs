@@ -271,3 +271,86 @@ if pgrep -x start_server; then fail "start_server left behind"; fi
 "#,
     );
 }
+
+#[test]
+fn a_deb_upgrade_upgrades_running_instances_in_place_under_systemd() {
+    let tmp = TempDir::new();
+    let (deb, _) = build(&tmp.path("first"));
+    fs::copy(&deb, tmp.path("first.deb")).unwrap();
+    fs::create_dir_all(tmp.path("newer")).unwrap();
+    install(&tmp.path("newer/start_server"), &newer_build());
+    let newer = Command::new(format!("{ROOT}/packaging/build-packages.sh"))
+        .args(["--only", "deb", "--binary"])
+        .arg(tmp.path("newer/start_server"))
+        .arg("--out")
+        .arg(tmp.path("newer"))
+        .args(["--maintainer", "Package Tests <package-tests@example.org>"])
+        .output()
+        .expect("run packaging/build-packages.sh");
+    assert!(newer.status.success(), "{newer:?}");
+    let newer_deb = fs::read_dir(tmp.path("newer"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("the second .deb");
+    fs::copy(&newer_deb, tmp.path("second.deb")).unwrap();
+    tmp.script("worker.py", HTTP_WORKER);
+    run_in_systemd(
+        &tmp,
+        &format!(
+            r#"
+dpkg -i /src/first.deb
+install -m 755 /src/worker.py /usr/local/bin/demo-app
+mkdir -p /etc/server-starter
+printf 'APP_COMMAND=/usr/local/bin/demo-app\nSTART_SERVER_OPTIONS=--interval=0.5\n' > /etc/server-starter/demo.env
+systemctl enable --now server-starter@demo.socket
+ask() {{ curl -sf --max-time 30 --unix-socket /run/server-starter/demo.sock http://localhost/; }}
+first=$(ask) || fail "no answer through the instance's socket"
+wait_for 'systemctl is-active -q server-starter@demo.service'
+main=$(systemctl show -P MainPID server-starter@demo.service)
+worker=$(field pid "$first")
+out=$(dpkg -i /src/second.deb 2>&1) || fail "the second install failed: $out"
+echo "$out"
+grep -qF "server-starter@demo.service upgraded in place (pid $main)" <<<"$out" || fail "postinst did not upgrade the instance"
+[[ $(systemctl show -P MainPID server-starter@demo.service) == "$main" ]] || fail "MainPID changed"
+[[ $(readlink /proc/$main/exe) == /usr/bin/start_server ]] || fail "runs $(readlink /proc/$main/exe)"
+[[ $(systemctl show -P NRestarts server-starter@demo.service) == 0 ]] || fail "the unit was restarted"
+systemctl is-active -q server-starter@demo.service || fail "the unit is not active"
+second=$(ask) || fail "no answer after the upgrade"
+[[ $(field pid "$second") == "$worker" ]] || fail "the worker changed: $first / $second"
+wait_for 'systemctl status --no-pager server-starter@demo.service | grep -qF "upgraded to start_server {new}"'
+dpkg -r server-starter
+if pgrep -f /usr/local/bin/demo-app; then fail "workers left behind"; fi
+if pgrep -x start_server; then fail "start_server left behind"; fi
+"#,
+            new = new_version()
+        ),
+    );
+}
+
+/// The text of shell function `name` in `script`, from its line to the closing brace.
+fn shell_function(script: &str, name: &str) -> String {
+    let start = script
+        .find(&format!("{name}() {{"))
+        .unwrap_or_else(|| panic!("no {name} in {script}"));
+    let end = script[start..].find("\n}\n").expect("end of the function") + start;
+    script[start..end].to_string()
+}
+
+#[test]
+fn the_rpm_upgrades_running_instances_in_posttrans_as_the_deb_does() {
+    let tmp = TempDir::new();
+    let (_, rpm) = build(&tmp.0);
+    let scripts = stdout(Command::new("rpm").args(["-qp", "--scripts"]).arg(&rpm));
+    let posttrans = scripts
+        .split_once("posttrans scriptlet")
+        .map(|(_, rest)| rest)
+        .expect("the rpm has a posttrans scriptlet");
+    assert!(posttrans.contains("upgrade_in_place || :"), "{scripts}");
+    let postinst = fs::read_to_string(format!("{ROOT}/packaging/debian/postinst")).unwrap();
+    assert_eq!(
+        shell_function(posttrans, "upgrade_in_place"),
+        shell_function(&postinst, "upgrade_in_place"),
+        "the .deb and the .rpm upgrade running instances alike"
+    );
+}

@@ -21,7 +21,11 @@ chmod 755 /usr/local/bin/myapp
 
 /// Boots the container with the binary, the test worker and the unit files, runs `scenario`.
 fn run_scenario(scenario: &str) -> String {
-    let tmp = TempDir::new();
+    run_scenario_in(&TempDir::new(), scenario)
+}
+
+/// [`run_scenario`] with more files of the test's in `tmp` (at /src).
+fn run_scenario_in(tmp: &TempDir, scenario: &str) -> String {
     fs::copy(bin(), tmp.path("start_server")).expect("copy the binary");
     tmp.script("worker.py", HTTP_WORKER);
     let units = tmp.path("units");
@@ -39,7 +43,7 @@ fn run_scenario(scenario: &str) -> String {
             .join(unit);
         fs::copy(&shipped, units.join(unit)).expect("copy a unit file");
     }
-    run_in_systemd(&tmp, &format!("{INSTALL}{scenario}"))
+    run_in_systemd(tmp, &format!("{INSTALL}{scenario}"))
 }
 
 #[test]
@@ -127,4 +131,60 @@ systemctl stop server-starter@demo.service server-starter@demo.socket
 if pgrep -f test-worker.py; then fail "workers left behind"; fi
 "#,
     );
+}
+
+#[test]
+fn usr2_upgrades_a_notify_reload_unit_in_place() {
+    let tmp = TempDir::new();
+    install(&tmp.path("start_server.new"), &newer_build());
+    let scenario = format!(
+        r#"
+cp /src/units/server-starter-example.socket /src/units/server-starter-example.service /etc/systemd/system/
+systemctl daemon-reload
+systemctl start server-starter-example.socket
+first=$(curl -sf --max-time 30 http://127.0.0.1:8080/) || fail "no answer through the socket"
+wait_for 'systemctl is-active -q server-starter-example.service'
+wait_for 'systemctl status --no-pager server-starter-example.service | grep -qF "generation 1"'
+main=$(systemctl show -P MainPID server-starter-example.service)
+worker=$(field pid "$first")
+install -m 755 /src/start_server.new /usr/bin/start_server
+( while :; do systemctl is-active -q server-starter-example.service || echo "$(systemctl is-active server-starter-example.service)" >> /tmp/not-active; sleep 0.02; done ) &
+watcher=$!
+( while :; do curl -sf --max-time 30 http://127.0.0.1:8080/ >/dev/null || echo failed >> /tmp/failed; done ) &
+traffic=$!
+since=$(date +'%Y-%m-%d %H:%M:%S')
+# systemd logs each notification it gets at debug level.
+systemd-analyze log-level debug
+systemctl kill --kill-whom=main -s USR2 server-starter-example.service
+wait_for 'systemctl status --no-pager server-starter-example.service | grep -qF "upgraded to start_server {new}"'
+sleep 0.5
+kill $watcher $traffic
+wait $watcher $traffic 2>/dev/null || true
+if [ -e /tmp/failed ]; then fail "requests failed during the upgrade: $(wc -l < /tmp/failed)"; fi
+if grep -v reloading /tmp/not-active 2>/dev/null; then fail "the unit left active/reloading"; fi
+[[ $(systemctl show -P MainPID server-starter-example.service) == "$main" ]] || fail "MainPID changed"
+[[ $(readlink /proc/$main/exe) == /usr/bin/start_server ]] || fail "not running the new file: $(readlink /proc/$main/exe)"
+systemctl is-active -q server-starter-example.service || fail "not active after the upgrade"
+[[ $(systemctl show -P NRestarts server-starter-example.service) == 0 ]] || fail "the unit was restarted"
+second=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
+[[ $(field pid "$second") == "$worker" ]] || fail "the worker changed: $first / $second"
+journal=$(journalctl -u server-starter-example.service --since "$since" --no-pager)
+echo "$journal"
+grep -qF "received USR2: upgrade in place" <<<"$journal" || fail "no upgrade in the journal"
+grep -qF "upgraded from {old} to {new}" <<<"$journal" || fail "the new image did not say it runs"
+notified=$(grep -F "Got notification message from PID $main" <<<"$journal") || fail "no notification logged"
+grep -A1000 -F "RELOADING=1" <<<"$notified" | grep -qF "READY=1" \
+  || fail "systemd did not get RELOADING=1 then READY=1: $notified"
+systemd-analyze log-level info
+systemctl reload server-starter-example.service
+third=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
+[[ $third == *gen=2* ]] || fail "the new image does not reload: $third"
+systemctl stop server-starter-example.service server-starter-example.socket
+if pgrep -f test-worker.py; then fail "workers left behind"; fi
+"#,
+        new = new_version(),
+        old = env!("CARGO_PKG_VERSION"),
+    );
+    let out = run_scenario_in(&tmp, &scenario);
+    assert!(out.contains("SCENARIO-OK"));
 }

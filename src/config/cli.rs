@@ -23,6 +23,7 @@ use clap::{CommandFactory, Parser};
     override_usage = "start_server [OPTIONS] -- PROGRAM [ARGS...]\n       \
                       start_server --restart --pid-file=FILE --status-file=FILE\n       \
                       start_server --stop --pid-file=FILE\n       \
+                      start_server --upgrade --pid-file=FILE\n       \
                       start_server --status [--json] | --reload | --check  (--control=PATH | --pid-file=FILE)",
     after_help = "Examples:\n  \
         start_server --port=8080 -- plackup -s Starlet app.psgi\n  \
@@ -179,6 +180,23 @@ pub struct Cli {
     #[arg(long)]
     pub stop: bool,
 
+    /// Upgrade the running start_server (found by --pid-file) in place: it replaces its own
+    /// program with the binary now at its path, keeping its pid, sockets and workers. Waits for
+    /// the outcome: exit 0 once the new program runs, 1 with the reason if it refused.
+    #[arg(long, conflicts_with_all = ["stop", "restart"])]
+    pub upgrade: bool,
+
+    /// Check that this binary can take over from a running start_server given the same
+    /// options: print its version and the upgrade state formats it reads, exit 0 (2 if the
+    /// options are not valid for it). Run by start_server before an upgrade.
+    #[arg(long, conflicts_with_all = ["stop", "restart", "upgrade"])]
+    pub upgrade_check: bool,
+
+    /// The descriptor an upgrading start_server left its state in (set by start_server for
+    /// its next program image; never by hand).
+    #[arg(long, value_name = "FD", hide = true)]
+    pub upgrade_state: Option<i32>,
+
     /// Print the man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`) made
     /// from this very definition, and exit. For packagers; hidden from --help.
     #[arg(long, value_name = "WHAT", hide = true, value_parser = ["man", "bash", "zsh", "fish"])]
@@ -197,7 +215,9 @@ const AFTER_LONG_HELP: &str = "\
 Signals:
   HUP: start a new generation; once it is up, --signal-on-hup to the old
   TERM: --signal-on-term to every worker, wait for them all, exit 0
-  INT, QUIT, USR1, USR2: the same, sending TERM
+  INT, QUIT, USR1: the same, sending TERM
+  USR2: upgrade start_server itself in place: exec the binary now at its
+    path (checked first with --upgrade-check), same pid, sockets, workers
   a stop that had to KILL (--kill-old-timeout, strays) exits 3 instead
   PWR, real-time and the other signals that would kill: logged, ignored
 
@@ -220,14 +240,16 @@ Environment of start_server:
 Differences from Server::Starter 0.35 (see the README for the full list):
   an empty --envdir file removes its variable; a removed file no longer applies
   unknown or ambiguous options exit 2 with the usage
-  failed starts back off after three in a row; INT, QUIT, USR1, USR2 stop
-  gracefully; --port=P=FD never clobbers another socket
+  failed starts back off after three in a row; INT, QUIT, USR1 stop
+  gracefully; USR2 upgrades start_server in place (the original dies of it);
+  --port=P=FD never clobbers another socket
 
 Examples:
   start_server --port=8080 -- plackup -s Starlet app.psgi
   start_server --port=[::1]:80 --path=/run/app.sock -- ./server
   start_server --restart --pid-file=app.pid --status-file=app.status
-  start_server --stop --pid-file=app.pid";
+  start_server --stop --pid-file=app.pid
+  start_server --upgrade --pid-file=app.pid";
 
 /// Seconds as an integer or decimal number (the original takes integers only).
 fn parse_seconds(text: &str) -> Result<Duration, String> {

@@ -111,8 +111,18 @@ const SIGNALS: &[(&str, &str)] = &[
          status and socket files, and exit 0 (3 if one had to be killed).",
     ),
     (
-        "*SIGINT*, *SIGQUIT*, *SIGUSR1*, *SIGUSR2*",
+        "*SIGINT*, *SIGQUIT*, *SIGUSR1*",
         "The same, sending SIGTERM.",
+    ),
+    (
+        "*SIGUSR2*",
+        "Upgrade start_server itself in place: run the binary now at the path start_server was \
+         started as with --upgrade-check, and if it passes, execute it with the same pid, pid \
+         file, sockets, notification socket, control socket, status file and generation count; \
+         every worker runs on untouched (a SIGHUP afterwards restarts them, as usual). A binary that is \
+         missing, fails the check or cannot be executed leaves start_server as it was, with the \
+         reason in the log and in {PID_FILE}.upgrade. Under systemd the upgrade is a reload: \
+         RELOADING=1 before, READY=1 with the new version in STATUS= after.",
     ),
     (
         "other signals",
@@ -137,10 +147,16 @@ const FILES: &[(&str, &str)] = &[
         "An example env file for the template, and the example service for systemd before 253.",
     ),
     (
+        "{PID_FILE}.upgrade",
+        "Next to --pid-file: the outcome of the last upgrade in place (OK or FAILED, a \
+         timestamp, then the new version or the reason), read by --upgrade.",
+    ),
+    (
         "{PID_FILE}.control",
         "The control socket when --pid-file is given without --control (else \
          $RUNTIME_DIRECTORY/start_server.control under systemd): JSON requests, one a line \
-         ({\"command\":\"status\"}, reload, stop, workers with a count), one JSON reply a line.",
+         ({\"command\":\"status\"}, reload, stop, workers with a count, upgrade), one JSON reply a \
+         line.",
     ),
     (
         "{STATUS_FILE}.failed",
@@ -155,7 +171,8 @@ const NOTES: &[&str] = &[
      variables, status and pid files, and log lines. These differences are deliberate:",
     "An empty --envdir file removes its variable, and a removed file no longer applies. An \
      unknown or ambiguous option exits with status 2 and the usage. Failed starts back off \
-     after three in a row. SIGINT, SIGQUIT, SIGUSR1 and SIGUSR2 stop gracefully. --port=P=FD \
+     after three in a row. SIGINT, SIGQUIT and SIGUSR1 stop gracefully; SIGUSR2, which kills \
+     the original, upgrades start_server in place. --port=P=FD \
      never clobbers another socket. Socket activation, readiness and the options \
      --ready-timeout, --kill-old-timeout, --max-restart-delay and --no-listen-fds are \
      additions.",

@@ -1,4 +1,4 @@
-//! `--restart` and `--stop`: talking to a running start_server through its pid and status files.
+//! `--restart` and `--stop` (and the helpers `--upgrade` shares): talking to a running start_server through its pid and status files.
 
 use std::fs::File;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -18,7 +18,7 @@ use crate::supervisor::Pid;
 
 /// Fails unless a start_server holds the pid file's lock: a pid from a stale file might belong
 /// to an unrelated process by now, and must not be signalled.
-fn running(file: File, pid: Pid, path: &Path) -> Result<File> {
+pub(super) fn running(file: File, pid: Pid, path: &Path) -> Result<File> {
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(_) => Err(Error::runtime(format!(
             "no start_server is running with pid file {} (pid {pid} is gone): remove the stale \
@@ -34,7 +34,7 @@ fn running(file: File, pid: Pid, path: &Path) -> Result<File> {
     }
 }
 
-fn signal(pid: Pid, signal: Signal) -> Result<()> {
+pub(super) fn signal(pid: Pid, signal: Signal) -> Result<()> {
     kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| {
         Error::runtime(format!(
             "failed to send SIG{} to the server process {pid}: {}",
@@ -109,7 +109,7 @@ fn read_generations(status_path: &Path) -> Result<Vec<u64>> {
 
 /// Both the status file and its failure file are renamed into place in the status file's
 /// directory: watching it (and the process itself, a pidfd) replaces polling.
-fn watch_directory_of(status_path: &Path) -> Result<Inotify> {
+pub(super) fn watch_directory_of(status_path: &Path) -> Result<Inotify> {
     let directory = match status_path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -173,7 +173,7 @@ fn outcome(status_path: &Path, newest: u64, pid: Pid) -> Option<Result<()>> {
 }
 
 /// A descriptor that becomes readable when process `pid` exits.
-fn pidfd(pid: Pid) -> Result<OwnedFd> {
+pub(super) fn pidfd(pid: Pid) -> Result<OwnedFd> {
     // SAFETY: pidfd_open has no memory arguments; the result is a new fd we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -187,7 +187,7 @@ fn pidfd(pid: Pid) -> Result<OwnedFd> {
 }
 
 /// Whether the process behind a pidfd has exited, without waiting.
-fn has_exited(pidfd: &OwnedFd) -> bool {
+pub(super) fn has_exited(pidfd: &OwnedFd) -> bool {
     let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }

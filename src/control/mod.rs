@@ -5,3 +5,4 @@
 pub mod client;
 pub mod operator;
 pub mod protocol;
+pub mod upgrade;

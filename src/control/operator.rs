@@ -109,6 +109,36 @@ pub fn reload(cli: &Cli) -> Result<()> {
     }
 }
 
+/// `--upgrade` over the control socket: waits (bounded) for the outcome, from the new program
+/// once it runs, or from the old one with the reason it refused.
+pub fn upgrade(cli: &Cli, limit: Duration) -> Result<()> {
+    match ask(cli, &Request::Upgrade, Some(limit))? {
+        Reply {
+            ok: true, version, ..
+        } => {
+            crate::runtime::logging::print(&format!(
+                "start_server upgraded: start_server {} runs",
+                version.unwrap_or_else(|| "(unknown version)".into())
+            ));
+            Ok(())
+        }
+        Reply { error, .. } => Err(Error::runtime(format!(
+            "upgrade failed: {}",
+            error.unwrap_or_default()
+        ))),
+    }
+}
+
+/// Whether a control socket is there to talk to: `--control`, or the default one beside
+/// `--pid-file` (or in `RUNTIME_DIRECTORY`) when it exists.
+pub fn reachable(cli: &Cli) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    cli.control.is_some()
+        || socket_path(cli).is_ok_and(|path| {
+            std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+        })
+}
+
 /// `--check`: exit 0 only when healthy, with one line saying why or why not.
 pub fn check(cli: &Cli) -> Result<()> {
     let status = status_of(cli)?;

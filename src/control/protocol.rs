@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// A request: `{"command":"status"}`, `{"command":"reload"}`, `{"command":"stop"}`,
-/// `{"command":"workers","count":4}`.
+/// `{"command":"workers","count":4}`, `{"command":"upgrade"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
@@ -22,10 +22,13 @@ pub enum Request {
     Stop,
     /// Run this many copies of the worker per generation.
     Workers { count: usize },
+    /// Upgrade start_server in place (as SIGUSR2); the reply comes from the new program once it
+    /// runs (with its `version`), or from the old one when it refused.
+    Upgrade,
 }
 
 /// A reply: `ok` always, `error` when it is false, `status` for a status request, `generation`
-/// and `reason` for a reload.
+/// and `reason` for a reload, `version` for an upgrade.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
     pub ok: bool,
@@ -35,6 +38,9 @@ pub struct Reply {
     pub generation: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// The version that runs after an upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl Reply {
@@ -189,6 +195,7 @@ mod tests {
             parse(r#"{"command":"workers","count":3}"#),
             Some(Request::Workers { count: 3 })
         );
+        assert_eq!(parse(r#"{"command":"upgrade"}"#), Some(Request::Upgrade));
         assert_eq!(parse(r#"{"command":"bogus"}"#), None);
         assert_eq!(parse(r#"{"command":"workers","count":-1}"#), None);
         assert_eq!(parse("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["), None);

@@ -7,13 +7,14 @@
 //! holds nothing up, and a pile of them does not lock out `--check`.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use nix::poll::PollFlags;
 use nix::sys::stat::{Mode, umask};
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::control::protocol::{Reply, Request};
@@ -50,7 +51,7 @@ struct Client {
     closing: bool,
     /// Gone: removed after this round.
     dead: bool,
-    /// A reload it asked for is not answered yet.
+    /// A reload or upgrade it asked for is not answered yet.
     awaiting: bool,
 }
 
@@ -208,6 +209,97 @@ impl ControlSocket {
     }
 }
 
+/// The control socket as an upgrade in place hands it to the next program image: the listener,
+/// and each client with what it had not sent or read yet (one waiting for the upgrade's outcome
+/// gets it from the new image).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControlState {
+    pub listener: RawFd,
+    pub path: String,
+    pub inode: u64,
+    pub next_id: ClientId,
+    pub clients: Vec<ClientState>,
+}
+
+/// One client of [`ControlState`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientState {
+    pub id: ClientId,
+    pub fd: RawFd,
+    pub input: Vec<u8>,
+    pub output: Vec<u8>,
+    pub closing: bool,
+    pub awaiting: bool,
+}
+
+impl ControlState {
+    /// The descriptors it names, kept open across the exec.
+    pub fn fds(&self) -> Vec<RawFd> {
+        std::iter::once(self.listener)
+            .chain(self.clients.iter().map(|c| c.fd))
+            .collect()
+    }
+}
+
+impl ControlSocket {
+    /// What the next program image needs to go on serving the socket and its clients.
+    pub fn export(&self) -> ControlState {
+        ControlState {
+            listener: self.listener.as_raw_fd(),
+            path: self.path.to_string_lossy().into_owned(),
+            inode: self.inode,
+            next_id: self.next_id,
+            clients: self
+                .clients
+                .iter()
+                .filter(|c| !c.dead)
+                .map(|c| ClientState {
+                    id: c.id,
+                    fd: c.stream.as_raw_fd(),
+                    input: c.input.clone(),
+                    output: c.output.clone(),
+                    closing: c.closing,
+                    awaiting: c.awaiting,
+                })
+                .collect(),
+        }
+    }
+
+    /// The control socket an earlier program image handed over (see
+    /// [`ControlSocket::export`]).
+    ///
+    /// # Safety
+    ///
+    /// The state's fds must be the open listener and client sockets, owned by nothing else.
+    pub unsafe fn adopt(state: ControlState) -> ControlSocket {
+        // SAFETY: the caller promises each fd is open and ours alone.
+        let listener = unsafe { UnixListener::from_raw_fd(state.listener) };
+        let clients = state
+            .clients
+            .into_iter()
+            .map(|c| Client {
+                id: c.id,
+                // SAFETY: as above.
+                stream: unsafe { UnixStream::from_raw_fd(c.fd) },
+                input: c.input,
+                output: c.output,
+                closing: c.closing,
+                dead: false,
+                awaiting: c.awaiting,
+            })
+            .collect();
+        ControlSocket {
+            listener,
+            path: PathBuf::from(state.path),
+            inode: state.inode,
+            clients,
+            next_id: state.next_id,
+        }
+    }
+}
+
 impl Drop for ControlSocket {
     fn drop(&mut self) {
         // Only our own socket: another start_server may have replaced a file it saw as stale.
@@ -254,7 +346,7 @@ impl Client {
             }
             match serde_json::from_slice::<Request>(line) {
                 Ok(request) => {
-                    self.awaiting |= request == Request::Reload;
+                    self.awaiting |= matches!(request, Request::Reload | Request::Upgrade);
                     requests.push((self.id, request));
                 }
                 Err(e) => self.queue(&Reply::error(format!("bad request: {e}"))),

@@ -29,6 +29,7 @@ use crate::runtime::spawn::{self, FdLayout, Launch};
 use crate::runtime::status_file::StatusFile;
 use crate::runtime::status_report;
 use crate::runtime::strays::{self, Adopted};
+use crate::runtime::upgrade::{self, Handover};
 use crate::runtime::worker_notify::WorkerNotify;
 use crate::supervisor::{
     Action, ExitStatus, Notice, Pid, Policy, ReloadTrigger, Supervisor, Worker,
@@ -62,6 +63,8 @@ pub struct Runtime {
     pub worker_notify: WorkerNotify,
     /// Processes left behind by workers (adopted: start_server is a subreaper).
     pub strays: Adopted,
+    /// What an upgrade in place needs besides the above.
+    pub handover: Handover,
     /// `--control`.
     pub control: Option<ControlSocket>,
     /// `--reload-on-change`.
@@ -103,12 +106,69 @@ pub const LOGGER_GRACE: Duration = Duration::from_secs(5);
 /// signals, child exits, workers' messages and the clock to the state machine, and carry out
 /// what it answers.
 pub fn run(rt: &mut Runtime, signals: &mut Signals, policy: Policy) -> Result<Ending> {
-    let mut state = Loop::new(rt, policy);
+    // The envdir's settings are read again at every spawn, the first one included.
+    let tunables = worker_env::tunables(&rt.base_env);
+    let mut supervisor = Supervisor::new(policy, tunables, Instant::now());
+    let actions = supervisor.start();
+    run_from(rt, signals, Loop::new(rt, supervisor, actions))
+}
+
+/// Goes on with the supervisor an earlier program image handed over (an upgrade in place):
+/// children that exited meanwhile are reaped first, then systemd and `--upgrade` hear that the
+/// new image runs.
+pub fn resume(
+    rt: &mut Runtime,
+    signals: &mut Signals,
+    supervisor: Supervisor,
+    carried: upgrade::LoopState,
+    from: &str,
+    state_bytes: usize,
+) -> Result<Ending> {
+    let mut state = Loop::new(rt, supervisor, Vec::new());
+    state.reload_waiters = carried.reload_waiters;
+    state.last_spawned = carried.last_spawned;
+    state.on_child_exit(rt);
+    let now = upgrade::version();
+    info!(
+        "start_server (pid:{}) upgraded from {from} to {now} ({state_bytes} bytes of state)",
+        std::process::id()
+    );
+    if state.supervisor.announced_ready() {
+        rt.notifier.ready(&format!(
+            "upgraded to start_server {now}; {}",
+            serving(&state.supervisor)
+        ));
+    }
+    if let Some(control) = &mut rt.control {
+        for client in carried.upgrade_waiters {
+            let reply = Reply {
+                version: Some(now.clone()),
+                ..Reply::ok()
+            };
+            control.reply(client, &reply);
+        }
+    }
+    upgrade::report(rt.handover.image.report.as_deref(), &Ok(now));
+    run_from(rt, signals, state)
+}
+
+/// What serves, for the `STATUS=` that ends an upgrade: the summary systemd shows otherwise.
+fn serving(supervisor: &Supervisor) -> String {
+    let now = Instant::now();
+    status_report::summary(&supervisor.snapshot(now), now)
+}
+
+/// The loop itself, from a fresh start or an upgrade.
+fn run_from(rt: &mut Runtime, signals: &mut Signals, mut state: Loop) -> Result<Ending> {
     loop {
         while let Some(action) = state.actions.pop_front() {
             if let Some(ending) = state.perform(rt, signals, action) {
                 return Ok(ending);
             }
+        }
+        // Only between events, with nothing pending: the state handed over is whole.
+        if std::mem::take(&mut state.upgrade_asked) {
+            state.upgrade(rt);
         }
         let sources = Sources {
             notify: Some(&rt.worker_notify),
@@ -147,6 +207,10 @@ struct Loop {
     stopping: bool,
     /// Something had to be sent SIGKILL while stopping.
     killed: bool,
+    /// SIGUSR2 or `upgrade` was received: upgrade once the pending actions are done.
+    upgrade_asked: bool,
+    /// Control clients waiting for the upgrade's outcome.
+    upgrade_waiters: Vec<ClientId>,
     /// The newest generation spawned so far.
     last_spawned: u64,
     /// Control clients waiting for a reload: answered by the first generation newer than the
@@ -155,22 +219,152 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(rt: &Runtime, policy: Policy) -> Loop {
-        // The envdir's settings are read again at every spawn, the first one included.
-        let tunables = worker_env::tunables(&rt.base_env);
-        let mut supervisor = Supervisor::new(policy, tunables, Instant::now());
-        let actions = supervisor.start().into();
+    fn new(rt: &Runtime, supervisor: Supervisor, actions: Vec<Action>) -> Loop {
         let watchdog_every = rt.notifier.watchdog_interval();
         Loop {
             supervisor,
-            actions,
+            actions: actions.into(),
             watchdog_every,
             next_watchdog: watchdog_every.map(|every| Instant::now() + every),
             stopping: false,
             killed: false,
+            upgrade_asked: false,
+            upgrade_waiters: Vec::new(),
             last_spawned: 0,
             reload_waiters: Vec::new(),
         }
+    }
+
+    /// SIGUSR2 or `upgrade`: replace this program with the binary at its path, if that binary
+    /// passes the check; otherwise (or if the exec fails) go on as before, saying why.
+    fn upgrade(&mut self, rt: &mut Runtime) {
+        let image = rt.handover.image.clone();
+        info!(
+            "upgrading start_server {} to {}",
+            upgrade::version(),
+            image.binary.display()
+        );
+        let refusal = self.try_upgrade(rt, &image);
+        error!(
+            "upgrade failed, start_server {} runs on: {refusal}",
+            upgrade::version()
+        );
+        upgrade::report(image.report.as_deref(), &Err(refusal.clone()));
+        let waiters = std::mem::take(&mut self.upgrade_waiters);
+        if let Some(control) = &mut rt.control {
+            let reply = Reply::error(format!(
+                "{refusal}; start_server {} runs on as it was",
+                upgrade::version()
+            ));
+            for client in waiters {
+                control.reply(client, &reply);
+            }
+        }
+    }
+
+    /// Returns only if the upgrade did not happen, with why.
+    fn try_upgrade(&mut self, rt: &mut Runtime, image: &upgrade::Image) -> upgrade::Refusal {
+        let version = match upgrade::check(image) {
+            Ok(version) => version,
+            Err(refusal) => return refusal,
+        };
+        let state = match self.export(rt, image, Instant::now()) {
+            Ok(state) => state,
+            Err(refusal) => return refusal,
+        };
+        let memfd = match upgrade::write_state(&state) {
+            Ok(fd) => fd,
+            Err(refusal) => return refusal,
+        };
+        let mut fds = state.fds();
+        fds.push(std::os::fd::AsRawFd::as_raw_fd(&memfd));
+        if let Err(refusal) = upgrade::set_cloexec(&fds, false) {
+            let _ = upgrade::set_cloexec(&fds, true);
+            return refusal;
+        }
+        let announced = self.supervisor.announced_ready();
+        if announced {
+            rt.notifier
+                .reloading(&format!("upgrading start_server to {version}"));
+        }
+        info!(
+            "executing {} (start_server {version})",
+            image.binary.display()
+        );
+        let refusal = upgrade::exec(image, std::os::fd::AsRawFd::as_raw_fd(&memfd));
+        if let Err(e) = upgrade::set_cloexec(&fds, true) {
+            warn!("{e}");
+        }
+        if announced {
+            rt.notifier.ready(&format!(
+                "upgrade failed ({refusal}); start_server {} runs on; {}",
+                upgrade::version(),
+                serving(&self.supervisor)
+            ));
+        }
+        refusal
+    }
+
+    /// Everything the next image needs, at `now`.
+    fn export(
+        &self,
+        rt: &Runtime,
+        image: &upgrade::Image,
+        now: Instant,
+    ) -> std::result::Result<upgrade::State, upgrade::Refusal> {
+        let text = |s: &OsStr, what: &str| {
+            s.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{what} is not UTF-8: {s:?}"))
+        };
+        let argv = image
+            .argv
+            .iter()
+            .map(|a| text(a, "the command line"))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let unix_paths = rt
+            .handover
+            .unix_paths
+            .iter()
+            .map(|p| text(p.as_os_str(), "a socket path"))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let (slots, floor) = rt.layout.export();
+        let (notify_fd, notify_name) = rt.worker_notify.export();
+        Ok(upgrade::State {
+            format: upgrade::FORMAT,
+            written_by: upgrade::version(),
+            argv,
+            binary: text(image.binary.as_os_str(), "the binary's path")?,
+            supervisor: self.supervisor.export(now),
+            sockets: upgrade::SocketsState {
+                slots,
+                floor,
+                port_env: rt.port_env.clone(),
+                listen_env: rt.listen_env.clone(),
+                unix_paths,
+            },
+            pid_file_fd: rt.handover.pid_file_fd,
+            status_written: rt
+                .status
+                .as_ref()
+                .map_or((false, false), StatusFile::written),
+            worker_notify: upgrade::NotifySocketState {
+                fd: notify_fd,
+                name: notify_name,
+            },
+            nofile: (rt.nofile.rlim_cur, rt.nofile.rlim_max),
+            xfsz_was_ignored: crate::runtime::signals::xfsz_was_ignored(),
+            logger: rt.logger.as_ref().map(|l| l.export(now)),
+            started: -i64::try_from(now.saturating_duration_since(rt.fixed.started).as_micros())
+                .unwrap_or(i64::MAX),
+            socket_info: rt.fixed.sockets.clone(),
+            control: rt.control.as_ref().map(ControlSocket::export),
+            event_loop: upgrade::LoopState {
+                reload_waiters: self.reload_waiters.clone(),
+                last_spawned: self.last_spawned,
+                upgrade_waiters: self.upgrade_waiters.clone(),
+            },
+        })
     }
 
     /// The earliest of the supervisor's timers, the watchdog and the log command's restart.
@@ -252,6 +446,15 @@ impl Loop {
     fn on_signal(&mut self, rt: &mut Runtime, received: Received) {
         match received {
             Received::Hangup => self.actions.extend(self.supervisor.hangup()),
+            Received::Upgrade if self.stopping => {
+                let why = "start_server is stopping".to_string();
+                info!("received USR2 while stopping: no upgrade");
+                upgrade::report(rt.handover.image.report.as_deref(), &Err(why));
+            }
+            Received::Upgrade => {
+                info!("received USR2: upgrade in place");
+                self.upgrade_asked = true;
+            }
             Received::Terminate(signal) => self.terminate(signal),
             Received::Child => self.on_child_exit(rt),
             Received::Ignored => {}
@@ -287,6 +490,13 @@ impl Loop {
     /// One request; its reply, unless it comes later (a reload).
     fn on_request(&mut self, rt: &Runtime, client: ClientId, request: Request) -> Option<Reply> {
         match request {
+            Request::Upgrade if self.stopping => Some(Reply::error("start_server is stopping")),
+            Request::Upgrade => {
+                info!("upgrade requested on the control socket");
+                self.upgrade_waiters.push(client);
+                self.upgrade_asked = true;
+                None
+            }
             Request::Status => {
                 let snapshot = self.supervisor.snapshot(Instant::now());
                 let dropped = crate::runtime::logging::dropped_total();

@@ -20,4 +20,5 @@ pub mod spawn;
 pub mod status_file;
 pub mod status_report;
 pub mod strays;
+pub mod upgrade;
 pub mod worker_notify;

@@ -216,6 +216,19 @@ impl Notifier {
         }
     }
 
+    /// `RELOADING=1` with `MONOTONIC_USEC=` and `status`: an upgrade in place begins.
+    pub fn reloading(&self, status: &str) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now, NotifyState::Status(status)]),
+            Err(e) => warn!("cannot read CLOCK_MONOTONIC: {e}"),
+        }
+    }
+
+    /// `READY=1` with `status`: an upgrade in place is over (done or given up).
+    pub fn ready(&self, status: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
     /// A `STATUS=` line of the runtime's own (the summary of the whole state).
     pub fn status(&self, text: &str) {
         self.send(&[NotifyState::Status(text)]);

@@ -2,7 +2,7 @@
 
 use crate::config::Secs;
 use std::fs::OpenOptions;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -133,6 +133,46 @@ fn dup_cloexec(fd: RawFd) -> std::io::Result<OwnedFd> {
 }
 
 impl Logger {
+    /// What an upgrade in place hands to the next image: the pipe's fds, the command's pid and
+    /// its restart pacing, times relative to `now`.
+    pub fn export(&self, now: Instant) -> crate::runtime::upgrade::LoggerState {
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        crate::runtime::upgrade::LoggerState {
+            input: self.input.as_raw_fd(),
+            output: (self.output[0].as_raw_fd(), self.output[1].as_raw_fd()),
+            pid: self.pid,
+            started: -micros(now.saturating_duration_since(self.started)),
+            quick_exits: self.quick_exits,
+            restart_at: self
+                .restart_at
+                .map(|at| micros(at.saturating_duration_since(now))),
+        }
+    }
+
+    /// The log command an earlier image ran (see [`Logger::export`]).
+    ///
+    /// # Safety
+    ///
+    /// The state's fds must be the open pipe and outputs, owned by nothing else.
+    pub unsafe fn adopt(
+        command: String,
+        state: &crate::runtime::upgrade::LoggerState,
+        now: Instant,
+    ) -> Logger {
+        let offset = |us: i64| Duration::from_micros(us.unsigned_abs());
+        // SAFETY: the caller promises the fds are open and ours alone.
+        let own = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
+        Logger {
+            command,
+            input: own(state.input),
+            output: [own(state.output.0), own(state.output.1)],
+            pid: state.pid,
+            started: now.checked_sub(offset(state.started)).unwrap_or(now),
+            quick_exits: state.quick_exits,
+            restart_at: state.restart_at.map(|us| now + offset(us)),
+        }
+    }
+
     /// The running command's pid.
     pub fn pid(&self) -> Option<Pid> {
         self.pid

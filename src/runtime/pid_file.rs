@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,34 @@ impl PidFile {
                     Error::runtime(format!("failed to lock pid file {shown}: {}", e.desc()))
                 }
             })?;
+        Ok(PidFile {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// The locked file's fd, which an upgrade in place hands to the next image (the lock belongs
+    /// to the open file, so it goes with it).
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// The pid file an earlier image locked (see [`PidFile::raw_fd`]).
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be the open, locked pid file at `path`, owned by nothing else.
+    pub unsafe fn adopt(fd: RawFd, path: &Path) -> Result<PidFile> {
+        // SAFETY: the caller promises the fd is open and ours alone.
+        let file = unsafe { File::from_raw_fd(fd) };
+        // Locking again through the open file that holds the lock succeeds at once.
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            Error::runtime(format!(
+                "failed to keep the lock of pid file {}: {}",
+                path.display(),
+                e.desc()
+            ))
+        })?;
         Ok(PidFile {
             path: path.to_path_buf(),
             file,

@@ -3,6 +3,7 @@
 //! error at any step removes what the steps before it created.
 
 use std::os::fd::{AsFd, RawFd};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -14,18 +15,21 @@ use crate::runtime::control_socket::ControlSocket;
 use crate::runtime::event_loop::{self, Ending, Runtime};
 use crate::runtime::file_watch::FileWatch;
 use crate::runtime::notify::Notifier;
-use crate::runtime::output::{self, Logger};
+use crate::runtime::output::{self, LogTarget, Logger};
 use crate::runtime::pid_file::PidFile;
 use crate::runtime::signals::Signals;
 use crate::runtime::spawn::{FdLayout, Placement};
 use crate::runtime::status_file::StatusFile;
 use crate::runtime::status_report;
 use crate::runtime::strays::Adopted;
+use crate::runtime::upgrade::{self, Handover, Image};
 use crate::runtime::worker_notify::WorkerNotify;
 use crate::sockets::{self, Origin};
+use crate::supervisor::Supervisor;
 
 /// Runs start_server until it is told to stop; how the stop went decides the exit status.
 pub fn serve(mut config: Config) -> Result<Ending> {
+    let image = Image::current(config.pid_file.as_deref());
     let started = Instant::now();
     crate::runtime::logging::attach_stderr();
     let nofile = raise_open_file_limit();
@@ -68,6 +72,11 @@ pub fn serve(mut config: Config) -> Result<Ending> {
         notifier,
         worker_notify: WorkerNotify::bind()?,
         strays: Adopted::new(std::process::id() == 1),
+        handover: Handover {
+            image,
+            pid_file_fd: pid_file.as_ref().map(PidFile::raw_fd),
+            unix_paths: bound.unix_paths().to_vec(),
+        },
         control,
         watch,
         fixed: status_report::Fixed {
@@ -76,7 +85,123 @@ pub fn serve(mut config: Config) -> Result<Ending> {
         },
     };
     let ending = event_loop::run(&mut runtime, &mut signals, config.policy)?;
+    Ok(finish(runtime, signals, pid_file, bound, ending))
+}
+
+/// Goes on where the program image before this one left off (an upgrade in place): the state
+/// at `state_fd` names the sockets, files and workers it had; `config` comes from the same
+/// command line.
+pub fn resume(mut config: Config, state_fd: RawFd) -> Result<Ending> {
+    crate::runtime::logging::attach_stderr();
+    // SAFETY: the image before this one left the state at this fd for us alone.
+    let (state, state_bytes) = unsafe { upgrade::read_state(state_fd) }?;
+    let mut image = Image::current(config.pid_file.as_deref());
+    let argv: Vec<String> = image
+        .argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if argv != state.argv {
+        warn!(
+            "the command line differs from the one handed over ({:?}); going on with this one",
+            state.argv
+        );
+    }
+    image.binary = PathBuf::from(&state.binary);
+    raise_open_file_limit();
+    crate::runtime::signals::restore_xfsz_was_ignored(state.xfsz_was_ignored);
+    let pid_file = match (state.pid_file_fd, config.pid_file.as_deref()) {
+        // SAFETY: the fd is the locked pid file the image before this one handed over.
+        (Some(fd), Some(path)) => Some(unsafe { PidFile::adopt(fd, path) }?),
+        _ => None,
+    };
+    let unix_paths: Vec<PathBuf> = state.sockets.unix_paths.iter().map(PathBuf::from).collect();
+    let bound = sockets::Bound::adopt(unix_paths.clone());
+    let now = Instant::now();
+    let logger = match (&state.logger, &config.log) {
+        (Some(logger), Some(LogTarget::Command(command))) => {
+            // SAFETY: the fds are the log command's pipe and outputs, handed over.
+            Some(unsafe { Logger::adopt(command.clone(), logger, now) })
+        }
+        _ => None,
+    };
+    nix::sys::prctl::set_child_subreaper(true)
+        .context(|| "failed to become a child subreaper".to_string())?;
+    // A pending change is lost with the old inotify fd: the watch starts afresh.
+    let watch = (!config.reload_on_change.is_empty())
+        .then(|| FileWatch::new(&config.reload_on_change))
+        .transpose()?;
+    let control = match state.control.clone() {
+        // SAFETY: the control socket and its clients, handed over.
+        Some(control) => Some(unsafe { ControlSocket::adopt(control) }),
+        // An image from before the control socket: it is created now.
+        None => open_control(config.control.take())?,
+    };
+    let mut signals = Signals::open()?;
+    let mut runtime = Runtime {
+        // SAFETY: the sockets handed over, each at its fd.
+        layout: unsafe { FdLayout::adopt(&state.sockets.slots, state.sockets.floor) },
+        port_env: state.sockets.port_env.clone(),
+        listen_env: state.sockets.listen_env.clone(),
+        command: config.command,
+        dir: config.dir,
+        envdir: config.envdir,
+        base_env: config.base_env,
+        status: config
+            .status_file
+            .as_deref()
+            .map(|path| StatusFile::adopt(path, state.status_written)),
+        nofile: libc::rlimit {
+            rlim_cur: state.nofile.0,
+            rlim_max: state.nofile.1,
+        },
+        logger,
+        notifier: Notifier::from_env(),
+        // SAFETY: the workers' notification socket, handed over.
+        worker_notify: unsafe {
+            WorkerNotify::adopt(state.worker_notify.fd, state.worker_notify.name.clone())
+        },
+        strays: Adopted::new(std::process::id() == 1),
+        handover: Handover {
+            image,
+            pid_file_fd: state.pid_file_fd,
+            unix_paths,
+        },
+        control,
+        watch,
+        fixed: status_report::Fixed {
+            started: now
+                .checked_sub(std::time::Duration::from_micros(
+                    state.started.unsigned_abs(),
+                ))
+                .unwrap_or(now),
+            sockets: state.socket_info.clone(),
+        },
+    };
+    let supervisor = Supervisor::import(state.supervisor, config.policy, now);
+    let ending = event_loop::resume(
+        &mut runtime,
+        &mut signals,
+        supervisor,
+        state.event_loop,
+        &state.written_by,
+        state_bytes,
+    )?;
+    Ok(finish(runtime, signals, pid_file, bound, ending))
+}
+
+/// Clean-up once the loop is over: the files and sockets go, the log command gets the rest.
+fn finish(
+    mut runtime: Runtime,
+    mut signals: Signals,
+    pid_file: Option<PidFile>,
+    bound: sockets::Bound,
+    ending: Ending,
+) -> Ending {
     info!("exiting");
+    if let Some(report) = &runtime.handover.image.report {
+        let _ = std::fs::remove_file(report);
+    }
     let logger = runtime.logger.take();
     drop(runtime);
     // The pid file's lock goes last: `--stop` returns once it is released, and by then the
@@ -86,7 +211,7 @@ pub fn serve(mut config: Config) -> Result<Ending> {
     if let Some(logger) = logger {
         flush_logger(logger, &mut signals);
     }
-    Ok(ending)
+    ending
 }
 
 /// The control socket: one the operator named must be created; the default one is skipped

@@ -17,8 +17,10 @@ use crate::error::{Context, Result};
 pub enum Received {
     /// SIGHUP: start a new generation.
     Hangup,
-    /// SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2: stop the workers and exit.
+    /// SIGTERM, SIGINT, SIGQUIT, SIGUSR1: stop the workers and exit.
     Terminate(Signal),
+    /// SIGUSR2: replace start_server's own program with the binary at its path (see `upgrade`).
+    Upgrade,
     /// SIGCHLD: reap children.
     Child,
     /// SIGALRM: ignored, as by the original (which uses it internally).
@@ -28,12 +30,11 @@ pub enum Received {
     Unused(i32),
 }
 
-const TERMINATING: [Signal; 5] = [
+const TERMINATING: [Signal; 4] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGQUIT,
     Signal::SIGUSR1,
-    Signal::SIGUSR2,
 ];
 
 /// Asynchronous signals whose default action would end start_server although it has no use for
@@ -56,6 +57,7 @@ fn handled() -> SigSet {
         set.add(signal);
     }
     set.add(Signal::SIGHUP);
+    set.add(Signal::SIGUSR2);
     set.add(Signal::SIGCHLD);
     set.add(Signal::SIGALRM);
     let mut raw = *set.as_ref();
@@ -87,6 +89,17 @@ pub fn ignore_write_faults() {
         let before = libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         XFSZ_WAS_IGNORED.store(before == libc::SIG_IGN, Ordering::Relaxed);
     }
+}
+
+/// Whether start_server's caller had SIGXFSZ ignored: an upgrade in place hands it to the next
+/// image, which finds SIGXFSZ ignored by start_server itself.
+pub fn xfsz_was_ignored() -> bool {
+    XFSZ_WAS_IGNORED.load(Ordering::Relaxed)
+}
+
+/// After an upgrade in place: what the first image found (see [`xfsz_was_ignored`]).
+pub fn restore_xfsz_was_ignored(ignored: bool) {
+    XFSZ_WAS_IGNORED.store(ignored, Ordering::Relaxed);
 }
 
 /// SIGXFSZ's disposition for a child: what start_server inherited, not its own SIG_IGN.
@@ -122,6 +135,7 @@ impl Signals {
             let number = info.ssi_signo as i32;
             received.push(match Signal::try_from(number) {
                 Ok(Signal::SIGHUP) => Received::Hangup,
+                Ok(Signal::SIGUSR2) => Received::Upgrade,
                 Ok(Signal::SIGCHLD) => Received::Child,
                 Ok(Signal::SIGALRM) => Received::Ignored,
                 Ok(s) if TERMINATING.contains(&s) => Received::Terminate(s),

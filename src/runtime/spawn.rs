@@ -99,6 +99,32 @@ impl FdLayout {
     }
 }
 
+impl FdLayout {
+    /// Each socket's fd in start_server and in the worker, and the floor: what an upgrade in
+    /// place hands to the next image.
+    pub fn export(&self) -> (Vec<(RawFd, RawFd)>, RawFd) {
+        let slots = self
+            .slots
+            .iter()
+            .map(|(fd, target)| (fd.as_raw_fd(), *target));
+        (slots.collect(), self.floor)
+    }
+
+    /// The layout an earlier image exported (see [`FdLayout::export`]).
+    ///
+    /// # Safety
+    ///
+    /// Each first fd of `slots` must be an open socket that nothing else owns or closes.
+    pub unsafe fn adopt(slots: &[(RawFd, RawFd)], floor: RawFd) -> FdLayout {
+        let slots = slots
+            .iter()
+            // SAFETY: the caller promises each fd is open and ours alone.
+            .map(|&(fd, target)| (unsafe { OwnedFd::from_raw_fd(fd) }, target))
+            .collect();
+        FdLayout { slots, floor }
+    }
+}
+
 fn dup_above(fd: &OwnedFd, floor: RawFd) -> std::io::Result<OwnedFd> {
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a valid fd returns a new fd that we then own.
     let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };

@@ -26,6 +26,21 @@ impl StatusFile {
         }
     }
 
+    /// Whether this process wrote the file and the failure file (and so removes them at exit),
+    /// which an upgrade in place hands to the next image.
+    pub fn written(&self) -> (bool, bool) {
+        (self.created, self.failure_written)
+    }
+
+    /// The status file as an earlier image left it (see [`StatusFile::written`]).
+    pub fn adopt(path: &Path, (created, failure_written): (bool, bool)) -> StatusFile {
+        StatusFile {
+            path: path.to_path_buf(),
+            created,
+            failure_written,
+        }
+    }
+
     /// Notes that `generation` failed to start, in `FILE.failed` (`GEN:why`), where
     /// `--restart` looks for the outcome of the restart it asked for.
     pub fn record_failure(&mut self, generation: u64, why: &str) -> Result<()> {

@@ -56,7 +56,7 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
     let clock = Clock::now();
     Status {
         pid: std::process::id(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: crate::runtime::upgrade::version(),
         started_unix: clock.unix(fixed.started),
         uptime: clock.ago(fixed.started),
         sockets: fixed.sockets.clone(),

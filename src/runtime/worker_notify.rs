@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::io::IoSliceMut;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -66,6 +66,27 @@ impl WorkerNotify {
             workers: Vec::new(),
             strangers: HashSet::with_capacity(MAX_STRANGERS),
         })
+    }
+
+    /// The socket's fd and name, which an upgrade in place hands to the next image.
+    pub fn export(&self) -> (RawFd, String) {
+        (self.fd.as_raw_fd(), self.name.clone())
+    }
+
+    /// The socket an earlier image bound (see [`WorkerNotify::export`]): workers keep their
+    /// `NOTIFY_SOCKET`.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be the open, bound socket named `name`, owned by nothing else.
+    pub unsafe fn adopt(fd: RawFd, name: String) -> WorkerNotify {
+        WorkerNotify {
+            // SAFETY: the caller promises the fd is open and ours alone.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            name,
+            workers: Vec::new(),
+            strangers: HashSet::with_capacity(MAX_STRANGERS),
+        }
     }
 
     /// The `NOTIFY_SOCKET` value for workers (`@` marks the abstract namespace).

@@ -66,6 +66,22 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// The socket files this process created (removed at exit), which an upgrade in place hands
+    /// to the next image.
+    pub fn unix_paths(&self) -> &[PathBuf] {
+        &self.unix_paths
+    }
+
+    /// The socket files an earlier image created, to be removed at exit (the sockets themselves
+    /// are adopted by `runtime::spawn::FdLayout`).
+    pub fn adopt(unix_paths: Vec<PathBuf>) -> Bound {
+        Bound {
+            listeners: Vec::new(),
+            renamed: Vec::new(),
+            unix_paths,
+        }
+    }
+
     /// Leaves the socket files in place at exit: the sockets are in systemd's file descriptor
     /// store, which hands them to the next start, and clients find them by their files.
     pub fn keep_socket_files(&mut self) {

@@ -23,6 +23,7 @@ mod notice;
 mod policy;
 mod readiness;
 mod slots;
+pub mod state;
 // Read by the control socket (status), being written.
 #[allow(dead_code)]
 pub mod snapshot;

@@ -16,9 +16,9 @@ use super::{Action, Pid, Supervisor};
 #[derive(Debug, Default)]
 pub(super) struct Watchdog {
     /// Watched workers and their last sign of life (spawn or `WATCHDOG=1`).
-    seen: Vec<(Pid, Instant)>,
+    pub(super) seen: Vec<(Pid, Instant)>,
     /// Workers signalled for silence, and when they get SIGKILL.
-    hung: Vec<(Pid, Instant)>,
+    pub(super) hung: Vec<(Pid, Instant)>,
     /// Workers killed for silence since start.
     pub(super) kills: u32,
 }
