@@ -153,7 +153,7 @@ pub struct State {
     pub format: u32,
     /// The version of the image that wrote it.
     pub written_by: String,
-    /// The command line (argv[0] included, `--upgrade-state` not), checked against the next
+    /// The command line (`argv[0]` included, `--upgrade-state` not), checked against the next
     /// image's.
     pub argv: Vec<String>,
     /// The binary's path as resolved at start-up.
