@@ -244,6 +244,14 @@ fn option_combinations() {
         2,
         "is not a number of seconds",
     );
+    // Past the longest duration: refused, not a panic when added to the clock later.
+    for option in [
+        "--interval=1e19",
+        "--kill-old-delay=1e19",
+        "--shutdown-delay=5e9",
+    ] {
+        fails(&with_program(&[option]), 2, "is not a number of seconds");
+    }
     fails(&with_program(&["--backlog=0"]), 2, "--backlog");
     fails(
         &with_program(&["--no-such-option"]),

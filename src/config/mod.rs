@@ -37,13 +37,18 @@ impl std::fmt::Display for Secs {
     }
 }
 
-/// A non-negative number of seconds, fractions allowed (`1`, `0.5`), the same on the command
-/// line and in the environment (`KILL_OLD_DELAY`).
+/// The longest duration an option or setting may ask for (about 136 years): anything longer is a
+/// mistake, and would overflow the monotonic clock once added to it.
+pub const LONGEST: Duration = Duration::from_secs(u32::MAX as u64);
+
+/// A non-negative number of seconds, fractions allowed (`1`, `0.5`), at most [`LONGEST`]; the
+/// same on the command line and in the environment (`KILL_OLD_DELAY`).
 pub fn seconds(text: &str) -> Option<Duration> {
     text.trim()
         .parse::<f64>()
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| *d <= LONGEST)
 }
 
 /// What start_server runs with.
@@ -264,5 +269,14 @@ mod secs_tests {
         assert_eq!(Secs(Duration::from_millis(500)).to_string(), "0.5 secs");
         assert_eq!(Secs(Duration::from_secs(60)).to_string(), "60 secs");
         assert_eq!(Secs(Duration::ZERO).to_string(), "0 secs");
+    }
+
+    #[test]
+    fn durations_past_the_longest_are_refused() {
+        assert_eq!(seconds("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(seconds("4294967295"), Some(LONGEST));
+        for text in ["4294967296", "1e19", "inf", "NaN", "-1", "soon"] {
+            assert_eq!(seconds(text), None, "{text}");
+        }
     }
 }

@@ -7,7 +7,6 @@
 //! crate does not reach sockets in the abstract namespace (`NOTIFY_SOCKET=@name`), which systemd
 //! and test harnesses use.
 
-use crate::config::Secs;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::linux::net::SocketAddrExt;
@@ -20,6 +19,7 @@ use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
 use sd_notify::NotifyState;
 use tracing::warn;
 
+use crate::config::Secs;
 use crate::supervisor::Notice;
 
 /// How long `barrier` waits for systemd (sd_notify_barrier's usual bound).

@@ -1,6 +1,5 @@
 //! Where start_server's and the workers' output goes (`--log-file`), and `--daemonize`.
 
-use crate::config::Secs;
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::config::Secs;
 use crate::error::{Context, Error, Result};
 use crate::runtime::files;
 use crate::supervisor::{ExitStatus, Pid};

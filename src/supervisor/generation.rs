@@ -1,7 +1,6 @@
 //! Generations and their life cycle: a new one begins on trial, is promoted to current (the one
 //! before it starts leaving) or fails (and is retried later).
 
-use crate::config::Secs;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -10,6 +9,7 @@ use super::{
     Action, ExitStatus, Leaving, Notice, Pid, ReloadResult, ReloadTrigger, ReloadView, Supervisor,
     Worker, join,
 };
+use crate::config::Secs;
 use crate::config::signal_names::short_name;
 
 #[derive(Debug)]

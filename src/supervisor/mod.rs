@@ -32,13 +32,13 @@ mod tests;
 mod watchdog;
 mod worker;
 
-use crate::config::Secs;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tracing::{info, warn};
 
+use crate::config::Secs;
 use crate::config::signal_names::short_name;
 use generation::Trial;
 pub use notice::{Action, Notice};

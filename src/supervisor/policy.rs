@@ -1,11 +1,12 @@
 //! The settings and the pacing they impose: backoff after failed starts, the crash-loop floor
 //! ([`MIN_UPTIME`]), auto-restart.
 
-use crate::config::Secs;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tracing::{error, info, warn};
+
+use crate::config::Secs;
 
 use super::{Action, Notice, Supervisor};
 

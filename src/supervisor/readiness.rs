@@ -1,10 +1,11 @@
 //! When a trial counts as started or failed: `READY=1`, or alive `interval` after its spawn, or
 //! silent past `ready_timeout`; and when a failed one is retried.
 
-use crate::config::Secs;
 use std::time::Instant;
 
 use tracing::{info, warn};
+
+use crate::config::Secs;
 
 use super::{Pid, Supervisor};
 

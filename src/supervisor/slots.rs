@@ -5,11 +5,12 @@
 //! generation is starting fails the generation, one that dies while it serves is restarted alone
 //! in its slot (after the crash-loop backoff if it died young).
 
-use crate::config::Secs;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use tracing::{info, warn};
+
+use crate::config::Secs;
 
 use super::policy::MIN_UPTIME;
 use super::worker::STILL_ALIVE_NOTICE;
@@ -316,7 +317,7 @@ impl Supervisor {
             .is_some_and(|at| now.saturating_duration_since(at) < MIN_UPTIME);
         copy.pid = None;
         copy.up = false;
-        copy.predecessors.push(status);
+        remember_exit(&mut copy.predecessors, status);
         warn!(
             generation,
             worker_pid = pid,
@@ -581,7 +582,7 @@ impl Supervisor {
             }
         );
         self.slot_zero_history.0 += 1;
-        self.slot_zero_history.1.push(status);
+        remember_exit(&mut self.slot_zero_history.1, status);
         self.copies.push(Copy {
             generation,
             slot: 0,
@@ -610,5 +611,32 @@ impl Supervisor {
         self.probation = Some((now, self.failures_in_a_row));
         self.failures_in_a_row = 0;
         self.update_status();
+    }
+}
+
+/// How many exit statuses of a slot's former workers are kept (`restarts` counts them all): a
+/// slot that crashes for months must not make every status reply longer.
+pub(super) const PREDECESSORS_KEPT: usize = 8;
+
+/// Adds `status` to a slot's history, dropping the oldest beyond [`PREDECESSORS_KEPT`].
+fn remember_exit(history: &mut Vec<ExitStatus>, status: ExitStatus) {
+    if history.len() >= PREDECESSORS_KEPT {
+        history.remove(0);
+    }
+    history.push(status);
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn a_slots_exit_history_keeps_the_last_few() {
+        let mut history = Vec::new();
+        for raw in 0..100 {
+            remember_exit(&mut history, ExitStatus(raw));
+        }
+        let kept: Vec<i32> = history.iter().map(|s| s.0).collect();
+        assert_eq!(kept, (92..100).collect::<Vec<_>>());
     }
 }

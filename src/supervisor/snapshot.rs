@@ -74,7 +74,8 @@ pub struct WorkerView {
     pub status: Option<String>,
     /// How many times its slot was restarted in this generation.
     pub restarts: u32,
-    /// Exit statuses of the workers that held its slot before it in this generation.
+    /// Exit statuses of the workers that held its slot before it in this generation (the last
+    /// few: `restarts` counts them all).
     pub predecessors: Vec<ExitStatus>,
     /// Workers killed by `--worker-watchdog` since start_server started (all slots).
     pub watchdog_kills: u32,

@@ -3,11 +3,12 @@
 //! `kill_old_timeout` (or [`FAILED_TRIAL_KILL_DELAY`]); its exit is then handled like any other
 //! (a serving worker is replaced, a trial fails).
 
-use crate::config::Secs;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use tracing::warn;
+
+use crate::config::Secs;
 
 use super::worker::FAILED_TRIAL_KILL_DELAY;
 use super::{Action, Pid, Supervisor};

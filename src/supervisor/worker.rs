@@ -1,12 +1,13 @@
 //! A worker process and the workers on their way out: old generations being retired and failed
 //! trials being stopped, each with the moments it gets its signal, SIGKILL, or a log line.
 
-use crate::config::Secs;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tracing::{info, warn};
+
+use crate::config::Secs;
 
 use super::{Action, Supervisor, join};
 

@@ -7,6 +7,11 @@ use std::os::fd::RawFd;
 /// The first passed fd (`SD_LISTEN_FDS_START`).
 pub const START: RawFd = 3;
 
+/// The most sockets a `LISTEN_FDS` can name: no process can have more fds open than the kernel's
+/// default ceiling (`fs.nr_open`, 2^20), and a larger count must be refused before anything is
+/// allocated for it.
+const MAX_COUNT: usize = 1 << 20;
+
 /// Why `LISTEN_*` variables could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
@@ -59,11 +64,7 @@ pub fn parse(
     }
     let count = number(fds)
         .and_then(|n| usize::try_from(n).ok())
-        .filter(|n| {
-            START
-                .checked_add(RawFd::try_from(*n).unwrap_or(RawFd::MAX))
-                .is_some()
-        })
+        .filter(|n| *n <= MAX_COUNT)
         .ok_or_else(|| ParseError::BadCount(fds.to_string()))?;
     let names: Vec<String> = match names {
         Some(names) => {
@@ -119,6 +120,11 @@ mod tests {
         );
         assert!(parse(Some("-1"), Some("42"), None, 42).is_err());
         assert!(parse(Some("99999999999"), Some("42"), None, 42).is_err());
+        // Refused before a list that long is made (it once aborted on allocation).
+        assert_eq!(
+            parse(Some("2000000000"), Some("42"), None, 42),
+            Err(ParseError::BadCount("2000000000".into()))
+        );
         assert!(parse(Some("1"), Some("x"), None, 42).is_err());
         assert!(parse(Some("1"), Some("0"), None, 42).is_err());
         assert!(parse(Some("2"), Some("42"), Some("one"), 42).is_err());
