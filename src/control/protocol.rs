@@ -31,11 +31,15 @@ pub enum Request {
 /// and `reason` for a reload, `version` for an upgrade.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
+    /// Whether the request was carried out.
     pub ok: bool,
+    /// Why not, in the common style (what went wrong: what to do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The generation a reload started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// The answer to `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     /// The version that runs after an upgrade.
@@ -65,19 +69,31 @@ impl Reply {
 /// What `status` reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// start_server's pid.
     pub pid: u32,
+    /// The version of the program running now (it changes with an upgrade in place).
     pub version: String,
+    /// When start_server started, in unix seconds (kept across upgrades).
     pub started_unix: f64,
+    /// Seconds since then.
     pub uptime: f64,
+    /// The listening sockets.
     pub sockets: Vec<SocketInfo>,
+    /// Every live generation, oldest first.
     pub generations: Vec<GenerationInfo>,
+    /// Every worker process, by generation then slot.
     pub workers: Vec<WorkerInfo>,
+    /// The last reload, if any.
     pub last_reload: Option<ReloadInfo>,
+    /// Backoff in force after failed starts.
     pub backoff: Option<BackoffInfo>,
+    /// The current generation's workers keep dying before they are up.
     pub crash_loop: bool,
+    /// A terminating signal was received.
     pub stopping: bool,
     /// While stopping with `--shutdown-delay`: seconds until the workers get their signal.
     pub workers_signalled_in: Option<f64>,
+    /// Log lines that could not be written since start-up.
     pub log_lines_dropped: u64,
 }
 
@@ -98,23 +114,30 @@ pub struct SocketInfo {
 /// A live generation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationInfo {
+    /// Its number (`SERVER_STARTER_GENERATION`).
     pub number: u64,
     /// `starting`, `up` or `retiring`.
     pub state: String,
+    /// When it entered that state, in unix seconds.
     pub since_unix: f64,
+    /// Seconds since then.
     pub since_ago: f64,
 }
 
 /// A worker process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {
+    /// Its pid.
     pub pid: i32,
+    /// Its slot (`SERVER_STARTER_WORKER`).
     pub slot: usize,
+    /// Its generation.
     pub generation: u64,
     /// `starting`, `up` or `stopping`.
     pub state: String,
     /// Its last `STATUS=`.
     pub status: Option<String>,
+    /// How many times its slot was restarted in this generation.
     pub restarts: u32,
     /// How the workers before it in its slot ended: `exit 3`, `signal 9`.
     pub predecessors: Vec<String>,
@@ -129,8 +152,11 @@ pub struct ReloadInfo {
     pub trigger: String,
     /// The path that changed, for `file_change`.
     pub path: Option<String>,
+    /// Its generation.
     pub generation: u64,
+    /// When start_server started, in unix seconds (kept across upgrades).
     pub started_unix: f64,
+    /// Seconds since then.
     pub started_ago: f64,
     /// Seconds it took, once finished.
     pub duration: Option<f64>,
@@ -143,6 +169,7 @@ pub struct ReloadInfo {
 /// Backoff in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackoffInfo {
+    /// Failed starts in a row.
     pub failures_in_a_row: u32,
     /// Seconds until the next attempt.
     pub next_attempt_in: Option<f64>,

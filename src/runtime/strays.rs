@@ -36,8 +36,9 @@ pub struct Adopted {
 pub struct Origin {
     /// Its `SERVER_STARTER_GENERATION`, if it has one.
     pub generation: Option<u64>,
-    /// Its process group and session.
+    /// Its process group.
     pub group: Pid,
+    /// Its session.
     pub session: Pid,
 }
 
