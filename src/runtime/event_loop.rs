@@ -367,12 +367,14 @@ impl Loop {
         })
     }
 
-    /// The earliest of the supervisor's timers, the watchdog and the log command's restart.
+    /// The earliest of the supervisor's timers, the watchdog, a worker's status held back and
+    /// the log command's restart.
     fn deadline(&self, rt: &Runtime) -> Option<Instant> {
         let logger_due = rt.logger.as_ref().and_then(Logger::restart_due);
         [
             self.supervisor.next_deadline(),
             self.next_watchdog,
+            rt.notifier.deadline(),
             logger_due,
             rt.watch.as_ref().and_then(FileWatch::deadline),
         ]
@@ -620,6 +622,7 @@ impl Loop {
             rt.notifier.watchdog();
             self.next_watchdog = Some(now + every);
         }
+        rt.notifier.on_clock(now);
         self.actions.extend(self.supervisor.tick(now));
     }
 }
