@@ -508,6 +508,10 @@ impl Loop {
                 })
             }
             Request::Reload if self.stopping => Some(Reply::error("start_server is stopping")),
+            // One pending reload per client: its waiters stay as many as the clients.
+            Request::Reload if self.reload_waiters.iter().any(|&(c, _)| c == client) => Some(
+                Reply::error("a reload asked on this connection is not answered yet"),
+            ),
             Request::Reload => {
                 info!("reload requested on the control socket");
                 self.reload_waiters.push((client, self.last_spawned));
