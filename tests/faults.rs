@@ -563,6 +563,54 @@ fn a_crash_loop_with_interval_zero_backs_off_and_says_so() {
     assert!(server.wait_exit().success());
 }
 
+/// A worker that says READY=1, then sends `count` different STATUS= lines without waiting and
+/// writes `done` when it is through.
+fn chatty_worker(tmp: &TempDir, count: u32, done: &Path) -> PathBuf {
+    tmp.script(
+        "chatty.py",
+        &format!(
+            "#!/usr/bin/env python3\nimport os, socket, time\n\
+             addr = os.environ['NOTIFY_SOCKET']\n\
+             addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n\
+             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+             def say(m):\n    try:\n        s.sendto(m.encode(), socket.MSG_DONTWAIT, addr)\n\
+             \x20   except OSError:\n        time.sleep(0.001)\n\
+             say('READY=1')\n\
+             for i in range({count}):\n    say('STATUS=busy %d' % i)\n\
+             open('{}', 'w').close()\n\
+             while True:\n    time.sleep(1)\n",
+            done.display()
+        ),
+    )
+}
+
+#[test]
+fn a_systemd_that_does_not_read_does_not_stop_start_server() {
+    let tmp = TempDir::new();
+    // Bound and never read: its queue fills up after a few hundred messages.
+    let _deaf = std::os::unix::net::UnixDatagram::bind(tmp.path("systemd.sock")).unwrap();
+    let done = tmp.path("done");
+    let worker = chatty_worker(&tmp, 5000, &done);
+    let mut server = tmp.start_server(
+        &["--interval=600"],
+        &[&worker.display().to_string()],
+        &[(
+            "NOTIFY_SOCKET",
+            tmp.path("systemd.sock").display().to_string(),
+        )],
+    );
+    wait_until("the worker to send its lines", || {
+        done.exists().then_some(())
+    });
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit().success());
+    let log = server.log();
+    assert!(
+        log.matches("systemd's notification socket is full").count() <= 1,
+        "said once, not per message:\n{log}"
+    );
+}
+
 #[test]
 fn a_worker_ignoring_term_is_killed_after_kill_old_timeout() {
     let tmp = TempDir::new();

@@ -464,3 +464,78 @@ fn workers_changes_the_number_of_copies_without_a_reload() {
     slots.sort();
     assert_eq!(slots, vec![(1, 0), (1, 1), (1, 2)]);
 }
+
+/// start_server's resident memory in kB.
+fn rss_kb(pid: i32) -> u64 {
+    let field = proc_status_field(pid, "VmRSS");
+    field.trim_end_matches("kB").trim().parse().unwrap()
+}
+
+/// Writes `bytes` (again and again) until start_server takes no more: a `--check` round trip
+/// through its loop three times in a row without room for a single byte. Returns the total.
+fn write_until_held_back(stream: &mut UnixStream, bytes: &[u8], ctl: &str) -> usize {
+    stream.set_nonblocking(true).unwrap();
+    let (mut total, mut still) = (0, 0);
+    wait_until("start_server to stop reading the flood", || {
+        let before = total;
+        loop {
+            match stream.write(bytes) {
+                Ok(n) => total += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let check = client(&args(&["--check", ctl]));
+        assert!(check.status.success(), "{}", text(&check.stderr));
+        still = if total == before { still + 1 } else { 0 };
+        (still >= 3).then_some(total)
+    })
+}
+
+#[test]
+fn a_client_flooding_requests_without_reading_costs_bounded_memory() {
+    let tmp = TempDir::new();
+    let ctl = tmp.arg("--control", "ctl");
+    let idle = tmp.script("idle.sh", "#!/bin/sh\nexec sleep 100000\n");
+    let server = tmp.start_server(
+        &["--interval=0", "--workers=64", &ctl],
+        &[&idle.display().to_string()],
+        &[],
+    );
+    wait_until("a healthy check", || {
+        client(&args(&["--check", &ctl]))
+            .status
+            .success()
+            .then_some(())
+    });
+    let before = rss_kb(server.pid());
+    let mut flood = UnixStream::connect(tmp.path("ctl")).unwrap();
+    let requests = b"{\"command\":\"status\"}\n".repeat(1000);
+    let written = write_until_held_back(&mut flood, &requests, &ctl);
+    let after = rss_kb(server.pid());
+    assert!(
+        after < before + 20 * 1024,
+        "RSS {before} kB -> {after} kB after {written} bytes of requests"
+    );
+    let mut other = Control::connect(&tmp.path("ctl"));
+    assert_eq!(other.ask(r#"{"command":"status"}"#)["ok"], true);
+    // A second reload on one connection before the first is answered is refused.
+    let mut asker = UnixStream::connect(tmp.path("ctl")).unwrap();
+    asker
+        .write_all(b"{\"command\":\"reload\"}\n{\"command\":\"reload\"}\n")
+        .unwrap();
+    asker.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut replies = BufReader::new(asker).lines();
+    let first: Value = serde_json::from_str(&replies.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["ok"], false, "{first}");
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap()
+            .contains("not answered yet"),
+        "{first}"
+    );
+    let second: Value = serde_json::from_str(&replies.next().unwrap().unwrap()).unwrap();
+    assert_eq!(second["ok"], true, "{second}");
+    drop(flood);
+}

@@ -2,7 +2,8 @@
 //! request and gets one JSON line back (see `control/protocol.rs`). Everything is non-blocking
 //! and runs in the event loop: the listener and each client are fds in its `ppoll`. A client
 //! costs at most [`MAX_LINE`] of input and [`OUTPUT_HIGH`] of pending replies (while its replies
-//! wait unread, its requests are not read either), and there are at most [`MAX_CLIENTS`] (a
+//! wait unread, its requests are not read either; at most [`MAX_REQUESTS_PER_WAKE`] are taken
+//! per round, the rest wait in the kernel's buffer), and there are at most [`MAX_CLIENTS`] (a
 //! new one replaces the oldest that waits for no reload): one that never writes or never reads
 //! holds nothing up, and a pile of them does not lock out `--check`.
 
@@ -12,7 +13,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::poll::PollFlags;
+use nix::sys::socket::{MsgFlags, recv};
 use nix::sys::stat::{Mode, umask};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -26,6 +29,8 @@ pub const MAX_CLIENTS: usize = 64;
 pub const MAX_LINE: usize = 64 * 1024;
 /// Pending reply bytes above which a client's requests are no longer read.
 pub const OUTPUT_HIGH: usize = 256 * 1024;
+/// Request lines taken from one client per round of the event loop.
+pub const MAX_REQUESTS_PER_WAKE: usize = 8;
 
 /// A client, by a number that is never reused.
 pub type ClientId = u64;
@@ -309,12 +314,30 @@ impl Drop for ControlSocket {
     }
 }
 
+/// How many bytes of `peeked` to read: up to and including its `lines`-th newline, or all.
+fn consumed_for(peeked: &[u8], lines: usize) -> usize {
+    peeked
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'\n')
+        .nth(lines.saturating_sub(1))
+        .map_or(peeked.len(), |(at, _)| at + 1)
+}
+
 impl Client {
-    /// Reads what is there (bounded), answering bad lines and collecting good ones.
+    /// Reads at most [`MAX_REQUESTS_PER_WAKE`] lines, answering bad ones and collecting good
+    /// ones. What follows them stays in the kernel's buffer: the socket is readable again at
+    /// the next wait, so a client writing without pause costs a bounded batch per round.
     fn read(&mut self, requests: &mut Vec<(ClientId, Request)>) {
         let mut buffer = [0u8; 4096];
-        while !self.closing && self.output.len() < OUTPUT_HIGH {
-            match self.stream.read(&mut buffer) {
+        let mut lines = 0;
+        while !self.closing && self.output.len() < OUTPUT_HIGH && lines < MAX_REQUESTS_PER_WAKE {
+            let peeked = recv(
+                self.stream.as_raw_fd(),
+                &mut buffer,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            );
+            let available = match peeked {
                 Ok(0) => {
                     // The client is done writing; pending replies are still sent.
                     self.closing = true;
@@ -323,7 +346,19 @@ impl Client {
                     }
                     break;
                 }
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break,
+                Err(_) => {
+                    self.dead = true;
+                    break;
+                }
+            };
+            let wanted = consumed_for(&buffer[..available], MAX_REQUESTS_PER_WAKE - lines);
+            match self.stream.read(&mut buffer[..wanted]) {
+                Ok(0) => continue,
                 Ok(n) => {
+                    lines += buffer[..n].iter().filter(|&&b| b == b'\n').count();
                     self.input.extend_from_slice(&buffer[..n]);
                     self.take_lines(requests);
                 }
@@ -394,5 +429,18 @@ impl Client {
         if self.closing {
             self.dead = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_reads_up_to_the_last_line_it_takes() {
+        assert_eq!(consumed_for(b"a\nb\nc\n", 2), 4);
+        assert_eq!(consumed_for(b"a\nb\nc\n", 8), 6);
+        assert_eq!(consumed_for(b"a\nb\nc", 8), 5, "a partial line is read too");
+        assert_eq!(consumed_for(b"abc", 1), 3);
     }
 }

@@ -367,12 +367,14 @@ impl Loop {
         })
     }
 
-    /// The earliest of the supervisor's timers, the watchdog and the log command's restart.
+    /// The earliest of the supervisor's timers, the watchdog, a worker's status held back and
+    /// the log command's restart.
     fn deadline(&self, rt: &Runtime) -> Option<Instant> {
         let logger_due = rt.logger.as_ref().and_then(Logger::restart_due);
         [
             self.supervisor.next_deadline(),
             self.next_watchdog,
+            rt.notifier.deadline(),
             logger_due,
             rt.watch.as_ref().and_then(FileWatch::deadline),
         ]
@@ -506,6 +508,10 @@ impl Loop {
                 })
             }
             Request::Reload if self.stopping => Some(Reply::error("start_server is stopping")),
+            // One pending reload per client: its waiters stay as many as the clients.
+            Request::Reload if self.reload_waiters.iter().any(|&(c, _)| c == client) => Some(
+                Reply::error("a reload asked on this connection is not answered yet"),
+            ),
             Request::Reload => {
                 info!("reload requested on the control socket");
                 self.reload_waiters.push((client, self.last_spawned));
@@ -620,6 +626,7 @@ impl Loop {
             rt.notifier.watchdog();
             self.next_watchdog = Some(now + every);
         }
+        rt.notifier.on_clock(now);
         self.actions.extend(self.supervisor.tick(now));
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! Writing a line can fail (a full disk, `/dev/full`, a reader that is gone, a file at
 //! `RLIMIT_FSIZE`) or would block (a pipe nobody reads): such a line is dropped and counted, and
-//! the next line that gets through is preceded by `N log lines were lost`. Nothing here panics or
-//! waits, so the supervisor goes on whatever happens to its log.
+//! the next line that gets through is preceded by `N log lines were lost`; a line a full pipe
+//! took only part of has its end written before anything else. Nothing here panics or waits, so
+//! the supervisor goes on whatever happens to its log.
 
 use std::fmt;
 use std::io;
@@ -106,13 +107,19 @@ static SINK: Mutex<Sink> = Mutex::new(Sink {
     own: None,
     socket: false,
     fifo: false,
+    tail: Vec::new(),
 });
+
+/// The longest end of a cut line kept to be written later.
+const MAX_TAIL: usize = 64 * 1024;
 
 /// fd 2, or start_server's own non-blocking open file description of it when it is a pipe.
 struct Sink {
     own: Option<OwnedFd>,
     socket: bool,
     fifo: bool,
+    /// The end of a line a full pipe cut short, written before the next one.
+    tail: Vec<u8>,
 }
 
 impl Sink {
@@ -136,10 +143,49 @@ impl Sink {
         self.own.as_ref().map_or(2, AsRawFd::as_raw_fd)
     }
 
-    /// Writes all of `bytes` now or reports failure; never waits for a reader.
-    fn write(&self, mut bytes: &[u8]) -> bool {
-        while !bytes.is_empty() {
-            let (fd, ptr, len) = (self.fd(), bytes.as_ptr().cast(), bytes.len());
+    /// Writes all of `bytes` now or reports failure; never waits for a reader. A line cut
+    /// short by a full pipe keeps its tail, written before anything else: the next line never
+    /// starts in the middle of this one.
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        if !self.tail.is_empty() {
+            let tail = std::mem::take(&mut self.tail);
+            let (written, blocked) = self.write_some(&tail);
+            if written < tail.len() {
+                self.keep_tail(&tail[written..], blocked);
+                return false;
+            }
+        }
+        let (written, blocked) = self.write_some(bytes);
+        if written == bytes.len() {
+            return true;
+        }
+        if written > 0 {
+            self.keep_tail(&bytes[written..], blocked);
+        }
+        // Cut short: the rest goes out first next time (the line counts as written).
+        written > 0 && !self.tail.is_empty()
+    }
+
+    /// Keeps the unwritten end of a line, after a write that would have blocked; a reader that
+    /// is gone or a full disk gets none. A tail too long to keep is replaced by a newline.
+    fn keep_tail(&mut self, rest: &[u8], blocked: bool) {
+        if !blocked {
+            return;
+        }
+        self.tail = if rest.len() <= MAX_TAIL {
+            rest.to_vec()
+        } else {
+            b"\n".to_vec()
+        };
+    }
+
+    /// Writes as much of `bytes` as goes now: how much that was, and whether the rest would
+    /// have blocked (rather than failed).
+    fn write_some(&self, bytes: &[u8]) -> (usize, bool) {
+        let mut written = 0;
+        while written < bytes.len() {
+            let rest = &bytes[written..];
+            let (fd, ptr, len) = (self.fd(), rest.as_ptr().cast(), rest.len());
             // SAFETY: writing from a valid buffer to a descriptor; a closed fd only fails.
             let n = unsafe {
                 if self.socket {
@@ -148,14 +194,17 @@ impl Sink {
                     libc::write(fd, ptr, len)
                 }
             };
-            match n {
-                n if n > 0 => bytes = &bytes[n as usize..],
-                0 => return false,
-                _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
-                _ => return false,
+            if n > 0 {
+                written += n as usize;
+                continue;
+            }
+            match (n < 0).then(|| io::Error::last_os_error().kind()) {
+                Some(io::ErrorKind::Interrupted) => {}
+                Some(io::ErrorKind::WouldBlock) => return (written, true),
+                _ => return (written, false),
             }
         }
-        true
+        (written, false)
     }
 }
 
@@ -170,6 +219,7 @@ pub fn attach_stderr() {
     sink.own = None;
     sink.socket = false;
     sink.fifo = false;
+    sink.tail.clear();
     let Ok(stat) = nix::sys::stat::fstat(io::stderr()) else {
         return;
     };
@@ -198,7 +248,7 @@ pub fn write_line(line: &[u8]) {
 
 /// Sends `item` with `send`, or counts it as lost; first, if lines were lost before, sends
 /// `notice(count)` and, once that got through, starts counting again.
-pub fn deliver(send: impl Fn(&[u8]) -> bool, item: &[u8], notice: impl Fn(u64) -> Vec<u8>) {
+pub fn deliver(mut send: impl FnMut(&[u8]) -> bool, item: &[u8], notice: impl Fn(u64) -> Vec<u8>) {
     let lost = LOST.load(Ordering::Relaxed);
     if lost > 0 && send(&notice(lost)) {
         LOST.fetch_sub(lost, Ordering::Relaxed);
@@ -238,5 +288,56 @@ impl<'a> MakeWriter<'a> for Stderr {
 
     fn make_writer(&'a self) -> Stderr {
         Stderr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A two-page pipe whose write end is non-blocking, as start_server's own stderr is.
+    fn small_pipe() -> (std::fs::File, Sink) {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        // SAFETY: fcntl on fds this test owns.
+        unsafe {
+            libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, 8192);
+            libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+            libc::fcntl(write.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+        }
+        let sink = Sink {
+            own: Some(write),
+            socket: false,
+            fifo: true,
+            tail: Vec::new(),
+        };
+        (std::fs::File::from(read), sink)
+    }
+
+    fn drain(reader: &mut std::fs::File, into: &mut Vec<u8>) {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut buffer) {
+            into.extend_from_slice(&buffer[..n]);
+        }
+    }
+
+    #[test]
+    fn a_line_cut_by_a_full_pipe_is_finished_before_the_next_one() {
+        let (mut reader, mut sink) = small_pipe();
+        let first = format!("{}\n", "a".repeat(100));
+        // The kernel takes 10001 % 4096 bytes into the first page and a whole second page: the
+        // line is cut with 4096 bytes to go.
+        let long = format!("{}\n", "b".repeat(10000));
+        assert!(sink.write(first.as_bytes()));
+        assert!(sink.write(long.as_bytes()), "cut, its end kept");
+        assert!(!sink.write(b"lost\n"), "no room until the end is out");
+        let mut got = Vec::new();
+        drain(&mut reader, &mut got);
+        assert!(sink.write(b"after\n"));
+        drain(&mut reader, &mut got);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            format!("{first}{long}after\n")
+        );
     }
 }

@@ -7,11 +7,12 @@
 //! crate does not reach sockets in the abstract namespace (`NOTIFY_SOCKET=@name`), which systemd
 //! and test harnesses use.
 
+use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
@@ -25,12 +26,72 @@ use crate::supervisor::Notice;
 /// How long `barrier` waits for systemd (sd_notify_barrier's usual bound).
 const BARRIER_TIMEOUT_MS: u16 = 5000;
 
+/// The shortest time between two forwarded `STATUS=` lines of a worker.
+const WORKER_STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// The connection to systemd's notification socket; does nothing when there is none.
 #[derive(Debug)]
 pub struct Notifier {
     target: Option<(UnixDatagram, SocketAddr)>,
     watchdog: Option<Duration>,
     fd_store: bool,
+    /// Messages dropped because systemd's socket was full, since the last that got through.
+    dropped: Cell<u64>,
+    /// A worker's `STATUS=` lines, forwarded only when changed and at most once a second.
+    worker_status: RefCell<StatusGate>,
+}
+
+/// Rate limit for the current worker's `STATUS=` lines: a worker saying something new in a loop
+/// must not flood systemd. The newest line held back is sent once the second is over.
+#[derive(Debug, Default)]
+struct StatusGate {
+    /// The worker's line systemd shows now (None once another `STATUS=` replaced it).
+    shown: Option<String>,
+    /// When a worker's line was last sent.
+    sent_at: Option<Instant>,
+    /// The newest line held back.
+    pending: Option<String>,
+}
+
+impl StatusGate {
+    /// Whether `text` is to be sent now; otherwise it is kept (if new) for [`StatusGate::due`].
+    fn offer(&mut self, text: String, now: Instant) -> bool {
+        if self.shown.as_deref() == Some(text.as_str()) {
+            self.pending = None;
+            return false;
+        }
+        if self
+            .sent_at
+            .is_some_and(|at| now < at + WORKER_STATUS_EVERY)
+        {
+            self.pending = Some(text);
+            return false;
+        }
+        self.shown = Some(text);
+        self.sent_at = Some(now);
+        true
+    }
+
+    /// When the line held back may be sent.
+    fn deadline(&self) -> Option<Instant> {
+        self.pending.as_ref()?;
+        self.sent_at.map(|at| at + WORKER_STATUS_EVERY)
+    }
+
+    /// The line held back, once its time has come.
+    fn due(&mut self, now: Instant) -> Option<String> {
+        if self.deadline().is_some_and(|due| now >= due) {
+            let text = self.pending.take()?;
+            return self.offer(text.clone(), now).then_some(text);
+        }
+        None
+    }
+
+    /// Another `STATUS=` was sent: a worker's line held back would now overwrite it.
+    fn replaced(&mut self) {
+        self.shown = None;
+        self.pending = None;
+    }
 }
 
 impl Notifier {
@@ -39,7 +100,9 @@ impl Notifier {
     pub fn from_env() -> Notifier {
         let target = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
             let addr = server_starter_worker::ready::socket_addr(&path);
-            match (UnixDatagram::unbound(), addr) {
+            // Non-blocking: a systemd that does not read must not stop start_server's loop.
+            let socket = UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s));
+            match (socket, addr) {
                 (Ok(socket), Ok(addr)) => Some((socket, addr)),
                 (Err(e), _) | (_, Err(e)) => {
                     warn!("cannot use NOTIFY_SOCKET={path:?}: {e}");
@@ -51,6 +114,8 @@ impl Notifier {
             target,
             watchdog: sd_notify::watchdog_enabled(),
             fd_store: fd_store_offered(std::env::var("FDSTORE").ok().as_deref()),
+            dropped: Cell::new(0),
+            worker_status: RefCell::new(StatusGate::default()),
         }
     }
 
@@ -121,7 +186,7 @@ impl Notifier {
             socket.as_raw_fd(),
             &[IoSlice::new(message)],
             &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
+            MsgFlags::MSG_DONTWAIT,
             Some(&to),
         )?;
         Ok(())
@@ -179,7 +244,10 @@ impl Notifier {
                     "generation {} (pid {}) serving: {status}",
                     worker.generation, worker.pid
                 );
-                self.send(&[NotifyState::Status(&status)]);
+                let now = Instant::now();
+                if self.worker_status.borrow_mut().offer(status.clone(), now) {
+                    self.send_raw(&[NotifyState::Status(&status)]);
+                }
             }
             Notice::BackingOff { failures, delay } => {
                 let status = format!(
@@ -239,13 +307,48 @@ impl Notifier {
         self.send(&[NotifyState::Watchdog]);
     }
 
+    /// When a worker's `STATUS=` line held back by the rate limit is due.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.worker_status.borrow().deadline()
+    }
+
+    /// Sends a worker's `STATUS=` line held back, once its time has come.
+    pub fn on_clock(&self, now: Instant) {
+        let due = self.worker_status.borrow_mut().due(now);
+        if let Some(status) = due {
+            self.send_raw(&[NotifyState::Status(&status)]);
+        }
+    }
+
+    /// Sends a message of start_server's own: a `STATUS=` in it replaces a worker's line.
     fn send(&self, states: &[NotifyState]) {
+        if states.iter().any(|s| matches!(s, NotifyState::Status(_))) {
+            self.worker_status.borrow_mut().replaced();
+        }
+        self.send_raw(states);
+    }
+
+    /// Sends without waiting: a message systemd has no room for is dropped and counted, and
+    /// said once (not per message) until one gets through again.
+    fn send_raw(&self, states: &[NotifyState]) {
         let Some((socket, addr)) = &self.target else {
             return;
         };
         let message: String = states.iter().map(|s| format!("{s}\n")).collect();
-        if let Err(e) = socket.send_to_addr(message.as_bytes(), addr) {
-            warn!("failed to notify systemd: {e}");
+        match socket.send_to_addr(message.as_bytes(), addr) {
+            Ok(_) => {
+                let dropped = self.dropped.replace(0);
+                if dropped > 0 {
+                    warn!("{dropped} messages to systemd were dropped: its socket was full");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if self.dropped.get() == 0 {
+                    warn!("systemd's notification socket is full: dropping messages");
+                }
+                self.dropped.set(self.dropped.get() + 1);
+            }
+            Err(e) => warn!("failed to notify systemd: {e}"),
         }
     }
 }
@@ -268,5 +371,45 @@ mod tests {
         assert!(!fd_store_offered(Some("0")));
         assert!(!fd_store_offered(Some("lots")));
         assert!(!fd_store_offered(None));
+    }
+
+    #[test]
+    fn a_workers_status_is_forwarded_when_changed_and_at_most_once_a_second() {
+        let mut gate = StatusGate::default();
+        let t0 = Instant::now();
+        assert!(gate.offer("a".into(), t0));
+        assert!(
+            !gate.offer("a".into(), t0 + Duration::from_secs(5)),
+            "unchanged"
+        );
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(gate.offer("b".into(), t1));
+        assert!(!gate.offer("c".into(), t1));
+        assert!(!gate.offer("d".into(), t1 + Duration::from_millis(10)));
+        assert_eq!(gate.deadline(), Some(t1 + WORKER_STATUS_EVERY));
+        assert_eq!(gate.due(t1 + Duration::from_millis(500)), None);
+        assert_eq!(gate.due(t1 + WORKER_STATUS_EVERY), Some("d".into()));
+        assert_eq!(gate.deadline(), None);
+    }
+
+    #[test]
+    fn a_held_back_status_equal_to_the_shown_one_is_forgotten() {
+        let mut gate = StatusGate::default();
+        let t0 = Instant::now();
+        assert!(gate.offer("a".into(), t0));
+        assert!(!gate.offer("b".into(), t0));
+        assert!(!gate.offer("a".into(), t0));
+        assert_eq!(gate.deadline(), None);
+    }
+
+    #[test]
+    fn another_status_drops_the_held_back_line_and_lets_the_same_line_again() {
+        let mut gate = StatusGate::default();
+        let t0 = Instant::now();
+        assert!(gate.offer("a".into(), t0));
+        assert!(!gate.offer("b".into(), t0));
+        gate.replaced();
+        assert_eq!(gate.deadline(), None);
+        assert!(gate.offer("a".into(), t0 + WORKER_STATUS_EVERY));
     }
 }
