@@ -795,7 +795,12 @@ impl Runtime {
         let mut env = self.base_env.clone();
         if let Some(dir) = &self.envdir {
             match worker_env::read_envdir(dir) {
-                Ok(overlay) => overlay.apply_to(&mut env),
+                Ok(mut overlay) => {
+                    for refused in std::mem::take(&mut overlay.refused) {
+                        warn!("{refused}; skipped");
+                    }
+                    overlay.apply_to(&mut env);
+                }
                 Err(e) => warn!("failed to read envdir {}: {e}", dir.display()),
             }
         }
