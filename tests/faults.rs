@@ -236,6 +236,131 @@ fn the_status_file_is_not_written_through_planted_links() {
     untouched(&temp_target, &tmp.path(&temp_name));
 }
 
+/// A FIFO at `path`, as another user could plant one where they can write.
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+/// start_server with `option` naming a FIFO exits 1 at once, saying what it is: the open never
+/// waits for a partner that will not come.
+fn fifo_refused(option: &str, what: &str) {
+    let tmp = TempDir::new();
+    let fifo = tmp.path("app.file");
+    mkfifo(&fifo);
+    let port = free_port();
+    let (status, log) = run(&args(&[
+        &format!("--port=127.0.0.1:{port}"),
+        &format!("{option}={}", fifo.display()),
+        "--",
+        "/bin/sleep",
+        "600",
+    ]));
+    assert_eq!(status.code(), Some(1), "{log}");
+    let expected = format!(
+        "refusing to open {what} {}: it is a FIFO (named pipe), not a regular file",
+        fifo.display()
+    );
+    assert!(log.contains(&expected), "{log}");
+}
+
+#[test]
+fn a_fifo_at_the_log_file_is_refused_not_waited_on() {
+    fifo_refused("--log-file", "log file");
+}
+
+#[test]
+fn a_fifo_at_the_pid_file_is_refused() {
+    fifo_refused("--pid-file", "pid file");
+}
+
+#[test]
+fn log_file_dev_stdout_on_a_pipe_still_works() {
+    // The worker's output goes to the log file, here start_server's own stdout pipe.
+    use std::io::BufRead;
+    let port = free_port();
+    let mut child = Command::new(bin())
+        .args([
+            &format!("--port=127.0.0.1:{port}"),
+            "--log-file=/dev/stdout",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo worker-says-hi; exec sleep 600",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // EOF (start_server refused the pipe and exited) ends the search with None.
+    let started = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("worker-says-hi"));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(started.is_some(), "nothing logged to the pipe: {status:?}");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_fifo_in_the_envdir_is_refused_at_start_up() {
+    let tmp = TempDir::new();
+    let envdir = tmp.path("env");
+    fs::create_dir(&envdir).unwrap();
+    mkfifo(&envdir.join("FOO"));
+    let port = free_port();
+    let (status, log) = run(&args(&[
+        &format!("--port=127.0.0.1:{port}"),
+        &format!("--envdir={}", envdir.display()),
+        "--",
+        "/bin/sleep",
+        "600",
+    ]));
+    assert_eq!(status.code(), Some(1), "{log}");
+    let expected = format!(
+        "refusing envdir entry {}: it is a FIFO (named pipe), not a regular file (remove it)",
+        envdir.join("FOO").display()
+    );
+    assert!(log.contains(&expected), "{log}");
+}
+
+#[test]
+fn a_fifo_planted_in_the_envdir_later_is_skipped_and_reloads_go_on() {
+    let tmp = TempDir::new();
+    let envdir = tmp.path("env");
+    fs::create_dir(&envdir).unwrap();
+    fs::write(envdir.join("MODE"), "kept\n").unwrap();
+    let worker = tmp.http_worker();
+    let ready = tmp.script(
+        "ready.sh",
+        &format!("#!/bin/sh\nSEND_READY=1 exec {}\n", worker.display()),
+    );
+    let port = free_port();
+    let port_arg = format!("--port=127.0.0.1:{port}");
+    let envdir_arg = format!("--envdir={}", envdir.display());
+    let mut server = tmp.start_server(
+        &[&port_arg, &envdir_arg, "--interval=600"],
+        &[&ready.display().to_string()],
+        &[],
+    );
+    wait_sole_generation(&tmp.path("status"), 1);
+    let fifo = envdir.join("FOO");
+    mkfifo(&fifo);
+    server.signal(libc::SIGHUP);
+    wait_sole_generation(&tmp.path("status"), 2);
+    server.wait_log(&format!(
+        "refusing envdir entry {}: it is a FIFO (named pipe), not a regular file (remove it); \
+         skipped",
+        fifo.display()
+    ));
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
+
 // ---------------------------------------------------------------------------------------------
 // End of: only what is ours is touched.
 // ---------------------------------------------------------------------------------------------

@@ -239,6 +239,9 @@ fn check_program(cli: &Cli, base_env: &Env) -> Result<()> {
         let overlay = worker_env::read_envdir(dir).map_err(|e| {
             Error::usage(format!("--envdir {}: cannot read it: {e}", dir.display()))
         })?;
+        if let Some(refused) = overlay.refused.first() {
+            return Err(Error::runtime(refused.clone()));
+        }
         overlay.apply_to(&mut first_env);
     }
     crate::config::program::resolve(

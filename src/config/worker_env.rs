@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -44,6 +45,10 @@ pub struct EnvDir {
     pub set: Env,
     /// Empty files: NAME is removed, whatever start_server's own environment says.
     pub unset: Vec<OsString>,
+    /// Entries skipped because reading them could block or never end (a FIFO, a device, a
+    /// first line longer than [`ENVDIR_LINE_MAX`]), each with why: an error at start-up, a
+    /// warning when re-read at run time.
+    pub refused: Vec<String>,
 }
 
 impl EnvDir {
@@ -56,10 +61,15 @@ impl EnvDir {
     }
 }
 
+/// The most an envdir file's first line may hold; a longer one is refused, not cut.
+pub const ENVDIR_LINE_MAX: u64 = 64 * 1024;
+
 /// Reads a daemontools-style envdir: each file NAME not starting with `.` sets NAME to its first
 /// line (without the newline); an empty file removes NAME, as daemontools' `envdir` does.
-/// Unreadable entries are skipped, as the original does. A file removed since the last read
-/// simply no longer applies: the variable is back to what start_server's own environment says.
+/// Unreadable entries and directories are skipped, as the original does; anything else that
+/// is not a regular file is never read (see [`EnvDir::refused`]), nor more than
+/// [`ENVDIR_LINE_MAX`] bytes of a file. A file removed since the last read simply no longer
+/// applies: the variable is back to what start_server's own environment says.
 pub fn read_envdir(dir: &Path) -> std::io::Result<EnvDir> {
     let mut read = EnvDir::default();
     for entry in std::fs::read_dir(dir)? {
@@ -68,11 +78,31 @@ pub fn read_envdir(dir: &Path) -> std::io::Result<EnvDir> {
         if name.as_bytes().first() == Some(&b'.') || name.as_bytes().contains(&b'=') {
             continue;
         }
-        let Ok(file) = std::fs::File::open(entry.path()) else {
+        let path = entry.path();
+        // O_NONBLOCK: opening a FIFO must not wait for a writer.
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+        else {
             continue;
         };
+        let Ok(meta) = file.metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            continue;
+        }
+        if !meta.is_file() {
+            read.refused.push(format!(
+                "refusing envdir entry {}: it is {}, not a regular file (remove it)",
+                path.display(),
+                special_kind(&meta.file_type())
+            ));
+            continue;
+        }
         let mut line = Vec::new();
-        match BufReader::new(file).read_until(b'\n', &mut line) {
+        match BufReader::new(file.take(ENVDIR_LINE_MAX + 1)).read_until(b'\n', &mut line) {
             Ok(0) => {
                 read.unset.push(name);
                 continue;
@@ -83,16 +113,37 @@ pub fn read_envdir(dir: &Path) -> std::io::Result<EnvDir> {
         if line.last() == Some(&b'\n') {
             line.pop();
         }
+        if line.len() as u64 > ENVDIR_LINE_MAX {
+            read.refused.push(format!(
+                "refusing envdir file {}: its first line is longer than {} KiB (shorten it)",
+                path.display(),
+                ENVDIR_LINE_MAX / 1024
+            ));
+            continue;
+        }
         if line.contains(&0) {
             warn!(
                 "envdir file {} contains a NUL byte, skipped",
-                entry.path().display()
+                path.display()
             );
             continue;
         }
         read.set.insert(name, OsString::from_vec(line));
     }
     Ok(read)
+}
+
+/// What a file that is neither regular nor a directory is, in words.
+fn special_kind(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else {
+        "of an unknown type"
+    }
 }
 
 /// `AUTO_RESTART_INTERVAL` when unset (or 0), as in the original.
@@ -196,5 +247,27 @@ mod tests {
             base,
             env(&[("A", "one"), ("C", ""), ("D", "no newline"), ("E", "kept")])
         );
+    }
+
+    #[test]
+    fn envdir_reads_at_most_a_capped_first_line_and_never_a_fifo() {
+        let dir = std::env::temp_dir().join(format!("ss-envdir-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let long = vec![b'x'; ENVDIR_LINE_MAX as usize + 1];
+        std::fs::write(dir.join("LONG"), &long).unwrap();
+        let mut short_then_long = b"short\n".to_vec();
+        short_then_long.extend(&long);
+        std::fs::write(dir.join("SHORT"), &short_then_long).unwrap();
+        let max = vec![b'y'; ENVDIR_LINE_MAX as usize];
+        std::fs::write(dir.join("MAX"), &max).unwrap();
+        nix::unistd::mkfifo(&dir.join("FIFO"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let read = read_envdir(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(read.set.len(), 2, "{read:?}");
+        assert_eq!(read.set[OsStr::new("SHORT")], "short");
+        assert_eq!(read.set[OsStr::new("MAX")].len(), max.len());
+        assert_eq!(read.refused.len(), 2, "{:?}", read.refused);
+        assert!(read.refused.iter().any(|r| r.contains("LONG")));
+        assert!(read.refused.iter().any(|r| r.contains("FIFO")));
     }
 }

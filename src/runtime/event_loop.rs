@@ -160,6 +160,23 @@ fn serving(supervisor: &Supervisor) -> String {
 
 /// The loop itself, from a fresh start or an upgrade.
 fn run_from(rt: &mut Runtime, signals: &mut Signals, mut state: Loop) -> Result<Ending> {
+    let result = serve_events(rt, signals, &mut state);
+    if let Err(e) = &result {
+        terminate_on_failure(&state.supervisor.worker_pids(), e);
+    }
+    result
+}
+
+/// The event loop failed and start_server is about to exit: its workers must not outlive it
+/// with the sockets (nobody would stop or reap them), so each gets SIGTERM.
+fn terminate_on_failure(pids: &[Pid], e: &crate::error::Error) {
+    if !pids.is_empty() {
+        error!("the event loop failed ({e}): sending TERM to workers {pids:?} before exiting");
+        send(pids, Signal::SIGTERM);
+    }
+}
+
+fn serve_events(rt: &mut Runtime, signals: &mut Signals, state: &mut Loop) -> Result<Ending> {
     loop {
         while let Some(action) = state.actions.pop_front() {
             if let Some(ending) = state.perform(rt, signals, action) {
@@ -802,7 +819,12 @@ impl Runtime {
         let mut env = self.base_env.clone();
         if let Some(dir) = &self.envdir {
             match worker_env::read_envdir(dir) {
-                Ok(overlay) => overlay.apply_to(&mut env),
+                Ok(mut overlay) => {
+                    for refused in std::mem::take(&mut overlay.refused) {
+                        warn!("{refused}; skipped");
+                    }
+                    overlay.apply_to(&mut env);
+                }
                 Err(e) => warn!("failed to read envdir {}: {e}", dir.display()),
             }
         }
@@ -866,6 +888,19 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_event_loop_terminates_the_workers_it_leaves() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut worker = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let pid = worker.id() as Pid;
+        terminate_on_failure(&[pid], &crate::error::Error::runtime("ppoll failed"));
+        let status = worker.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    }
 
     #[test]
     fn wait_statuses_keep_the_kernels_encoding() {

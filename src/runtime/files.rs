@@ -8,7 +8,7 @@ use std::collections::hash_map::RandomState;
 use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
@@ -20,23 +20,93 @@ const TEMP_TRIES: u32 = 8;
 
 /// Opens `path` with `options`; a symbolic link at `path` is followed only if no other user
 /// could have planted it (see [`planted_by_others`]), else refused with an error naming `what`.
+/// Only a regular file or a character device (`/dev/stdout`, `/dev/null`) is accepted: a FIFO
+/// another user planted would block the open, or every write, forever.
 pub fn open_guarded(options: &mut OpenOptions, path: &Path, what: &str) -> Result<File> {
     let failed = |e: std::io::Error| {
         Error::runtime(format!("failed to open {what} {}: {e}", path.display()))
     };
-    match options.custom_flags(libc::O_NOFOLLOW).open(path) {
-        Ok(file) => Ok(file),
+    // O_NONBLOCK: opening a FIFO must not wait for a partner (ENXIO instead, for writing).
+    let opened = match options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(not_a_file(path, what, "a FIFO (named pipe)"));
+        }
         // ELOOP, or EACCES for a link in a sticky directory when creating.
         Err(_) if is_symlink(path) => match planted_by_others(path) {
-            None => options.custom_flags(0).open(path).map_err(failed),
-            Some(why) => Err(Error::runtime(format!(
-                "refusing to open {what} {}: it is a symbolic link {why}, which another user \
+            None => match options.custom_flags(libc::O_NONBLOCK).open(path) {
+                Ok(file) => file,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                    return Err(not_a_file(path, what, "a FIFO (named pipe)"));
+                }
+                Err(e) => return Err(failed(e)),
+            },
+            Some(why) => {
+                return Err(Error::runtime(format!(
+                    "refusing to open {what} {}: it is a symbolic link {why}, which another user \
                      could have planted (give the path of the file itself)",
-                path.display()
-            ))),
+                    path.display()
+                )));
+            }
         },
-        Err(e) => Err(failed(e)),
+        Err(e) => return Err(failed(e)),
+    };
+    let meta = opened.metadata().map_err(failed)?;
+    let kind = meta.file_type();
+    if !(kind.is_file() || kind.is_char_device() || is_own_stdio(&meta)) {
+        return Err(not_a_file(path, what, file_kind(&kind)));
     }
+    clear_nonblock(&opened).map_err(failed)?;
+    Ok(opened)
+}
+
+/// `/dev/stdout` or `/dev/stderr` when that is a pipe: start_server's own, so not planted, and
+/// with a reader.
+fn is_own_stdio(meta: &std::fs::Metadata) -> bool {
+    use std::os::fd::AsFd;
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    [stdout.as_fd(), stderr.as_fd()].into_iter().any(|fd| {
+        nix::sys::stat::fstat(fd)
+            .is_ok_and(|own| own.st_dev == meta.dev() && own.st_ino == meta.ino())
+    })
+}
+
+/// The error for a `what` at `path` that is `kind` instead of a regular file.
+fn not_a_file(path: &Path, what: &str, kind: &str) -> Error {
+    Error::runtime(format!(
+        "refusing to open {what} {}: it is {kind}, not a regular file (remove it, or give the \
+         path of a regular file)",
+        path.display()
+    ))
+}
+
+/// A file type in words, for errors and warnings.
+pub fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "of an unknown type"
+    }
+}
+
+/// Writes to the file block again, as they would have without `O_NONBLOCK`.
+fn clear_nonblock(file: &File) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = fcntl(file, FcntlArg::F_GETFL).map_err(std::io::Error::from)?;
+    let flags = OFlag::from_bits_retain(flags) - OFlag::O_NONBLOCK;
+    fcntl(file, FcntlArg::F_SETFL(flags)).map_err(std::io::Error::from)?;
+    Ok(())
 }
 
 /// Why the link at `path` could have been made, or swapped since, by a user other than root
