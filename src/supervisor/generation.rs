@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
+use super::policy::after;
 use super::{
     Action, ExitStatus, Leaving, Notice, Pid, ReloadResult, ReloadTrigger, ReloadView, Supervisor,
     Worker, join,
@@ -205,11 +206,7 @@ impl Supervisor {
             generation,
             worker_pid = pid,
             "worker {pid} died unexpectedly with status:{status}, restarting{}",
-            if delay.is_zero() {
-                String::new()
-            } else {
-                format!(" in {}", Secs(delay))
-            }
+            after(delay)
         );
         if self.trial.is_none() {
             if delay.is_zero() {

@@ -206,3 +206,12 @@ impl Supervisor {
         }
     }
 }
+
+/// ` in 2 secs` after "restarting" in a log line, or nothing when the restart is immediate.
+pub(super) fn after(delay: Duration) -> String {
+    if delay.is_zero() {
+        String::new()
+    } else {
+        format!(" in {}", Secs(delay))
+    }
+}

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::config::Secs;
 
 use super::policy::MIN_UPTIME;
+use super::policy::after;
 use super::worker::STILL_ALIVE_NOTICE;
 use super::{Action, ExitStatus, Leaving, Pid, Supervisor, Worker};
 
@@ -575,11 +576,7 @@ impl Supervisor {
             generation,
             worker_pid = pid,
             "worker {pid} in slot 0 died unexpectedly with status:{status}, restarting it{}",
-            if delay.is_zero() {
-                String::new()
-            } else {
-                format!(" in {}", Secs(delay))
-            }
+            after(delay)
         );
         self.slot_zero_history.0 += 1;
         remember_exit(&mut self.slot_zero_history.1, status);
