@@ -143,8 +143,8 @@ pub fn reachable(cli: &Cli) -> bool {
 pub fn check(cli: &Cli) -> Result<()> {
     let status = status_of(cli)?;
     match status.healthy() {
-        Ok(why) => {
-            crate::runtime::logging::print(&format!("ok: {why}"));
+        Ok(generation) => {
+            crate::runtime::logging::print(&format!("ok: generation {generation} is up"));
             Ok(())
         }
         Err(why) => Err(Error::runtime(format!("unhealthy: {why}"))),
@@ -155,7 +155,7 @@ pub fn check(cli: &Cli) -> Result<()> {
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
     let health = match s.healthy() {
-        Ok(why) => format!("healthy ({why})"),
+        Ok(generation) => format!("healthy (generation {generation} is up)"),
         Err(why) => format!("UNHEALTHY ({why})"),
     };
     out.push_str(&format!(

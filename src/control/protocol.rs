@@ -181,19 +181,37 @@ impl Status {
         self.generations.iter().rev().find(|g| g.state == "up")
     }
 
-    /// Whether it is healthy in `--check`'s sense: a generation serves and it is not crash
-    /// looping, nor shutting down.
-    pub fn healthy(&self) -> std::result::Result<String, String> {
+    /// Whether it is healthy in `--check`'s sense: a generation serves (its number) and
+    /// start_server is neither crash looping nor shutting down.
+    pub fn healthy(&self) -> std::result::Result<u64, Unhealthy> {
         if self.stopping {
-            return Err("start_server is stopping".into());
+            return Err(Unhealthy::Stopping);
         }
         if self.crash_loop {
-            return Err("the workers are in a crash loop".into());
+            return Err(Unhealthy::CrashLoop);
         }
-        match self.serving() {
-            Some(g) => Ok(format!("generation {} is up", g.number)),
-            None => Err("no generation is up yet".into()),
-        }
+        self.serving().map(|g| g.number).ok_or(Unhealthy::NothingUp)
+    }
+}
+
+/// Why `--check` fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unhealthy {
+    /// A terminating signal was received.
+    Stopping,
+    /// The workers keep dying before they are up.
+    CrashLoop,
+    /// No generation has come up yet.
+    NothingUp,
+}
+
+impl std::fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unhealthy::Stopping => "start_server is stopping",
+            Unhealthy::CrashLoop => "the workers are in a crash loop",
+            Unhealthy::NothingUp => "no generation is up yet",
+        })
     }
 }
 

@@ -190,13 +190,20 @@ impl Logger {
         if now.duration_since(self.started) >= STEADY {
             self.quick_exits = 0;
         }
-        let delay = backoff(self.quick_exits);
-        self.quick_exits = self.quick_exits.saturating_add(1);
-        self.restart_at = Some(now + delay);
+        let delay = self.schedule_restart(now);
         warn!(
             "the log command exited, status:{status}; starting it again in {}",
             Secs(delay)
         );
+    }
+
+    /// The next start, after a wait that doubles with every quick exit (or failed start) in a
+    /// row; returns the wait.
+    fn schedule_restart(&mut self, now: Instant) -> Duration {
+        let delay = backoff(self.quick_exits);
+        self.quick_exits = self.quick_exits.saturating_add(1);
+        self.restart_at = Some(now + delay);
+        delay
     }
 
     /// Starts the command again if its time has come.
@@ -219,9 +226,7 @@ impl Logger {
                 info!("log command started again (pid:{pid})");
             }
             Err(e) => {
-                let delay = backoff(self.quick_exits);
-                self.quick_exits = self.quick_exits.saturating_add(1);
-                self.restart_at = Some(now + delay);
+                let delay = self.schedule_restart(now);
                 error!(
                     "failed to start the log command again: {e}; next try in {}",
                     Secs(delay)

@@ -40,6 +40,29 @@ pub(super) struct Copy {
     pub(super) respawn_at: Option<Instant>,
 }
 
+impl Copy {
+    /// This copy's process as a worker of a served generation on its way out, with those
+    /// deadlines; `None` while it has no process.
+    fn leaving(
+        &self,
+        signal_at: Option<Instant>,
+        kill_at: Option<Instant>,
+        note_at: Option<Instant>,
+    ) -> Option<Leaving> {
+        Some(Leaving {
+            worker: Worker {
+                generation: self.generation,
+                pid: self.pid?,
+            },
+            slot: self.slot,
+            signal_at,
+            kill_at,
+            note_at,
+            served: true,
+        })
+    }
+}
+
 impl Supervisor {
     /// Copies of the program per generation now (`--workers`, [`Supervisor::set_workers`]).
     pub fn slots(&self) -> usize {
@@ -378,40 +401,20 @@ impl Supervisor {
             .into_iter()
             .partition(|c| c.generation < current);
         self.copies = kept;
-        for copy in old {
-            if let Some(pid) = copy.pid {
-                self.leaving.push(Leaving {
-                    worker: Worker {
-                        generation: copy.generation,
-                        pid,
-                    },
-                    slot: copy.slot,
-                    signal_at: Some(signal_at),
-                    kill_at: None,
-                    note_at: None,
-                    served: true,
-                });
-            }
-        }
+        self.leaving.extend(
+            old.iter()
+                .filter_map(|copy| copy.leaving(Some(signal_at), None, None)),
+        );
     }
 
     /// Shutdown: every copy leaves with the shutdown's deadlines.
     pub(super) fn copies_leave(&mut self, kill_at: Option<Instant>, note_at: Option<Instant>) {
-        for copy in std::mem::take(&mut self.copies) {
-            if let Some(pid) = copy.pid {
-                self.leaving.push(Leaving {
-                    worker: Worker {
-                        generation: copy.generation,
-                        pid,
-                    },
-                    slot: copy.slot,
-                    signal_at: None,
-                    kill_at,
-                    note_at,
-                    served: true,
-                });
-            }
-        }
+        let copies = std::mem::take(&mut self.copies);
+        self.leaving.extend(
+            copies
+                .iter()
+                .filter_map(|copy| copy.leaving(None, kill_at, note_at)),
+        );
     }
 
     /// Every copy's process, with its generation.
