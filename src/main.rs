@@ -2,25 +2,28 @@
 //!
 //! Data flows through the folders in order: [`config`] (what the operator asks for) →
 //! [`sockets`] (bound here or inherited from systemd) → [`supervisor`] (the state machine, plain
-//! data) ← [`runtime`] (the OS side: event loop, workers, files, notifications). [`control`]
-//! talks to a running start_server. `docs/ARCHITECTURE.md` follows one reload through them.
+//! data) ← [`server`] (the OS side: event loop, workers, files, notifications). [`client`]
+//! talks to a running start_server; [`wire`] holds the formats both sides share, [`vocab`] the
+//! words every folder shares. `docs/ARCHITECTURE.md` follows one reload through them.
 
+mod client;
 mod config;
-mod control;
 mod error;
-mod runtime;
+mod server;
 mod sockets;
 mod supervisor;
+mod vocab;
+mod wire;
 
 use config::cli::{self, Cli};
-use control::{client, operator};
-use runtime::{hygiene, logging, serve, signals};
-use sockets::activation;
+use server::process::{hygiene, signals};
+use server::serve::{self, Ending};
+use server::{log, upgrade};
 
 fn main() {
     let cli = Cli::from_env();
     // With --log-file, stderr is about to become that file: the journal is not the target then.
-    logging::init(cli.log_file.is_none() && logging::stderr_is_journal());
+    log::init(cli.log_file.is_none() && log::stderr_is_journal());
     let result = if let Some(what) = &cli.generate {
         cli::generate(what, &mut std::io::stdout().lock())
             .map_err(|e| error::Error::runtime(format!("cannot write the {what} output: {e}")))
@@ -29,17 +32,17 @@ fn main() {
             "--json is an option of --status: use start_server --status --json",
         ))
     } else if cli.check {
-        operator::check(&cli)
+        client::control::check(&cli)
     } else if cli.status {
-        operator::status(&cli)
+        client::control::status(&cli)
     } else if cli.reload {
-        operator::reload(&cli)
+        client::control::reload(&cli)
     } else if cli.stop {
-        client::stop(&cli)
+        client::process::stop(&cli)
     } else if cli.restart {
-        client::restart(&cli)
+        client::process::restart(&cli)
     } else if cli.upgrade {
-        control::upgrade::upgrade(&cli)
+        client::upgrade::upgrade(&cli)
     } else if cli.upgrade_check {
         upgrade_check(cli)
     } else if let Some(state_fd) = cli.upgrade_state {
@@ -47,43 +50,43 @@ fn main() {
         hygiene::standard_fds_and_no_leaks();
         signals::ignore_write_faults();
         signals::block_handled()
-            .and_then(|()| config::Config::new(cli, std::env::vars_os(), Vec::new()))
+            .and_then(|()| config::Config::new(cli, std::env::vars_os()))
             .and_then(|config| serve::resume(config, state_fd))
-            .map(|ending| {
-                if ending != runtime::event_loop::Ending::Clean {
-                    std::process::exit(ending.exit_code());
-                }
-            })
+            .map(exit_as)
     } else {
         hygiene::standard_fds_and_no_leaks();
         signals::ignore_write_faults();
         signals::block_handled()
-            .and_then(|()| activation::take_from_env())
-            .and_then(|inherited| config::Config::new(cli, std::env::vars_os(), inherited))
-            .and_then(serve::serve)
-            .map(|ending| {
-                // A stop that had to kill says so in the exit status.
-                if ending != runtime::event_loop::Ending::Clean {
-                    std::process::exit(ending.exit_code());
-                }
+            .and_then(|()| sockets::activation::take_from_env())
+            .and_then(|inherited| {
+                config::Config::new(cli, std::env::vars_os())
+                    .and_then(|config| serve::serve(config, inherited))
             })
+            .map(exit_as)
     };
     finish(result)
+}
+
+/// A stop that had to kill says so in the exit status.
+fn exit_as(ending: Ending) {
+    if ending != Ending::Clean {
+        std::process::exit(ending.exit_code());
+    }
 }
 
 /// `--upgrade-check`: the options must be valid for this binary; then its version and the state
 /// formats it reads.
 fn upgrade_check(cli: Cli) -> error::Result<()> {
-    config::Config::new(cli, std::env::vars_os(), Vec::new())?;
+    config::Config::new(cli, std::env::vars_os())?;
     use std::io::Write;
     std::io::stdout()
-        .write_all(runtime::upgrade::check_report().as_bytes())
+        .write_all(upgrade::check::report().as_bytes())
         .map_err(|e| error::Error::runtime(format!("cannot write the check's report: {e}")))
 }
 
 fn finish(result: error::Result<()>) {
     if let Err(error) = result {
-        logging::print(&format!("start_server: {error}"));
+        log::print(&format!("start_server: {error}"));
         std::process::exit(error.exit_code());
     }
 }

@@ -253,7 +253,7 @@ Examples:
 
 /// Seconds as an integer or decimal number (the original takes integers only).
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    crate::config::seconds(text).ok_or_else(|| {
+    crate::vocab::time::seconds(text).ok_or_else(|| {
         format!("{text:?} is not a number of seconds from 0 to 4294967295 (e.g. 1 or 0.5)")
     })
 }

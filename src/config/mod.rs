@@ -4,52 +4,24 @@
 // The command line's doc comments are its --help text, where `[IPV6]:PORT` is not a link.
 #[allow(rustdoc::broken_intra_doc_links)]
 pub mod cli;
+pub mod log_target;
 pub mod man_page;
 pub mod port_spec;
 pub mod program;
-pub mod signal_names;
 pub mod worker_env;
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use nix::sys::socket::Backlog;
 
 use crate::config::cli::Cli;
+use crate::config::log_target::LogTarget;
 use crate::config::port_spec::PortSpec;
 use crate::config::worker_env::{Env, SYSTEMD_VARS};
 use crate::error::{Error, Result};
-use crate::runtime::output::LogTarget;
-use crate::sockets::activation::Inherited;
 use crate::supervisor::Policy;
-
-/// A duration as log lines and messages show it: `1 sec`, `0.5 secs`, `60 secs` (the original's
-/// unit, pluralised).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Secs(pub Duration);
-
-impl std::fmt::Display for Secs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let secs = self.0.as_secs_f64();
-        let unit = if secs == 1.0 { "sec" } else { "secs" };
-        write!(f, "{secs} {unit}")
-    }
-}
-
-/// The longest duration an option or setting may ask for (about 136 years): anything longer is a
-/// mistake, and would overflow the monotonic clock once added to it.
-pub const LONGEST: Duration = Duration::from_secs(u32::MAX as u64);
-
-/// A non-negative number of seconds, fractions allowed (`1`, `0.5`), at most [`LONGEST`]; the
-/// same on the command line and in the environment (`KILL_OLD_DELAY`).
-pub fn seconds(text: &str) -> Option<Duration> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .filter(|d| *d <= LONGEST)
-}
+use crate::vocab::signal;
 
 /// What start_server runs with.
 #[derive(Debug)]
@@ -80,8 +52,6 @@ pub struct Config {
     pub command: Vec<OsString>,
     /// The environment every worker starts from (the envdir goes on top at each spawn).
     pub base_env: Env,
-    /// Sockets systemd handed over.
-    pub inherited: Vec<Inherited>,
     /// The control socket, and whether the operator named it (else a failure to create it is
     /// only a warning).
     pub control: Option<(PathBuf, bool)>,
@@ -91,11 +61,7 @@ pub struct Config {
 
 impl Config {
     /// Checks the command line; `env` is start_server's own environment.
-    pub fn new(
-        cli: Cli,
-        env: impl IntoIterator<Item = (OsString, OsString)>,
-        inherited: Vec<Inherited>,
-    ) -> Result<Config> {
+    pub fn new(cli: Cli, env: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Config> {
         check_command(&cli)?;
         let policy = policy(&cli)?;
         let ports = cli
@@ -111,7 +77,7 @@ impl Config {
             Some(path) => Some((path.clone(), true)),
             None => {
                 let runtime_directory = std::env::var("RUNTIME_DIRECTORY").ok();
-                crate::control::protocol::default_path(
+                crate::wire::control::default_path(
                     cli.pid_file.as_deref(),
                     runtime_directory.as_deref(),
                 )
@@ -132,7 +98,6 @@ impl Config {
             listen_fds: !cli.no_listen_fds,
             command: cli.command,
             base_env,
-            inherited,
             control,
             reload_on_change: cli.reload_on_change,
         })
@@ -167,8 +132,8 @@ fn check_command(cli: &Cli) -> Result<()> {
 fn policy(cli: &Cli) -> Result<Policy> {
     Ok(Policy {
         interval: cli.interval,
-        signal_on_hup: signal_names::parse(&cli.signal_on_hup, "--signal-on-hup")?,
-        signal_on_term: signal_names::parse(&cli.signal_on_term, "--signal-on-term")?,
+        signal_on_hup: signal_option(&cli.signal_on_hup, "--signal-on-hup")?,
+        signal_on_term: signal_option(&cli.signal_on_term, "--signal-on-term")?,
         ready_timeout: cli.ready_timeout.filter(|d| !d.is_zero()),
         kill_old_timeout: cli.kill_old_timeout,
         backoff_after: crate::supervisor::DEFAULT_BACKOFF_AFTER,
@@ -178,6 +143,11 @@ fn policy(cli: &Cli) -> Result<Policy> {
         workers: usize::from(cli.workers),
         max_extra: cli.max_extra.map(usize::from),
     })
+}
+
+/// A signal option's value; an unknown name is a usage error naming the option.
+fn signal_option(text: &str, option: &str) -> Result<nix::sys::signal::Signal> {
+    signal::parse(text).map_err(|e| Error::usage(format!("{option}: {e}")))
 }
 
 fn check_dir(cli: &Cli) -> Result<()> {
@@ -259,27 +229,5 @@ fn backlog(requested: Option<i32>) -> Result<Backlog> {
             Backlog::new(n).map_err(|_| Error::usage(format!("--backlog {n} is out of range")))
         }
         None => Ok(Backlog::MAXCONN),
-    }
-}
-
-#[cfg(test)]
-mod secs_tests {
-    use super::*;
-
-    #[test]
-    fn one_sec_and_the_rest_in_secs() {
-        assert_eq!(Secs(Duration::from_secs(1)).to_string(), "1 sec");
-        assert_eq!(Secs(Duration::from_millis(500)).to_string(), "0.5 secs");
-        assert_eq!(Secs(Duration::from_secs(60)).to_string(), "60 secs");
-        assert_eq!(Secs(Duration::ZERO).to_string(), "0 secs");
-    }
-
-    #[test]
-    fn durations_past_the_longest_are_refused() {
-        assert_eq!(seconds("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(seconds("4294967295"), Some(LONGEST));
-        for text in ["4294967296", "1e19", "inf", "NaN", "-1", "soon"] {
-            assert_eq!(seconds(text), None, "{text}");
-        }
     }
 }

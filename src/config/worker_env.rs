@@ -159,7 +159,7 @@ pub fn tunables(env: &Env) -> Tunables {
     let auto = get("ENABLE_AUTO_RESTART").is_some_and(|v| truthy(&v));
     let seconds = |name: &str| {
         let value = get(name)?;
-        match crate::config::seconds(&value) {
+        match crate::vocab::time::seconds(&value) {
             Some(d) => Some(d),
             None => {
                 warn!("ignoring {name}={value:?}: not a number of seconds");

@@ -57,7 +57,7 @@ impl Inherited {
 pub fn take_from_env() -> Result<Vec<Inherited>> {
     let var = |name: &str| std::env::var(name).ok();
     let (fds, pid, names) = (var("LISTEN_FDS"), var("LISTEN_PID"), var("LISTEN_FDNAMES"));
-    let listed = server_starter_worker::listen_fds::parse(
+    let listed = server_starter_worker::conventions::parse_listen_fds(
         fds.as_deref(),
         pid.as_deref(),
         names.as_deref(),

@@ -2,13 +2,16 @@
 //! `SERVER_STARTER_PORT` values and `LISTEN_FDNAMES` names. Only start_server writes them, so
 //! they live here rather than in the library.
 
-use server_starter_worker::port_env::PortEntry;
+use std::os::fd::RawFd;
 
-/// Writes entries in the `SERVER_STARTER_PORT` format, in the order given.
-pub fn port_env_value(entries: &[PortEntry]) -> String {
+/// Where `LISTEN_FDS` sockets start (systemd's `SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: RawFd = server_starter_worker::conventions::LISTEN_FDS_START;
+
+/// Writes `(key, fd)` entries in the `SERVER_STARTER_PORT` format, in the order given.
+pub fn port_env_value<'a>(entries: impl IntoIterator<Item = (&'a str, RawFd)>) -> String {
     entries
-        .iter()
-        .map(|e| format!("{}={}", e.key, e.fd))
+        .into_iter()
+        .map(|(key, fd)| format!("{key}={fd}"))
         .collect::<Vec<_>>()
         .join(";")
 }
@@ -44,8 +47,7 @@ pub fn store_name(kind: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use server_starter_worker::port_env;
-    use std::os::fd::RawFd;
+    use server_starter_worker::conventions::{PortEntry, parse_port_env};
 
     fn entry(key: &str, fd: RawFd) -> PortEntry {
         PortEntry {
@@ -63,12 +65,12 @@ mod tests {
             entry("/run/app.sock", 6),
             entry("localhost:53", 0),
         ];
-        let text = port_env_value(&entries);
+        let text = port_env_value(entries.iter().map(|e| (e.key.as_str(), e.fd)));
         assert_eq!(
             text,
             "8080=3;127.0.0.1:8081=4;[::1]:8082=5;/run/app.sock=6;localhost:53=0"
         );
-        assert_eq!(port_env::parse(&text).unwrap(), entries);
+        assert_eq!(parse_port_env(&text).unwrap(), entries);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 pub mod activation;
 pub mod conventions;
+pub mod for_workers;
+pub mod placement;
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -73,7 +75,7 @@ impl Bound {
     }
 
     /// The socket files an earlier image created, to be removed at exit (the sockets themselves
-    /// are adopted by `runtime::spawn::FdLayout`).
+    /// are adopted by [`placement::FdLayout`]).
     pub fn adopt(unix_paths: Vec<PathBuf>) -> Bound {
         Bound {
             listeners: Vec::new(),

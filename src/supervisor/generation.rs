@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::policy::after;
@@ -10,16 +11,21 @@ use super::{
     Action, ExitStatus, Leaving, Notice, Pid, ReloadResult, ReloadTrigger, ReloadView, Supervisor,
     Worker, join,
 };
-use crate::config::Secs;
-use crate::config::signal_names::short_name;
+use crate::vocab::Secs;
+use crate::vocab::signal::short_name;
+use crate::vocab::time::handover;
 
-#[derive(Debug)]
+/// The generation on trial: spawned, not yet up (or failed, waiting to be retried).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub(super) struct Trial {
     pub(super) generation: u64,
     pub(super) pid: Option<Pid>,
     /// Unset until the spawn is reported.
+    #[serde(with = "handover")]
     pub(super) spawned_at: Option<Instant>,
     /// When the failure became known; the next attempt follows after the interval and backoff.
+    #[serde(with = "handover")]
     pub(super) failed_at: Option<Instant>,
     /// The worker's last `STATUS=` while on trial, shown once it serves.
     pub(super) status: Option<String>,

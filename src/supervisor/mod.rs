@@ -23,10 +23,8 @@ mod notice;
 mod policy;
 mod readiness;
 mod slots;
-pub mod state;
-// Read by the control socket (status), being written.
-#[allow(dead_code)]
 pub mod snapshot;
+mod state;
 #[cfg(test)]
 mod tests;
 mod watchdog;
@@ -36,10 +34,13 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::config::Secs;
-use crate::config::signal_names::short_name;
+use crate::vocab::Secs;
+use crate::vocab::signal::short_name;
+use crate::vocab::time::handover;
+pub use crate::vocab::{ExitStatus, Pid};
 use generation::Trial;
 pub use notice::{Action, Notice};
 pub use policy::{DEFAULT_BACKOFF_AFTER, Policy, Tunables};
@@ -47,18 +48,27 @@ use readiness::Message;
 pub use snapshot::{ReloadResult, ReloadTrigger, ReloadView};
 use watchdog::Watchdog;
 use worker::Leaving;
-pub use worker::{ExitStatus, Pid, Worker};
+pub use worker::Worker;
 
-/// All the supervisor knows: see the module documentation.
-#[derive(Debug)]
+/// All the supervisor knows: see the module documentation. What it knows is also what an upgrade
+/// in place hands to the next program image ([`Supervisor::export`]): every field is written
+/// as it is, moments as offsets from the hand-over (`vocab::time::handover`), except the
+/// settings (the next image parses the same command line) and a stop under way (no upgrade
+/// happens while stopping).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Supervisor {
+    #[serde(skip)]
     policy: Policy,
+    /// The envdir's settings at the last spawn.
+    #[serde(flatten)]
     tunables: Tunables,
     generation: u64,
     current: Option<Worker>,
     trial: Option<Trial>,
     leaving: Vec<Leaving>,
-    /// Copies of the program per generation (`--workers`, [`Supervisor::set_workers`]).
+    /// Copies of the program per generation (`--workers`, [`Supervisor::set_workers`]); 0 in a
+    /// state from before `--workers`, which takes the command line's.
     slots: usize,
     /// The workers in slots 1.. of the starting and serving generations.
     copies: Vec<slots::Copy>,
@@ -67,31 +77,51 @@ pub struct Supervisor {
     failures_in_a_row: u32,
     /// When the current worker started, and the failures in a row before it: dying within
     /// [`MIN_UPTIME`](policy::MIN_UPTIME) makes it one more failure instead of a reset.
+    #[serde(with = "handover")]
     probation: Option<(Instant, u32)>,
     /// When to replace a current worker that died young (backoff); no trial runs meanwhile.
+    #[serde(with = "handover")]
     respawn_at: Option<Instant>,
     /// When the crash-loop episode under way began (see
     /// [`CRASH_LOOP_AFTER`](policy::CRASH_LOOP_AFTER)).
+    #[serde(with = "handover")]
     crash_loop: Option<Instant>,
     /// The backoff delay last logged, so the log says when it changes, not at every death.
+    #[serde(rename = "announced_backoff_us", with = "handover::micros")]
     announced_backoff: Duration,
     restart_pending: bool,
     /// A generation has served (the service manager got `READY=1`).
     announced_ready: bool,
+    #[serde(skip)]
     stopping: bool,
     /// A terminating signal received under `shutdown_delay`: when the workers get theirs, and
     /// what was received. Workers keep serving until then.
+    #[serde(skip)]
     stop_due: Option<(Instant, Signal)>,
     /// When the workers were signalled to stop.
+    #[serde(skip)]
     workers_signalled_at: Option<Instant>,
     /// The last reload asked for, and how it ended.
     last_reload: Option<ReloadView>,
+    #[serde(with = "handover")]
     last_restart: Instant,
     /// `--worker-watchdog`'s bookkeeping.
+    #[serde(flatten)]
     watchdog: Watchdog,
     /// What the status file says (nothing is written until something is live).
     written_status: Vec<Worker>,
+    #[serde(skip)]
     actions: Vec<Action>,
+}
+
+impl Default for Supervisor {
+    /// What a state from an older image lacks: nothing known, no slots (see `slots`).
+    fn default() -> Self {
+        Supervisor {
+            slots: 0,
+            ..Supervisor::new(Policy::default(), Tunables::default(), handover::now())
+        }
+    }
 }
 
 impl Supervisor {
@@ -131,19 +161,18 @@ impl Supervisor {
         self.take_actions()
     }
 
-    /// Replaces the settings that the environment can change between restarts.
-    pub fn set_tunables(&mut self, tunables: Tunables) {
-        self.tunables = tunables;
-    }
-
-    /// The outcome of an [`Action::Spawn`]: the new pid, or why no process could be made. Any
-    /// error that prints will do, so the supervisor needs nothing from the runtime's types.
+    /// The outcome of an [`Action::Spawn`]: the settings the worker's environment gave
+    /// (`tunables`, from the envdir read for it), and the new pid or why no process could be
+    /// made. Any error that prints will do, so the supervisor needs nothing of the server's
+    /// types.
     pub fn spawned<E: fmt::Display>(
         &mut self,
         generation: u64,
+        tunables: Tunables,
         result: Result<Pid, E>,
         now: Instant,
     ) -> Vec<Action> {
+        self.tunables = tunables;
         if let Some(trial) = self.trial.as_mut().filter(|t| t.generation == generation) {
             trial.spawned_at = Some(now);
             match result {
@@ -162,8 +191,19 @@ impl Supervisor {
     }
 
     /// SIGHUP: start a new generation, or one more after the one already starting.
-    pub fn hangup(&mut self) -> Vec<Action> {
-        self.request_reload(ReloadTrigger::Signal, Instant::now())
+    pub fn hangup(&mut self, now: Instant) -> Vec<Action> {
+        self.request_reload(ReloadTrigger::Signal, now)
+    }
+
+    /// The newest generation begun (spawned, or about to be).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A terminating signal was received (or a stop asked for): workers are being stopped, or
+    /// will be once `--shutdown-delay` is over.
+    pub fn shutting_down(&self) -> bool {
+        self.stopping || self.stop_due.is_some()
     }
 
     /// A reload asked for by `trigger` (SIGHUP, the control socket, a file change): as

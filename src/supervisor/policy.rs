@@ -4,9 +4,11 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::config::Secs;
+use crate::vocab::Secs;
+use crate::vocab::time::handover;
 
 use super::{Action, Notice, Supervisor};
 
@@ -32,8 +34,8 @@ const BACKOFF_BASE_FLOOR: Duration = Duration::from_millis(100);
 /// Doublings beyond which the backoff stops growing (before `backoff_max`): keeps the shift
 /// in range whatever the count of failures.
 const MAX_DOUBLINGS: u32 = 20;
-/// Settings fixed for the life of start_server.
-#[derive(Debug, Clone, Copy)]
+/// Settings fixed for the life of start_server (the defaults are the command line's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     /// How long a silent new worker must live to count as started; also the least time between
     /// two spawns.
@@ -62,12 +64,33 @@ pub struct Policy {
     pub max_extra: Option<usize>,
 }
 
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            interval: Duration::from_secs(1),
+            signal_on_hup: Signal::SIGTERM,
+            signal_on_term: Signal::SIGTERM,
+            ready_timeout: None,
+            kill_old_timeout: None,
+            backoff_after: DEFAULT_BACKOFF_AFTER,
+            backoff_max: Duration::from_secs(60),
+            shutdown_delay: Duration::ZERO,
+            worker_watchdog: None,
+            workers: 1,
+            max_extra: None,
+        }
+    }
+}
+
 /// Settings re-read from the environment (and envdir) at every spawn, as the original does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tunables {
     /// Wait this long after a generation started before signalling the old ones.
+    #[serde(rename = "kill_old_delay_us", with = "handover::micros")]
     pub kill_old_delay: Duration,
     /// Restart periodically with this interval, when auto-restart is on.
+    #[serde(rename = "auto_restart_interval_us", with = "handover::micros")]
     pub auto_restart_interval: Option<Duration>,
 }
 

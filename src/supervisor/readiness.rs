@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::config::Secs;
+use crate::vocab::Secs;
 
 use super::{Pid, Supervisor};
 

@@ -8,17 +8,20 @@
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::config::Secs;
+use crate::vocab::Secs;
+use crate::vocab::time::handover;
 
 use super::policy::MIN_UPTIME;
 use super::policy::after;
 use super::worker::STILL_ALIVE_NOTICE;
 use super::{Action, ExitStatus, Leaving, Pid, Supervisor, Worker};
 
-/// A copy of a generation's worker in slot 1 or above.
-#[derive(Debug)]
+/// A copy of a generation's worker in slot 1 or above (or slot 0 being restarted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub(super) struct Copy {
     pub(super) generation: u64,
     pub(super) slot: usize,
@@ -26,6 +29,7 @@ pub(super) struct Copy {
     pub(super) pid: Option<Pid>,
     /// Its spawn was asked for and it has not exited since: it counts against `max_extra`.
     pub(super) requested: bool,
+    #[serde(with = "handover")]
     pub(super) spawned_at: Option<Instant>,
     /// Counted as started (`READY=1`, or alive after `interval`).
     pub(super) up: bool,
@@ -37,6 +41,7 @@ pub(super) struct Copy {
     /// Deaths within [`MIN_UPTIME`] in a row, for the backoff.
     pub(super) failures_in_a_row: u32,
     /// When to restart it after a death (backoff).
+    #[serde(with = "handover")]
     pub(super) respawn_at: Option<Instant>,
 }
 
@@ -96,14 +101,16 @@ impl Supervisor {
         }
     }
 
-    /// The outcome of an [`Action::SpawnCopy`].
+    /// The outcome of an [`Action::SpawnCopy`], as [`Supervisor::spawned`]'s.
     pub fn spawned_copy<E: std::fmt::Display>(
         &mut self,
         generation: u64,
         slot: usize,
+        tunables: super::Tunables,
         result: Result<Pid, E>,
         now: Instant,
     ) -> Vec<Action> {
+        self.tunables = tunables;
         let Some(index) = self
             .copies
             .iter()
@@ -430,8 +437,6 @@ impl Supervisor {
     /// Changes the number of copies of the program in each generation at run time, without
     /// a reload: new slots are spawned in the serving (and starting) generation, surplus slots
     /// get `signal_on_hup`. `n` is at least 1.
-    // Called by the control socket (`workers N`), being written.
-    #[allow(dead_code)]
     pub fn set_workers(&mut self, n: usize, now: Instant) -> Vec<Action> {
         let n = n.max(1);
         if self.stopping || n == self.slots {
@@ -495,7 +500,7 @@ impl Supervisor {
                 generation = serving,
                 worker_pid = pid,
                 "rolling reload: slot {slot} replaced, sending {} to worker {pid}",
-                crate::config::signal_names::short_name(self.policy.signal_on_hup)
+                crate::vocab::signal::short_name(self.policy.signal_on_hup)
             );
             self.retire_pids(&[(serving, slot, pid)], now, true);
         }

@@ -4,7 +4,10 @@
 
 use std::time::Instant;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use super::{ExitStatus, Pid, Supervisor};
+use crate::vocab::time::handover;
 
 /// The whole picture at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,16 +107,94 @@ pub enum ReloadResult {
 }
 
 /// The last reload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadView {
     /// What asked for it.
     pub trigger: ReloadTrigger,
     /// The generation it started.
     pub generation: u64,
     /// When it was asked for.
+    #[serde(with = "handover")]
     pub started: Instant,
     /// When it ended, and how; `None` while it runs.
+    #[serde(with = "handover")]
     pub finished: Option<(Instant, ReloadResult)>,
+}
+
+/// A reload's trigger and result are handed over as words (`signal`, `control`,
+/// `auto-restart`, `file:PATH`; `up`, `failed:WHY`), so that an image meeting one it does not
+/// know still reads the rest.
+impl ReloadTrigger {
+    fn word(&self) -> String {
+        match self {
+            ReloadTrigger::Signal => "signal".into(),
+            ReloadTrigger::Control => "control".into(),
+            ReloadTrigger::AutoRestart => "auto-restart".into(),
+            ReloadTrigger::FileChange(path) => format!("file:{path}"),
+        }
+    }
+
+    fn from_word(word: &str) -> ReloadTrigger {
+        match word {
+            "control" => ReloadTrigger::Control,
+            "auto-restart" => ReloadTrigger::AutoRestart,
+            _ => match word.strip_prefix("file:") {
+                Some(path) => ReloadTrigger::FileChange(path.to_string()),
+                None => ReloadTrigger::Signal,
+            },
+        }
+    }
+}
+
+impl ReloadResult {
+    fn word(&self) -> String {
+        match self {
+            ReloadResult::Up => "up".into(),
+            ReloadResult::Failed(why) => format!("failed:{why}"),
+        }
+    }
+
+    fn from_word(word: &str) -> ReloadResult {
+        match word.strip_prefix("failed:") {
+            Some(why) => ReloadResult::Failed(why.to_string()),
+            None => ReloadResult::Up,
+        }
+    }
+}
+
+impl Serialize for ReloadTrigger {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.word())
+    }
+}
+
+impl<'de> Deserialize<'de> for ReloadTrigger {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(ReloadTrigger::from_word(&String::deserialize(d)?))
+    }
+}
+
+impl Serialize for ReloadResult {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.word())
+    }
+}
+
+impl<'de> Deserialize<'de> for ReloadResult {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(ReloadResult::from_word(&String::deserialize(d)?))
+    }
+}
+
+/// Beside the moment a reload finished, its result is written as it is.
+impl handover::Moments for ReloadResult {
+    type Written = ReloadResult;
+    fn write(&self, _: Instant) -> ReloadResult {
+        self.clone()
+    }
+    fn read(written: ReloadResult, _: Instant) -> ReloadResult {
+        written
+    }
 }
 
 /// Backoff in force.
@@ -220,7 +301,7 @@ impl Supervisor {
                 next_attempt: self.next_deadline(),
             }),
             crash_loop: self.crash_loop.is_some(),
-            stopping: self.stopping || self.stop_due.is_some(),
+            stopping: self.shutting_down(),
             workers_signalled_at: self
                 .stop_due
                 .map(|(due, _)| due)

@@ -8,6 +8,8 @@ const SEC: Duration = Duration::from_secs(1);
 
 pub(super) struct Harness {
     pub(super) sup: Supervisor,
+    /// What the environment says at every spawn (the envdir's settings).
+    tunables: Tunables,
     pub(super) now: Instant,
     next_pid: Pid,
     log: Vec<Action>,
@@ -33,6 +35,7 @@ impl Harness {
         };
         Harness {
             sup: Supervisor::new(policy, tunables, now),
+            tunables,
             now,
             next_pid: 100,
             log: Vec::new(),
@@ -69,6 +72,7 @@ impl Harness {
                         self.next_pid += 1;
                         next.extend(self.sup.spawned(
                             generation,
+                            self.tunables,
                             Ok::<Pid, String>(self.next_pid),
                             self.now,
                         ));
@@ -78,6 +82,7 @@ impl Harness {
                         next.extend(self.sup.spawned_copy(
                             generation,
                             slot,
+                            self.tunables,
                             Ok::<Pid, String>(self.next_pid),
                             self.now,
                         ));
@@ -109,7 +114,7 @@ impl Harness {
     }
 
     pub(super) fn hup(&mut self) -> Vec<Action> {
-        let actions = self.sup.hangup();
+        let actions = self.sup.hangup(self.now);
         self.run(actions)
     }
 }
@@ -323,14 +328,18 @@ fn a_tick_before_the_spawn_is_reported_changes_nothing() {
     h.started();
     h.advance(SEC);
     assert_eq!(
-        h.sup.hangup(),
+        h.sup.hangup(h.now),
         vec![
             Action::Notify(Notice::Reloading),
             Action::Spawn { generation: 2 }
         ]
     );
     assert!(h.sup.tick(h.now + 10 * SEC).is_empty());
-    assert!(h.sup.spawned(2, Ok::<Pid, String>(500), h.now).is_empty());
+    assert!(
+        h.sup
+            .spawned(2, h.tunables, Ok::<Pid, String>(500), h.now)
+            .is_empty()
+    );
     h.advance(SEC);
     assert_eq!(h.sup.current(), Some(w(2, 500)));
 }
@@ -340,7 +349,7 @@ fn spawn_failure_counts_as_failed_start() {
     let mut h = Harness::plain();
     let actions = h.sup.start();
     assert_eq!(actions, vec![Action::Spawn { generation: 1 }]);
-    let actions = h.sup.spawned(1, Err("fork failed"), h.now);
+    let actions = h.sup.spawned(1, h.tunables, Err("fork failed"), h.now);
     h.run(actions);
     assert_eq!(
         h.notices,
@@ -1425,11 +1434,16 @@ fn a_copy_spawned_for_a_generation_that_is_gone_is_stopped() {
         slot: 1
     }));
     // The event loop carries out Spawn first: it fails, the generation with it.
+    let actions = h.sup.spawned(
+        1,
+        h.tunables,
+        Err::<Pid, String>("no such file".into()),
+        h.now,
+    );
+    h.run(actions);
     let actions = h
         .sup
-        .spawned(1, Err::<Pid, String>("no such file".into()), h.now);
-    h.run(actions);
-    let actions = h.sup.spawned_copy(1, 1, Ok::<Pid, String>(555), h.now);
+        .spawned_copy(1, 1, h.tunables, Ok::<Pid, String>(555), h.now);
     assert_eq!(
         actions,
         vec![Action::Signal {

@@ -6,21 +6,28 @@
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::config::Secs;
+use crate::vocab::Secs;
+use crate::vocab::time::handover;
 
 use super::worker::FAILED_TRIAL_KILL_DELAY;
 use super::{Action, Pid, Supervisor};
 
-/// The watchdog's view of the workers it watches.
-#[derive(Debug, Default)]
+/// The watchdog's view of the workers it watches (handed over as `watchdog_*` fields of the
+/// supervisor's state).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub(super) struct Watchdog {
     /// Watched workers and their last sign of life (spawn or `WATCHDOG=1`).
+    #[serde(rename = "watchdog_seen", with = "handover")]
     pub(super) seen: Vec<(Pid, Instant)>,
     /// Workers signalled for silence, and when they get SIGKILL.
+    #[serde(rename = "watchdog_hung", with = "handover")]
     pub(super) hung: Vec<(Pid, Instant)>,
     /// Workers killed for silence since start.
+    #[serde(rename = "watchdog_kills")]
     pub(super) kills: u32,
 }
 

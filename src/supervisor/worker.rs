@@ -1,15 +1,16 @@
 //! A worker process and the workers on their way out: old generations being retired and failed
 //! trials being stopped, each with the moments it gets its signal, SIGKILL, or a log line.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::config::Secs;
+use crate::vocab::Secs;
+use crate::vocab::time::handover;
 
-use super::{Action, Supervisor, join};
+use super::{Action, ExitStatus, Pid, Supervisor, join};
 
 /// A worker still alive this long after its signal, with no `kill_old_timeout` to end it, is
 /// named in the log (once): it is waited for, as the original does, but the operator should know.
@@ -20,11 +21,8 @@ pub const STILL_ALIVE_NOTICE: Duration = Duration::from_secs(30);
 /// stuck one must not linger for ever holding the sockets.
 pub const FAILED_TRIAL_KILL_DELAY: Duration = Duration::from_secs(5);
 
-/// A process id, as the kernel gives it.
-pub type Pid = i32;
-
 /// One running worker process and the generation it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Worker {
     /// Generation number (`SERVER_STARTER_GENERATION` of the worker).
     pub generation: u64,
@@ -32,34 +30,21 @@ pub struct Worker {
     pub pid: Pid,
 }
 
-/// A raw wait status, printed as the original prints `$?` plus what it means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitStatus(pub i32);
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let raw = self.0;
-        let signal = raw & 0x7f;
-        if signal == 0 {
-            write!(f, "{raw} (exit code {})", (raw >> 8) & 0xff)
-        } else {
-            let name = Signal::try_from(signal).map(|s| s.as_str()).unwrap_or("?");
-            write!(f, "{raw} (killed by {name})")
-        }
-    }
-}
-
 /// A worker that was signalled and is waited for, with the moment it gets SIGKILL.
-#[derive(Debug)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub(super) struct Leaving {
     pub(super) worker: Worker,
     /// Its slot (`--workers`).
     pub(super) slot: usize,
     /// When to send `signal_on_hup` (old workers during `kill_old_delay`); `None` once sent.
+    #[serde(with = "handover")]
     pub(super) signal_at: Option<Instant>,
     /// When to send SIGKILL if still alive; `None` without `kill_old_timeout`.
+    #[serde(with = "handover")]
     pub(super) kill_at: Option<Instant>,
     /// When to log that it is still alive though signalled (once; only without `kill_at`).
+    #[serde(with = "handover")]
     pub(super) note_at: Option<Instant>,
     /// An old generation (listed in the status file) rather than a failed trial.
     pub(super) served: bool,

@@ -3,8 +3,8 @@
 //!
 //! `start_server` passes its listening sockets to the worker and describes them twice:
 //! in `SERVER_STARTER_PORT` as `;`-separated `KEY=FD` entries (`8080=3`, `127.0.0.1:8080=4`,
-//! `[::1]:8080=5`, `/run/app.sock=6`), read by [`port_env`], and in systemd's `LISTEN_FDS`,
-//! `LISTEN_PID`, `LISTEN_FDNAMES`, read by [`listen_fds`]. [`Listeners`] turns either into
+//! `[::1]:8080=5`, `/run/app.sock=6`), read by [`conventions::parse_port_env`], and in systemd's
+//! `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`, read by [`conventions::parse_listen_fds`]. [`Listeners`] turns either into
 //! `std` listeners, checking each fd ([`socket_kind`] tells what an fd is without taking it).
 //! [`ready::notify`] sends `READY=1` to start_server (or systemd) once the worker serves.
 //!
@@ -16,9 +16,8 @@
 //!
 #![doc = include_str!("../README.md")]
 
-pub mod listen_fds;
+pub mod conventions;
 pub mod listeners;
-pub mod port_env;
 pub mod ready;
 
 pub use listeners::{Error, Listeners, SocketKind, socket_kind};

@@ -23,7 +23,9 @@ use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 
-use crate::{listen_fds, port_env};
+use crate::conventions::{
+    ListenFdsError, PORT_ENV_VAR, PortEnvError, parse_listen_fds, parse_port_env,
+};
 
 /// Why the inherited sockets could not be had.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,9 +33,9 @@ pub enum Error {
     /// Neither `SERVER_STARTER_PORT` nor `LISTEN_FDS` (for this process) is set.
     MissingVariable,
     /// `SERVER_STARTER_PORT` is not `KEY=FD;...`.
-    MalformedServerStarterPort(port_env::ParseError),
+    MalformedServerStarterPort(PortEnvError),
     /// The `LISTEN_*` variables are malformed.
-    MalformedListenFds(listen_fds::ParseError),
+    MalformedListenFds(ListenFdsError),
     /// The fd named by a variable is not open in this process.
     NotOpen {
         /// The descriptor.
@@ -102,8 +104,8 @@ impl Listeners {
 
     /// The sockets of `SERVER_STARTER_PORT`, named by their keys (`8080`, `/run/app.sock`).
     pub fn from_server_starter() -> Result<Listeners, Error> {
-        let value = std::env::var(port_env::VAR).map_err(|_| Error::MissingVariable)?;
-        let entries = port_env::parse(&value).map_err(Error::MalformedServerStarterPort)?;
+        let value = std::env::var(PORT_ENV_VAR).map_err(|_| Error::MissingVariable)?;
+        let entries = parse_port_env(&value).map_err(Error::MalformedServerStarterPort)?;
         Ok(Listeners {
             slots: entries
                 .into_iter()
@@ -121,7 +123,7 @@ impl Listeners {
     pub fn from_listen_fds() -> Result<Listeners, Error> {
         let var = |name| std::env::var(name).ok();
         let (fds, pid, names) = (var("LISTEN_FDS"), var("LISTEN_PID"), var("LISTEN_FDNAMES"));
-        let listed = listen_fds::parse(
+        let listed = parse_listen_fds(
             fds.as_deref(),
             pid.as_deref(),
             names.as_deref(),
@@ -215,7 +217,7 @@ impl Listeners {
 /// # Safety
 /// Like [`std::env::remove_var`]: call it before the program starts threads.
 pub unsafe fn clear_env() {
-    for name in [port_env::VAR, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+    for name in [PORT_ENV_VAR, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
         // SAFETY: guaranteed by the caller.
         unsafe { std::env::remove_var(name) };
     }

@@ -10,20 +10,9 @@
 //! ```
 
 use std::io;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::os::unix::net::UnixDatagram;
 
-/// The address a `NOTIFY_SOCKET` value names: a path, or `@name` in the abstract namespace.
-/// [`notify`] uses it for each message; a worker that sends many (`STATUS=` as it works) can
-/// connect one `UnixDatagram` to it instead, and start_server reads its own notify sockets'
-/// values with it, so both sides agree on the `@` rule.
-pub fn socket_addr(value: &std::ffi::OsStr) -> io::Result<SocketAddr> {
-    match value.as_bytes().strip_prefix(b"@") {
-        Some(name) => SocketAddr::from_abstract_name(name),
-        None => SocketAddr::from_pathname(value),
-    }
-}
+use crate::conventions::notify_socket_addr;
 
 /// Sends `state` (newline-separated `KEY=VALUE` lines) to `NOTIFY_SOCKET` (a path, or `@name` in
 /// the abstract namespace). Returns `Ok(false)` when the variable is not set.
@@ -31,6 +20,6 @@ pub fn notify(state: &str) -> io::Result<bool> {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };
-    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &socket_addr(&target)?)?;
+    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &notify_socket_addr(&target)?)?;
     Ok(true)
 }

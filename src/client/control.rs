@@ -1,0 +1,153 @@
+//! `--status`, `--reload` and `--check`: one request on the control socket of a running
+//! start_server, found by `--control` or the default derived from `--pid-file`. Nothing of
+//! start_server's own set-up runs (no configuration check, no sockets): a probe is cheap.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::client::{render, say};
+use crate::config::cli::Cli;
+use crate::error::{Error, Result};
+use crate::wire::control::{self as protocol, Reply, Request, Status};
+
+/// How long `--status` and `--check` wait for the reply.
+const QUICK: Duration = Duration::from_secs(10);
+
+/// The control socket's path.
+fn socket_path(cli: &Cli) -> Result<PathBuf> {
+    if let Some(path) = &cli.control {
+        return Ok(path.clone());
+    }
+    let runtime_directory = std::env::var("RUNTIME_DIRECTORY").ok();
+    protocol::default_path(cli.pid_file.as_deref(), runtime_directory.as_deref()).ok_or_else(|| {
+        Error::usage(
+            "no control socket to talk to: give --control=PATH or the server's --pid-file=FILE",
+        )
+    })
+}
+
+/// Sends `request` and reads the one-line reply (no limit with `timeout` = `None`).
+fn ask(cli: &Cli, request: &Request, timeout: Option<Duration>) -> Result<Reply> {
+    let path = socket_path(cli)?;
+    let shown = path.display();
+    let failed = |what: &str, e: std::io::Error| {
+        Error::runtime(format!("{what} control socket {shown}: {e}"))
+    };
+    let mut stream = UnixStream::connect(&path).map_err(|e| {
+        Error::runtime(format!(
+            "cannot connect to the control socket {shown}: {e}: is start_server running with \
+             this --control (or --pid-file)?"
+        ))
+    })?;
+    stream
+        .set_read_timeout(timeout)
+        .and_then(|()| stream.set_write_timeout(Some(QUICK)))
+        .map_err(|e| failed("cannot set up the", e))?;
+    let mut line = serde_json::to_vec(request)
+        .map_err(|e| Error::runtime(format!("cannot encode the request: {e}")))?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(|e| failed("cannot write to the", e))?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(|e| failed("no reply from the", e))?;
+    if answer.is_empty() {
+        return Err(Error::runtime(format!(
+            "the control socket {shown} closed without a reply (start_server is exiting?)"
+        )));
+    }
+    serde_json::from_str(&answer)
+        .map_err(|e| Error::runtime(format!("bad reply from the control socket {shown}: {e}")))
+}
+
+fn status_of(cli: &Cli) -> Result<Status> {
+    let reply = ask(cli, &Request::Status, Some(QUICK))?;
+    match (reply.ok, reply.status) {
+        (true, Some(status)) => Ok(status),
+        _ => Err(Error::runtime(format!(
+            "status failed: {}",
+            reply.error.unwrap_or_default()
+        ))),
+    }
+}
+
+/// `--status [--json]`.
+pub fn status(cli: &Cli) -> Result<()> {
+    let status = status_of(cli)?;
+    let text = if cli.json {
+        serde_json::to_string_pretty(&status)
+            .map_err(|e| Error::runtime(format!("cannot encode the status: {e}")))?
+    } else {
+        render::summary(&status)
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").map_err(|e| Error::runtime(format!("cannot write the status: {e}")))
+}
+
+/// `--reload`: waits for the outcome; an error (exit 1) when the new generation failed.
+pub fn reload(cli: &Cli) -> Result<()> {
+    let reply = ask(cli, &Request::Reload, None)?;
+    match reply {
+        Reply {
+            ok: true,
+            generation,
+            ..
+        } => {
+            say(&format!(
+                "reloaded: generation {} is up",
+                generation.map_or("?".to_string(), |g| g.to_string())
+            ));
+            Ok(())
+        }
+        Reply { error, .. } => Err(Error::runtime(format!(
+            "reload failed: {}",
+            error.unwrap_or_default()
+        ))),
+    }
+}
+
+/// `--upgrade` over the control socket: waits (bounded) for the outcome, from the new program
+/// once it runs, or from the old one with the reason it refused.
+pub fn upgrade(cli: &Cli, limit: Duration) -> Result<()> {
+    match ask(cli, &Request::Upgrade, Some(limit))? {
+        Reply {
+            ok: true, version, ..
+        } => {
+            say(&format!(
+                "start_server upgraded: start_server {} runs",
+                version.unwrap_or_else(|| "(unknown version)".into())
+            ));
+            Ok(())
+        }
+        Reply { error, .. } => Err(Error::runtime(format!(
+            "upgrade failed: {}",
+            error.unwrap_or_default()
+        ))),
+    }
+}
+
+/// Whether a control socket is there to talk to: `--control`, or the default one beside
+/// `--pid-file` (or in `RUNTIME_DIRECTORY`) when it exists.
+pub fn reachable(cli: &Cli) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    cli.control.is_some()
+        || socket_path(cli).is_ok_and(|path| {
+            std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+        })
+}
+
+/// `--check`: exit 0 only when healthy, with one line saying why or why not.
+pub fn check(cli: &Cli) -> Result<()> {
+    let status = status_of(cli)?;
+    match status.healthy() {
+        Ok(generation) => {
+            say(&format!("ok: generation {generation} is up"));
+            Ok(())
+        }
+        Err(why) => Err(Error::runtime(format!("unhealthy: {why}"))),
+    }
+}

@@ -1,0 +1,393 @@
+//! The event loop: it holds the parts of the running start_server, waits for what any of them
+//! has to say ([`wait`]), hands each [`Event`] to the supervisor (or answers it), and carries out
+//! the [`Action`]s the supervisor answers. It decides nothing itself: the supervisor decides,
+//! each part does its own work behind its methods.
+
+mod requests;
+pub mod wait;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use tracing::{error, info};
+
+use crate::error::Result;
+use crate::server::control::Control;
+use crate::server::control::status::{self, Fixed};
+use crate::server::event::{Event, Received, Source};
+use crate::server::file_watch::FileWatch;
+use crate::server::files::pid_file::PidFile;
+use crate::server::files::status_file::StatusFile;
+use crate::server::log::output::Logger;
+use crate::server::notify::systemd::Notifier;
+use crate::server::notify::workers::WorkerNotify;
+use crate::server::process::reap::{reap, send};
+use crate::server::process::signals::Signals;
+use crate::server::process::spawner::Spawner;
+use crate::server::process::strays::Adopted;
+use crate::server::upgrade::handover::Parts as HandoverParts;
+use crate::server::upgrade::version::version;
+use crate::server::upgrade::{Refusal, Upgrade};
+use crate::supervisor::{Action, Notice, ReloadTrigger, Supervisor};
+use crate::vocab::Pid;
+
+/// How a stop ended, for start_server's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every worker, and everything workers left behind, exited after its signal.
+    Clean,
+    /// Something had to be sent SIGKILL (`--kill-old-timeout`, or a stray still there 5 seconds
+    /// after its TERM).
+    Killed,
+}
+
+impl Ending {
+    /// 0 for a clean stop, 3 when something was killed (1 and 2 are errors).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Ending::Clean => 0,
+            Ending::Killed => 3,
+        }
+    }
+}
+
+/// The parts the loop runs, as `serve` built (or adopted) them.
+pub struct Parts {
+    pub signals: Signals,
+    pub spawner: Spawner,
+    pub strays: Adopted,
+    pub workers_notify: WorkerNotify,
+    pub systemd: Notifier,
+    pub control: Option<Control>,
+    pub watch: Option<FileWatch>,
+    pub logger: Option<Logger>,
+    pub status_file: Option<StatusFile>,
+    pub facts: Fixed,
+    pub upgrade: Upgrade,
+    pub pid_file: Option<PidFile>,
+}
+
+/// What is left once the loop is over, for `serve` to finish with: the log command (which gets
+/// a last chance to write), the signals (to wait for it) and the pid file (whose lock goes
+/// last).
+pub struct Remains {
+    pub logger: Option<Logger>,
+    pub signals: Signals,
+    pub pid_file: Option<PidFile>,
+}
+
+/// The loop and what it runs.
+pub struct EventLoop {
+    supervisor: Supervisor,
+    /// What the supervisor asked for and is not done yet.
+    actions: VecDeque<Action>,
+    signals: Signals,
+    spawner: Spawner,
+    strays: Adopted,
+    workers_notify: WorkerNotify,
+    systemd: Notifier,
+    control: Option<Control>,
+    watch: Option<FileWatch>,
+    logger: Option<Logger>,
+    status_file: Option<StatusFile>,
+    facts: Fixed,
+    upgrade: Upgrade,
+    pid_file: Option<PidFile>,
+    /// Something had to be sent SIGKILL while stopping.
+    killed: bool,
+}
+
+impl EventLoop {
+    /// The loop over `parts`, with `supervisor` and the actions it already asked for.
+    pub fn new(supervisor: Supervisor, parts: Parts, actions: Vec<Action>) -> EventLoop {
+        EventLoop {
+            supervisor,
+            actions: actions.into(),
+            signals: parts.signals,
+            spawner: parts.spawner,
+            strays: parts.strays,
+            workers_notify: parts.workers_notify,
+            systemd: parts.systemd,
+            control: parts.control,
+            watch: parts.watch,
+            logger: parts.logger,
+            status_file: parts.status_file,
+            facts: parts.facts,
+            upgrade: parts.upgrade,
+            pid_file: parts.pid_file,
+            killed: false,
+        }
+    }
+
+    /// After an upgrade in place, in the new image: children that exited meanwhile are reaped
+    /// first, then systemd, the log, the report file and the control clients that asked hear
+    /// that the new image runs.
+    pub fn resumed(&mut self, from: &str, state_bytes: usize) {
+        self.on_child_exit();
+        let now = version();
+        info!(
+            "start_server (pid:{}) upgraded from {from} to {now} ({state_bytes} bytes of state)",
+            std::process::id()
+        );
+        if self.supervisor.announced_ready() {
+            self.systemd.ready(&format!(
+                "upgraded to start_server {now}; {}",
+                self.serving()
+            ));
+        }
+        if let Some(control) = &mut self.control {
+            control.answer_upgrade(&Ok(now.clone()));
+        }
+        self.upgrade.report(&Ok(now));
+    }
+
+    /// Runs until every worker is gone after a terminating signal. If the loop itself fails,
+    /// the workers get SIGTERM first: they must not outlive start_server with the sockets.
+    pub fn run(&mut self) -> Result<Ending> {
+        let result = self.serve_events();
+        if let Err(e) = &result {
+            terminate_on_failure(&self.supervisor.worker_pids(), e);
+        }
+        result
+    }
+
+    /// What `serve` finishes with (see [`Remains`]); everything else goes now (the control
+    /// socket's and the status file's files with it).
+    pub fn finish(self) -> Remains {
+        self.upgrade.remove_report();
+        Remains {
+            logger: self.logger,
+            signals: self.signals,
+            pid_file: self.pid_file,
+        }
+    }
+
+    fn serve_events(&mut self) -> Result<Ending> {
+        loop {
+            while let Some(action) = self.actions.pop_front() {
+                if let Some(ending) = self.perform(action) {
+                    return Ok(ending);
+                }
+            }
+            // Only between events, with nothing pending: the state handed over is whole.
+            if self.upgrade.take_asked() {
+                self.upgrade_now();
+            }
+            for event in self.wait()? {
+                self.dispatch(event);
+            }
+            let next = self.supervisor.tick(Instant::now());
+            self.actions.extend(next);
+        }
+    }
+
+    /// Sleeps until a source has something or the supervisor's next deadline.
+    fn wait(&mut self) -> Result<Vec<Event>> {
+        self.workers_notify.track(&self.supervisor.worker_pids());
+        let mut sources: Vec<&mut dyn Source> = vec![
+            &mut self.signals,
+            &mut self.workers_notify,
+            &mut self.systemd,
+        ];
+        if let Some(control) = &mut self.control {
+            sources.push(control);
+        }
+        if let Some(watch) = &mut self.watch {
+            sources.push(watch);
+        }
+        if let Some(logger) = &mut self.logger {
+            sources.push(logger);
+        }
+        wait::wait(&mut sources, self.supervisor.next_deadline())
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        let now = Instant::now();
+        match event {
+            Event::Signal(received) => self.on_signal(received),
+            Event::Message { worker, text } => {
+                let next = self.supervisor.notified(worker, &text, now);
+                self.actions.extend(next);
+            }
+            Event::Request { client, request } => self.on_request(client, request),
+            Event::Changed(path) => {
+                info!("{} changed: reloading", path.display());
+                let trigger = ReloadTrigger::FileChange(path.display().to_string());
+                let next = self.supervisor.request_reload(trigger, now);
+                self.actions.extend(next);
+            }
+        }
+    }
+
+    /// One signal from the signalfd: every signal path is here.
+    fn on_signal(&mut self, received: Received) {
+        match received {
+            Received::Hangup => {
+                let next = self.supervisor.hangup(Instant::now());
+                self.actions.extend(next);
+            }
+            Received::Upgrade if self.supervisor.shutting_down() => {
+                info!("received USR2 while stopping: no upgrade");
+                self.upgrade.report(&Err(Refusal::Stopping.to_string()));
+            }
+            Received::Upgrade => {
+                info!("received USR2: upgrade in place");
+                self.upgrade.ask();
+            }
+            Received::Terminate(signal) => self.terminate(signal),
+            Received::Child => self.on_child_exit(),
+            Received::Ignored => {}
+            Received::Unused(number) => info!(
+                "received {}, which start_server does not use: ignored",
+                crate::vocab::signal::number_name(number)
+            ),
+        }
+    }
+
+    /// A terminating signal, or `stop` on the control socket.
+    fn terminate(&mut self, signal: Signal) {
+        let next = self.supervisor.terminate(signal, Instant::now());
+        self.actions.extend(next);
+    }
+
+    /// SIGCHLD: each exited child goes to whoever owns it (the log command, the supervisor, or
+    /// the strays); after a worker's exit, what it left behind is adopted.
+    fn on_child_exit(&mut self) {
+        let mut worker_gone = false;
+        for (pid, status) in reap() {
+            if let Some(logger) = self.logger.as_mut().filter(|l| l.pid() == Some(pid)) {
+                logger.exited(status, Instant::now());
+            } else if self.supervisor.worker_pids().contains(&pid) {
+                worker_gone = true;
+                let next = self.supervisor.child_exited(pid, status, Instant::now());
+                self.actions.extend(next);
+            } else {
+                self.strays.reaped(pid, status);
+            }
+        }
+        if worker_gone {
+            let logger = self.logger.as_ref().and_then(Logger::pid);
+            self.strays.adopt(&self.supervisor.workers(), logger);
+        }
+    }
+
+    /// Carries out one action; the ending once the supervisor says to exit.
+    fn perform(&mut self, action: Action) -> Option<Ending> {
+        match action {
+            Action::Spawn { generation } => {
+                // Slot 0 is named only when there are several (unset means 0).
+                let slot = (self.supervisor.slots() > 1).then_some(0);
+                let (tunables, result) = self.spawner.spawn(generation, slot);
+                let next = (self.supervisor).spawned(generation, tunables, result, Instant::now());
+                self.actions.extend(next);
+            }
+            Action::SpawnCopy { generation, slot } => {
+                let (tunables, result) = self.spawner.spawn(generation, Some(slot));
+                let next = (self.supervisor).spawned_copy(
+                    generation,
+                    slot,
+                    tunables,
+                    result,
+                    Instant::now(),
+                );
+                self.actions.extend(next);
+            }
+            Action::Signal { pids, signal } => {
+                self.killed |= self.supervisor.shutting_down() && signal == Signal::SIGKILL;
+                send(&pids, signal)
+            }
+            Action::WriteStatus(workers) => {
+                if let Some(Err(e)) = self.status_file.as_mut().map(|s| s.write(&workers)) {
+                    error!("{e}");
+                }
+            }
+            Action::RecordFailure { generation, why } => {
+                if let Some(Err(e)) = self
+                    .status_file
+                    .as_mut()
+                    .map(|s| s.record_failure(generation, &why))
+                {
+                    error!("{e}");
+                }
+            }
+            Action::Notify(notice) => {
+                self.systemd.notice(&notice);
+                if matches!(notice, Notice::Serving { .. }) {
+                    let summary = self.serving();
+                    self.systemd.status(&summary);
+                }
+                if let Some(control) = &mut self.control {
+                    control.settle_reloads(&notice);
+                }
+            }
+            Action::Exit => {
+                let logger = self.logger.as_ref().and_then(Logger::pid);
+                self.killed |= self.strays.stop_all(&mut self.signals, logger);
+                return Some(if self.killed {
+                    Ending::Killed
+                } else {
+                    Ending::Clean
+                });
+            }
+        }
+        None
+    }
+
+    /// What serves, as systemd's `STATUS=` shows it.
+    fn serving(&self) -> String {
+        let now = Instant::now();
+        status::summary(&self.supervisor.snapshot(now), now)
+    }
+
+    /// SIGUSR2 or `upgrade`: replace this program with the binary at its path, if that binary
+    /// passes the check; otherwise (or if the exec fails) go on as before, saying why.
+    fn upgrade_now(&mut self) {
+        let serving = self.serving();
+        let parts = HandoverParts {
+            supervisor: &self.supervisor,
+            spawner: &self.spawner,
+            pid_file: self.pid_file.as_ref(),
+            status_file: self.status_file.as_ref(),
+            workers_notify: &self.workers_notify,
+            logger: self.logger.as_ref(),
+            facts: &self.facts,
+            control: self.control.as_ref(),
+        };
+        let refusal = self.upgrade.run(&parts, &self.systemd, &serving);
+        self.upgrade.report(&Err(refusal.to_string()));
+        if let Some(control) = &mut self.control {
+            control.answer_upgrade(&Err(format!(
+                "{refusal}; start_server {} runs on as it was",
+                version()
+            )));
+        }
+    }
+}
+
+/// The event loop failed and start_server is about to exit: its workers must not outlive it
+/// with the sockets (nobody would stop or reap them), so each gets SIGTERM.
+fn terminate_on_failure(pids: &[Pid], e: &crate::error::Error) {
+    if !pids.is_empty() {
+        error!("the event loop failed ({e}): sending TERM to workers {pids:?} before exiting");
+        send(pids, Signal::SIGTERM);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_event_loop_terminates_the_workers_it_leaves() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut worker = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let pid = worker.id() as Pid;
+        terminate_on_failure(&[pid], &crate::error::Error::runtime("ppoll failed"));
+        let status = worker.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    }
+}

@@ -1,0 +1,227 @@
+//! Upgrading start_server itself in place (SIGUSR2, `upgrade` on the control socket,
+//! `--upgrade`): the binary now at the path start_server was started as is checked
+//! ([`check`]), then executed by this very process, so the pid (systemd's MainPID, the pid
+//! file's), the sockets, the workers' parent and their notification socket stay what they were,
+//! and every worker runs on. What the next image needs goes to it in a memfd ([`state`]),
+//! gathered from each part that survives the exec ([`handover`]).
+//!
+//! Signals stay blocked across `execve` (the mask survives it), so one sent meanwhile waits for
+//! the new image's signalfd; a worker that exits meanwhile waits, a zombie, to be reaped by it.
+//! Any failure before the exec leaves this image running ([`Refusal`]).
+
+pub mod check;
+pub mod handover;
+pub mod refusal;
+pub mod state;
+pub mod version;
+
+use std::ffi::{CString, OsString};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tracing::{error, info, warn};
+
+use crate::server::notify::systemd::Notifier;
+use crate::wire::upgrade_report;
+use handover::Parts;
+pub use refusal::Refusal;
+use version::version;
+
+/// The program start_server runs as: the binary at the path it was started as (never
+/// /proc/self/exe, which is the old file, possibly deleted by a package upgrade), and its
+/// command line.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Absolute, as found at start-up (symbolic links are kept: a package may move them).
+    pub binary: PathBuf,
+    /// The command line, without `--upgrade-state`.
+    pub argv: Vec<OsString>,
+}
+
+impl Image {
+    /// This process's binary and command line, resolved now (before anything changes the
+    /// working directory).
+    pub fn current() -> Image {
+        let mut argv: Vec<OsString> = std::env::args_os().collect();
+        if argv
+            .get(1)
+            .is_some_and(|a| a.as_bytes().starts_with(b"--upgrade-state="))
+        {
+            argv.remove(1);
+        }
+        let zero = argv.first().cloned().unwrap_or_default();
+        Image {
+            binary: resolve_binary(&zero),
+            argv,
+        }
+    }
+}
+
+/// `argv[0]` as a path: absolute as it is, relative to the working directory if it has a slash,
+/// else looked up in `PATH` as the shell did.
+fn resolve_binary(zero: &std::ffi::OsStr) -> PathBuf {
+    let path = Path::new(zero);
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    if zero.as_bytes().contains(&b'/') {
+        return std::env::current_dir()
+            .map(|dir| dir.join(path).components().collect())
+            .unwrap_or_else(|_| path.to_path_buf());
+    }
+    let search = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(path))
+        .find(|candidate| is_executable(candidate))
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The upgrade as a part of the running start_server: the program it would execute, whether an
+/// upgrade was asked for, and where its outcome is written.
+#[derive(Debug)]
+pub struct Upgrade {
+    image: Image,
+    /// `{PID_FILE}.upgrade`.
+    report: Option<PathBuf>,
+    asked: bool,
+}
+
+impl Upgrade {
+    /// The upgrade of `image`, its outcome written beside `pid_file` if there is one.
+    pub fn new(image: Image, pid_file: Option<&Path>) -> Upgrade {
+        Upgrade {
+            image,
+            report: pid_file.map(upgrade_report::path),
+            asked: false,
+        }
+    }
+
+    /// SIGUSR2 or `upgrade`: upgrade once the pending actions are done.
+    pub fn ask(&mut self) {
+        self.asked = true;
+    }
+
+    /// Whether an upgrade is due (asked for since the last one).
+    pub fn take_asked(&mut self) -> bool {
+        std::mem::take(&mut self.asked)
+    }
+
+    /// Writes the outcome beside the pid file: the version that runs, or why not.
+    pub fn report(&self, outcome: &Result<String, String>) {
+        let Some(path) = &self.report else {
+            return;
+        };
+        let stamp = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() * 1_000_000 + t.tv_nsec() / 1000)
+            .unwrap_or_default();
+        let text = upgrade_report::format(stamp, outcome);
+        if let Err(e) = crate::server::files::guarded::replace(path, text.as_bytes()) {
+            error!("{e}");
+        }
+    }
+
+    /// At exit: the outcome file goes with the pid file.
+    pub fn remove_report(&self) {
+        if let Some(report) = &self.report {
+            let _ = std::fs::remove_file(report);
+        }
+    }
+
+    /// Replaces this program with the binary at its path, if that binary passes the check,
+    /// handing over `parts`; `serving` says what serves, for systemd. Returns only if the
+    /// upgrade did not happen, with why (this image runs on as it was).
+    pub fn run(&self, parts: &Parts<'_>, systemd: &Notifier, serving: &str) -> Refusal {
+        let image = &self.image;
+        info!(
+            "upgrading start_server {} to {}",
+            version(),
+            image.binary.display()
+        );
+        let refusal = attempt(image, parts, systemd, serving);
+        error!(
+            "upgrade failed, start_server {} runs on: {refusal}",
+            version()
+        );
+        refusal
+    }
+}
+
+/// Check, state, exec; returns only if something failed.
+fn attempt(image: &Image, parts: &Parts<'_>, systemd: &Notifier, serving: &str) -> Refusal {
+    let new_version = match check::check(image) {
+        Ok(version) => version,
+        Err(refusal) => return refusal,
+    };
+    let state = match handover::collect(image, parts, Instant::now()) {
+        Ok(state) => state,
+        Err(refusal) => return refusal,
+    };
+    let memfd = match state::write(&state) {
+        Ok(fd) => fd,
+        Err(refusal) => return refusal,
+    };
+    let mut fds = state.fds();
+    fds.push(memfd.as_raw_fd());
+    if let Err(refusal) = state::set_cloexec(&fds, false) {
+        let _ = state::set_cloexec(&fds, true);
+        return refusal;
+    }
+    let announced = parts.supervisor.announced_ready();
+    if announced {
+        systemd.reloading(&format!("upgrading start_server to {new_version}"));
+    }
+    info!(
+        "executing {} (start_server {new_version})",
+        image.binary.display()
+    );
+    let refusal = exec(image, memfd.as_raw_fd());
+    if let Err(e) = state::set_cloexec(&fds, true) {
+        warn!("{e}");
+    }
+    if announced {
+        systemd.ready(&format!(
+            "upgrade failed ({refusal}); start_server {} runs on; {serving}",
+            version()
+        ));
+    }
+    refusal
+}
+
+/// Replaces this process's program with `image`'s binary, passing the state at `state_fd`.
+/// Returns only if `execve` failed, with why.
+fn exec(image: &Image, state_fd: std::os::fd::RawFd) -> Refusal {
+    let c = |s: &std::ffi::OsStr| CString::new(s.as_bytes().to_vec());
+    let Ok(binary) = c(image.binary.as_os_str()) else {
+        return Refusal::NulByte("the binary's path");
+    };
+    let mut argv = Vec::with_capacity(image.argv.len() + 1);
+    let mut args = image.argv.iter();
+    argv.extend(args.next().map(|a| c(a)));
+    argv.push(CString::new(format!("--upgrade-state={state_fd}")));
+    argv.extend(args.map(|a| c(a)));
+    let Ok(argv) = argv.into_iter().collect::<Result<Vec<_>, _>>() else {
+        return Refusal::NulByte("the command line");
+    };
+    let env: Vec<CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut entry = k.into_vec();
+            entry.push(b'=');
+            entry.extend(v.into_vec());
+            CString::new(entry).ok()
+        })
+        .collect();
+    match nix::unistd::execve(&binary, &argv, &env) {
+        Ok(never) => match never {},
+        Err(error) => Refusal::Exec {
+            binary: image.binary.clone(),
+            error,
+        },
+    }
+}

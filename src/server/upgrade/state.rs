@@ -1,0 +1,248 @@
+//! The state an upgrade in place hands to the next program image, in a memfd as JSON,
+//! versioned by [`FORMAT`]: each part that survives the exec contributes its own piece (see
+//! `handover`); the descriptors they name are kept open across the exec by clearing their
+//! close-on-exec flag for it only.
+
+use std::io::{Read, Seek, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use serde::{Deserialize, Serialize};
+
+use super::refusal::Refusal;
+use crate::error::{Error, Result};
+use crate::server::control::Waiting;
+use crate::server::control::socket::ControlState;
+use crate::server::control::status::FactsState;
+use crate::server::log::output::LoggerState;
+use crate::server::notify::workers::NotifySocketState;
+use crate::server::process::spawner::SpawnerState;
+
+/// The state format this image writes. A newer image reads every older format (missing fields
+/// take their defaults, unknown ones are ignored); the number changes when an older image would
+/// lose something by ignoring what is new, so that it refuses instead. 1: one worker per
+/// generation; 2: `--workers` slots and their copies, the worker watchdog, the last reload;
+/// 3: the control socket and its clients.
+pub const FORMAT: u32 = 3;
+
+/// The state formats this image reads.
+pub const READS: &[u32] = &[1, 2, 3];
+
+/// Everything the next image needs besides its command line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    /// [`FORMAT`] of the image that wrote it.
+    pub format: u32,
+    /// The version of the image that wrote it.
+    pub written_by: String,
+    /// The command line (`argv[0]` included, `--upgrade-state` not), checked against the next
+    /// image's.
+    pub argv: Vec<String>,
+    /// The binary's path as resolved at start-up.
+    pub binary: String,
+    /// The supervisor, as it serializes itself.
+    pub supervisor: serde_json::Value,
+    /// The sockets and the workers' open-file limit (`sockets`, `nofile`).
+    #[serde(flatten)]
+    pub spawner: SpawnerState,
+    /// The locked pid file.
+    pub pid_file_fd: Option<RawFd>,
+    /// Whether the status file and its failure file were written (and so go at exit).
+    pub status_written: (bool, bool),
+    /// The workers' notification socket.
+    pub worker_notify: NotifySocketState,
+    /// Whether start_server's caller had SIGXFSZ ignored (workers get it so).
+    pub xfsz_was_ignored: bool,
+    /// The `--log-file` command and its pipe.
+    pub logger: Option<LoggerState>,
+    /// What `status` reports that does not change (`started`, `socket_info`).
+    #[serde(flatten)]
+    pub facts: FactsState,
+    /// The control socket and its clients.
+    pub control: Option<ControlState>,
+    /// The control clients waiting for a reload or this upgrade.
+    #[serde(rename = "event_loop")]
+    pub waiting: Waiting,
+}
+
+impl State {
+    /// Reads a state written by this image or an older one.
+    pub fn parse(text: &str) -> Result<State> {
+        #[derive(Deserialize)]
+        struct Format {
+            format: u32,
+        }
+        let format = serde_json::from_str::<Format>(text)
+            .map_err(|e| Error::runtime(format!("the upgrade state has no format: {e}")))?
+            .format;
+        if !READS.contains(&format) {
+            return Err(Error::runtime(format!(
+                "the upgrade state is in format {format}, this start_server reads {READS:?}"
+            )));
+        }
+        serde_json::from_str(text)
+            .map_err(|e| Error::runtime(format!("the upgrade state cannot be read: {e}")))
+    }
+}
+
+/// Writes `state` to a fresh memfd (its fd is left open across exec), rewound for the reader.
+pub fn write(state: &State) -> std::result::Result<OwnedFd, Refusal> {
+    let text = serde_json::to_vec(state)
+        .map_err(|e| Refusal::State(format!("cannot encode the state: {e}")))?;
+    // SAFETY: memfd_create with a NUL-terminated name; the result is a new fd we own.
+    let fd = unsafe { libc::memfd_create(c"start_server-upgrade-state".as_ptr(), 0) };
+    if fd < 0 {
+        return Err(Refusal::State(format!(
+            "cannot create a memfd for the state: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(&text)
+        .and_then(|()| file.rewind())
+        .map_err(|e| Refusal::State(format!("cannot write the state: {e}")))?;
+    Ok(file.into())
+}
+
+/// Reads the state an earlier image left at `fd`, and closes it; returns it with its size in
+/// bytes.
+///
+/// # Safety
+///
+/// `fd` must be the state's descriptor, owned by nothing else.
+pub unsafe fn read(fd: RawFd) -> Result<(State, usize)> {
+    // SAFETY: the caller promises the fd is ours alone.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| Error::runtime(format!("cannot read the upgrade state at fd {fd}: {e}")))?;
+    Ok((State::parse(&text)?, text.len()))
+}
+
+/// Sets or clears close-on-exec on each of `fds`.
+pub fn set_cloexec(fds: &[RawFd], on: bool) -> std::result::Result<(), Refusal> {
+    for &fd in fds {
+        // SAFETY: F_GETFD and F_SETFD only read and set the fd's flags.
+        let done = unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            flags >= 0
+                && libc::fcntl(
+                    fd,
+                    libc::F_SETFD,
+                    if on {
+                        flags | libc::FD_CLOEXEC
+                    } else {
+                        flags & !libc::FD_CLOEXEC
+                    },
+                ) == 0
+        };
+        if !done {
+            return Err(Refusal::KeepOpen {
+                fd,
+                error: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// States as images writing formats 1 (before `--workers`), 2 (before the control socket)
+    /// and 3 wrote them, kept as they were: every later image must read them.
+    const FORMAT_1: &str = include_str!("../../../tests/fixtures/upgrade-state-v1.json");
+    const FORMAT_2: &str = include_str!("../../../tests/fixtures/upgrade-state-v2.json");
+    const FORMAT_3: &str = include_str!("../../../tests/fixtures/upgrade-state-v3.json");
+
+    fn policy(workers: usize) -> crate::supervisor::Policy {
+        crate::supervisor::Policy {
+            worker_watchdog: Some(Duration::from_secs(10)),
+            workers,
+            ..crate::supervisor::Policy::default()
+        }
+    }
+
+    #[test]
+    fn the_state_written_in_format_1_is_read() {
+        let state = State::parse(FORMAT_1).unwrap();
+        assert_eq!((state.format, state.written_by.as_str()), (1, "0.1.0"));
+        assert_eq!(state.spawner.sockets.slots, [(4, 3)]);
+        assert_eq!(state.fds(), [4, 3, 6]);
+        let now = Instant::now();
+        let supervisor =
+            crate::supervisor::Supervisor::import(state.supervisor, policy(1), now).unwrap();
+        assert_eq!(
+            supervisor.slots(),
+            1,
+            "from the command line: the state has none"
+        );
+        assert_eq!(supervisor.worker_pids(), [1002, 1003, 1004]);
+        let live: Vec<(u64, i32)> = supervisor
+            .live()
+            .iter()
+            .map(|w| (w.generation, w.pid))
+            .collect();
+        assert_eq!(live, [(2, 1002), (3, 1003)]);
+        // The trial, spawned half a second before the hand-over, is judged half a second after.
+        assert_eq!(
+            supervisor.next_deadline(),
+            Some(now + Duration::from_millis(500))
+        );
+    }
+
+    #[test]
+    fn the_state_written_in_format_2_is_read() {
+        let state = State::parse(FORMAT_2).unwrap();
+        assert_eq!(state.format, 2);
+        let now = Instant::now();
+        let supervisor =
+            crate::supervisor::Supervisor::import(state.supervisor, policy(2), now).unwrap();
+        assert_eq!(supervisor.slots(), 2);
+        assert_eq!(supervisor.worker_pids(), [1002, 1003, 1004, 2003, 2004]);
+        let snapshot = supervisor.snapshot(now);
+        assert!(
+            snapshot
+                .workers
+                .iter()
+                .any(|w| (w.pid, w.slot, w.restarts, w.watchdog_kills) == (2003, 1, 1, 1)),
+            "{snapshot:?}"
+        );
+        assert_eq!(
+            snapshot.last_reload.map(|r| r.trigger),
+            Some(crate::supervisor::ReloadTrigger::FileChange(
+                "/srv/app".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn the_state_written_in_format_3_is_read() {
+        let state = State::parse(FORMAT_3).unwrap();
+        assert_eq!(state.format, 3);
+        let control = state.control.clone().expect("the control socket");
+        assert_eq!((control.listener, control.clients.len()), (7, 1));
+        assert_eq!(state.waiting.upgrades, [3]);
+        assert_eq!(state.fds(), [4, 3, 6, 7, 8]);
+        assert_eq!(state.facts.socket_info[0].origin, "bound");
+        let older = State::parse(FORMAT_2).unwrap();
+        assert_eq!((older.control, older.facts.started), (None, 0), "defaults");
+    }
+
+    #[test]
+    fn a_state_names_its_format_and_older_readers_refuse_newer_ones() {
+        let state = State {
+            format: FORMAT,
+            ..State::default()
+        };
+        let text = serde_json::to_string(&state).unwrap();
+        assert_eq!(State::parse(&text).unwrap(), state);
+        let newer = text.replacen(&format!("\"format\":{FORMAT}"), "\"format\":999", 1);
+        assert!(State::parse(&newer).is_err());
+        let extra = text.replacen('{', "{\"added_later\":[1,2],", 1);
+        assert_eq!(State::parse(&extra).unwrap(), state);
+    }
+}

@@ -1,0 +1,11 @@
+//! The words every room of start_server shares: durations as operators read them and as an
+//! upgrade hands them over ([`time`]), process ids and exit statuses ([`process`]), signal names
+//! ([`signal`]). This module imports nothing of the crate: the pure supervisor stands on it alone,
+//! and no room has to reach upwards for a word.
+
+pub mod process;
+pub mod signal;
+pub mod time;
+
+pub use process::{ExitStatus, Pid};
+pub use time::Secs;
