@@ -210,7 +210,7 @@ fn check_program(cli: &Cli, base_env: &Env) -> Result<()> {
             Error::usage(format!("--envdir {}: cannot read it: {e}", dir.display()))
         })?;
         if let Some(refused) = overlay.refused.first() {
-            return Err(Error::runtime(refused.clone()));
+            return Err(Error::runtime(refused.to_string()).caused_by(refused.clone()));
         }
         overlay.apply_to(&mut first_env);
     }

@@ -45,11 +45,42 @@ pub struct EnvDir {
     pub set: Env,
     /// Empty files: NAME is removed, whatever start_server's own environment says.
     pub unset: Vec<OsString>,
-    /// Entries skipped because reading them could block or never end (a FIFO, a device, a
-    /// first line longer than [`ENVDIR_LINE_MAX`]), each with why: an error at start-up, a
-    /// warning when re-read at run time.
-    pub refused: Vec<String>,
+    /// Entries skipped because reading them could block or never end: an error at start-up,
+    /// a warning when re-read at run time.
+    pub refused: Vec<Refused>,
 }
+
+/// An envdir entry that is not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Neither a regular file nor a directory (a FIFO, a socket, a device), described.
+    Special {
+        path: std::path::PathBuf,
+        kind: &'static str,
+    },
+    /// A file whose first line is longer than [`ENVDIR_LINE_MAX`].
+    LongLine { path: std::path::PathBuf },
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Special { path, kind } => write!(
+                f,
+                "refusing envdir entry {}: it is {kind}, not a regular file (remove it)",
+                path.display()
+            ),
+            Refused::LongLine { path } => write!(
+                f,
+                "refusing envdir file {}: its first line is longer than {} KiB (shorten it)",
+                path.display(),
+                ENVDIR_LINE_MAX / 1024
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
 
 impl EnvDir {
     /// Applies the directory on top of `env`.
@@ -94,11 +125,10 @@ pub fn read_envdir(dir: &Path) -> std::io::Result<EnvDir> {
             continue;
         }
         if !meta.is_file() {
-            read.refused.push(format!(
-                "refusing envdir entry {}: it is {}, not a regular file (remove it)",
-                path.display(),
-                special_kind(&meta.file_type())
-            ));
+            read.refused.push(Refused::Special {
+                path,
+                kind: special_kind(&meta.file_type()),
+            });
             continue;
         }
         let mut line = Vec::new();
@@ -114,11 +144,7 @@ pub fn read_envdir(dir: &Path) -> std::io::Result<EnvDir> {
             line.pop();
         }
         if line.len() as u64 > ENVDIR_LINE_MAX {
-            read.refused.push(format!(
-                "refusing envdir file {}: its first line is longer than {} KiB (shorten it)",
-                path.display(),
-                ENVDIR_LINE_MAX / 1024
-            ));
+            read.refused.push(Refused::LongLine { path });
             continue;
         }
         if line.contains(&0) {
@@ -267,7 +293,7 @@ mod tests {
         assert_eq!(read.set[OsStr::new("SHORT")], "short");
         assert_eq!(read.set[OsStr::new("MAX")].len(), max.len());
         assert_eq!(read.refused.len(), 2, "{:?}", read.refused);
-        assert!(read.refused.iter().any(|r| r.contains("LONG")));
-        assert!(read.refused.iter().any(|r| r.contains("FIFO")));
+        assert!(read.refused.iter().any(|r| r.to_string().contains("LONG")));
+        assert!(read.refused.iter().any(|r| r.to_string().contains("FIFO")));
     }
 }

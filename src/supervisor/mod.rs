@@ -22,6 +22,7 @@ mod generation;
 mod notice;
 mod policy;
 mod readiness;
+mod rolling;
 mod slots;
 pub mod snapshot;
 mod state;

@@ -1,8 +1,7 @@
 //! Durations as operators read and write them ([`Secs`], [`seconds`]), and moments as an upgrade
 //! in place hands them to the next program image ([`handover`]).
 
-use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A duration as log lines and messages show it: `1 sec`, `0.5 secs`, `60 secs` (the original's
 /// unit, pluralised).
@@ -39,7 +38,9 @@ pub fn seconds(text: &str) -> Option<Duration> {
 /// [`handover::at`] sets the moment of the hand-over for everything serialized or read inside it.
 /// Durations are whole microseconds (`handover::micros`).
 pub mod handover {
-    use super::*;
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+
     use serde::de::Error as _;
     use serde::ser::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -159,7 +160,9 @@ pub mod handover {
 
     /// `#[serde(with = "handover::micros")]`: a duration (or an optional one) in microseconds.
     pub mod micros {
-        use super::*;
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
         /// A duration, or an optional one.
         pub trait Micros: Sized {
@@ -206,6 +209,7 @@ pub mod handover {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn one_sec_and_the_rest_in_secs() {

@@ -82,18 +82,7 @@ pub struct EventLoop {
     supervisor: Supervisor,
     /// What the supervisor asked for and is not done yet.
     actions: VecDeque<Action>,
-    signals: Signals,
-    spawner: Spawner,
-    strays: Adopted,
-    workers_notify: WorkerNotify,
-    systemd: Notifier,
-    control: Option<Control>,
-    watch: Option<FileWatch>,
-    logger: Option<Logger>,
-    status_file: Option<StatusFile>,
-    facts: Fixed,
-    upgrade: Upgrade,
-    pid_file: Option<PidFile>,
+    parts: Parts,
     /// Something had to be sent SIGKILL while stopping.
     killed: bool,
 }
@@ -104,18 +93,7 @@ impl EventLoop {
         EventLoop {
             supervisor,
             actions: actions.into(),
-            signals: parts.signals,
-            spawner: parts.spawner,
-            strays: parts.strays,
-            workers_notify: parts.workers_notify,
-            systemd: parts.systemd,
-            control: parts.control,
-            watch: parts.watch,
-            logger: parts.logger,
-            status_file: parts.status_file,
-            facts: parts.facts,
-            upgrade: parts.upgrade,
-            pid_file: parts.pid_file,
+            parts,
             killed: false,
         }
     }
@@ -131,15 +109,15 @@ impl EventLoop {
             std::process::id()
         );
         if self.supervisor.announced_ready() {
-            self.systemd.ready(&format!(
+            self.parts.systemd.ready(&format!(
                 "upgraded to start_server {now}; {}",
                 self.serving()
             ));
         }
-        if let Some(control) = &mut self.control {
+        if let Some(control) = &mut self.parts.control {
             control.answer_upgrade(&Ok(now.clone()));
         }
-        self.upgrade.report(&Ok(now));
+        self.parts.upgrade.report(&Ok(now));
     }
 
     /// Runs until every worker is gone after a terminating signal. If the loop itself fails,
@@ -155,11 +133,12 @@ impl EventLoop {
     /// What `serve` finishes with (see [`Remains`]); everything else goes now (the control
     /// socket's and the status file's files with it).
     pub fn finish(self) -> Remains {
-        self.upgrade.remove_report();
+        let parts = self.parts;
+        parts.upgrade.remove_report();
         Remains {
-            logger: self.logger,
-            signals: self.signals,
-            pid_file: self.pid_file,
+            logger: parts.logger,
+            signals: parts.signals,
+            pid_file: parts.pid_file,
         }
     }
 
@@ -171,7 +150,7 @@ impl EventLoop {
                 }
             }
             // Only between events, with nothing pending: the state handed over is whole.
-            if self.upgrade.take_asked() {
+            if self.parts.upgrade.take_asked() {
                 self.upgrade_now();
             }
             for event in self.wait()? {
@@ -184,19 +163,21 @@ impl EventLoop {
 
     /// Sleeps until a source has something or the supervisor's next deadline.
     fn wait(&mut self) -> Result<Vec<Event>> {
-        self.workers_notify.track(&self.supervisor.worker_pids());
+        self.parts
+            .workers_notify
+            .track(&self.supervisor.worker_pids());
         let mut sources: Vec<&mut dyn Source> = vec![
-            &mut self.signals,
-            &mut self.workers_notify,
-            &mut self.systemd,
+            &mut self.parts.signals,
+            &mut self.parts.workers_notify,
+            &mut self.parts.systemd,
         ];
-        if let Some(control) = &mut self.control {
+        if let Some(control) = &mut self.parts.control {
             sources.push(control);
         }
-        if let Some(watch) = &mut self.watch {
+        if let Some(watch) = &mut self.parts.watch {
             sources.push(watch);
         }
-        if let Some(logger) = &mut self.logger {
+        if let Some(logger) = &mut self.parts.logger {
             sources.push(logger);
         }
         wait::wait(&mut sources, self.supervisor.next_deadline())
@@ -229,11 +210,13 @@ impl EventLoop {
             }
             Received::Upgrade if self.supervisor.shutting_down() => {
                 info!("received USR2 while stopping: no upgrade");
-                self.upgrade.report(&Err(Refusal::Stopping.to_string()));
+                self.parts
+                    .upgrade
+                    .report(&Err(Refusal::Stopping.to_string()));
             }
             Received::Upgrade => {
                 info!("received USR2: upgrade in place");
-                self.upgrade.ask();
+                self.parts.upgrade.ask();
             }
             Received::Terminate(signal) => self.terminate(signal),
             Received::Child => self.on_child_exit(),
@@ -256,19 +239,19 @@ impl EventLoop {
     fn on_child_exit(&mut self) {
         let mut worker_gone = false;
         for (pid, status) in reap() {
-            if let Some(logger) = self.logger.as_mut().filter(|l| l.pid() == Some(pid)) {
+            if let Some(logger) = self.parts.logger.as_mut().filter(|l| l.pid() == Some(pid)) {
                 logger.exited(status, Instant::now());
             } else if self.supervisor.worker_pids().contains(&pid) {
                 worker_gone = true;
                 let next = self.supervisor.child_exited(pid, status, Instant::now());
                 self.actions.extend(next);
             } else {
-                self.strays.reaped(pid, status);
+                self.parts.strays.reaped(pid, status);
             }
         }
         if worker_gone {
-            let logger = self.logger.as_ref().and_then(Logger::pid);
-            self.strays.adopt(&self.supervisor.workers(), logger);
+            let logger = self.parts.logger.as_ref().and_then(Logger::pid);
+            self.parts.strays.adopt(&self.supervisor.workers(), logger);
         }
     }
 
@@ -278,12 +261,12 @@ impl EventLoop {
             Action::Spawn { generation } => {
                 // Slot 0 is named only when there are several (unset means 0).
                 let slot = (self.supervisor.slots() > 1).then_some(0);
-                let (tunables, result) = self.spawner.spawn(generation, slot);
+                let (tunables, result) = self.parts.spawner.spawn(generation, slot);
                 let next = (self.supervisor).spawned(generation, tunables, result, Instant::now());
                 self.actions.extend(next);
             }
             Action::SpawnCopy { generation, slot } => {
-                let (tunables, result) = self.spawner.spawn(generation, Some(slot));
+                let (tunables, result) = self.parts.spawner.spawn(generation, Some(slot));
                 let next = (self.supervisor).spawned_copy(
                     generation,
                     slot,
@@ -298,12 +281,13 @@ impl EventLoop {
                 send(&pids, signal)
             }
             Action::WriteStatus(workers) => {
-                if let Some(Err(e)) = self.status_file.as_mut().map(|s| s.write(&workers)) {
+                if let Some(Err(e)) = self.parts.status_file.as_mut().map(|s| s.write(&workers)) {
                     error!("{e}");
                 }
             }
             Action::RecordFailure { generation, why } => {
                 if let Some(Err(e)) = self
+                    .parts
                     .status_file
                     .as_mut()
                     .map(|s| s.record_failure(generation, &why))
@@ -312,18 +296,18 @@ impl EventLoop {
                 }
             }
             Action::Notify(notice) => {
-                self.systemd.notice(&notice);
+                self.parts.systemd.notice(&notice);
                 if matches!(notice, Notice::Serving { .. }) {
                     let summary = self.serving();
-                    self.systemd.status(&summary);
+                    self.parts.systemd.status(&summary);
                 }
-                if let Some(control) = &mut self.control {
+                if let Some(control) = &mut self.parts.control {
                     control.settle_reloads(&notice);
                 }
             }
             Action::Exit => {
-                let logger = self.logger.as_ref().and_then(Logger::pid);
-                self.killed |= self.strays.stop_all(&mut self.signals, logger);
+                let logger = self.parts.logger.as_ref().and_then(Logger::pid);
+                self.killed |= self.parts.strays.stop_all(&mut self.parts.signals, logger);
                 return Some(if self.killed {
                     Ending::Killed
                 } else {
@@ -346,17 +330,20 @@ impl EventLoop {
         let serving = self.serving();
         let parts = HandoverParts {
             supervisor: &self.supervisor,
-            spawner: &self.spawner,
-            pid_file: self.pid_file.as_ref(),
-            status_file: self.status_file.as_ref(),
-            workers_notify: &self.workers_notify,
-            logger: self.logger.as_ref(),
-            facts: &self.facts,
-            control: self.control.as_ref(),
+            spawner: &self.parts.spawner,
+            pid_file: self.parts.pid_file.as_ref(),
+            status_file: self.parts.status_file.as_ref(),
+            workers_notify: &self.parts.workers_notify,
+            logger: self.parts.logger.as_ref(),
+            facts: &self.parts.facts,
+            control: self.parts.control.as_ref(),
         };
-        let refusal = self.upgrade.run(&parts, &self.systemd, &serving);
-        self.upgrade.report(&Err(refusal.to_string()));
-        if let Some(control) = &mut self.control {
+        let refusal = self
+            .parts
+            .upgrade
+            .run(&parts, &self.parts.systemd, &serving);
+        self.parts.upgrade.report(&Err(refusal.to_string()));
+        if let Some(control) = &mut self.parts.control {
             control.answer_upgrade(&Err(format!(
                 "{refusal}; start_server {} runs on as it was",
                 version()

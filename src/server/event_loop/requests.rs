@@ -17,7 +17,7 @@ impl EventLoop {
     /// Answers one request now, or notes who waits for its answer (a reload, an upgrade).
     pub(super) fn on_request(&mut self, client: ClientId, request: Request) {
         if let Some(reply) = self.answer(client, request)
-            && let Some(control) = &mut self.control
+            && let Some(control) = &mut self.parts.control
         {
             control.reply(client, &reply);
         }
@@ -27,20 +27,20 @@ impl EventLoop {
     fn answer(&mut self, client: ClientId, request: Request) -> Option<Reply> {
         let now = Instant::now();
         let stopping = self.supervisor.shutting_down();
-        let control = self.control.as_mut()?;
+        let control = self.parts.control.as_mut()?;
         match request {
             Request::Upgrade if stopping => Some(Reply::error("start_server is stopping")),
             Request::Upgrade => {
                 info!("upgrade requested on the control socket");
                 control.await_upgrade(client);
-                self.upgrade.ask();
+                self.parts.upgrade.ask();
                 None
             }
             Request::Status => {
                 let snapshot = self.supervisor.snapshot(now);
                 let dropped = crate::server::log::loss::dropped_total();
                 Some(Reply {
-                    status: Some(status::status(&self.facts, &snapshot, dropped)),
+                    status: Some(status::status(&self.parts.facts, &snapshot, dropped)),
                     ..Reply::ok()
                 })
             }

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Image;
+use super::image::Image;
 use super::refusal::Refusal;
 use super::state::{FORMAT, READS};
 use super::version::version;

@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::Image;
+use super::image::Image;
 use super::refusal::Refusal;
 use super::state::{FORMAT, State};
 use super::version::version;
