@@ -172,7 +172,11 @@ impl Tree {
                         base.extend(segments);
                         base
                     }
-                    Some("self") => module.iter().cloned().chain(segments.split_off(1)).collect(),
+                    Some("self") => module
+                        .iter()
+                        .cloned()
+                        .chain(segments.split_off(1))
+                        .collect(),
                     Some(first) => {
                         let mut child = module.clone();
                         child.push(first.to_string());
@@ -284,7 +288,11 @@ fn every_import_runs_down_a_floor_or_stays_in_its_room() {
             }
         }
     }
-    assert!(upward.is_empty(), "imports up a floor:\n{}", upward.join("\n"));
+    assert!(
+        upward.is_empty(),
+        "imports up a floor:\n{}",
+        upward.join("\n")
+    );
 }
 
 #[test]
@@ -303,9 +311,19 @@ fn no_circle_of_files() {
                 });
             !allowed
         })
-        .map(|group| group.iter().map(|f| shown(f)).collect::<Vec<_>>().join(" <-> "))
+        .map(|group| {
+            group
+                .iter()
+                .map(|f| shown(f))
+                .collect::<Vec<_>>()
+                .join(" <-> ")
+        })
         .collect();
-    assert!(bad.is_empty(), "files importing each other:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "files importing each other:\n{}",
+        bad.join("\n")
+    );
     // The check sees circles: the supervisor's files do form one.
     assert!(
         circles(&edges)
@@ -323,10 +341,7 @@ fn the_pure_core_and_the_shared_formats_stand_alone() {
         ("error.rs", &[]),
         ("supervisor", &["supervisor", "vocab"]),
         ("wire", &["wire", "vocab", "error.rs"]),
-        (
-            "client",
-            &["client", "config", "wire", "vocab", "error.rs"],
-        ),
+        ("client", &["client", "config", "wire", "vocab", "error.rs"]),
     ];
     let mut bad = Vec::new();
     for (file, targets) in tree.imports() {
@@ -346,7 +361,11 @@ fn the_pure_core_and_the_shared_formats_stand_alone() {
             }
         }
     }
-    assert!(bad.is_empty(), "imports the rules forbid:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "imports the rules forbid:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::server::control::Control;
 use crate::server::control::socket::ControlSocket;
 use crate::server::control::status::Fixed;
 pub use crate::server::event_loop::Ending;
-use crate::server::event_loop::{EventLoop, Parts};
+use crate::server::event_loop::{Anew, EventLoop, Parts};
 use crate::server::file_watch::FileWatch;
 use crate::server::files::pid_file::PidFile;
 use crate::server::files::status_file::StatusFile;
@@ -63,7 +63,7 @@ pub fn serve(mut config: Config, inherited: Vec<Inherited>) -> Result<Ending> {
     if let Some(pid_file) = &mut pid_file {
         pid_file.write_pid()?;
     }
-    let (signals, watch) = common_set_up(&config)?;
+    let anew = set_up_anew(&config)?;
     let control = open_control(config.control.take())?.map(|s| Control::new(s, Default::default()));
     let workers_notify = WorkerNotify::bind()?;
     let spawner = Spawner::new(
@@ -74,13 +74,11 @@ pub fn serve(mut config: Config, inherited: Vec<Inherited>) -> Result<Ending> {
         workers_notify.env_value(),
     );
     let parts = Parts {
-        signals,
+        anew,
         spawner,
-        strays: Adopted::new(std::process::id() == 1),
         workers_notify,
         systemd,
         control,
-        watch,
         logger,
         status_file: config.status_file.as_deref().map(StatusFile::new),
         facts: Fixed {
@@ -157,7 +155,7 @@ unsafe fn adopt_parts(
             }
             _ => None,
         };
-        let (signals, watch) = common_set_up(config)?;
+        let anew = set_up_anew(config)?;
         let control = match state.control {
             Some(socket) => Some(Control::take_over((socket, state.waiting), (), now)?),
             // An image from before the control socket: it is created now.
@@ -173,13 +171,11 @@ unsafe fn adopt_parts(
             None => None,
         };
         let parts = Parts {
-            signals,
+            anew,
             spawner,
-            strays: Adopted::new(std::process::id() == 1),
             workers_notify,
             systemd: Notifier::from_env(),
             control,
-            watch,
             logger,
             status_file,
             facts: Fixed::take_over(state.facts, (), now)?,
@@ -194,7 +190,7 @@ unsafe fn adopt_parts(
 /// What a fresh start and an upgrade set up alike: start_server as a subreaper, the signals,
 /// and `--reload-on-change`'s watch (a change pending in the image before is lost with its
 /// inotify fd: the watch starts afresh).
-fn common_set_up(config: &Config) -> Result<(Signals, Option<FileWatch>)> {
+fn set_up_anew(config: &Config) -> Result<Anew> {
     // Orphans of workers (a worker that daemonized, say) become our children, to be stopped
     // and reaped instead of lingering with the sockets. (As PID 1 every orphan of the PID
     // namespace comes to us anyway.)
@@ -203,7 +199,11 @@ fn common_set_up(config: &Config) -> Result<(Signals, Option<FileWatch>)> {
     let watch = (!config.reload_on_change.is_empty())
         .then(|| FileWatch::new(&config.reload_on_change))
         .transpose()?;
-    Ok((Signals::open()?, watch))
+    Ok(Anew {
+        signals: Signals::open()?,
+        strays: Adopted::new(std::process::id() == 1),
+        watch,
+    })
 }
 
 /// The server program of the command line.

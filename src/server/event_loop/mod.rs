@@ -54,18 +54,26 @@ impl Ending {
 
 /// The parts the loop runs, as `serve` built (or adopted) them.
 pub struct Parts {
-    pub signals: Signals,
+    pub anew: Anew,
     pub spawner: Spawner,
-    pub strays: Adopted,
     pub workers_notify: WorkerNotify,
     pub systemd: Notifier,
     pub control: Option<Control>,
-    pub watch: Option<FileWatch>,
     pub logger: Option<Logger>,
     pub status_file: Option<StatusFile>,
     pub facts: Fixed,
     pub upgrade: Upgrade,
     pub pid_file: Option<PidFile>,
+}
+
+/// What every program image sets up anew, a fresh start and an upgrade alike: nothing of it
+/// crosses an exec. A new source of events that keeps nothing across an upgrade goes here.
+pub struct Anew {
+    pub signals: Signals,
+    /// Processes left behind by workers (start_server is a subreaper).
+    pub strays: Adopted,
+    /// `--reload-on-change`.
+    pub watch: Option<FileWatch>,
 }
 
 /// What is left once the loop is over, for `serve` to finish with: the log command (which gets
@@ -137,7 +145,7 @@ impl EventLoop {
         parts.upgrade.remove_report();
         Remains {
             logger: parts.logger,
-            signals: parts.signals,
+            signals: parts.anew.signals,
             pid_file: parts.pid_file,
         }
     }
@@ -167,14 +175,14 @@ impl EventLoop {
             .workers_notify
             .track(&self.supervisor.worker_pids());
         let mut sources: Vec<&mut dyn Source> = vec![
-            &mut self.parts.signals,
+            &mut self.parts.anew.signals,
             &mut self.parts.workers_notify,
             &mut self.parts.systemd,
         ];
         if let Some(control) = &mut self.parts.control {
             sources.push(control);
         }
-        if let Some(watch) = &mut self.parts.watch {
+        if let Some(watch) = &mut self.parts.anew.watch {
             sources.push(watch);
         }
         if let Some(logger) = &mut self.parts.logger {
@@ -246,12 +254,15 @@ impl EventLoop {
                 let next = self.supervisor.child_exited(pid, status, Instant::now());
                 self.actions.extend(next);
             } else {
-                self.parts.strays.reaped(pid, status);
+                self.parts.anew.strays.reaped(pid, status);
             }
         }
         if worker_gone {
             let logger = self.parts.logger.as_ref().and_then(Logger::pid);
-            self.parts.strays.adopt(&self.supervisor.workers(), logger);
+            self.parts
+                .anew
+                .strays
+                .adopt(&self.supervisor.workers(), logger);
         }
     }
 
@@ -307,7 +318,11 @@ impl EventLoop {
             }
             Action::Exit => {
                 let logger = self.parts.logger.as_ref().and_then(Logger::pid);
-                self.killed |= self.parts.strays.stop_all(&mut self.parts.signals, logger);
+                self.killed |= self
+                    .parts
+                    .anew
+                    .strays
+                    .stop_all(&mut self.parts.anew.signals, logger);
                 return Some(if self.killed {
                     Ending::Killed
                 } else {
