@@ -9,6 +9,7 @@
 mod client;
 mod config;
 mod error;
+mod fs;
 mod server;
 mod sockets;
 mod supervisor;

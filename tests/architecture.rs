@@ -12,6 +12,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("vocab", 0),
     ("supervisor", 1),
     ("wire", 1),
+    ("fs", 1),
     ("config", 2),
     ("sockets", 3),
     ("client", 4),

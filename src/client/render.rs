@@ -1,6 +1,7 @@
 //! `--status`'s human summary of a running start_server's state, in the manner of
 //! `systemctl status`.
 
+use crate::vocab::text::printable;
 use crate::wire::control::Status;
 
 /// The human summary, in the manner of `systemctl status`.
@@ -29,7 +30,7 @@ pub fn summary(s: &Status) -> String {
         let reason = r
             .reason
             .as_deref()
-            .map_or(String::new(), |w| format!(": {w}"));
+            .map_or(String::new(), |w| format!(": {}", printable(w)));
         out.push_str(&format!(
             "  last reload: {} ago by {}{path}, generation {}, {}{reason}{took}\n",
             age(r.started_ago),
@@ -78,7 +79,8 @@ pub fn summary(s: &Status) -> String {
     }
     out.push_str("\n  PID      SLOT GEN  STATE     RESTARTS STATUS\n");
     for w in &s.workers {
-        let mut status = w.status.clone().unwrap_or_default();
+        // Escaped again: the text comes from a server, whose version may be another.
+        let mut status = printable(w.status.as_deref().unwrap_or_default()).into_owned();
         if !w.predecessors.is_empty() {
             status.push_str(&format!(" (before: {})", w.predecessors.join(", ")));
         }

@@ -18,7 +18,7 @@ use nix::sys::socket::Backlog;
 use crate::config::cli::Cli;
 use crate::config::log_target::LogTarget;
 use crate::config::port_spec::PortSpec;
-use crate::config::worker_env::{Env, SYSTEMD_VARS};
+use crate::config::worker_env::{Env, not_inherited};
 use crate::error::{Error, Result};
 use crate::supervisor::Policy;
 use crate::vocab::signal;
@@ -130,6 +130,12 @@ fn check_command(cli: &Cli) -> Result<()> {
 
 /// The supervisor's settings from the command line.
 fn policy(cli: &Cli) -> Result<Policy> {
+    if cli.max_extra.is_some() && cli.workers < 2 {
+        return Err(Error::usage(
+            "--max-extra rolls a reload over several copies: give --workers=N with N of 2 or more, \
+             or drop --max-extra",
+        ));
+    }
     Ok(Policy {
         interval: cli.interval,
         signal_on_hup: signal_option(&cli.signal_on_hup, "--signal-on-hup")?,
@@ -145,9 +151,22 @@ fn policy(cli: &Cli) -> Result<Policy> {
     })
 }
 
-/// A signal option's value; an unknown name is a usage error naming the option.
+/// A signal option's value; an unknown name is a usage error naming the option, and so is a stop
+/// signal (STOP, TSTP, TTIN, TTOU), which would leave the workers stopped instead of ending them.
 fn signal_option(text: &str, option: &str) -> Result<nix::sys::signal::Signal> {
-    signal::parse(text).map_err(|e| Error::usage(format!("{option}: {e}")))
+    use nix::sys::signal::Signal;
+    let parsed = signal::parse(text).map_err(|e| Error::usage(format!("{option}: {e}")))?;
+    if matches!(
+        parsed,
+        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+    ) {
+        return Err(Error::usage(format!(
+            "{option}={text}: {} stops a process instead of ending it, and the workers would \
+             never exit: use TERM, QUIT, INT or USR1",
+            signal::short_name(parsed)
+        )));
+    }
+    Ok(parsed)
 }
 
 fn check_dir(cli: &Cli) -> Result<()> {
@@ -160,12 +179,12 @@ fn check_dir(cli: &Cli) -> Result<()> {
     }
 }
 
-/// start_server's environment without systemd's variables, plus the settings the original
-/// passes on to the worker through the environment.
+/// start_server's environment without systemd's variables and those it writes for workers, plus
+/// the settings the original passes on to the worker through the environment.
 fn base_env(cli: &Cli, env: impl IntoIterator<Item = (OsString, OsString)>) -> Env {
     let mut base_env: Env = env
         .into_iter()
-        .filter(|(k, _)| !SYSTEMD_VARS.iter().any(|v| k == OsStr::new(v)))
+        .filter(|(k, _)| !not_inherited(k))
         .collect();
     let mut set = |name: &str, value: Option<String>| {
         if let Some(value) = value {

@@ -15,10 +15,11 @@ use tracing::warn;
 use crate::supervisor::Tunables;
 
 /// Variables that describe start_server's own sockets, notification socket, watchdog, fd store
-/// and process to it (set by systemd, or by whoever started start_server): workers must not take
-/// them for theirs. Only start_server talks to systemd; the socket variables a worker gets are
-/// written anew for it.
-pub const SYSTEMD_VARS: [&str; 10] = [
+/// and process to it (set by systemd, or by whoever started start_server), and those
+/// start_server writes for each worker: workers must not take an inherited one for theirs, from
+/// start_server's environment or from the envdir. Only start_server talks to systemd; the
+/// variables a worker gets are written anew for it.
+pub const NOT_INHERITED: [&str; 12] = [
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
@@ -30,10 +31,17 @@ pub const SYSTEMD_VARS: [&str; 10] = [
     "WATCHDOG_PID",
     "FDSTORE",
     "SYSTEMD_EXEC_PID",
-    // Rewritten for every worker: a value from start_server's own environment would describe
-    // sockets the worker does not have.
+    // Written for every worker: a value from start_server's own environment would describe
+    // sockets, a generation or a slot the worker does not have.
     "SERVER_STARTER_PORT",
+    "SERVER_STARTER_GENERATION",
+    "SERVER_STARTER_WORKER",
 ];
+
+/// Whether `name` is one of [`NOT_INHERITED`].
+pub fn not_inherited(name: &OsStr) -> bool {
+    NOT_INHERITED.iter().any(|v| name == OsStr::new(v))
+}
 
 /// A set of environment variables.
 pub type Env = BTreeMap<OsString, OsString>;
@@ -83,12 +91,13 @@ impl std::fmt::Display for Refused {
 impl std::error::Error for Refused {}
 
 impl EnvDir {
-    /// Applies the directory on top of `env`.
+    /// Applies the directory on top of `env`; the variables start_server writes for workers
+    /// (or keeps from them) are left as they are.
     pub fn apply_to(self, env: &mut Env) {
-        for name in &self.unset {
+        for name in self.unset.iter().filter(|n| !not_inherited(n)) {
             env.remove(name);
         }
-        env.extend(self.set);
+        env.extend(self.set.into_iter().filter(|(n, _)| !not_inherited(n)));
     }
 }
 

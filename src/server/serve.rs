@@ -80,12 +80,16 @@ pub fn serve(mut config: Config, inherited: Vec<Inherited>) -> Result<Ending> {
         systemd,
         control,
         logger,
-        status_file: config.status_file.as_deref().map(StatusFile::new),
+        status_file: config
+            .status_file
+            .as_deref()
+            .map(StatusFile::new)
+            .transpose()?,
         facts: Fixed {
             started,
             sockets: socket_info,
         },
-        upgrade: Upgrade::new(image, config.pid_file.as_deref()),
+        upgrade: Upgrade::new(image, config.pid_file.as_deref())?,
         pid_file,
     };
     // The envdir's settings are read again at every spawn, the first one included.
@@ -119,10 +123,8 @@ pub fn resume(mut config: Config, state_fd: RawFd) -> Result<Ending> {
     image.binary = PathBuf::from(&state.binary);
     raise_open_file_limit();
     crate::server::process::signals::restore_xfsz_was_ignored(state.xfsz_was_ignored);
-    let (from, upgrade) = (
-        state.written_by.clone(),
-        Upgrade::new(image, config.pid_file.as_deref()),
-    );
+    let from = state.written_by.clone();
+    let upgrade = Upgrade::new(image, config.pid_file.as_deref())?;
     // SAFETY: the descriptors the state names are those the image before this one handed over,
     // each open and ours alone.
     let (supervisor, parts) = unsafe { adopt_parts(state, &mut config, upgrade) }?;
@@ -229,20 +231,32 @@ fn finish(event_loop: EventLoop, ending: Ending) -> Ending {
     ending
 }
 
-/// The control socket: one the operator named must be created; the default one is skipped
-/// with a warning when it cannot be.
+/// The control socket: one the operator named must be created; the default one (beside the pid
+/// file, or in `RUNTIME_DIRECTORY`) is skipped with a warning when it cannot be, unless another
+/// process holds its path: clients would take that process's answers for start_server's.
 fn open_control(control: Option<(PathBuf, bool)>) -> Result<Option<ControlSocket>> {
     match control {
         None => Ok(None),
         Some((path, true)) => ControlSocket::bind(&path).map(Some),
         Some((path, false)) => match ControlSocket::bind(&path) {
             Ok(socket) => Ok(Some(socket)),
+            Err(e) if squatted(&path) => Err(e),
             Err(e) => {
                 warn!("no control socket: {e}");
                 Ok(None)
             }
         },
     }
+}
+
+/// A socket is at `path` that another process listens on, or that another user made.
+fn squatted(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::symlink_metadata(path).is_ok_and(|meta| {
+        meta.file_type().is_socket()
+            && (!crate::vocab::trust::trusted_uid(meta.uid())
+                || std::os::unix::net::UnixStream::connect(path).is_ok())
+    })
 }
 
 /// Binds (or takes from systemd) every socket; the guard that removes the bound paths holds

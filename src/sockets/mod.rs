@@ -10,7 +10,7 @@ pub mod placement;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{OwnedFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -22,8 +22,10 @@ use tracing::{info, warn};
 
 use crate::config::port_spec::{Host, PortSpec};
 use crate::error::{Context, Error, Result};
+use crate::fs::owned::Owned;
 use crate::sockets::activation::{Address, Inherited};
 use crate::sockets::conventions::{STORE_PREFIX, fdname_for, store_name};
+use crate::vocab::trust;
 
 /// A socket start_server holds for its workers.
 #[derive(Debug)]
@@ -64,24 +66,33 @@ pub struct Bound {
     /// Old names of stored sockets taken under a new one (the option is written differently),
     /// to be removed from the store, with the socket's key.
     pub renamed: Vec<(String, String)>,
-    unix_paths: Vec<PathBuf>,
+    /// The socket files created here, removed at exit if still the ones made.
+    unix_paths: Vec<Owned>,
 }
 
 impl Bound {
     /// The socket files this process created (removed at exit), which an upgrade in place hands
     /// to the next image.
-    pub fn unix_paths(&self) -> &[PathBuf] {
-        &self.unix_paths
+    pub fn unix_paths(&self) -> impl Iterator<Item = &Path> {
+        self.unix_paths.iter().map(Owned::path)
     }
 
     /// The socket files an earlier image created, to be removed at exit (the sockets themselves
     /// are adopted by [`placement::FdLayout`]).
-    pub fn adopt(unix_paths: Vec<PathBuf>) -> Bound {
-        Bound {
+    pub fn adopt(unix_paths: Vec<PathBuf>) -> Result<Bound> {
+        let unix_paths = unix_paths
+            .iter()
+            .map(|path| {
+                let mut owned = Owned::at(path, "--path")?;
+                owned.made_current();
+                Ok(owned)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Bound {
             listeners: Vec::new(),
             renamed: Vec::new(),
             unix_paths,
-        }
+        })
     }
 
     /// Leaves the socket files in place at exit: the sockets are in systemd's file descriptor
@@ -93,10 +104,8 @@ impl Bound {
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        for path in &self.unix_paths {
-            if is_socket(path) {
-                let _ = std::fs::remove_file(path);
-            }
+        for owned in &mut self.unix_paths {
+            owned.remove();
         }
     }
 }
@@ -377,14 +386,22 @@ fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
-fn bind_unix(path: &Path, backlog: Backlog, created: &mut Vec<PathBuf>) -> Result<OwnedFd> {
+fn bind_unix(path: &Path, backlog: Backlog, created: &mut Vec<Owned>) -> Result<OwnedFd> {
     let shown = path.display();
+    let mut owned = Owned::at(path, "--path")?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
             Ok(_) => {
                 return Err(Error::runtime(format!(
                     "failed to listen to file {shown}: another process is listening on it; \
                      stop it or choose another --path"
+                )));
+            }
+            Err(_) if !trust::trusted_uid(meta.uid()) => {
+                return Err(Error::runtime(format!(
+                    "failed to listen to file {shown}: a stale socket of uid {} is there: \
+                     remove it or choose another --path",
+                    meta.uid()
                 )));
             }
             Err(_) => {
@@ -416,7 +433,10 @@ fn bind_unix(path: &Path, backlog: Backlog, created: &mut Vec<PathBuf>) -> Resul
     let result = socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
     umask(saved);
     result.context(what)?;
-    created.push(path.to_path_buf());
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        owned.made(&meta);
+    }
+    created.push(owned);
     socket::listen(&fd, backlog).context(what)?;
     Ok(fd)
 }

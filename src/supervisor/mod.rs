@@ -334,10 +334,10 @@ impl Supervisor {
         if message.watchdog {
             self.pet(pid, now);
         }
-        if !self.copy_notified(pid, message.ready, message.status, now)
+        if !self.copy_notified(pid, message.ready, message.status.as_deref(), now)
             && !self.trial_notified(pid, &message, now)
             && let (Some(worker), Some(status)) =
-                (self.current.filter(|w| w.pid == pid), message.status)
+                (self.current.filter(|w| w.pid == pid), message.status.as_deref())
         {
             self.actions.push(Action::Notify(Notice::WorkerStatus {
                 worker,

@@ -1,11 +1,13 @@
 //! When a trial counts as started or failed: `READY=1`, or alive `interval` after its spawn, or
 //! silent past `ready_timeout`; and when a failed one is retried.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
 use crate::vocab::Secs;
+use crate::vocab::text::printable;
 
 use super::{Pid, Supervisor};
 
@@ -14,8 +16,9 @@ use super::{Pid, Supervisor};
 pub(super) struct Message<'a> {
     /// A `READY=1` line.
     pub(super) ready: bool,
-    /// The last `STATUS=` line's text.
-    pub(super) status: Option<&'a str>,
+    /// The last `STATUS=` line's text, its control characters escaped: it is shown to
+    /// operators' terminals (`--status`), the log and systemd.
+    pub(super) status: Option<Cow<'a, str>>,
     /// A `WATCHDOG=1` line.
     pub(super) watchdog: bool,
 }
@@ -27,7 +30,8 @@ impl<'a> Message<'a> {
             status: text
                 .lines()
                 .filter_map(|l| l.strip_prefix("STATUS="))
-                .next_back(),
+                .next_back()
+                .map(printable),
             watchdog: text.lines().any(|l| l == "WATCHDOG=1"),
         }
     }
@@ -58,7 +62,7 @@ impl Supervisor {
         else {
             return false;
         };
-        if let Some(status) = message.status {
+        if let Some(status) = &message.status {
             trial.status = Some(status.to_string());
         }
         if message.ready && !stopping {

@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::poll::PollFlags;
@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::error::{Context, Error, Result};
+use crate::fs::owned::Owned;
+use crate::vocab::trust;
 use crate::wire::control::{Reply, Request};
 
 /// Connections served at once.
@@ -38,9 +40,8 @@ pub use crate::server::event::ClientId;
 #[derive(Debug)]
 pub struct ControlSocket {
     listener: UnixListener,
-    path: PathBuf,
-    /// The socket file's inode, to remove only our own at exit.
-    inode: u64,
+    /// The socket file, to remove only our own at exit.
+    file: Owned,
     clients: Vec<Client>,
     next_id: ClientId,
 }
@@ -60,16 +61,26 @@ struct Client {
 }
 
 impl ControlSocket {
-    /// Creates the socket at `path`, mode 0600. A stale socket file there (nobody listening) is
-    /// replaced; anything else (a live socket, a file, a symbolic link) is an error.
+    /// Creates the socket at `path`, mode 0600. A stale socket file there (nobody listening) of
+    /// root or start_server's user is replaced; anything else (a live socket, another user's
+    /// file, a file, a symbolic link, a directory others can write to) is an error.
     pub fn bind(path: &Path) -> Result<ControlSocket> {
         let shown = path.display();
+        let mut file = Owned::at(path, "--control")?;
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
                 if UnixStream::connect(path).is_ok() {
                     return Err(Error::runtime(format!(
-                        "--control {shown}: another process is listening on it: stop it or choose \
-                         another --control"
+                        "--control {shown}: another process (of uid {}) is listening on it: \
+                         stop it, or choose another --control (or --pid-file)",
+                        meta.uid()
+                    )));
+                }
+                if !trust::trusted_uid(meta.uid()) {
+                    return Err(Error::runtime(format!(
+                        "--control {shown}: a socket of uid {} is there: remove it, or choose \
+                         another --control (or --pid-file)",
+                        meta.uid()
                     )));
                 }
                 warn!("removing stale control socket {shown}");
@@ -93,6 +104,7 @@ impl ControlSocket {
         let listener = bound.context(|| format!("failed to create control socket {shown}"))?;
         let meta = std::fs::symlink_metadata(path)
             .context(|| format!("failed to inspect control socket {shown}"))?;
+        file.made(&meta);
         // No chmod afterwards, which would follow a link swapped in meanwhile: a file that is
         // not the private socket just made is refused.
         if !meta.file_type().is_socket() || meta.permissions().mode() & 0o777 != 0o600 {
@@ -108,8 +120,7 @@ impl ControlSocket {
         info!("control socket at {shown}");
         Ok(ControlSocket {
             listener,
-            path: path.to_path_buf(),
-            inode: meta.ino(),
+            file,
             clients: Vec::new(),
             next_id: 0,
         })
@@ -252,8 +263,8 @@ impl ControlSocket {
     pub fn export(&self) -> ControlState {
         ControlState {
             listener: self.listener.as_raw_fd(),
-            path: self.path.to_string_lossy().into_owned(),
-            inode: self.inode,
+            path: self.file.path().to_string_lossy().into_owned(),
+            inode: self.file.current().map_or(0, |(_, inode)| inode),
             next_id: self.next_id,
             clients: self
                 .clients
@@ -277,9 +288,13 @@ impl ControlSocket {
     /// # Safety
     ///
     /// The state's fds must be the open listener and client sockets, owned by nothing else.
-    pub unsafe fn adopt(state: ControlState) -> ControlSocket {
+    pub unsafe fn adopt(state: ControlState) -> Result<ControlSocket> {
         // SAFETY: the caller promises each fd is open and ours alone.
         let listener = unsafe { UnixListener::from_raw_fd(state.listener) };
+        let mut file = Owned::at(Path::new(&state.path), "--control")?;
+        if file.current().is_some_and(|(_, inode)| inode == state.inode) {
+            file.made_current();
+        }
         let clients = state
             .clients
             .into_iter()
@@ -294,22 +309,19 @@ impl ControlSocket {
                 awaiting: c.awaiting,
             })
             .collect();
-        ControlSocket {
+        Ok(ControlSocket {
             listener,
-            path: PathBuf::from(state.path),
-            inode: state.inode,
+            file,
             clients,
             next_id: state.next_id,
-        }
+        })
     }
 }
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
         // Only our own socket: another start_server may have replaced a file it saw as stale.
-        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        self.file.remove();
     }
 }
 

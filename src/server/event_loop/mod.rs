@@ -141,7 +141,7 @@ impl EventLoop {
     /// What `serve` finishes with (see [`Remains`]); everything else goes now (the control
     /// socket's and the status file's files with it).
     pub fn finish(self) -> Remains {
-        let parts = self.parts;
+        let mut parts = self.parts;
         parts.upgrade.remove_report();
         Remains {
             logger: parts.logger,

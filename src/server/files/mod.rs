@@ -1,7 +1,5 @@
 //! The files start_server writes: its pid file ([`pid_file`], locked for its life), the status
-//! file and its failure note ([`status_file`]), all created without following a link another
-//! user could have planted ([`guarded`]).
+//! file and its failure note ([`status_file`]), made and removed with the care of `crate::fs`.
 
-pub mod guarded;
 pub mod pid_file;
 pub mod status_file;

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::config::log_target::LogTarget;
 use crate::error::{Context, Error, Result};
 use crate::server::event::{Event, Source};
-use crate::server::files::guarded;
+use crate::fs::guarded;
 use crate::vocab::time::handover::Moments;
 use crate::vocab::{ExitStatus, Pid, Secs};
 

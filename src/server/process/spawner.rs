@@ -170,7 +170,6 @@ impl Spawner {
         let unix_paths = self
             .bound
             .unix_paths()
-            .iter()
             .map(|p| {
                 p.to_str()
                     .map(str::to_string)
@@ -194,9 +193,14 @@ impl Spawner {
     /// # Safety
     ///
     /// The sockets the state names must be open, and owned by nothing else.
-    pub unsafe fn adopt(state: SpawnerState, program: Program, notify_socket: String) -> Spawner {
+    pub unsafe fn adopt(
+        state: SpawnerState,
+        program: Program,
+        notify_socket: String,
+    ) -> crate::error::Result<Spawner> {
         let sockets = state.sockets;
-        Spawner {
+        let bound = Bound::adopt(sockets.unix_paths.iter().map(PathBuf::from).collect())?;
+        Ok(Spawner {
             program,
             sockets: ForWorkers {
                 // SAFETY: the caller promises the sockets are open and ours alone.
@@ -204,13 +208,13 @@ impl Spawner {
                 port_env: sockets.port_env,
                 listen_env: sockets.listen_env,
             },
-            bound: Bound::adopt(sockets.unix_paths.iter().map(PathBuf::from).collect()),
+            bound,
             nofile: libc::rlimit {
                 rlim_cur: state.nofile.0,
                 rlim_max: state.nofile.1,
             },
             notify_socket,
-        }
+        })
     }
 
     /// The sockets' fds in start_server (kept open across an upgrade's exec).

@@ -81,7 +81,7 @@ impl Handover for Spawner {
         _: Instant,
     ) -> Result<Self> {
         // SAFETY: passed on from the caller.
-        Ok(unsafe { Spawner::adopt(state, program, notify) })
+        unsafe { Spawner::adopt(state, program, notify) }
     }
 }
 
@@ -112,7 +112,7 @@ impl Handover for StatusFile {
     }
 
     unsafe fn take_over(written: Self::State, path: PathBuf, _: Instant) -> Result<Self> {
-        Ok(StatusFile::adopt(&path, written))
+        StatusFile::adopt(&path, written)
     }
 }
 
@@ -182,10 +182,7 @@ impl Handover for Control {
 
     unsafe fn take_over((socket, waiting): Self::State, (): (), _: Instant) -> Result<Self> {
         // SAFETY: passed on from the caller.
-        Ok(Control::new(
-            unsafe { ControlSocket::adopt(socket) },
-            waiting,
-        ))
+        Ok(Control::new(unsafe { ControlSocket::adopt(socket) }?, waiting))
     }
 }
 

@@ -19,11 +19,12 @@ pub mod version;
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use tracing::{error, info, warn};
 
+use crate::fs::owned::Owned;
 use crate::server::notify::systemd::Notifier;
 use crate::wire::upgrade_report;
 use handover::Parts;
@@ -37,18 +38,21 @@ use version::version;
 pub struct Upgrade {
     image: Image,
     /// `{PID_FILE}.upgrade`.
-    report: Option<PathBuf>,
+    report: Option<Owned>,
     asked: bool,
 }
 
 impl Upgrade {
     /// The upgrade of `image`, its outcome written beside `pid_file` if there is one.
-    pub fn new(image: Image, pid_file: Option<&Path>) -> Upgrade {
-        Upgrade {
+    pub fn new(image: Image, pid_file: Option<&Path>) -> crate::error::Result<Upgrade> {
+        let report = pid_file
+            .map(|p| Owned::at(&upgrade_report::path(p), "--pid-file"))
+            .transpose()?;
+        Ok(Upgrade {
             image,
-            report: pid_file.map(upgrade_report::path),
+            report,
             asked: false,
-        }
+        })
     }
 
     /// SIGUSR2 or `upgrade`: upgrade once the pending actions are done.
@@ -62,23 +66,24 @@ impl Upgrade {
     }
 
     /// Writes the outcome beside the pid file: the version that runs, or why not.
-    pub fn report(&self, outcome: &Result<String, String>) {
-        let Some(path) = &self.report else {
+    pub fn report(&mut self, outcome: &Result<String, String>) {
+        let Some(file) = &mut self.report else {
             return;
         };
         let stamp = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
             .map(|t| t.tv_sec() * 1_000_000 + t.tv_nsec() / 1000)
             .unwrap_or_default();
         let text = upgrade_report::format(stamp, outcome);
-        if let Err(e) = crate::server::files::guarded::replace(path, text.as_bytes()) {
-            error!("{e}");
+        match crate::fs::guarded::replace(file.path(), text.as_bytes()) {
+            Ok(meta) => file.made(&meta),
+            Err(e) => error!("{e}"),
         }
     }
 
-    /// At exit: the outcome file goes with the pid file.
-    pub fn remove_report(&self) {
-        if let Some(report) = &self.report {
-            let _ = std::fs::remove_file(report);
+    /// At exit: the outcome file goes with the pid file (if start_server wrote it).
+    pub fn remove_report(&mut self) {
+        if let Some(report) = &mut self.report {
+            report.remove();
         }
     }
 

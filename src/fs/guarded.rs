@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use crate::error::{Context, Error, Result};
+use crate::vocab::trust;
 
 /// How many temporary names [`replace`] tries before giving up.
 const TEMP_TRIES: u32 = 8;
@@ -110,51 +111,39 @@ fn clear_nonblock(file: &File) -> std::io::Result<()> {
 }
 
 /// Why the link at `path` could have been made, or swapped since, by a user other than root
-/// and start_server's own: it is theirs, or its directory is theirs or writable by them (a
-/// sticky directory, such as /tmp, protects links that are not theirs).
+/// and start_server's own: it is theirs, or its directory is not safe (see `vocab::trust`).
 fn planted_by_others(path: &Path) -> Option<String> {
-    let me = nix::unistd::geteuid().as_raw();
-    let trusted = |uid: u32| uid == 0 || uid == me;
     let link = match std::fs::symlink_metadata(path) {
         Ok(link) => link,
         Err(e) => return Some(format!("that cannot be examined ({e})")),
     };
-    if !trusted(link.uid()) {
+    if !trust::trusted_uid(link.uid()) {
         return Some(format!("owned by uid {}", link.uid()));
     }
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let meta = match std::fs::metadata(dir) {
-        Ok(meta) => meta,
-        Err(e) => return Some(format!("in a directory that cannot be examined ({e})")),
-    };
-    if !trusted(meta.uid()) {
-        return Some(format!("in {}, owned by uid {}", dir.display(), meta.uid()));
-    }
-    let writable_by_others = meta.mode() & 0o022 != 0;
-    let sticky = meta.mode() & 0o1000 != 0;
-    if writable_by_others && !sticky {
-        return Some(format!(
-            "in {}, which other users can write to",
-            dir.display()
-        ));
-    }
-    None
+    trust::unsafe_directory(dir).map(|why| format!("in a directory that is not safe: {why}"))
 }
 
 /// Replaces `path`'s content atomically: writes a new file beside it, then renames it over
 /// `path` (a link at `path` itself is replaced, not followed). The new file is created
-/// exclusively: anything already at its name is left alone and another name is tried.
-pub fn replace(path: &Path, contents: &[u8]) -> Result<()> {
+/// exclusively: anything already at its name is left alone and another name is tried. Returns
+/// the new file's metadata (its inode is the one now at `path`).
+pub fn replace(path: &Path, contents: &[u8]) -> Result<std::fs::Metadata> {
     let (temp, mut file) = create_temp(path)?;
     let result = file
         .write_all(contents)
         .context(|| format!("failed to write temporary file {}", temp.display()))
         .and_then(|()| {
+            file.metadata()
+                .context(|| format!("failed to inspect temporary file {}", temp.display()))
+        })
+        .and_then(|meta| {
             std::fs::rename(&temp, path)
                 .context(|| format!("failed to rename {} to {}", temp.display(), path.display()))
+                .map(|()| meta)
         });
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
@@ -253,7 +242,7 @@ mod tests {
         // The same link where anyone could have put it: refused, the target untouched.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = open_guarded(&mut append(), &link, "log file").unwrap_err();
-        assert!(e.to_string().contains("is a symbolic link in"), "{e}");
+        assert!(e.to_string().contains("is a symbolic link in a directory"), "{e}");
         assert_eq!(
             std::fs::read_to_string(&target).unwrap(),
             "mine\nappended\n"

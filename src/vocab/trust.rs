@@ -1,0 +1,128 @@
+//! Who could have made or changed a path: the rules start_server and its client commands apply
+//! before they believe a file, signal a pid from it, connect to a socket or execute a binary.
+//! Trusted are root and the user start_server (or the client) runs as; a path is as safe as its
+//! directories: each must belong to a trusted user and be writable by no one else, unless it is
+//! sticky (as `/tmp`), where others cannot rename or remove what is not theirs.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Root, or the user this process runs as.
+pub fn trusted_uid(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+/// Why the directory `dir` could be changed by another user, if it could.
+pub fn unsafe_directory(dir: &Path) -> Option<String> {
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) => return Some(format!("{} cannot be examined ({e})", dir.display())),
+    };
+    if !trusted_uid(meta.uid()) {
+        return Some(format!("{} is owned by uid {}", dir.display(), meta.uid()));
+    }
+    let writable_by_others = meta.mode() & 0o022 != 0;
+    let sticky = meta.mode() & 0o1000 != 0;
+    if writable_by_others && !sticky {
+        return Some(format!(
+            "{} is writable by other users (mode {:o})",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
+/// Why a file at `path` could be replaced, or its directories swapped, by another user: the
+/// first directory above it (as written, and as it resolves) that is not safe.
+pub fn unsafe_path(path: &Path) -> Option<String> {
+    let absolute = match std::env::current_dir() {
+        Ok(cwd) => cwd.join(path),
+        Err(e) => return Some(format!("the working directory cannot be examined ({e})")),
+    };
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let parent = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let resolved = parent.canonicalize().unwrap_or_else(|_| parent.clone());
+    for base in [parent, resolved] {
+        for dir in base.ancestors() {
+            if seen.iter().any(|d| d == dir) {
+                continue;
+            }
+            seen.push(dir.to_path_buf());
+            // A link on the way is followed only if no other user could have made it.
+            if let Ok(link) = std::fs::symlink_metadata(dir)
+                && link.file_type().is_symlink()
+                && !trusted_uid(link.uid())
+            {
+                return Some(format!(
+                    "{} is a symbolic link owned by uid {}",
+                    dir.display(),
+                    link.uid()
+                ));
+            }
+            if let Some(why) = unsafe_directory(dir) {
+                return Some(why);
+            }
+        }
+    }
+    None
+}
+
+/// Why a binary at `path` could be replaced by another user: the file itself (owned by someone
+/// untrusted, or writable by group or others) or a directory above it; as sshd's StrictModes.
+pub fn unsafe_binary(path: &Path) -> Option<String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => return Some(format!("{} cannot be examined ({e})", path.display())),
+    };
+    if !trusted_uid(meta.uid()) {
+        return Some(format!("{} is owned by uid {}", path.display(), meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "{} is writable by other users (mode {:o})",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    unsafe_path(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ss-trust-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_directory_others_can_write_is_unsafe_unless_sticky() {
+        let dir = scratch("dirs");
+        let file = dir.join("app.pid");
+        assert_eq!(unsafe_path(&file), None);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let why = unsafe_path(&file).unwrap();
+        assert!(why.contains("writable by other users"), "{why}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(unsafe_path(&file), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_binary_writable_by_its_group_is_unsafe() {
+        let dir = scratch("binary");
+        let binary = dir.join("start_server");
+        std::fs::write(&binary, "").unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(unsafe_binary(&binary), None);
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(unsafe_binary(&binary).unwrap().contains("writable by other users"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
