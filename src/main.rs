@@ -47,12 +47,19 @@ fn main() {
     } else if cli.upgrade_check {
         upgrade_check(cli)
     } else if let Some(state_fd) = cli.upgrade_state {
-        // The image before this one set the process up (fds, signal mask, sockets): go on.
-        hygiene::standard_fds_and_no_leaks();
+        // The image before this one set the process up (fds, signal mask, sockets): go on. Its
+        // fds stay as they are until taken over (a way back needs them open across an exec).
+        let handed = serve::Handed {
+            state_fd,
+            way_back: cli
+                .upgrade_rollback
+                .map(|exe| upgrade::rollback::WayBack::new(exe, state_fd)),
+            rolled_back: cli.upgrade_rolled_back.clone(),
+        };
         signals::ignore_write_faults();
         signals::block_handled()
             .and_then(|()| config::Config::new(cli, std::env::vars_os()))
-            .and_then(|config| serve::resume(config, state_fd))
+            .and_then(|config| serve::resume(config, handed))
             .map(exit_as)
     } else {
         hygiene::standard_fds_and_no_leaks();

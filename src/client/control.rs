@@ -2,18 +2,22 @@
 //! start_server, found by `--control` or the default derived from `--pid-file`. Nothing of
 //! start_server's own set-up runs (no configuration check, no sockets): a probe is cheap.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::client::{render, say};
+use crate::client::ask::ask;
+use crate::client::{process, render, say};
 use crate::config::cli::Cli;
 use crate::error::{Error, Result};
 use crate::wire::control::{self as protocol, Reply, Request, Status};
 
-/// How long `--status` and `--check` wait for the reply.
-const QUICK: Duration = Duration::from_secs(10);
+/// How long `--status` and `--check` wait for the reply by default.
+const QUICK: Duration = Duration::from_secs(5);
+
+/// How long `--reload` waits for the new generation by default: systemd's own default for a
+/// reload command.
+const RELOAD: Duration = Duration::from_secs(90);
 
 /// The control socket's path.
 fn socket_path(cli: &Cli) -> Result<PathBuf> {
@@ -28,44 +32,20 @@ fn socket_path(cli: &Cli) -> Result<PathBuf> {
     })
 }
 
-/// Sends `request` and reads the one-line reply (no limit with `timeout` = `None`).
-fn ask(cli: &Cli, request: &Request, timeout: Option<Duration>) -> Result<Reply> {
+/// Sends `request` and reads the one-line reply within `--timeout` (else `default`). With
+/// `--pid-file`, the process that file names (confirmed) must be the one answering.
+fn request(cli: &Cli, request: &Request, default: Duration) -> Result<Reply> {
     let path = socket_path(cli)?;
-    let shown = path.display();
-    let failed = |what: &str, e: std::io::Error| {
-        Error::runtime(format!("{what} control socket {shown}: {e}"))
+    let pid = match cli.pid_file.as_deref() {
+        Some(pid_file) => Some(process::running_server(pid_file)?.1),
+        None => None,
     };
-    let mut stream = UnixStream::connect(&path).map_err(|e| {
-        Error::runtime(format!(
-            "cannot connect to the control socket {shown}: {e}: is start_server running with \
-             this --control (or --pid-file)?"
-        ))
-    })?;
-    stream
-        .set_read_timeout(timeout)
-        .and_then(|()| stream.set_write_timeout(Some(QUICK)))
-        .map_err(|e| failed("cannot set up the", e))?;
-    let mut line = serde_json::to_vec(request)
-        .map_err(|e| Error::runtime(format!("cannot encode the request: {e}")))?;
-    line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(|e| failed("cannot write to the", e))?;
-    let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(|e| failed("no reply from the", e))?;
-    if answer.is_empty() {
-        return Err(Error::runtime(format!(
-            "the control socket {shown} closed without a reply (start_server is exiting?)"
-        )));
-    }
-    serde_json::from_str(&answer)
-        .map_err(|e| Error::runtime(format!("bad reply from the control socket {shown}: {e}")))
+    ask(&path, request, cli.timeout.unwrap_or(default), pid)
+        .map_err(|e| Error::runtime(e.to_string()).caused_by(e))
 }
 
 fn status_of(cli: &Cli) -> Result<Status> {
-    let reply = ask(cli, &Request::Status, Some(QUICK))?;
+    let reply = request(cli, &Request::Status, QUICK)?;
     match (reply.ok, reply.status) {
         (true, Some(status)) => Ok(status),
         _ => Err(Error::runtime(format!(
@@ -90,7 +70,7 @@ pub fn status(cli: &Cli) -> Result<()> {
 
 /// `--reload`: waits for the outcome; an error (exit 1) when the new generation failed.
 pub fn reload(cli: &Cli) -> Result<()> {
-    let reply = ask(cli, &Request::Reload, None)?;
+    let reply = request(cli, &Request::Reload, RELOAD)?;
     match reply {
         Reply {
             ok: true,
@@ -113,7 +93,7 @@ pub fn reload(cli: &Cli) -> Result<()> {
 /// `--upgrade` over the control socket: waits (bounded) for the outcome, from the new program
 /// once it runs, or from the old one with the reason it refused.
 pub fn upgrade(cli: &Cli, limit: Duration) -> Result<()> {
-    match ask(cli, &Request::Upgrade, Some(limit))? {
+    match request(cli, &Request::Upgrade, limit)? {
         Reply {
             ok: true, version, ..
         } => {

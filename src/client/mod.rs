@@ -1,9 +1,11 @@
 //! Talking to a running start_server from the command line: `--stop` and `--restart` through
-//! its pid and status files ([`process`]); `--status`, `--reload` and `--check` through its
+//! its pid and status files ([`process`], believing a pid file only on [`evidence`]); `--status`, `--reload` and `--check` through its
 //! control socket ([`control`], summary by [`render`]); `--upgrade` through either ([`upgrade`]).
 //! The formats come from `wire`; nothing here imports the server.
 
+pub mod ask;
 pub mod control;
+pub mod evidence;
 pub mod process;
 pub mod render;
 pub mod upgrade;

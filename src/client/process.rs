@@ -1,9 +1,10 @@
 //! `--restart` and `--stop` (and the helpers `--upgrade` shares): talking to a running
-//! start_server through its pid and status files.
+//! start_server through its pid and status files. Every wait is bounded (`--timeout`).
 
 use std::fs::File;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -11,16 +12,29 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{Signal, kill};
 
-use crate::client::say;
+use crate::client::{evidence, say};
 use crate::config::cli::Cli;
 use crate::error::{Error, Result};
-use crate::vocab::Pid;
+use crate::vocab::{Pid, Secs};
 use crate::wire::pid_file::read_pid;
 use crate::wire::status_file;
 
-/// Fails unless a start_server holds the pid file's lock: a pid from a stale file might belong
+/// How long `--stop` and `--restart` wait by default: systemd's own default for a stop or a
+/// reload command.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The running start_server of the pid file at `path`, confirmed (see `evidence`), with the
+/// open pid file (whose lock it holds).
+pub(super) fn running_server(path: &Path) -> Result<(File, Pid)> {
+    let (file, pid) = read_pid(path)?;
+    let file = locked(file, pid, path)?;
+    evidence::confirm(&file, pid, path)?;
+    Ok((file, pid))
+}
+
+/// Fails unless some process holds the pid file's lock: a pid from a stale file might belong
 /// to an unrelated process by now, and must not be signalled.
-pub(super) fn running(file: File, pid: Pid, path: &Path) -> Result<File> {
+fn locked(file: File, pid: Pid, path: &Path) -> Result<File> {
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(_) => Err(Error::runtime(format!(
             "no start_server is running with pid file {} (pid {pid} is gone): remove the stale \
@@ -46,26 +60,40 @@ pub(super) fn signal(pid: Pid, signal: Signal) -> Result<()> {
     })
 }
 
-/// `--stop`: SIGTERM to start_server, then wait (by taking the pid file's lock) until it exited.
+/// `--stop`: SIGTERM to start_server, then wait until it exited (bounded by `--timeout`).
 pub fn stop(cli: &Cli) -> Result<()> {
-    let path = cli
-        .pid_file
-        .as_deref()
-        .ok_or_else(|| Error::usage("--stop needs --pid-file to find the server: give the running start_server's --pid-file"))?;
-    let (file, pid) = read_pid(path)?;
-    let file = running(file, pid, path)?;
+    let path = cli.pid_file.as_deref().ok_or_else(|| {
+        Error::usage(
+            "--stop needs --pid-file to find the server: give the running start_server's \
+             --pid-file",
+        )
+    })?;
+    let limit = cli.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let (file, pid) = running_server(path)?;
+    let exited = pidfd(pid)?;
     say(&format!(
         "stop_server (pid:{}) stopping now (pid:{pid})...",
         std::process::id()
     ));
     signal(pid, Signal::SIGTERM)?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::runtime(format!("flock failed({}): {}", path.display(), e)))?;
+    let deadline = Instant::now() + limit;
+    while !has_exited(&exited) {
+        if Instant::now() >= deadline {
+            return Err(Error::runtime(format!(
+                "start_server (pid {pid}) is still stopping after {} (--timeout): its workers \
+                 may not have exited yet; it goes on stopping",
+                Secs(limit)
+            )));
+        }
+        wait_for(&[exited.as_fd()], deadline)?;
+    }
+    // Gone: its lock went with it (taking it confirms nothing else holds the file).
+    let _ = Flock::lock(file, FlockArg::LockExclusiveNonblock);
     Ok(())
 }
 
 /// `--restart`: SIGHUP to start_server, then wait until the status file lists exactly one
-/// generation, newer than any listed before.
+/// generation, newer than any listed before (bounded by `--timeout`).
 pub fn restart(cli: &Cli) -> Result<()> {
     let (Some(pid_path), Some(status_path)) = (cli.pid_file.as_deref(), cli.status_file.as_deref())
     else {
@@ -74,8 +102,8 @@ pub fn restart(cli: &Cli) -> Result<()> {
              start_server's --pid-file and --status-file",
         ));
     };
-    let (file, pid) = read_pid(pid_path)?;
-    let _file = running(file, pid, pid_path)?;
+    let limit = cli.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let (_file, pid) = running_server(pid_path)?;
     let newest = *read_generations(status_path)?.last().ok_or_else(|| {
         Error::runtime(format!(
             "no active process found in the status file {}",
@@ -85,8 +113,8 @@ pub fn restart(cli: &Cli) -> Result<()> {
     let changes = watch_directory_of(status_path)?;
     let exited = pidfd(pid)?;
     signal(pid, Signal::SIGHUP)?;
+    let deadline = Instant::now() + limit;
     loop {
-        wait_for_change(&changes, &exited)?;
         if let Some(outcome) = outcome(status_path, newest, pid) {
             return outcome;
         }
@@ -95,6 +123,17 @@ pub fn restart(cli: &Cli) -> Result<()> {
                 "start_server (pid {pid}) exited before a new generation took over"
             )));
         }
+        if Instant::now() >= deadline {
+            let listed = read_generations(status_path).unwrap_or_default();
+            return Err(Error::runtime(format!(
+                "gave up after {} (--timeout): generations {listed:?} are still live (an old \
+                 one that does not exit on --signal-on-hup keeps a restart from ending; see \
+                 --kill-old-timeout)",
+                Secs(limit)
+            )));
+        }
+        wait_for(&[changes.as_fd(), exited.as_fd()], deadline)?;
+        let _ = changes.read_events();
     }
 }
 
@@ -133,18 +172,18 @@ pub(super) fn watch_directory_of(status_path: &Path) -> Result<Inotify> {
         })
 }
 
-/// Sleeps until a file changes in the watched directory or start_server exits.
-fn wait_for_change(changes: &Inotify, exited: &OwnedFd) -> Result<()> {
-    let mut fds = [
-        PollFd::new(changes.as_fd(), PollFlags::POLLIN),
-        PollFd::new(exited.as_fd(), PollFlags::POLLIN),
-    ];
-    match poll(&mut fds, PollTimeout::NONE) {
-        Ok(_) | Err(Errno::EINTR) => {}
-        Err(e) => return Err(Error::runtime(format!("poll failed: {}", e.desc()))),
+/// Sleeps until one of `fds` is readable or `deadline` passes.
+pub(super) fn wait_for(fds: &[std::os::fd::BorrowedFd<'_>], deadline: Instant) -> Result<()> {
+    let mut polled: Vec<PollFd> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+    match poll(&mut polled, timeout) {
+        Ok(_) | Err(Errno::EINTR) => Ok(()),
+        Err(e) => Err(Error::runtime(format!("poll failed: {}", e.desc()))),
     }
-    let _ = changes.read_events();
-    Ok(())
 }
 
 /// How the restart ended, once it has: a generation newer than `newest` failed, or one took

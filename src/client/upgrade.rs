@@ -11,11 +11,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::Inotify;
 use nix::sys::signal::Signal;
 
-use super::process::{has_exited, pidfd, running, signal, watch_directory_of};
+use super::process::{has_exited, pidfd, running_server, signal, watch_directory_of};
 use crate::client::say;
 use crate::config::cli::Cli;
 use crate::error::{Error, Result};
-use crate::wire::pid_file::read_pid;
 use crate::wire::upgrade_report::{self, CHECK_TIMEOUT};
 
 /// How long `--upgrade` waits for the outcome: the check's own bound, and time to exec.
@@ -29,14 +28,14 @@ pub fn upgrade(cli: &Cli) -> Result<()> {
     let path = cli.pid_file.as_deref().ok_or_else(|| {
         Error::usage("--upgrade needs --pid-file or --control to find the server")
     })?;
-    let (file, pid) = read_pid(path)?;
-    let _file = running(file, pid, path)?;
+    let (_file, pid) = running_server(path)?;
     let report = upgrade_report::path(path);
     let before = std::fs::read_to_string(&report).ok();
     let changes = watch_directory_of(&report)?;
     let exited = pidfd(pid)?;
     signal(pid, Signal::SIGUSR2)?;
-    let deadline = Instant::now() + UPGRADE_TIMEOUT;
+    let limit = cli.timeout.unwrap_or(UPGRADE_TIMEOUT);
+    let deadline = Instant::now() + limit;
     loop {
         let now = std::fs::read_to_string(&report).ok();
         if let Some(outcome) = now
@@ -64,9 +63,9 @@ pub fn upgrade(cli: &Cli) -> Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::runtime(format!(
-                "start_server (pid {pid}) told nothing of the upgrade within {} secs (see its \
-                 log)",
-                UPGRADE_TIMEOUT.as_secs()
+                "start_server (pid {pid}) told nothing of the upgrade within {} (--timeout; see \
+                 its log)",
+                crate::vocab::Secs(limit)
             )));
         }
         wait(&changes, &exited, left)?;

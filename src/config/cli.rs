@@ -186,6 +186,12 @@ pub struct Cli {
     #[arg(long, conflicts_with_all = ["stop", "restart"])]
     pub upgrade: bool,
 
+    /// How long a client command (--stop, --restart, --reload, --upgrade, --status, --check)
+    /// waits before it gives up [default: 5 for --status and --check, 30 for --upgrade, 90 for
+    /// the others].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+
     /// Check that this binary can take over from a running start_server given the same
     /// options: print its version and the upgrade state formats it reads, exit 0 (2 if the
     /// options are not valid for it). Run by start_server before an upgrade.
@@ -196,6 +202,15 @@ pub struct Cli {
     /// its next program image; never by hand).
     #[arg(long, value_name = "FD", hide = true)]
     pub upgrade_state: Option<i32>,
+
+    /// The descriptor of the upgrading start_server's own file, executed again if this image
+    /// cannot take over (set by start_server; never by hand).
+    #[arg(long, value_name = "FD", hide = true, requires = "upgrade_state")]
+    pub upgrade_rollback: Option<i32>,
+
+    /// Why the upgrade this image rolled back from failed (set by start_server; never by hand).
+    #[arg(long, value_name = "WHY", hide = true, requires = "upgrade_state")]
+    pub upgrade_rolled_back: Option<String>,
 
     /// Print the man page (`man`) or a shell completion script (`bash`, `zsh`, `fish`) made
     /// from this very definition, and exit. For packagers; hidden from --help.

@@ -182,10 +182,7 @@ fn check_dir(cli: &Cli) -> Result<()> {
 /// start_server's environment without systemd's variables and those it writes for workers, plus
 /// the settings the original passes on to the worker through the environment.
 fn base_env(cli: &Cli, env: impl IntoIterator<Item = (OsString, OsString)>) -> Env {
-    let mut base_env: Env = env
-        .into_iter()
-        .filter(|(k, _)| !not_inherited(k))
-        .collect();
+    let mut base_env: Env = env.into_iter().filter(|(k, _)| !not_inherited(k)).collect();
     let mut set = |name: &str, value: Option<String>| {
         if let Some(value) = value {
             base_env.insert(name.into(), value.into());

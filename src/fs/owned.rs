@@ -20,7 +20,9 @@ use crate::vocab::trust;
 #[derive(Debug)]
 pub struct Owned {
     path: PathBuf,
-    dir: OwnedFd,
+    /// `None` when the directory does not exist (nothing can be made there: the creation fails
+    /// with the caller's own message).
+    dir: Option<OwnedFd>,
     name: OsString,
     /// The file start_server made (device, inode), once it has.
     made: Option<(u64, u64)>,
@@ -39,27 +41,28 @@ impl Owned {
         }
         let name = path
             .file_name()
-            .ok_or_else(|| {
-                Error::usage(format!("{what} {}: not a file name", path.display()))
-            })?
+            .ok_or_else(|| Error::usage(format!("{what} {}: not a file name", path.display())))?
             .to_os_string();
         let parent = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let dir = nix::fcntl::open(
+        let dir = match nix::fcntl::open(
             parent,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
-        )
-        .map_err(|e| {
-            Error::runtime(format!(
-                "{what} {}: cannot open its directory: {}",
-                path.display(),
-                e.desc()
-            ))
-            .caused_by(e)
-        })?;
+        ) {
+            Ok(dir) => Some(dir),
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => None,
+            Err(e) => {
+                return Err(Error::runtime(format!(
+                    "{what} {}: cannot open its directory: {}",
+                    path.display(),
+                    e.desc()
+                ))
+                .caused_by(e));
+            }
+        };
         Ok(Owned {
             path: path.to_path_buf(),
             dir,
@@ -75,9 +78,14 @@ impl Owned {
 
     /// The file now at the path (device, inode), not following a link; `None` if there is none.
     pub fn current(&self) -> Option<(u64, u64)> {
-        nix::sys::stat::fstatat(self.dir.as_fd(), self.name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-            .ok()
-            .map(|st| (st.st_dev, st.st_ino))
+        let dir = self.dir.as_ref()?;
+        nix::sys::stat::fstatat(
+            dir.as_fd(),
+            self.name.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino))
     }
 
     /// start_server made (or took over) the file with this metadata at the path.
@@ -99,9 +107,10 @@ impl Owned {
     pub fn remove(&mut self) {
         if let Some(made) = self.made.take()
             && self.current() == Some(made)
+            && let Some(dir) = &self.dir
         {
             let _ = nix::unistd::unlinkat(
-                self.dir.as_fd(),
+                dir.as_fd(),
                 self.name.as_os_str(),
                 nix::unistd::UnlinkatFlags::NoRemoveDir,
             );
@@ -158,7 +167,10 @@ mod tests {
             std::fs::read_to_string(elsewhere.join("app.pid")).unwrap(),
             "precious\n"
         );
-        assert!(!dir.join("moved/app.pid").exists(), "ours went, where it is now");
+        assert!(
+            !dir.join("moved/app.pid").exists(),
+            "ours went, where it is now"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -29,6 +29,8 @@ pub enum Event {
     Request { client: ClientId, request: Request },
     /// A watched path changed (`--reload-on-change`), and the changes have settled.
     Changed(PathBuf),
+    /// The new binary's `--upgrade-check` is over (passed, failed, or out of time).
+    UpgradeChecked,
 }
 
 /// What a received signal means to start_server.

@@ -18,7 +18,7 @@ use crate::server::control::Control;
 use crate::server::control::socket::ControlSocket;
 use crate::server::control::status::Fixed;
 pub use crate::server::event_loop::Ending;
-use crate::server::event_loop::{Anew, EventLoop, Parts};
+use crate::server::event_loop::{Anew, EventLoop, Parts, Resumed};
 use crate::server::file_watch::FileWatch;
 use crate::server::files::pid_file::PidFile;
 use crate::server::files::status_file::StatusFile;
@@ -26,11 +26,13 @@ use crate::server::log::output::{self, Logger};
 use crate::server::notify::fd_store;
 use crate::server::notify::systemd::Notifier;
 use crate::server::notify::workers::WorkerNotify;
+use crate::server::process::hygiene;
 use crate::server::process::reap::wait_for_exit;
 use crate::server::process::signals::Signals;
 use crate::server::process::spawner::{Program, Spawner};
 use crate::server::process::strays::Adopted;
 use crate::server::upgrade::handover::Handover;
+use crate::server::upgrade::rollback::WayBack;
 use crate::server::upgrade::{Image, Upgrade, state};
 use crate::sockets::activation::Inherited;
 use crate::sockets::{self, conventions};
@@ -101,14 +103,31 @@ pub fn serve(mut config: Config, inherited: Vec<Inherited>) -> Result<Ending> {
     Ok(finish(event_loop, ending))
 }
 
+/// What the image before this one handed over on the command line.
+pub struct Handed {
+    /// The state (a sealed memfd).
+    pub state_fd: RawFd,
+    /// The way back to that image, if it left one.
+    pub way_back: Option<WayBack>,
+    /// This image is the one an upgrade rolled back to, and why.
+    pub rolled_back: Option<String>,
+}
+
 /// Goes on where the program image before this one left off (an upgrade in place): the state
-/// at `state_fd` names the sockets, files and workers it had; `config` comes from the same
-/// command line.
-pub fn resume(mut config: Config, state_fd: RawFd) -> Result<Ending> {
+/// it handed over names the sockets, files and workers it had; `config` comes from the same
+/// command line. Until the loop runs, a failure (an error or a panic) executes the image before
+/// again, if it left a way back.
+pub fn resume(mut config: Config, handed: Handed) -> Result<Ending> {
     crate::server::log::stderr::attach_stderr();
-    // SAFETY: the image before this one left the state at this fd for us alone.
-    let (state, state_bytes) = unsafe { state::read(state_fd) }?;
-    let mut image = Image::current();
+    let back = Fallback(handed.way_back);
+    if let Some(way_back) = back.0 {
+        way_back.arm();
+    }
+    // SAFETY: the image before this one left the state at this fd, open for our whole life.
+    let state_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(handed.state_fd) };
+    let (state, state_bytes) = back.or_back(state::read(state_fd))?;
+    back.or_back(state.validate())?;
+    let image = Image::current();
     let argv: Vec<String> = image
         .argv
         .iter()
@@ -120,18 +139,43 @@ pub fn resume(mut config: Config, state_fd: RawFd) -> Result<Ending> {
             state.argv
         );
     }
-    image.binary = PathBuf::from(&state.binary);
     raise_open_file_limit();
     crate::server::process::signals::restore_xfsz_was_ignored(state.xfsz_was_ignored);
     let from = state.written_by.clone();
-    let upgrade = Upgrade::new(image, config.pid_file.as_deref())?;
+    let upgrade = back.or_back(Upgrade::new(image, config.pid_file.as_deref()))?;
     // SAFETY: the descriptors the state names are those the image before this one handed over,
-    // each open and ours alone.
-    let (supervisor, parts) = unsafe { adopt_parts(state, &mut config, upgrade) }?;
+    // each open and ours alone (validated above).
+    let (supervisor, parts) = unsafe { adopt_parts(state, &mut config, upgrade, &back) }?;
     let mut event_loop = EventLoop::new(supervisor, parts, Vec::new());
-    event_loop.resumed(&from, state_bytes);
+    event_loop.resumed(
+        match handed.rolled_back {
+            Some(why) => Resumed::RolledBack { why },
+            None => Resumed::Upgraded { from },
+        },
+        state_bytes,
+    );
+    // Taken over: from now on, everything start_server holds is its own, close-on-exec.
+    if let Some(way_back) = back.0 {
+        way_back.disarm();
+    }
+    hygiene::standard_fds_and_no_leaks();
+    let _ = nix::unistd::close(handed.state_fd);
     let ending = event_loop.run()?;
     Ok(finish(event_loop, ending))
+}
+
+/// The way back, while there is one: a failure before the loop runs executes the image before
+/// this one again, from where it failed (no destructor runs: what it handed over stays as it
+/// was).
+struct Fallback(Option<WayBack>);
+
+impl Fallback {
+    fn or_back<T>(&self, result: Result<T>) -> Result<T> {
+        match (result, self.0) {
+            (Err(e), Some(way_back)) => way_back.go_back(&e.to_string()),
+            (result, _) => result,
+        }
+    }
 }
 
 /// The supervisor and the parts as the image before this one handed them over.
@@ -143,33 +187,39 @@ unsafe fn adopt_parts(
     state: state::State,
     config: &mut Config,
     upgrade: Upgrade,
+    back: &Fallback,
 ) -> Result<(Supervisor, Parts)> {
     let now = Instant::now();
-    // SAFETY: every adopt below is passed on the caller's promise for its own descriptors.
+    // SAFETY: every take_over below is passed on the caller's promise for its own descriptors.
     unsafe {
         let pid_file = match (state.pid_file_fd, config.pid_file.clone()) {
-            (Some(fd), Some(path)) => Some(PidFile::take_over(fd, path, now)?),
+            (Some(fd), Some(path)) => Some(back.or_back(PidFile::take_over(fd, path, now))?),
             _ => None,
         };
         let logger = match (state.logger, &config.log) {
             (Some(logger), Some(LogTarget::Command(command))) => {
-                Some(Logger::take_over(logger, command.clone(), now)?)
+                Some(back.or_back(Logger::take_over(logger, command.clone(), now))?)
             }
             _ => None,
         };
-        let anew = set_up_anew(config)?;
+        let anew = back.or_back(set_up_anew(config))?;
         let control = match state.control {
-            Some(socket) => Some(Control::take_over((socket, state.waiting), (), now)?),
-            // An image from before the control socket: it is created now.
-            None => {
-                open_control(config.control.take())?.map(|s| Control::new(s, Default::default()))
+            Some(socket) => {
+                Some(back.or_back(Control::take_over((socket, state.waiting), (), now))?)
             }
+            // An image from before the control socket: it is created now.
+            None => back
+                .or_back(open_control(config.control.take()))?
+                .map(|s| Control::new(s, Default::default())),
         };
-        let workers_notify = WorkerNotify::take_over(state.worker_notify, (), now)?;
+        let workers_notify = back.or_back(WorkerNotify::take_over(state.worker_notify, (), now))?;
         let notify_socket = workers_notify.env_value();
-        let spawner = Spawner::take_over(state.spawner, (program(config), notify_socket), now)?;
+        let given = (program(config), notify_socket);
+        let spawner = back.or_back(Spawner::take_over(state.spawner, given, now))?;
         let status_file = match config.status_file.clone() {
-            Some(path) => Some(StatusFile::take_over(state.status_written, path, now)?),
+            Some(path) => {
+                Some(back.or_back(StatusFile::take_over(state.status_written, path, now))?)
+            }
             None => None,
         };
         let parts = Parts {
@@ -180,11 +230,12 @@ unsafe fn adopt_parts(
             control,
             logger,
             status_file,
-            facts: Fixed::take_over(state.facts, (), now)?,
+            facts: back.or_back(Fixed::take_over(state.facts, (), now))?,
             upgrade,
             pid_file,
         };
-        let supervisor = Supervisor::take_over(state.supervisor, config.policy, now)?;
+        let policy = config.policy;
+        let supervisor = back.or_back(Supervisor::take_over(state.supervisor, policy, now))?;
         Ok((supervisor, parts))
     }
 }

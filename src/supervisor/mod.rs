@@ -336,8 +336,10 @@ impl Supervisor {
         }
         if !self.copy_notified(pid, message.ready, message.status.as_deref(), now)
             && !self.trial_notified(pid, &message, now)
-            && let (Some(worker), Some(status)) =
-                (self.current.filter(|w| w.pid == pid), message.status.as_deref())
+            && let (Some(worker), Some(status)) = (
+                self.current.filter(|w| w.pid == pid),
+                message.status.as_deref(),
+            )
         {
             self.actions.push(Action::Notify(Notice::WorkerStatus {
                 worker,

@@ -12,10 +12,12 @@ pub fn trusted_uid(uid: u32) -> bool {
     uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 
-/// Why the directory `dir` could be changed by another user, if it could.
+/// Why the directory `dir` could be changed by another user, if it could. One that does not
+/// exist is not (its parent, checked too, decides who could make it).
 pub fn unsafe_directory(dir: &Path) -> Option<String> {
     let meta = match std::fs::metadata(dir) {
         Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => return Some(format!("{} cannot be examined ({e})", dir.display())),
     };
     if !trusted_uid(meta.uid()) {
@@ -68,26 +70,6 @@ pub fn unsafe_path(path: &Path) -> Option<String> {
     None
 }
 
-/// Why a binary at `path` could be replaced by another user: the file itself (owned by someone
-/// untrusted, or writable by group or others) or a directory above it; as sshd's StrictModes.
-pub fn unsafe_binary(path: &Path) -> Option<String> {
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) => return Some(format!("{} cannot be examined ({e})", path.display())),
-    };
-    if !trusted_uid(meta.uid()) {
-        return Some(format!("{} is owned by uid {}", path.display(), meta.uid()));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Some(format!(
-            "{} is writable by other users (mode {:o})",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
-    }
-    unsafe_path(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,18 +93,6 @@ mod tests {
         assert!(why.contains("writable by other users"), "{why}");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert_eq!(unsafe_path(&file), None);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_binary_writable_by_its_group_is_unsafe() {
-        let dir = scratch("binary");
-        let binary = dir.join("start_server");
-        std::fs::write(&binary, "").unwrap();
-        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(unsafe_binary(&binary), None);
-        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o775)).unwrap();
-        assert!(unsafe_binary(&binary).unwrap().contains("writable by other users"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

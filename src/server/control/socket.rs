@@ -292,7 +292,10 @@ impl ControlSocket {
         // SAFETY: the caller promises each fd is open and ours alone.
         let listener = unsafe { UnixListener::from_raw_fd(state.listener) };
         let mut file = Owned::at(Path::new(&state.path), "--control")?;
-        if file.current().is_some_and(|(_, inode)| inode == state.inode) {
+        if file
+            .current()
+            .is_some_and(|(_, inode)| inode == state.inode)
+        {
             file.made_current();
         }
         let clients = state

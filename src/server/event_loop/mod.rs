@@ -76,6 +76,14 @@ pub struct Anew {
     pub watch: Option<FileWatch>,
 }
 
+/// How this image came to run: the upgrade it resumes from, or the one it rolled back from.
+pub enum Resumed {
+    /// From an image of version `from`.
+    Upgraded { from: String },
+    /// The next image could not take over, and why: this is the image before, running on.
+    RolledBack { why: String },
+}
+
 /// What is left once the loop is over, for `serve` to finish with: the log command (which gets
 /// a last chance to write), the signals (to wait for it) and the pid file (whose lock goes
 /// last).
@@ -106,26 +114,44 @@ impl EventLoop {
         }
     }
 
-    /// After an upgrade in place, in the new image: children that exited meanwhile are reaped
-    /// first, then systemd, the log, the report file and the control clients that asked hear
-    /// that the new image runs.
-    pub fn resumed(&mut self, from: &str, state_bytes: usize) {
+    /// After an upgrade in place, in the new image (or the old one an upgrade rolled back to):
+    /// children that exited meanwhile are reaped first, then systemd, the log, the report file
+    /// and the control clients that asked hear how the upgrade went.
+    pub fn resumed(&mut self, how: Resumed, state_bytes: usize) {
         self.on_child_exit();
         let now = version();
-        info!(
-            "start_server (pid:{}) upgraded from {from} to {now} ({state_bytes} bytes of state)",
-            std::process::id()
-        );
-        if self.supervisor.announced_ready() {
-            self.parts.systemd.ready(&format!(
-                "upgraded to start_server {now}; {}",
-                self.serving()
-            ));
-        }
+        let outcome = match how {
+            Resumed::Upgraded { from } => {
+                info!(
+                    "start_server (pid:{}) upgraded from {from} to {now} ({state_bytes} bytes of \
+                     state)",
+                    std::process::id()
+                );
+                if self.supervisor.announced_ready() {
+                    let status = format!("upgraded to start_server {now}; {}", self.serving());
+                    self.parts.systemd.ready(&status);
+                }
+                Ok(now)
+            }
+            Resumed::RolledBack { why } => {
+                let why = format!("rolled back: the new program could not take over: {why}");
+                if self.supervisor.announced_ready() {
+                    let status = format!(
+                        "upgrade {why}; start_server {now} runs on; {}",
+                        self.serving()
+                    );
+                    self.parts.systemd.ready(&status);
+                }
+                self.parts.upgrade.refused(&why);
+                Err(format!("{why}; start_server {now} runs on as it was"))
+            }
+        };
         if let Some(control) = &mut self.parts.control {
-            control.answer_upgrade(&Ok(now.clone()));
+            control.answer_upgrade(&outcome);
         }
-        self.parts.upgrade.report(&Ok(now));
+        if let Ok(version) = outcome {
+            self.parts.upgrade.report(&Ok(version));
+        }
     }
 
     /// Runs until every worker is gone after a terminating signal. If the loop itself fails,
@@ -157,8 +183,11 @@ impl EventLoop {
                     return Ok(ending);
                 }
             }
+            if let Some(refusal) = self.parts.upgrade.start_check(Instant::now()) {
+                self.refuse_upgrade(&refusal);
+            }
             // Only between events, with nothing pending: the state handed over is whole.
-            if self.parts.upgrade.take_asked() {
+            if self.parts.upgrade.due() {
                 self.upgrade_now();
             }
             for event in self.wait()? {
@@ -188,6 +217,7 @@ impl EventLoop {
         if let Some(logger) = &mut self.parts.logger {
             sources.push(logger);
         }
+        sources.push(&mut self.parts.upgrade);
         wait::wait(&mut sources, self.supervisor.next_deadline())
     }
 
@@ -200,6 +230,11 @@ impl EventLoop {
                 self.actions.extend(next);
             }
             Event::Request { client, request } => self.on_request(client, request),
+            Event::UpgradeChecked => {
+                if let Some(refusal) = self.parts.upgrade.checked() {
+                    self.refuse_upgrade(&refusal);
+                }
+            }
             Event::Changed(path) => {
                 info!("{} changed: reloading", path.display());
                 let trigger = ReloadTrigger::FileChange(path.display().to_string());
@@ -236,8 +271,11 @@ impl EventLoop {
         }
     }
 
-    /// A terminating signal, or `stop` on the control socket.
+    /// A terminating signal, or `stop` on the control socket: an upgrade under way is given up.
     fn terminate(&mut self, signal: Signal) {
+        if self.parts.upgrade.cancel() {
+            self.refuse_upgrade(&Refusal::Stopping);
+        }
         let next = self.supervisor.terminate(signal, Instant::now());
         self.actions.extend(next);
     }
@@ -249,6 +287,8 @@ impl EventLoop {
         for (pid, status) in reap() {
             if let Some(logger) = self.parts.logger.as_mut().filter(|l| l.pid() == Some(pid)) {
                 logger.exited(status, Instant::now());
+            } else if self.parts.upgrade.check_pid() == Some(pid) {
+                self.parts.upgrade.check_exited(status);
             } else if self.supervisor.worker_pids().contains(&pid) {
                 worker_gone = true;
                 let next = self.supervisor.child_exited(pid, status, Instant::now());
@@ -258,11 +298,9 @@ impl EventLoop {
             }
         }
         if worker_gone {
-            let logger = self.parts.logger.as_ref().and_then(Logger::pid);
-            self.parts
-                .anew
-                .strays
-                .adopt(&self.supervisor.workers(), logger);
+            let ours = self.not_workers();
+            let workers = self.supervisor.workers();
+            self.parts.anew.strays.adopt(&workers, &ours);
         }
     }
 
@@ -317,12 +355,9 @@ impl EventLoop {
                 }
             }
             Action::Exit => {
-                let logger = self.parts.logger.as_ref().and_then(Logger::pid);
-                self.killed |= self
-                    .parts
-                    .anew
-                    .strays
-                    .stop_all(&mut self.parts.anew.signals, logger);
+                let ours = self.not_workers();
+                let anew = &mut self.parts.anew;
+                self.killed |= anew.strays.stop_all(&mut anew.signals, &ours);
                 return Some(if self.killed {
                     Ending::Killed
                 } else {
@@ -339,8 +374,17 @@ impl EventLoop {
         status::summary(&self.supervisor.snapshot(now), now)
     }
 
-    /// SIGUSR2 or `upgrade`: replace this program with the binary at its path, if that binary
-    /// passes the check; otherwise (or if the exec fails) go on as before, saying why.
+    /// start_server's children that are not workers: the log command, the upgrade's check.
+    fn not_workers(&self) -> Vec<Pid> {
+        let logger = self.parts.logger.as_ref().and_then(Logger::pid);
+        logger
+            .into_iter()
+            .chain(self.parts.upgrade.check_pid())
+            .collect()
+    }
+
+    /// The binary passed its check: replace this program with it, handing everything over;
+    /// otherwise (the exec failed) go on as before, saying why.
     fn upgrade_now(&mut self) {
         let serving = self.serving();
         let parts = HandoverParts {
@@ -353,14 +397,17 @@ impl EventLoop {
             facts: &self.parts.facts,
             control: self.parts.control.as_ref(),
         };
-        let refusal = self
-            .parts
-            .upgrade
-            .run(&parts, &self.parts.systemd, &serving);
-        self.parts.upgrade.report(&Err(refusal.to_string()));
+        let refusal = (self.parts.upgrade).execute(&parts, &self.parts.systemd, &serving);
+        self.refuse_upgrade(&refusal);
+    }
+
+    /// The upgrade did not happen: the log, the report file and the clients waiting hear why.
+    fn refuse_upgrade(&mut self, refusal: &Refusal) {
+        let why = refusal.to_string();
+        self.parts.upgrade.refused(&why);
         if let Some(control) = &mut self.parts.control {
             control.answer_upgrade(&Err(format!(
-                "{refusal}; start_server {} runs on as it was",
+                "{why}; start_server {} runs on as it was",
                 version()
             )));
         }

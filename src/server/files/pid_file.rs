@@ -69,8 +69,9 @@ impl PidFile {
                 file
             }
             Err(e) => {
-                return Err(Error::runtime(format!("failed to open pid file {shown}: {e}"))
-                    .caused_by(e));
+                return Err(
+                    Error::runtime(format!("failed to open pid file {shown}: {e}")).caused_by(e),
+                );
             }
         };
         let file =

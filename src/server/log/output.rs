@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 use crate::config::log_target::LogTarget;
 use crate::error::{Context, Error, Result};
-use crate::server::event::{Event, Source};
 use crate::fs::guarded;
+use crate::server::event::{Event, Source};
 use crate::vocab::time::handover::Moments;
 use crate::vocab::{ExitStatus, Pid, Secs};
 

@@ -113,13 +113,14 @@ impl Adopted {
         term
     }
 
-    /// Children that are neither workers nor the log command (`logger`) were left behind by
+    /// Children that are neither workers nor start_server's own (`ours`: the log command, an
+    /// upgrade's check) were left behind by
     /// workers (a daemonized child, say): those of a generation that no longer runs get
     /// SIGTERM, and are reaped when they exit.
-    pub fn adopt(&mut self, workers: &[Worker], logger: Option<Pid>) {
+    pub fn adopt(&mut self, workers: &[Worker], ours: &[Pid]) {
         let adopted = children()
             .into_iter()
-            .filter(|&pid| logger != Some(pid) && !workers.iter().any(|w| w.pid == pid));
+            .filter(|pid| !ours.contains(pid) && !workers.iter().any(|w| w.pid == *pid));
         let term = self.sort(adopted, workers, origin);
         send(&term, Signal::SIGTERM);
     }
@@ -127,8 +128,8 @@ impl Adopted {
     /// At exit: nothing a worker left behind outlives start_server (TERM, then KILL); as PID 1,
     /// nothing else either, since the kernel kills whatever is left when PID 1 exits. Returns
     /// whether something had to be killed.
-    pub fn stop_all(&mut self, signals: &mut Signals, logger: Option<Pid>) -> bool {
-        self.adopt(&[], logger);
+    pub fn stop_all(&mut self, signals: &mut Signals, ours: &[Pid]) -> bool {
+        self.adopt(&[], ours);
         send(&self.stop_foreign(), Signal::SIGTERM);
         let mut strays = self.take_strays();
         wait_for_exit(signals, &mut strays, STRAY_GRACE);

@@ -182,7 +182,10 @@ impl Handover for Control {
 
     unsafe fn take_over((socket, waiting): Self::State, (): (), _: Instant) -> Result<Self> {
         // SAFETY: passed on from the caller.
-        Ok(Control::new(unsafe { ControlSocket::adopt(socket) }?, waiting))
+        Ok(Control::new(
+            unsafe { ControlSocket::adopt(socket) }?,
+            waiting,
+        ))
     }
 }
 
@@ -245,7 +248,94 @@ pub fn collect(
     })
 }
 
+/// What a descriptor named in the state must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A socket workers get: TCP, UDP, or a unix stream socket.
+    Listener,
+    /// The workers' notification socket.
+    UnixDatagram,
+    /// The control socket and its clients.
+    UnixStream,
+    /// The pid file.
+    File,
+    /// The log command's pipe and outputs: whatever they are, open.
+    Open,
+}
+
+impl Kind {
+    /// Whether `fd` is open and of this kind; what it is otherwise.
+    fn check(self, fd: RawFd) -> std::result::Result<(), String> {
+        use server_starter_worker::SocketKind;
+        if fd < 0 {
+            return Err(format!("fd {fd} is not a descriptor"));
+        }
+        // SAFETY: F_GETFD only asks whether the fd is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(format!("fd {fd} is not open"));
+        }
+        let socket = server_starter_worker::socket_kind(fd);
+        let fits = match self {
+            Kind::Listener => matches!(
+                socket,
+                Ok(SocketKind::Tcp | SocketKind::Udp | SocketKind::UnixStream)
+            ),
+            Kind::UnixDatagram => matches!(socket, Ok(SocketKind::UnixDatagram)),
+            Kind::UnixStream => matches!(socket, Ok(SocketKind::UnixStream)),
+            Kind::File => {
+                // SAFETY: the fd is open (checked above) and only looked at.
+                let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                nix::sys::stat::fstat(file)
+                    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+            }
+            Kind::Open => true,
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(format!("fd {fd} is not {self:?}"))
+        }
+    }
+}
+
 impl State {
+    /// Fails unless this is a whole state whose every descriptor is open and of the kind the
+    /// part that takes it expects: nothing is taken over before.
+    pub fn validate(&self) -> Result<()> {
+        let incomplete = |what: &str| {
+            Error::runtime(format!("the upgrade state is not whole: it has no {what}"))
+        };
+        if self.written_by.is_empty() {
+            return Err(incomplete("writer"));
+        }
+        if self.argv.is_empty() {
+            return Err(incomplete("command line"));
+        }
+        if !self.supervisor.is_object() {
+            return Err(incomplete("supervisor"));
+        }
+        if self.worker_notify.name.is_empty() {
+            return Err(incomplete("notification socket"));
+        }
+        let mut named: Vec<(RawFd, Kind)> = Spawner::fds(&self.spawner)
+            .into_iter()
+            .map(|fd| (fd, Kind::Listener))
+            .collect();
+        named.extend(self.pid_file_fd.map(|fd| (fd, Kind::File)));
+        named.push((self.worker_notify.fd, Kind::UnixDatagram));
+        if let Some(logger) = &self.logger {
+            named.extend(Logger::fds(logger).map(|fd| (fd, Kind::Open)));
+        }
+        if let Some(control) = &self.control {
+            named.extend(control.fds().into_iter().map(|fd| (fd, Kind::UnixStream)));
+        }
+        for (fd, kind) in named {
+            kind.check(fd)
+                .map_err(|why| Error::runtime(format!("the upgrade state is wrong: {why}")))?;
+        }
+        Ok(())
+    }
+
     /// Every descriptor the state names, which must stay open across the exec.
     pub fn fds(&self) -> Vec<RawFd> {
         let mut fds = Spawner::fds(&self.spawner);

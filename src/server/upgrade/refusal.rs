@@ -11,6 +11,8 @@ use std::time::Duration;
 pub enum Refusal {
     /// A terminating signal was received.
     Stopping,
+    /// The binary at start_server's path could be another user's.
+    Untrusted { binary: PathBuf, why: String },
     /// The new binary could not be started for its check.
     CannotRun {
         binary: PathBuf,
@@ -18,11 +20,6 @@ pub enum Refusal {
     },
     /// Its check did not finish in time.
     CheckTimedOut { binary: PathBuf, limit: Duration },
-    /// Its check could not be waited for.
-    CannotWait {
-        binary: PathBuf,
-        error: std::io::Error,
-    },
     /// Its check exited with an error (the last line it said on stderr).
     CheckFailed {
         binary: PathBuf,
@@ -52,6 +49,12 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::Stopping => write!(f, "start_server is stopping"),
+            Refusal::Untrusted { binary, why } => write!(
+                f,
+                "not running {}: {why}: an upgrade runs only a binary that no user but root or \
+                 start_server's own can change",
+                binary.display()
+            ),
             Refusal::CannotRun { binary, error } => {
                 write!(f, "cannot run {}: {error}", binary.display())
             }
@@ -60,11 +63,6 @@ impl fmt::Display for Refusal {
                 "{} --upgrade-check did not answer within {} secs",
                 binary.display(),
                 limit.as_secs()
-            ),
-            Refusal::CannotWait { binary, error } => write!(
-                f,
-                "cannot wait for {} --upgrade-check: {error}",
-                binary.display()
             ),
             Refusal::CheckFailed {
                 binary,

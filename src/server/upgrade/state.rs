@@ -3,8 +3,8 @@
 //! `handover`); the descriptors they name are kept open across the exec by clearing their
 //! close-on-exec flag for it only.
 
-use std::io::{Read, Seek, Write};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::io::{Seek, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
@@ -85,38 +85,51 @@ impl State {
     }
 }
 
-/// Writes `state` to a fresh memfd (its fd is left open across exec), rewound for the reader.
+/// Writes `state` to a fresh memfd, rewound for the reader and sealed: neither the next image
+/// nor anyone else can change it, so an image rolled back to reads what it wrote.
 pub fn write(state: &State) -> std::result::Result<OwnedFd, Refusal> {
-    let text = serde_json::to_vec(state)
-        .map_err(|e| Refusal::State(format!("cannot encode the state: {e}")))?;
-    // SAFETY: memfd_create with a NUL-terminated name; the result is a new fd we own.
-    let fd = unsafe { libc::memfd_create(c"start_server-upgrade-state".as_ptr(), 0) };
-    if fd < 0 {
-        return Err(Refusal::State(format!(
-            "cannot create a memfd for the state: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: a new descriptor nothing else owns.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let failed = |what: &str, e: &dyn std::fmt::Display| Refusal::State(format!("{what}: {e}"));
+    let text = serde_json::to_vec(state).map_err(|e| failed("cannot encode the state", &e))?;
+    let fd = memfd_create(
+        c"start_server-upgrade-state",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(|e| failed("cannot create a memfd for the state", &e))?;
+    let mut file = std::fs::File::from(fd);
     file.write_all(&text)
         .and_then(|()| file.rewind())
-        .map_err(|e| Refusal::State(format!("cannot write the state: {e}")))?;
+        .map_err(|e| failed("cannot write the state", &e))?;
+    let seals = SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| failed("cannot seal the state", &e))?;
     Ok(file.into())
 }
 
-/// Reads the state an earlier image left at `fd`, and closes it; returns it with its size in
-/// bytes.
-///
-/// # Safety
-///
-/// `fd` must be the state's descriptor, owned by nothing else.
-pub unsafe fn read(fd: RawFd) -> Result<(State, usize)> {
-    // SAFETY: the caller promises the fd is ours alone.
-    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
-    let mut text = String::new();
-    file.read_to_string(&mut text)
-        .map_err(|e| Error::runtime(format!("cannot read the upgrade state at fd {fd}: {e}")))?;
+/// Reads the state an earlier image left at `fd` (from its start, leaving the fd open: a way
+/// back hands it on); returns it with its size in bytes.
+pub fn read(fd: BorrowedFd<'_>) -> Result<(State, usize)> {
+    let failed = |e: &dyn std::fmt::Display| {
+        Error::runtime(format!(
+            "cannot read the upgrade state at fd {}: {e}",
+            fd.as_raw_fd()
+        ))
+    };
+    let mut text = Vec::new();
+    let mut buffer = [0u8; 64 * 1024];
+    loop {
+        let at = i64::try_from(text.len()).map_err(|e| failed(&e))?;
+        match nix::sys::uio::pread(fd, &mut buffer, at) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buffer[..n]),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(failed(&e)),
+        }
+    }
+    let text = String::from_utf8(text).map_err(|e| failed(&e))?;
     Ok((State::parse(&text)?, text.len()))
 }
 
