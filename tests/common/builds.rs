@@ -2,7 +2,6 @@
 //! its marker, so that it reports `VERSION+TAG` (as a packager's stamp would).
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::bin;
@@ -41,7 +40,6 @@ pub fn newer_build() -> Vec<u8> {
 /// keeps its inode).
 pub fn install(path: &Path, contents: &[u8]) {
     let temporary = path.with_extension("new");
-    fs::write(&temporary, contents).expect("write the new binary");
-    fs::set_permissions(&temporary, fs::Permissions::from_mode(0o755)).expect("chmod");
+    super::write_executable(&temporary, contents);
     fs::rename(&temporary, path).expect("install the new binary");
 }

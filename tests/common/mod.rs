@@ -5,7 +5,8 @@
 //! Here: temporary directories, waiting, HTTP to the test worker. Beside it: `server` (start_server
 //! as a child: `Server`, `Supervised`, `Collected` output, status files), `workers` (every test
 //! worker, its script in `workers/`), `report` (what the report worker says), `procfs` (what
-//! /proc says), `builds` (another build of the binary, for upgrades), `systemd` (socket activation, notify sockets, scenarios under a real systemd).
+//! /proc says), `builds` (another build of the binary, for upgrades), `systemd` (socket activation, notify sockets, scenarios under a real systemd), `users` (commands run as another
+//! local user).
 //! All of it is re-exported, so a test file says `use common::*;`.
 // Each test file uses some of it.
 #![allow(dead_code, unused_imports)]
@@ -15,6 +16,7 @@ pub mod procfs;
 pub mod report;
 pub mod server;
 pub mod systemd;
+pub mod users;
 pub mod workers;
 
 pub use builds::*;
@@ -22,13 +24,16 @@ pub use procfs::*;
 pub use report::*;
 pub use server::*;
 pub use systemd::*;
+pub use users::*;
 pub use workers::*;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -106,11 +111,18 @@ impl TempDir {
         Server::start(&a, env)
     }
 
+    /// A directory `name` here with `mode` (0o1777: anyone may add files to it, as to /tmp).
+    pub fn dir(&self, name: &str, mode: u32) -> PathBuf {
+        let path = self.path(name);
+        fs::create_dir_all(&path).expect("create directory");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod directory");
+        path
+    }
+
     /// Writes an executable script.
     pub fn script(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path(name);
-        fs::write(&path, text).expect("write script");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
+        write_executable(&path, text.as_bytes());
         path
     }
 }
@@ -119,6 +131,30 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
+}
+
+/// Writes `contents` to `path`, mode 0755, through a child (`cat`): a descriptor open for writing
+/// in this multi-threaded process would be inherited by any child another test thread forks
+/// meanwhile, until that child's exec, and running the file then would fail with ETXTBSY ("Text
+/// file busy").
+pub fn write_executable(path: &Path, contents: &[u8]) {
+    let mut cat = Command::new("sh")
+        .arg("-c")
+        .arg("cat > \"$1\"")
+        .arg("sh")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn cat");
+    let mut stdin = cat.stdin.take().expect("cat's stdin");
+    stdin.write_all(contents).expect("write to cat");
+    drop(stdin);
+    assert!(
+        cat.wait().expect("wait for cat").success(),
+        "cannot write {}",
+        path.display()
+    );
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
 /// Waits until `check` returns `Some`, failing the test with `what` after [`PATIENCE`].
@@ -132,6 +168,47 @@ pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
             panic!("timed out waiting for: {what}");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `command` to completion, its output collected; fails the test if it is still running
+/// after [`PATIENCE`] (it and its process group are then killed): for a command that must not
+/// hang.
+pub fn output_within(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout pipe")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr pipe")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the command") {
+            break status;
+        }
+        if start.elapsed() > PATIENCE {
+            // SAFETY: kill(2) on the process group this command leads.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("{command:?} still running after {PATIENCE:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 

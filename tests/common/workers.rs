@@ -2,7 +2,7 @@
 //! reads as the program it is; tests write them into a [`super::TempDir`] with `script`.
 
 /// An HTTP worker: serves every TCP socket of SERVER_STARTER_PORT, answering
-/// `pid=PID gen=GEN`; sends READY=1 to NOTIFY_SOCKET when $SEND_READY is set; on SIGTERM (or the signal in $STOP_SIGNAL) it finishes the request at hand,
+/// `pid=PID gen=GEN`; sends READY=1 (and STATUS=$STATUS_TEXT) to NOTIFY_SOCKET when $SEND_READY is set; on SIGTERM (or the signal in $STOP_SIGNAL) it finishes the request at hand,
 /// appends the signal's name to $SIGNAL_LOG if set, and exits.
 pub const HTTP_WORKER: &str = include_str!("workers/http_worker.py");
 

@@ -13,7 +13,7 @@ if os.environ.get("SEND_READY") and os.environ.get("NOTIFY_SOCKET"):
     if target.startswith("@"):
         target = "\0" + target[1:]
     note = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    note.sendto(b"READY=1\nSTATUS=python worker up", target)
+    note.sendto(b"READY=1\nSTATUS=" + os.environb.get(b"STATUS_TEXT", b"python worker up"), target)
 busy = False
 stop = False
 class Stop(Exception):
