@@ -53,7 +53,8 @@ fn main() {
             state_fd,
             way_back: cli
                 .upgrade_rollback
-                .map(|exe| upgrade::rollback::WayBack::new(exe, state_fd)),
+                .as_deref()
+                .and_then(upgrade::rollback::WayBack::parse),
             rolled_back: cli.upgrade_rolled_back.clone(),
         };
         signals::ignore_write_faults();

@@ -148,8 +148,8 @@ fn shared_dir(tmp: &TempDir, name: &str, mode: u32) -> PathBuf {
     dir
 }
 
-/// start_server with `option` naming a link planted in `dir` refuses to start, saying `why`.
-fn refused(dir: &Path, as_user: Option<u32>, option: &str, what: &str, why: &str) {
+/// start_server with `option` naming a link planted in `dir` refuses to start, saying `expected`.
+fn refused(dir: &Path, as_user: Option<u32>, option: &str, expected: &str) {
     let name = "app.file";
     let target = plant_link(dir, name, as_user);
     let link = dir.join(name);
@@ -162,25 +162,39 @@ fn refused(dir: &Path, as_user: Option<u32>, option: &str, what: &str, why: &str
         "600",
     ]));
     assert_eq!(status.code(), Some(1), "{log}");
-    let expected = format!(
+    assert!(log.contains(expected), "{log}");
+    untouched(&target, &link);
+}
+
+/// The refusal of a link planted at `what`'s `link`, `why`.
+fn link_refusal(what: &str, link: &Path, why: &str) -> String {
+    format!(
         "refusing to open {what} {}: it is a symbolic link {why}",
         link.display()
-    );
-    assert!(log.contains(&expected), "{log}");
-    untouched(&target, &link);
+    )
 }
 
 /// Refused in a directory anyone can write to; as root, also another user's link in a sticky
 /// directory such as /tmp.
+/// (The pid file, which start_server also removes at exit, is refused in such a directory
+/// whatever is at its name.)
 fn refused_where_planted(option: &str, what: &str) {
     let tmp = TempDir::new();
     let open = shared_dir(&tmp, "open", 0o777);
-    let why = format!("in {}, which other users can write to", open.display());
-    refused(&open, None, option, what, &why);
+    let link = open.join("app.file");
+    let expected = if option == "--pid-file" {
+        format!("{} is writable by other users", open.display())
+    } else {
+        let why = format!("in {}, which other users can write to", open.display());
+        link_refusal(what, &link, &why)
+    };
+    refused(&open, None, option, &expected);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         let sticky = shared_dir(&tmp, "sticky", 0o1777);
-        refused(&sticky, Some(65534), option, what, "owned by uid 65534");
+        let link = sticky.join("app.file");
+        let expected = link_refusal(what, &link, "owned by uid 65534");
+        refused(&sticky, Some(65534), option, &expected);
     }
 }
 

@@ -203,10 +203,15 @@ pub struct Cli {
     #[arg(long, value_name = "FD", hide = true)]
     pub upgrade_state: Option<i32>,
 
-    /// The descriptor of the upgrading start_server's own file, executed again if this image
-    /// cannot take over (set by start_server; never by hand).
-    #[arg(long, value_name = "FD", hide = true, requires = "upgrade_state")]
-    pub upgrade_rollback: Option<i32>,
+    /// The descriptors of the upgrading start_server's own file and of its state, executed
+    /// again if this image cannot take over (set by start_server; never by hand).
+    #[arg(
+        long,
+        value_name = "EXE:STATE",
+        hide = true,
+        requires = "upgrade_state"
+    )]
+    pub upgrade_rollback: Option<String>,
 
     /// Why the upgrade this image rolled back from failed (set by start_server; never by hand).
     #[arg(long, value_name = "WHY", hide = true, requires = "upgrade_state")]

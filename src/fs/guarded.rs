@@ -111,7 +111,8 @@ fn clear_nonblock(file: &File) -> std::io::Result<()> {
 }
 
 /// Why the link at `path` could have been made, or swapped since, by a user other than root
-/// and start_server's own: it is theirs, or its directory is not safe (see `vocab::trust`).
+/// and start_server's own: it is theirs, or its directory is theirs or writable by them (a
+/// sticky directory, such as /tmp, protects links that are not theirs).
 fn planted_by_others(path: &Path) -> Option<String> {
     let link = match std::fs::symlink_metadata(path) {
         Ok(link) => link,
@@ -124,7 +125,20 @@ fn planted_by_others(path: &Path) -> Option<String> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    trust::unsafe_directory(dir).map(|why| format!("in a directory that is not safe: {why}"))
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) => return Some(format!("in a directory that cannot be examined ({e})")),
+    };
+    if !trust::trusted_uid(meta.uid()) {
+        return Some(format!("in {}, owned by uid {}", dir.display(), meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+        return Some(format!(
+            "in {}, which other users can write to",
+            dir.display()
+        ));
+    }
+    None
 }
 
 /// Replaces `path`'s content atomically: writes a new file beside it, then renames it over

@@ -131,6 +131,7 @@ impl Supervisor {
         self.slot_zero_history = (0, Vec::new());
         self.finish_reload(generation, ReloadResult::Up, now);
         let delay = self.tunables.kill_old_delay;
+        self.current_status = status.clone();
         if let Some(previous) = self.current.replace(Worker { generation, pid }) {
             self.leaving.push(Leaving {
                 worker: previous,
@@ -201,6 +202,7 @@ impl Supervisor {
             return;
         };
         self.current = None;
+        self.current_status = None;
         let generation = worker.generation;
         let delay = self.died_young(now);
         if self.copies.iter().any(|c| c.generation == generation) {

@@ -66,6 +66,8 @@ pub struct Supervisor {
     tunables: Tunables,
     generation: u64,
     current: Option<Worker>,
+    /// The serving worker's last `STATUS=`.
+    current_status: Option<String>,
     trial: Option<Trial>,
     leaving: Vec<Leaving>,
     /// Copies of the program per generation (`--workers`, [`Supervisor::set_workers`]); 0 in a
@@ -133,6 +135,7 @@ impl Supervisor {
             tunables,
             generation: 0,
             current: None,
+            current_status: None,
             trial: None,
             leaving: Vec::new(),
             slots: policy.workers.max(1),
@@ -341,6 +344,7 @@ impl Supervisor {
                 message.status.as_deref(),
             )
         {
+            self.current_status = Some(status.to_string());
             self.actions.push(Action::Notify(Notice::WorkerStatus {
                 worker,
                 status: status.to_string(),

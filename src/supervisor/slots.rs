@@ -527,6 +527,7 @@ impl Supervisor {
     /// probation like a promoted one.
     fn readopt_slot_zero(&mut self, generation: u64, pid: Pid, now: Instant) {
         self.current = Some(Worker { generation, pid });
+        self.current_status = None;
         self.probation = Some((now, self.failures_in_a_row));
         self.failures_in_a_row = 0;
         self.update_status();

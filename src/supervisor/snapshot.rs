@@ -247,7 +247,7 @@ impl Supervisor {
                 slot: 0,
                 generation: current.generation,
                 state: WorkerState::Up,
-                status: None,
+                status: self.current_status.clone(),
                 restarts: self.slot_zero_history.0,
                 predecessors: self.slot_zero_history.1.clone(),
                 watchdog_kills: self.watchdog.kills,

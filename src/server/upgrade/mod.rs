@@ -265,9 +265,11 @@ fn exec(image: &Image, passed: &Passed, state: &state::State) -> Refusal {
         Ok(fd) => fd,
         Err(refusal) => return refusal,
     };
-    let way_back: Option<OwnedFd> = if passed.rollback {
-        match rollback::own_file() {
-            Ok(fd) => Some(fd),
+    // The way back: this image's file and a second fd of the state, which nothing the next
+    // image's command line does to the first reaches.
+    let way_back: Option<(OwnedFd, OwnedFd)> = if passed.rollback {
+        match rollback::own_file().and_then(|exe| Ok((exe, memfd.try_clone()?))) {
+            Ok(fds) => Some(fds),
             Err(e) => {
                 warn!("no way back for this upgrade: {e}");
                 None
@@ -282,7 +284,9 @@ fn exec(image: &Image, passed: &Passed, state: &state::State) -> Refusal {
     };
     let mut fds = state.fds();
     fds.push(memfd.as_raw_fd());
-    fds.extend(way_back.as_ref().map(AsRawFd::as_raw_fd));
+    if let Some((exe, state)) = &way_back {
+        fds.extend([exe.as_raw_fd(), state.as_raw_fd()]);
+    }
     if passed.binary.script {
         fds.push(passed.binary.fd.as_raw_fd());
     }
@@ -295,9 +299,13 @@ fn exec(image: &Image, passed: &Passed, state: &state::State) -> Refusal {
         passed.binary.fd.as_fd(),
         &[
             Some(format!("--upgrade-state={}", memfd.as_raw_fd())),
-            way_back
-                .as_ref()
-                .map(|fd| format!("--upgrade-rollback={}", fd.as_raw_fd())),
+            way_back.as_ref().map(|(exe, state)| {
+                format!(
+                    "--upgrade-rollback={}:{}",
+                    exe.as_raw_fd(),
+                    state.as_raw_fd()
+                )
+            }),
         ],
     );
     if let Err(e) = state::set_cloexec(&fds, true) {

@@ -1,6 +1,8 @@
 //! The way back from an upgrade that fails after the exec. The image that upgrades opens its own
 //! file (`/proc/self/exe`, the old inode even if a package replaced the path) and names it on the
-//! next image's command line with the sealed state (`--upgrade-rollback=FD`). If the next image
+//! next image's command line with a second fd of the sealed state
+//! (`--upgrade-rollback=EXE:STATE`; a wrapper that replaces the `--upgrade-state` fd does not
+//! reach this one). If the next image
 //! cannot read or take over the state, or panics before its loop runs, it executes that file
 //! again with the same state and `--upgrade-rolled-back=WHY`: the old image resumes as before and
 //! reports the upgrade as rolled back. It does so without running a destructor (which would close
@@ -34,10 +36,17 @@ pub struct WayBack {
 }
 
 impl WayBack {
-    /// The way back named on the command line: the old image's file at `exe`, the state at
-    /// `state`.
-    pub fn new(exe: RawFd, state: RawFd) -> WayBack {
-        WayBack { exe, state }
+    /// The way back named on the command line (`EXE:STATE`): the old image's file and the state.
+    pub fn parse(value: &str) -> Option<WayBack> {
+        let (exe, state) = value.split_once(':')?;
+        let (exe, state) = (exe.parse().ok()?, state.parse().ok()?);
+        (exe >= 0 && state >= 0).then_some(WayBack { exe, state })
+    }
+
+    /// After a take-over: the way back is not needed (its file and state fd are closed).
+    fn close(self) {
+        let _ = nix::unistd::close(self.exe);
+        let _ = nix::unistd::close(self.state);
     }
 
     /// Until [`WayBack::disarm`], a panic goes back instead of ending start_server (the hook
@@ -56,10 +65,10 @@ impl WayBack {
         }));
     }
 
-    /// The loop runs: no way back needed any more (its file is closed).
+    /// The loop runs: no way back needed any more (its fds are closed).
     pub fn disarm(self) {
         let _ = std::panic::take_hook();
-        let _ = nix::unistd::close(self.exe);
+        self.close();
     }
 
     /// Executes the old image again with its state, saying `why` the new one could not take
