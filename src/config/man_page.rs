@@ -139,12 +139,12 @@ const FILES: &[(&str, &str)] = &[
     ),
     (
         "/usr/lib/systemd/system/server-starter-example.service",
-        "With *server-starter-example.socket*, an example (Type=notify-reload) to copy under an \
-         application's name.",
+        "With *server-starter-example.socket*, an example (Type=notify, reloaded with \
+         start_server --reload) to copy under an application's name.",
     ),
     (
         "/usr/share/doc/server-starter/examples/",
-        "An example env file for the template, and the example service for systemd before 253.",
+        "An example env file for the template.",
     ),
     (
         "{PID_FILE}.upgrade",
