@@ -154,6 +154,70 @@ if pgrep -f test-worker.py; then fail "workers left behind"; fi
 }
 
 #[test]
+fn the_template_env_example_reloads_starlet_and_starman_gracefully() {
+    let tmp = TempDir::new();
+    fs::write(tmp.path("app.psgi"), PSGI_SLOW_APP).unwrap();
+    run_scenario_in(
+        &tmp,
+        r#"
+mkdir -p /srv/myapp
+install -m 644 /src/app.psgi /srv/myapp/app.psgi
+cp /src/units/server-starter@.socket /src/units/server-starter@.service /etc/systemd/system/
+mkdir -p /etc/server-starter
+# Starlet: the example as shipped. Starman: the example with its Starman lines instead.
+cp /src/units/server-starter.env.example /etc/server-starter/starlet.env
+sed -e 's/^APP_COMMAND=/#&/' -e 's/^START_SERVER_OPTIONS=/#&/' \
+    -e 's/^#\(APP_COMMAND=.*starman\)/\1/' -e 's/^#\(START_SERVER_OPTIONS=.*QUIT.*\)/\1/' \
+    /src/units/server-starter.env.example > /etc/server-starter/starman.env
+for name in starlet starman; do echo "$name.env:"; grep -v '^#' /etc/server-starter/$name.env; done
+[[ $(grep -c '^APP_COMMAND=' /etc/server-starter/starlet.env) == 1 ]] || fail "starlet.env"
+grep -q '^APP_COMMAND=.* -s Starlet ' /etc/server-starter/starlet.env || fail "the example does not run Starlet"
+grep -q '^START_SERVER_OPTIONS=.*--signal-on-hup=TERM' /etc/server-starter/starlet.env || fail "starlet.env"
+[[ $(grep -c '^APP_COMMAND=' /etc/server-starter/starman.env) == 1 ]] || fail "starman.env"
+grep -q '^APP_COMMAND=/usr/bin/starman ' /etc/server-starter/starman.env || fail "starman.env"
+grep -q '^START_SERVER_OPTIONS=.*--signal-on-hup=QUIT' /etc/server-starter/starman.env || fail "starman.env"
+# Perl servers serve through IPv4: the override the socket unit's comment gives for them.
+tcp() {
+  mkdir -p /etc/systemd/system/server-starter@$1.socket.d
+  printf '[Socket]\nListenStream=\nListenStream=0.0.0.0:%s\n' "$2" > /etc/systemd/system/server-starter@$1.socket.d/override.conf
+}
+tcp starlet 8080
+tcp starman 8081
+systemctl daemon-reload
+reloads_gracefully() {
+  local name=$1 port=$2 unit=server-starter@$1.service first second main old slow
+  systemctl start server-starter@$name.socket
+  first=$(curl -sf --max-time 30 http://127.0.0.1:$port/) || fail "$name: no answer"
+  [[ $first == *gen=1* ]] || fail "$name: first answer $first"
+  wait_for "systemctl is-active -q $unit"
+  main=$(systemctl show -P MainPID $unit)
+  old=$(pgrep -P "$main") || fail "$name: no worker"
+  [[ $old =~ ^[0-9]+$ ]] || fail "$name: more than one worker: $old"
+  # A request in flight during the reload: the old generation finishes it before it exits.
+  rm -f /run/slow-begun
+  curl -sf --max-time 60 "http://127.0.0.1:$port/slow?/run/slow-begun" > /run/slow-answer &
+  slow=$!
+  wait_for '[ -e /run/slow-begun ]'
+  systemctl reload $unit || fail "$name: the reload failed"
+  second=$(curl -sf --max-time 30 http://127.0.0.1:$port/) || fail "$name: no answer after the reload"
+  [[ $second == *gen=2* ]] || fail "$name: after the reload: $second"
+  wait "$slow" || fail "$name: the request in flight during the reload was cut off"
+  [[ $(cat /run/slow-answer) == *gen=1* ]] || fail "$name: the slow request: $(cat /run/slow-answer)"
+  wait_for "! kill -0 $old 2>/dev/null"
+  journalctl -u $unit --no-pager | grep -F "old worker $old died, status:0 (exit code 0)" \
+    || fail "$name: the old generation did not exit by itself"
+  systemctl stop $unit server-starter@$name.socket
+  [[ $(systemctl show -P Result $unit) == success ]] || fail "$name: the stop was not clean"
+  echo "$name: reloaded and stopped gracefully"
+}
+reloads_gracefully starlet 8080
+reloads_gracefully starman 8081
+if pgrep -f 'plackup|/usr/bin/starman'; then fail "workers left behind"; fi
+"#,
+    );
+}
+
+#[test]
 fn usr2_upgrades_a_unit_in_place() {
     let tmp = TempDir::new();
     install(&tmp.path("start_server.new"), &newer_build());

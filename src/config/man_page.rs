@@ -200,6 +200,13 @@ const EXAMPLES: &[(&str, &[&str])] = &[
         &["start_server --port=8080 -- plackup -s Starlet app.psgi"],
     ),
     (
+        "The same with Starman, whose graceful stop is SIGQUIT (SIGTERM stops it mid-request):",
+        &[
+            "start_server --port=8080 --signal-on-hup=QUIT --signal-on-term=QUIT \\",
+            "    -- starman --workers=4 app.psgi",
+        ],
+    ),
+    (
         "Listen on IPv6 loopback and on a unix socket, with pid and status files:",
         &[
             "start_server --port=[::1]:80 --path=/run/app.sock \\",
