@@ -164,7 +164,9 @@ fn both_packages_install_every_shipped_file_and_nothing_that_is_gone() {
         .map(|e| Path::new("systemd").join(e.unwrap().file_name()))
         .collect();
     shipped.sort();
-    assert!(shipped.len() >= shipped_units().len() + 1, "{shipped:?}");
+    // The units and the template's example env file.
+    assert_eq!(shipped.len(), shipped_units().len() + 1, "{shipped:?}");
+    assert!(shipped.contains(&PathBuf::from("systemd/server-starter.env.example")));
     for (name, list) in [("deb", deb), ("generate-rpm", rpm)] {
         let mut named = sources(list);
         named.sort();
