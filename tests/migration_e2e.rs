@@ -157,6 +157,24 @@ journalctl -u myapp --no-pager | grep -F "old worker" | grep -F "died, status:0 
   || fail "the old generations did not exit by themselves"
 # The control socket is there (beside the pid file) without a change.
 start_server --status --pid-file=/run/myapp.pid | grep -F "healthy (generation" || fail "no status"
+# The guide's next step: Type=notify, and a reload that waits for the outcome and tells it.
+mkdir -p /etc/systemd/system/myapp.service.d
+printf '[Service]\nType=notify\nExecReload=\nExecReload=/usr/bin/start_server --reload --pid-file=/run/myapp.pid\n' \
+  > /etc/systemd/system/myapp.service.d/notify.conf
+systemctl daemon-reload
+systemctl restart myapp
+systemctl is-active -q myapp || fail "Type=notify: not active once started"
+reloads myapp 8081 systemctl reload myapp
+cp /srv/myapp/app.psgi /srv/myapp/app.psgi.good
+echo 'die "a broken release\n";' > /srv/myapp/app.psgi
+if systemctl reload myapp; then fail "a reload to a release that does not start reported success"; fi
+serves 8081 >/dev/null
+mv /srv/myapp/app.psgi.good /srv/myapp/app.psgi
+echo "Type=notify: systemctl reload waited, and said so when it failed"
+rm /etc/systemd/system/myapp.service.d/notify.conf
+systemctl daemon-reload
+systemctl restart myapp
+
 systemctl stop myapp-daemon
 [ ! -e /run/myapp-daemon.pid ] || fail "the pid file is left behind"
 if pgrep -f 'myapp-daemon'; then fail "processes of myapp-daemon left behind"; fi
@@ -195,6 +213,7 @@ if pgrep -f plackup; then fail "workers left behind"; fi
         "myapp (ours): deploy-myapp took",
         "myapp-daemon (ours): systemctl reload myapp-daemon took",
         "myapp-daemon (ours): systemctl kill --kill-whom=main -s HUP myapp-daemon took",
+        "Type=notify: systemctl reload waited, and said so when it failed",
     ] {
         assert!(output.contains(line), "no {line:?} in:\n{output}");
     }
