@@ -146,6 +146,9 @@ head -1 /usr/bin/start_server.perl | grep -q perl || fail "Perl's start_server w
 [[ $(runs myapp) == perl ]] || fail "the installation restarted myapp"
 reloads myapp 8081 systemctl reload myapp
 systemctl restart myapp myapp-daemon
+# myapp-daemon's ExecStop= ran ours, against Perl's start_server.
+systemctl show -P ExecStop myapp-daemon | grep -qF 'status=0/0' \
+  || fail "our --stop did not stop Perl's start_server: $(systemctl show -P ExecStop myapp-daemon)"
 wait_for '[[ $(runs myapp) == ours && $(runs myapp-daemon) == ours ]]'
 
 # The same units and script, unchanged.
