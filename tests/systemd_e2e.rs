@@ -29,25 +29,21 @@ fn run_scenario_in(tmp: &TempDir, scenario: &str) -> String {
     fs::copy(bin(), tmp.path("start_server")).expect("copy the binary");
     tmp.script("worker.py", HTTP_WORKER);
     let units = tmp.path("units");
-    fs::create_dir_all(units.join("older-systemd")).unwrap();
-    for unit in [
-        "server-starter-example.socket",
-        "server-starter-example.service",
-        "older-systemd/server-starter-example.service",
-        "server-starter@.socket",
-        "server-starter@.service",
-        "server-starter.env.example",
-    ] {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("systemd")
-            .join(unit);
-        fs::copy(&shipped, units.join(unit)).expect("copy a unit file");
+    fs::create_dir_all(&units).unwrap();
+    for entry in
+        fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd")).expect("read systemd/")
+    {
+        let shipped = entry.expect("read systemd/").path();
+        fs::copy(&shipped, units.join(shipped.file_name().unwrap())).expect("copy a unit file");
     }
-    run_in_systemd(tmp, &format!("{INSTALL}{scenario}"))
+    let output = run_in_systemd(tmp, &format!("{INSTALL}{scenario}"));
+    // Shown with --nocapture, or above a failure of the test's own assertions.
+    eprintln!("{output}");
+    output
 }
 
 #[test]
-fn notify_reload_units_serve_reload_report_and_stop_cleanly() {
+fn example_units_serve_reload_honestly_report_and_stop_cleanly() {
     run_scenario(
         r#"
 cp /src/units/server-starter-example.socket /src/units/server-starter-example.service /etc/systemd/system/
@@ -60,8 +56,11 @@ first=$(curl -sf --max-time 30 http://127.0.0.1:8080/) || fail "no answer throug
 [[ $first == *gen=1* ]] || fail "first answer: $first"
 wait_for 'systemctl is-active -q server-starter-example.service'
 pid1=$(field pid "$first")
+status=$(start_server --status --control=/run/server-starter-example/start_server.control) \
+  || fail "no status through the control socket: $status"
+grep -qF "healthy (generation 1 is up)" <<<"$status" || fail "status: $status"
 
-systemctl reload server-starter-example.service
+systemctl reload server-starter-example.service || fail "the reload failed"
 second=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
 pid2=$(field pid "$second")
 [[ $second == *gen=2* && $pid2 != "$pid1" ]] || fail "reload returned before generation 2 served: $second"
@@ -73,37 +72,36 @@ grep -q 'MESSAGE=new worker is now running' <<<"$journal" || fail "no structured
 grep -q 'GENERATION=2' <<<"$journal" || fail "no GENERATION field"
 grep -q "WORKER_PID=$pid2" <<<"$journal" || fail "no WORKER_PID field"
 
+# A new version that does not start: systemctl reload says so, the old generation serves on.
 touch /run/myapp-fail
-systemctl reload server-starter-example.service
+if out=$(systemctl reload server-starter-example.service 2>&1); then fail "a failed reload reported success"; fi
+echo "failed reload: $out"
 systemctl is-active -q server-starter-example.service || fail "a failed reload made the unit inactive"
 third=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
 [[ $(field pid "$third") == "$pid2" ]] || fail "the old generation no longer serves: $third"
+systemctl status --no-pager server-starter-example.service | grep -F "reload failed" || fail "status does not say the reload failed"
+journalctl -u server-starter-example.service --no-pager | grep -F "start_server: reload failed: generation 3 did not start" \
+  || fail "the journal does not say why the reload failed"
+rm /run/myapp-fail
+systemctl reload server-starter-example.service || fail "the reload after the fix failed"
+fourth=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
+[[ $(field pid "$fourth") != "$pid2" ]] || fail "the fixed version does not serve: $fourth"
+
+# What the README says of Type=notify-reload without ExecReload=: the same failure is reported
+# as a success by systemctl reload, and only the unit's status tells.
+printf '[Service]\nType=notify-reload\nExecReload=\n' > /etc/systemd/system/server-starter-example.service.d/notify-reload.conf
+systemctl daemon-reload
+systemctl restart server-starter-example.service
+curl -sf --max-time 30 http://127.0.0.1:8080/ >/dev/null || fail "no answer with Type=notify-reload"
+touch /run/myapp-fail
+systemctl reload server-starter-example.service || fail "Type=notify-reload reported the failed reload (the README says it does not)"
 systemctl status --no-pager server-starter-example.service | grep -F "reload failed" || fail "status does not say the reload failed"
 rm /run/myapp-fail
 
 systemctl stop server-starter-example.service server-starter-example.socket
 if pgrep -f test-worker.py; then fail "workers left behind"; fi
 if pgrep -x start_server; then fail "start_server left behind"; fi
-"#,
-    );
-}
-
-#[test]
-fn older_systemd_unit_reloads_through_start_server_restart() {
-    run_scenario(
-        r#"
-cp /src/units/server-starter-example.socket /etc/systemd/system/
-cp /src/units/older-systemd/server-starter-example.service /etc/systemd/system/
-systemctl daemon-reload
-systemctl start server-starter-example.socket
-first=$(curl -sf --max-time 30 http://127.0.0.1:8080/) || fail "no answer through the socket"
-wait_for 'systemctl is-active -q server-starter-example.service'
-systemctl reload server-starter-example.service
-second=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
-[[ $second == *gen=2* && $(field pid "$second") != $(field pid "$first") ]] \
-  || fail "ExecReload returned before generation 2 served: $first / $second"
-systemctl stop server-starter-example.service server-starter-example.socket
-if pgrep -f test-worker.py; then fail "workers left behind"; fi
+[ ! -e /run/server-starter-example ] || fail "the runtime directory is left behind"
 "#,
     );
 }
@@ -112,9 +110,14 @@ if pgrep -f test-worker.py; then fail "workers left behind"; fi
 fn template_units_run_an_application_from_its_environment_file() {
     run_scenario(
         r#"
-cp /src/units/server-starter@.socket /src/units/server-starter@.service /etc/systemd/system/
+# The unit as shipped, with its User= and Group= lines uncommented.
+sed -e 's/^#User=myapp$/User=nobody/' -e 's/^#Group=myapp$/Group=nogroup/' /src/units/server-starter@.service \
+  > /etc/systemd/system/server-starter@.service
+grep -q '^User=nobody$' /etc/systemd/system/server-starter@.service || fail "no #User=myapp line in the unit"
+grep -q '^Group=nogroup$' /etc/systemd/system/server-starter@.service || fail "no #Group=myapp line in the unit"
+cp /src/units/server-starter@.socket /etc/systemd/system/
 mkdir -p /etc/server-starter
-printf 'APP_COMMAND=/usr/local/bin/myapp\nSTART_SERVER_OPTIONS=--interval=0.5 --signal-on-hup=TERM\n' \
+printf 'APP_COMMAND=/usr/local/bin/myapp\nSTART_SERVER_OPTIONS=--interval=0.5 --signal-on-hup=TERM\nFAIL_IF_EXISTS=/run/myapp-fail\n' \
   > /etc/server-starter/demo.env
 systemctl daemon-reload
 systemctl start server-starter@demo.socket
@@ -122,19 +125,100 @@ ask() { curl -sf --max-time 30 --unix-socket /run/server-starter/demo.sock http:
 first=$(ask) || fail "no answer through the instance's socket"
 [[ $first == *gen=1* ]] || fail "first: $first"
 wait_for 'systemctl is-active -q server-starter@demo.service'
-systemctl reload server-starter@demo.service
+main=$(systemctl show -P MainPID server-starter@demo.service)
+[[ $(ps -o user= -p "$main") == nobody && $(ps -o user= -p "$(field pid "$first")") == nobody ]] \
+  || fail "not running as User=: $(ps -o user=,pid=,args= -p "$main")"
+[[ $(stat -c %a /run/server-starter/demo.sock) == 660 ]] || fail "SocketMode= is not 0660"
+status=$(start_server --status --control=/run/server-starter/demo/start_server.control) \
+  || fail "no status through the control socket: $status"
+echo "$status"
+grep -qF "healthy (generation 1 is up)" <<<"$status" || fail "status: $status"
+systemctl reload server-starter@demo.service || fail "the reload failed"
 second=$(ask)
 [[ $second == *gen=2* ]] || fail "after reload: $second"
+start_server --status --control=/run/server-starter/demo/start_server.control | grep -qF "healthy (generation 2 is up)" \
+  || fail "status after the reload"
 journalctl -u server-starter@demo.service --no-pager | grep -q "using socket /run/server-starter/demo.sock (demo) from systemd" \
   || fail "the inherited socket is not in the log"
+touch /run/myapp-fail
+if systemctl reload server-starter@demo.service; then fail "a failed reload reported success"; fi
+systemctl is-active -q server-starter@demo.service || fail "a failed reload made the unit inactive"
+third=$(ask)
+[[ $(field pid "$third") == $(field pid "$second") ]] || fail "the old generation no longer serves: $third"
+rm /run/myapp-fail
 systemctl stop server-starter@demo.service server-starter@demo.socket
 if pgrep -f test-worker.py; then fail "workers left behind"; fi
+[[ $(systemctl show -P Result server-starter@demo.service) == success ]] || fail "the stop was not clean"
 "#,
     );
 }
 
 #[test]
-fn usr2_upgrades_a_notify_reload_unit_in_place() {
+fn the_template_env_example_reloads_starlet_and_starman_gracefully() {
+    let tmp = TempDir::new();
+    fs::write(tmp.path("app.psgi"), PSGI_SLOW_APP).unwrap();
+    run_scenario_in(
+        &tmp,
+        r#"
+mkdir -p /srv/myapp
+install -m 644 /src/app.psgi /srv/myapp/app.psgi
+cp /src/units/server-starter@.socket /src/units/server-starter@.service /etc/systemd/system/
+mkdir -p /etc/server-starter
+# Starlet: the example as shipped. Starman: the example with its Starman lines instead.
+cp /src/units/server-starter.env.example /etc/server-starter/starlet.env
+sed -e 's/^APP_COMMAND=/#&/' -e 's/^START_SERVER_OPTIONS=/#&/' \
+    -e 's/^#\(APP_COMMAND=.*starman\)/\1/' -e 's/^#\(START_SERVER_OPTIONS=.*QUIT.*\)/\1/' \
+    /src/units/server-starter.env.example > /etc/server-starter/starman.env
+for name in starlet starman; do echo "$name.env:"; grep -v '^#' /etc/server-starter/$name.env; done
+[[ $(grep -c '^APP_COMMAND=' /etc/server-starter/starlet.env) == 1 ]] || fail "starlet.env"
+grep -q '^APP_COMMAND=.* -s Starlet ' /etc/server-starter/starlet.env || fail "the example does not run Starlet"
+grep -q '^START_SERVER_OPTIONS=.*--signal-on-hup=TERM' /etc/server-starter/starlet.env || fail "starlet.env"
+[[ $(grep -c '^APP_COMMAND=' /etc/server-starter/starman.env) == 1 ]] || fail "starman.env"
+grep -q '^APP_COMMAND=/usr/bin/starman ' /etc/server-starter/starman.env || fail "starman.env"
+grep -q '^START_SERVER_OPTIONS=.*--signal-on-hup=QUIT' /etc/server-starter/starman.env || fail "starman.env"
+# Perl servers serve through IPv4: the override the socket unit's comment gives for them.
+tcp() {
+  mkdir -p /etc/systemd/system/server-starter@$1.socket.d
+  printf '[Socket]\nListenStream=\nListenStream=0.0.0.0:%s\n' "$2" > /etc/systemd/system/server-starter@$1.socket.d/override.conf
+}
+tcp starlet 8080
+tcp starman 8081
+systemctl daemon-reload
+reloads_gracefully() {
+  local name=$1 port=$2 unit=server-starter@$1.service first main old slow
+  systemctl start server-starter@$name.socket
+  first=$(curl -sf --max-time 30 http://127.0.0.1:$port/) || fail "$name: no answer"
+  [[ $first == *gen=1* ]] || fail "$name: first answer $first"
+  wait_for "systemctl is-active -q $unit"
+  main=$(systemctl show -P MainPID $unit)
+  old=$(pgrep -P "$main") || fail "$name: no worker"
+  [[ $old =~ ^[0-9]+$ ]] || fail "$name: more than one worker: $old"
+  # A request in flight during the reload: the old generation finishes it before it exits.
+  rm -f /run/slow-begun
+  curl -sf --max-time 60 "http://127.0.0.1:$port/slow?/run/slow-begun" > /run/slow-answer &
+  slow=$!
+  wait_for '[ -e /run/slow-begun ]'
+  systemctl reload $unit || fail "$name: the reload failed"
+  # Until the old generation has seen its signal, either may take a new connection.
+  wait_for "[[ \$(curl -sf --max-time 30 http://127.0.0.1:$port/) == *gen=2* ]]"
+  wait "$slow" || fail "$name: the request in flight during the reload was cut off"
+  [[ $(cat /run/slow-answer) == *gen=1* ]] || fail "$name: the slow request: $(cat /run/slow-answer)"
+  wait_for "! kill -0 $old 2>/dev/null"
+  journalctl -u $unit --no-pager | grep -F "old worker $old died, status:0 (exit code 0)" \
+    || fail "$name: the old generation did not exit by itself"
+  systemctl stop $unit server-starter@$name.socket
+  [[ $(systemctl show -P Result $unit) == success ]] || fail "$name: the stop was not clean"
+  echo "$name: reloaded and stopped gracefully"
+}
+reloads_gracefully starlet 8080
+reloads_gracefully starman 8081
+if pgrep -f 'plackup|/usr/bin/starman'; then fail "workers left behind"; fi
+"#,
+    );
+}
+
+#[test]
+fn usr2_upgrades_a_unit_in_place() {
     let tmp = TempDir::new();
     install(&tmp.path("start_server.new"), &newer_build());
     let scenario = format!(

@@ -139,12 +139,12 @@ const FILES: &[(&str, &str)] = &[
     ),
     (
         "/usr/lib/systemd/system/server-starter-example.service",
-        "With *server-starter-example.socket*, an example (Type=notify-reload) to copy under an \
-         application's name.",
+        "With *server-starter-example.socket*, an example (Type=notify, reloaded with \
+         start_server --reload) to copy under an application's name.",
     ),
     (
         "/usr/share/doc/server-starter/examples/",
-        "An example env file for the template, and the example service for systemd before 253.",
+        "An example env file for the template.",
     ),
     (
         "{PID_FILE}.upgrade",
@@ -198,6 +198,13 @@ const EXAMPLES: &[(&str, &[&str])] = &[
     (
         "Run a PSGI application on port 8080:",
         &["start_server --port=8080 -- plackup -s Starlet app.psgi"],
+    ),
+    (
+        "The same with Starman, whose graceful stop is SIGQUIT (SIGTERM stops it mid-request):",
+        &[
+            "start_server --port=8080 --signal-on-hup=QUIT --signal-on-term=QUIT \\",
+            "    -- starman --workers=4 app.psgi",
+        ],
     ),
     (
         "Listen on IPv6 loopback and on a unix socket, with pid and status files:",

@@ -25,6 +25,10 @@ pub const SYSTEMD_STYLE_WORKER: &str = include_str!("workers/systemd_style_worke
 /// A PSGI app answering as [`HTTP_WORKER`] does, for the Perl servers.
 pub const PSGI_APP: &str = include_str!("workers/app.psgi");
 
+/// [`PSGI_APP`] with a slow request (`/slow?FILE`: creates FILE, answers 5 seconds later), to
+/// tell a graceful stop of the Perl servers from an abrupt one.
+pub const PSGI_SLOW_APP: &str = include_str!("workers/slow_app.psgi");
+
 impl super::TempDir {
     /// Writes [`PSGI_APP`] as `app.psgi`; returns its path.
     pub fn psgi_app(&self) -> String {
