@@ -5,12 +5,15 @@
 //! Here: temporary directories, waiting, HTTP to the test worker. Beside it: `server` (start_server
 //! as a child: `Server`, `Supervised`, `Collected` output, status files), `workers` (every test
 //! worker, its script in `workers/`), `report` (what the report worker says), `procfs` (what
-//! /proc says), `builds` (another build of the binary, for upgrades), `systemd` (socket activation, notify sockets, scenarios under a real systemd).
+//! /proc says), `builds` (another build of the binary, for upgrades), `systemd` (socket activation, notify sockets, scenarios under a real systemd),
+//! `images` (static binaries, Containerfiles), `kubernetes` (what the manifests say).
 //! All of it is re-exported, so a test file says `use common::*;`.
 // Each test file uses some of it.
 #![allow(dead_code, unused_imports)]
 
 pub mod builds;
+pub mod images;
+pub mod kubernetes;
 pub mod procfs;
 pub mod report;
 pub mod server;
@@ -18,6 +21,8 @@ pub mod systemd;
 pub mod workers;
 
 pub use builds::*;
+pub use images::*;
+pub use kubernetes::*;
 pub use procfs::*;
 pub use report::*;
 pub use server::*;
