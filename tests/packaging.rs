@@ -423,3 +423,64 @@ fn the_rpm_upgrades_running_instances_in_posttrans_as_the_deb_does() {
         "the .deb and the .rpm upgrade running instances alike"
     );
 }
+
+/// What crates.io asks of a crate (description and license, else it refuses the upload) and
+/// shows (readme, keywords, categories, rust-version), for both crates of the workspace; `cargo
+/// publish --workspace --dry-run` in .ci/run checks the rest (packaging, building from the
+/// packages) but only warns about these.
+#[test]
+fn both_crates_have_the_metadata_a_registry_asks_for() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let metadata: serde_json::Value = serde_json::from_str(&stdout(
+        Command::new(cargo)
+            .args(["metadata", "--no-deps", "--format-version=1", "--offline"])
+            .current_dir(ROOT),
+    ))
+    .expect("cargo metadata's JSON");
+    let packages = metadata["packages"].as_array().expect("packages");
+    let mut names: Vec<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["server-starter", "server-starter-worker"]);
+    for package in packages {
+        let name = &package["name"];
+        for field in ["description", "license", "readme", "rust_version"] {
+            assert!(
+                package[field].as_str().is_some_and(|v| !v.is_empty()),
+                "{name}: no {field}"
+            );
+        }
+        let keywords = package["keywords"].as_array().expect("keywords");
+        // crates.io: at most 5, each at most 20 characters, ASCII letters, digits, - and _.
+        assert!((1..=5).contains(&keywords.len()), "{name}: {keywords:?}");
+        for keyword in keywords.iter().filter_map(|k| k.as_str()) {
+            assert!(
+                keyword.len() <= 20
+                    && keyword.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && keyword
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "{name}: keyword {keyword:?}"
+            );
+        }
+        let categories = package["categories"].as_array().expect("categories");
+        assert!(
+            (1..=5).contains(&categories.len()),
+            "{name}: {categories:?}"
+        );
+        let manifest = Path::new(package["manifest_path"].as_str().unwrap());
+        let readme = manifest
+            .parent()
+            .unwrap()
+            .join(package["readme"].as_str().unwrap());
+        assert!(readme.is_file(), "{name}: no {}", readme.display());
+    }
+    // docs.rs builds the library's documentation for Linux only (it does not build elsewhere).
+    let worker = packages
+        .iter()
+        .find(|p| p["name"] == "server-starter-worker")
+        .unwrap();
+    assert_eq!(
+        worker["metadata"]["docs"]["rs"]["targets"],
+        serde_json::json!(["x86_64-unknown-linux-gnu"])
+    );
+}
