@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     CONFIGMAP, CONTAINER, Containerfile, DEPLOYMENT, Facts, TempDir, free_port, http_get,
-    split_at_dashes, static_binaries, wait_until,
+    http_get_within, split_at_dashes, static_binaries, wait_until,
 };
 
 const HELLO_IMAGE: &str = "deploy/container/hello_worker.prebuilt.Containerfile";
@@ -424,7 +424,7 @@ impl ClientLoop {
         let thread = std::thread::spawn(move || {
             let (mut answered, mut failed) = (Vec::new(), Vec::new());
             while !flag.load(Ordering::SeqCst) {
-                match http_get(&addr) {
+                match http_get_within(&addr, Duration::from_secs(10)) {
                     Ok(_) => answered.push(Instant::now()),
                     Err(e) => {
                         failed.push(e.to_string());

@@ -31,7 +31,7 @@ pub use workers::*;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -150,8 +150,19 @@ pub fn free_port() -> u16 {
 
 /// One HTTP/1.0 GET; the body of the answer.
 pub fn http_get(addr: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    http_get_within(addr, Duration::from_secs(20))
+}
+
+/// One HTTP/1.0 GET that fails after `limit` to connect or `limit` without an answer (where
+/// nothing answers a SYN, as at a container's published port once it is gone, a connect would
+/// otherwise wait for minutes).
+pub fn http_get_within(addr: &str, limit: Duration) -> std::io::Result<String> {
+    let to = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{addr}: no address")))?;
+    let mut stream = TcpStream::connect_timeout(&to, limit)?;
+    stream.set_read_timeout(Some(limit))?;
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
