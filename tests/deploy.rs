@@ -1,122 +1,46 @@
-//! deploy/kubernetes/: the manifests parse (PyYAML, from Debian's python3-yaml, through
-//! tests/deploy/kubernetes_facts.py) and say what the README promises: exec probes on
-//! `start_server --check` asking the control socket that the container's start_server opens,
+//! deploy/: the Kubernetes manifests are valid for Kubernetes' own schemas (`kubernetes-validate`,
+//! pinned in .ci/run, for the oldest Kubernetes they are written for and the newest it knows),
+//! parse (PyYAML, from Debian's python3-yaml, through tests/deploy/kubernetes_facts.py) and say
+//! what the README promises: exec probes on `start_server --check` asking the control socket
+//! that the container's start_server opens, the image's HEALTHCHECK being the same check,
 //! `--reload-on-change` on the mounted ConfigMap, a grace period longer than start_server's own
-//! shutdown, and the hello_worker image's ENTRYPOINT, with only options start_server has.
+//! shutdown, and the hello_worker image's ENTRYPOINT, with only options start_server has. And
+//! each image is the same whether built in a Rust image (multi-stage) or from binaries built on
+//! the host (`*.prebuilt.Containerfile`, the one tests/container.rs builds and runs).
 
 mod common;
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::bin;
+use common::{
+    CONFIGMAP, CONTAINER, Containerfile, DEPLOYMENT, Facts, MANIFESTS, bin, split_at_dashes,
+};
 
-const MANIFESTS: &str = "deploy/kubernetes";
 const CONTAINERFILE: &str = "deploy/container/hello_worker.Containerfile";
-const DEPLOYMENT: &str = "hello-server-starter";
-const CONFIGMAP: &str = "hello-server-starter-config";
-const CONTAINER: &str = "hello-server-starter.container.hello";
+/// Each multi-stage Containerfile and its twin that takes binaries built on the host.
+const TWINS: [(&str, &str); 2] = [
+    (
+        "deploy/container/Containerfile",
+        "deploy/container/prebuilt.Containerfile",
+    ),
+    (
+        "deploy/container/hello_worker.Containerfile",
+        "deploy/container/hello_worker.prebuilt.Containerfile",
+    ),
+];
+/// The oldest Kubernetes the manifests are written for: 1.25, where Pod Security Admission,
+/// whose `restricted` profile the Deployment meets (non-root, no privilege escalation, no
+/// capabilities, the runtime's seccomp profile), became stable. Also the oldest schema that
+/// kubernetes-validate still has.
+const OLDEST_KUBERNETES: &str = "1.25.0";
 /// What start_server needs between its workers' last signal (or KILL) and its exit: reaping,
 /// removing its files; generous, it is not a measurement.
 const EXIT_MARGIN_SECS: u64 = 5;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The facts the script prints, NAME → its values in order.
-struct Facts(HashMap<String, Vec<String>>);
-
-impl Facts {
-    fn of_manifests() -> Facts {
-        let mut manifests: Vec<_> = fs::read_dir(repo().join(MANIFESTS))
-            .expect("deploy/kubernetes/")
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
-            .collect();
-        manifests.sort();
-        let output = Command::new("python3")
-            .arg(repo().join("tests/deploy/kubernetes_facts.py"))
-            .args(&manifests)
-            .output()
-            .expect("this test needs python3 (apt-get install python3 python3-yaml)");
-        assert!(
-            output.status.success(),
-            "the manifests do not parse (python3-yaml installed?): {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let mut facts: HashMap<String, Vec<String>> = HashMap::new();
-        for line in String::from_utf8(output.stdout).unwrap().lines() {
-            let (name, value) = line.split_once('\t').expect("NAME<TAB>VALUE");
-            facts
-                .entry(name.to_string())
-                .or_default()
-                .push(value.to_string());
-        }
-        Facts(facts)
-    }
-
-    fn all(&self, name: &str) -> &[String] {
-        self.0.get(name).map(Vec::as_slice).unwrap_or_default()
-    }
-
-    fn one(&self, name: &str) -> &str {
-        match self.all(name) {
-            [value] => value,
-            other => panic!("expected one {name}, found {other:?}"),
-        }
-    }
-
-    /// The container's command: start_server and its options, then `--` and the worker.
-    fn command(&self) -> (&[String], &[String]) {
-        split_at_dashes(self.all(&format!("{CONTAINER}.command")))
-    }
-
-    /// The value of `--NAME=VALUE` among start_server's options in the container's command.
-    fn option(&self, name: &str) -> &str {
-        let (options, _) = self.command();
-        let prefix = format!("--{name}=");
-        let values: Vec<_> = options
-            .iter()
-            .filter_map(|o| o.strip_prefix(&prefix))
-            .collect();
-        match values.as_slice() {
-            [value] => value,
-            other => panic!("expected one --{name}= in the command, found {other:?}"),
-        }
-    }
-
-    fn seconds(&self, name: &str) -> u64 {
-        let value = self.option(name);
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("--{name}={value}: whole seconds expected"))
-    }
-}
-
-/// `[start_server, options..., "--", worker...]` → (`[start_server, options...]`, `[worker...]`).
-fn split_at_dashes(words: &[String]) -> (&[String], &[String]) {
-    let dashes = words
-        .iter()
-        .position(|w| w == "--")
-        .unwrap_or_else(|| panic!("no `--` before the worker in {words:?}"));
-    (&words[..dashes], &words[dashes + 1..])
-}
-
-/// The words of the Containerfile's `ENTRYPOINT ["...", ...]`.
-fn entrypoint(containerfile: &str) -> Vec<String> {
-    let line = containerfile
-        .lines()
-        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
-        .expect("an ENTRYPOINT line");
-    let list = line
-        .trim()
-        .strip_prefix("[\"")
-        .and_then(|l| l.strip_suffix("\"]"))
-        .expect("ENTRYPOINT in exec form, [\"...\", ...]");
-    list.split("\", \"").map(str::to_string).collect()
 }
 
 /// `--name` of every `--name` or `--name=value` word.
@@ -224,8 +148,8 @@ fn the_grace_period_outlasts_shutdown_delay_and_kill_old_timeout() {
 #[test]
 fn the_command_is_the_hello_worker_images_entrypoint_with_options_added() {
     let facts = Facts::of_manifests();
-    let containerfile = fs::read_to_string(repo().join(CONTAINERFILE)).expect("Containerfile");
-    let image = entrypoint(&containerfile);
+    let containerfile = Containerfile::read(CONTAINERFILE);
+    let image = containerfile.entrypoint();
     let (image_options, image_worker) = split_at_dashes(&image);
     let (options, worker) = facts.command();
     assert_eq!(options[0], image_options[0], "start_server's path");
@@ -242,7 +166,7 @@ fn the_command_is_the_hello_worker_images_entrypoint_with_options_added() {
     );
     let port = facts.option("port");
     assert_eq!(facts.one(&format!("{CONTAINER}.port")), port);
-    assert!(containerfile.contains(&format!("\nEXPOSE {port}\n")));
+    assert_eq!(containerfile.instruction("EXPOSE"), port);
 }
 
 #[test]
@@ -262,4 +186,139 @@ fn every_start_server_option_of_the_manifests_is_in_help() {
     let help = String::from_utf8(output.stdout).unwrap();
     let unknown: Vec<_> = used.iter().filter(|o| !help_names(&help, o)).collect();
     assert!(unknown.is_empty(), "start_server --help has no {unknown:?}");
+}
+
+/// The version of kubernetes-validate that .ci/run installs (`kubernetes-validate==X.Y.Z`).
+fn kubernetes_validate_pin() -> String {
+    let ci = fs::read_to_string(repo().join(".ci/run")).expect(".ci/run");
+    let at = ci
+        .find("kubernetes-validate==")
+        .expect(".ci/run installs kubernetes-validate==VERSION");
+    ci[at + "kubernetes-validate==".len()..]
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn the_manifests_are_valid_for_the_oldest_and_newest_kubernetes() {
+    let pin = kubernetes_validate_pin();
+    let version = Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "kubernetes-validate: {e}: pip install kubernetes-validate=={pin} (.ci/run does)"
+            )
+        });
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        pin,
+        "kubernetes-validate's version: pip install kubernetes-validate=={pin} (.ci/run does)"
+    );
+    // kubernetes-validate X.Y.Z has the schemas of Kubernetes up to X.Y.
+    let (major_minor, _) = pin.rsplit_once('.').expect("X.Y.Z");
+    let newest = format!("{major_minor}.0");
+    let mut manifests: Vec<_> = fs::read_dir(repo().join(MANIFESTS))
+        .expect("deploy/kubernetes/")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    manifests.sort();
+    for kubernetes in [OLDEST_KUBERNETES, &newest] {
+        // --strict: a field the schema does not have (a misspelt one) is an error too.
+        let output = Command::new("kubernetes-validate")
+            .args(["--strict", "--kubernetes-version", kubernetes])
+            .args(&manifests)
+            .output()
+            .expect("run kubernetes-validate");
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success(),
+            "not valid for Kubernetes {kubernetes}:\n{report}"
+        );
+        let (major_minor, _) = kubernetes.rsplit_once('.').unwrap();
+        for resource in [
+            format!("deployment/{DEPLOYMENT}"),
+            format!("configmap/{CONFIGMAP}"),
+        ] {
+            assert!(
+                report.contains(&format!(
+                    "passed for resource {resource} against version {major_minor}"
+                )),
+                "{resource} was not validated against {kubernetes}:\n{report}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_images_healthcheck_is_the_probes_check() {
+    let facts = Facts::of_manifests();
+    let readiness = facts.all(&format!("{CONTAINER}.readinessProbe.exec"));
+    assert_eq!(
+        readiness,
+        facts.all(&format!("{CONTAINER}.livenessProbe.exec"))
+    );
+    let seconds = |field: &str| facts.one(&format!("{CONTAINER}.readinessProbe.{field}"));
+    let (options, command) = Containerfile::read(CONTAINERFILE).healthcheck();
+    assert_eq!(
+        command, readiness,
+        "HEALTHCHECK CMD and the probes' command"
+    );
+    assert_eq!(
+        options,
+        [
+            (
+                "interval".to_string(),
+                format!("{}s", seconds("periodSeconds"))
+            ),
+            (
+                "timeout".to_string(),
+                format!("{}s", seconds("timeoutSeconds"))
+            ),
+            (
+                "retries".to_string(),
+                seconds("failureThreshold").to_string()
+            ),
+        ],
+        "HEALTHCHECK's timing is the readiness probe's"
+    );
+}
+
+#[test]
+fn an_image_is_the_same_built_in_a_rust_image_or_from_the_hosts_binaries() {
+    // The final stage, with each COPY reduced to its destination: the binaries come from the
+    // build stage in one, from the build context in the other.
+    let stage = |path| {
+        let containerfile = Containerfile::read(path);
+        containerfile
+            .final_stage()
+            .into_iter()
+            .map(|line| match line.strip_prefix("COPY ") {
+                Some(copy) => format!("COPY {}", copy.rsplit(' ').next().unwrap()),
+                None => line.to_string(),
+            })
+            .collect::<Vec<_>>()
+    };
+    for (multi_stage, prebuilt) in TWINS {
+        let prebuilt_stage = stage(prebuilt);
+        assert_eq!(
+            stage(multi_stage),
+            prebuilt_stage,
+            "{multi_stage} vs {prebuilt}"
+        );
+        let containerfile = Containerfile::read(prebuilt);
+        let froms = containerfile
+            .text
+            .lines()
+            .filter(|l| l.starts_with("FROM "))
+            .collect::<Vec<_>>();
+        assert_eq!(froms, ["FROM scratch"], "{prebuilt} pulls nothing");
+    }
 }

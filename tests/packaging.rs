@@ -1,7 +1,8 @@
-//! The Debian and RPM packages: same files, lintian- and rpmlint-clean, and the `.deb` installed,
-//! used and removed under a real systemd; the man page's sections and lint. Needs cargo-deb,
-//! cargo-generate-rpm, rpm, lintian, rpmlint, groff and mandoc (installed by `.ci/run`), and
-//! root, systemd-nspawn and debootstrap for the last test (`tests/systemd-container/run-in-systemd`).
+//! The Debian and RPM packages: same files, lintian- and rpmlint-clean, and each installed (by
+//! dpkg, by rpm), used, upgraded in place and removed under a real systemd, in one scenario for
+//! both; the man page's sections and lint. Needs cargo-deb, cargo-generate-rpm, rpm, lintian,
+//! rpmlint, groff and mandoc (installed by `.ci/run`), and root, systemd-nspawn and debootstrap
+//! for the scenarios (`tests/systemd-container/run-in-systemd`, whose container has rpm).
 
 mod common;
 
@@ -236,96 +237,164 @@ fn man_page_date_is_the_release_date_in_the_changelog() {
     assert!(title.contains(&format!(" {date} ")), "{title} vs {date}");
 }
 
-#[test]
-fn the_deb_installs_serves_reloads_and_removes_cleanly_under_systemd() {
-    let tmp = TempDir::new();
-    let (deb, _) = build(&tmp.0);
-    fs::copy(&deb, tmp.path("server-starter.deb")).unwrap();
-    tmp.script("worker.py", HTTP_WORKER);
-    run_in_systemd(
-        &tmp,
-        r#"
-# Stand-in for libserver-starter-perl's start_server, which the package must divert, not clobber.
-printf '#!/bin/sh\necho perl start_server\n' > /usr/bin/start_server; chmod 755 /usr/bin/start_server
-dpkg -i /src/server-starter.deb
-[[ $(/usr/bin/start_server.perl) == "perl start_server" ]] || fail "the other start_server was not diverted"
-/usr/bin/start_server --version | grep -q '^start_server ' || fail "ours is not /usr/bin/start_server"
-if command -v man >/dev/null; then man -w start_server || fail "man does not find the page"
-else zcat /usr/share/man/man1/start_server.1.gz | grep -q '^.TH START_SERVER 1' || fail "no man page"; fi
-install -m 755 /src/worker.py /usr/local/bin/demo-app
-mkdir -p /etc/server-starter
-printf 'APP_COMMAND=/usr/local/bin/demo-app\nSTART_SERVER_OPTIONS=--interval=0.5\n' > /etc/server-starter/demo.env
-systemctl enable --now server-starter@demo.socket
-ask() { curl -sf --max-time 30 --unix-socket /run/server-starter/demo.sock http://localhost/; }
-first=$(ask) || fail "no answer through the instance's socket"
-[[ $first == *gen=1* ]] || fail "first: $first"
-wait_for 'systemctl is-active -q server-starter@demo.service'
-systemctl reload server-starter@demo.service
-second=$(ask)
-[[ $second == *gen=2* ]] || fail "after reload: $second"
-dpkg -r server-starter
-if pgrep -f /usr/local/bin/demo-app; then fail "workers left behind"; fi
-if pgrep -x start_server; then fail "start_server left behind"; fi
-[[ $(/usr/bin/start_server) == "perl start_server" ]] || fail "the diverted start_server was not given back"
-[[ ! -e /usr/lib/systemd/system/server-starter@.service ]] || fail "unit files left behind"
-"#,
-    );
+/// A package format: how the scenario under systemd installs, upgrades and removes a package,
+/// and what it checks of this format alone.
+struct Format {
+    ext: &'static str,
+    install: &'static str,
+    upgrade: &'static str,
+    remove: &'static str,
+    before_install: &'static str,
+    after_install: &'static str,
+    after_remove: &'static str,
 }
 
-#[test]
-fn a_deb_upgrade_upgrades_running_instances_in_place_under_systemd() {
-    let tmp = TempDir::new();
-    let (deb, _) = build(&tmp.path("first"));
-    fs::copy(&deb, tmp.path("first.deb")).unwrap();
-    fs::create_dir_all(tmp.path("newer")).unwrap();
-    install(&tmp.path("newer/start_server"), &newer_build());
-    let newer = Command::new(format!("{ROOT}/packaging/build-packages.sh"))
-        .args(["--only", "deb", "--binary"])
-        .arg(tmp.path("newer/start_server"))
+const DEB: Format = Format {
+    ext: "deb",
+    install: "dpkg -i",
+    upgrade: "dpkg -i",
+    remove: "dpkg -r server-starter",
+    // Stand-in for libserver-starter-perl's start_server, which the package must divert, not
+    // clobber.
+    before_install: r#"printf '#!/bin/sh\necho perl start_server\n' > /usr/bin/start_server; chmod 755 /usr/bin/start_server"#,
+    after_install: r#"[[ $(/usr/bin/start_server.perl) == "perl start_server" ]] || fail "the other start_server was not diverted""#,
+    after_remove: r#"[[ $(/usr/bin/start_server) == "perl start_server" ]] || fail "the diverted start_server was not given back""#,
+};
+
+/// `--nodeps`: the package names its dependencies as Fedora does (/bin/sh, systemd), and the
+/// system is Debian, whose packages rpm does not know.
+const RPM: Format = Format {
+    ext: "rpm",
+    install: "rpm -i --nodeps",
+    upgrade: "rpm -U --nodeps",
+    remove: "rpm -e --nodeps server-starter",
+    before_install: "",
+    after_install: r#"rpm -q server-starter | grep -q '^server-starter-.*-1\.' || fail "rpm -q: $(rpm -q server-starter)""#,
+    after_remove: r#"if rpm -q server-starter; then fail "still installed"; fi
+[[ ! -e /usr/bin/start_server ]] || fail "/usr/bin/start_server left behind""#,
+};
+
+/// Builds the package of `format` (revision `revision`) from `binary` into `dir`; its path.
+fn build_one(format: &Format, binary: &Path, dir: &Path, revision: u32) -> PathBuf {
+    let output = Command::new(format!("{ROOT}/packaging/build-packages.sh"))
+        .args(["--only", format.ext, "--binary"])
+        .arg(binary)
         .arg("--out")
-        .arg(tmp.path("newer"))
+        .arg(dir)
+        .args(["--revision", &revision.to_string()])
         .args(["--maintainer", "Package Tests <package-tests@example.org>"])
         .output()
         .expect("run packaging/build-packages.sh");
-    assert!(newer.status.success(), "{newer:?}");
-    let newer_deb = fs::read_dir(tmp.path("newer"))
+    assert!(output.status.success(), "{output:?}");
+    fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| Some(e.ok()?.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("the second .deb");
-    fs::copy(&newer_deb, tmp.path("second.deb")).unwrap();
+        .find(|p| p.extension().is_some_and(|e| e == format.ext))
+        .unwrap_or_else(|| panic!("no .{} in {}", format.ext, dir.display()))
+}
+
+/// The life of a package under a real systemd, the same for both formats: installed, an
+/// instance of the template enabled, started by its socket, reloaded; a second build of the
+/// package (a newer binary, the package's revision 2) installed over it while the instance
+/// runs, which upgrades the instance in place (same MainPID, same worker, `--status` says the
+/// new version); the package removed, which stops the instance and leaves no file and no
+/// process. Only systemctl talks to the units: their contents may change.
+fn package_lifecycle_under_systemd(format: &Format) {
+    let tmp = TempDir::new();
+    let ext = format.ext;
+    fs::create_dir_all(tmp.path("build1")).unwrap();
+    let first = build_one(format, Path::new(bin()), &tmp.path("build1"), 1);
+    fs::rename(&first, tmp.path(&format!("first.{ext}"))).unwrap();
+    fs::create_dir_all(tmp.path("build2")).unwrap();
+    install(&tmp.path("build2/start_server"), &newer_build());
+    let second = build_one(
+        format,
+        &tmp.path("build2/start_server"),
+        &tmp.path("build2"),
+        2,
+    );
+    fs::rename(&second, tmp.path(&format!("second.{ext}"))).unwrap();
     tmp.script("worker.py", HTTP_WORKER);
+    let Format {
+        install,
+        upgrade,
+        remove,
+        before_install,
+        after_install,
+        after_remove,
+        ..
+    } = format;
+    let old = env!("CARGO_PKG_VERSION");
+    let new = new_version();
     run_in_systemd(
         &tmp,
         &format!(
             r#"
-dpkg -i /src/first.deb
+{before_install}
+{install} /src/first.{ext}
+{after_install}
+[[ $(/usr/bin/start_server --version) == "start_server {old}" ]] || fail "ours is not /usr/bin/start_server"
+if command -v man >/dev/null; then man -w start_server || fail "man does not find the page"
+else zcat /usr/share/man/man1/start_server.1.gz | grep -q '^.TH START_SERVER 1' || fail "no man page"; fi
 install -m 755 /src/worker.py /usr/local/bin/demo-app
 mkdir -p /etc/server-starter
-printf 'APP_COMMAND=/usr/local/bin/demo-app\nSTART_SERVER_OPTIONS=--interval=0.5\n' > /etc/server-starter/demo.env
+# A control socket for --status: the unit's own if its ExecStart sets one, else one of ours.
+options=--interval=0.5
+grep -q -e --control= /usr/lib/systemd/system/server-starter@.service \
+  || options+=" --control=/run/server-starter-demo.control"
+printf 'APP_COMMAND=/usr/local/bin/demo-app\nSTART_SERVER_OPTIONS=%s\n' "$options" > /etc/server-starter/demo.env
 systemctl enable --now server-starter@demo.socket
-ask() {{ curl -sf --max-time 30 --unix-socket /run/server-starter/demo.sock http://localhost/; }}
+socket=$(systemctl show -P Listen server-starter@demo.socket | sed -n 's/^\(\/[^ ]*\) .*/\1/p' | head -1)
+[[ -S $socket ]] || fail "the socket unit listens on no unix socket: $(systemctl show -P Listen server-starter@demo.socket)"
+ask() {{ curl -sf --max-time 30 --unix-socket "$socket" http://localhost/; }}
 first=$(ask) || fail "no answer through the instance's socket"
+[[ $first == *gen=1* ]] || fail "first: $first"
 wait_for 'systemctl is-active -q server-starter@demo.service'
+systemctl reload server-starter@demo.service
+second=$(ask) || fail "no answer after the reload"
+[[ $second == *gen=2* ]] || fail "after reload: $second"
+
 main=$(systemctl show -P MainPID server-starter@demo.service)
-worker=$(field pid "$first")
-out=$(dpkg -i /src/second.deb 2>&1) || fail "the second install failed: $out"
+control=$(tr '\0' '\n' </proc/$main/cmdline | sed -n 's/^--control=//p' | tail -1)
+[[ -S $control ]] || fail "no control socket (start_server's command line: $(tr '\0' ' ' </proc/$main/cmdline))"
+said=$(/usr/bin/start_server --status --control="$control") || fail "--status: $said"
+grep -qF "start_server {old} (pid $main)" <<<"$said" || fail "--status before the upgrade: $said"
+worker=$(field pid "$second")
+out=$({upgrade} /src/second.{ext} 2>&1) || fail "the upgrade failed: $out"
 echo "$out"
-grep -qF "server-starter@demo.service upgraded in place (pid $main)" <<<"$out" || fail "postinst did not upgrade the instance"
+grep -qF "server-starter@demo.service upgraded in place (pid $main)" <<<"$out" || fail "the package did not upgrade the instance in place"
 [[ $(systemctl show -P MainPID server-starter@demo.service) == "$main" ]] || fail "MainPID changed"
 [[ $(readlink /proc/$main/exe) == /usr/bin/start_server ]] || fail "runs $(readlink /proc/$main/exe)"
 [[ $(systemctl show -P NRestarts server-starter@demo.service) == 0 ]] || fail "the unit was restarted"
 systemctl is-active -q server-starter@demo.service || fail "the unit is not active"
-second=$(ask) || fail "no answer after the upgrade"
-[[ $(field pid "$second") == "$worker" ]] || fail "the worker changed: $first / $second"
-wait_for 'systemctl status --no-pager server-starter@demo.service | grep -qF "upgraded to start_server {new}"'
-dpkg -r server-starter
+third=$(ask) || fail "no answer after the upgrade"
+[[ $(field pid "$third") == "$worker" ]] || fail "the worker changed: $second / $third"
+said=$(/usr/bin/start_server --status --control="$control") || fail "--status: $said"
+grep -qF "start_server {new} (pid $main)" <<<"$said" || fail "--status after the upgrade: $said"
+systemctl reload server-starter@demo.service
+fourth=$(ask) || fail "no answer after a reload of the upgraded instance"
+[[ $fourth == *gen=3* ]] || fail "after the upgrade and a reload: $fourth"
+
+{remove}
 if pgrep -f /usr/local/bin/demo-app; then fail "workers left behind"; fi
 if pgrep -x start_server; then fail "start_server left behind"; fi
-"#,
-            new = new_version()
+if systemctl is-active -q server-starter@demo.socket; then fail "the socket unit still listens"; fi
+[[ ! -e /usr/lib/systemd/system/server-starter@.service ]] || fail "unit files left behind"
+[[ ! -e /usr/share/man/man1/start_server.1.gz ]] || fail "the man page left behind"
+{after_remove}
+"#
         ),
     );
+}
+
+#[test]
+fn the_deb_installs_serves_reloads_upgrades_in_place_and_removes_cleanly_under_systemd() {
+    package_lifecycle_under_systemd(&DEB);
+}
+
+#[test]
+fn the_rpm_installs_serves_reloads_upgrades_in_place_and_removes_cleanly_under_systemd() {
+    package_lifecycle_under_systemd(&RPM);
 }
 
 /// The text of shell function `name` in `script`, from its line to the closing brace.
@@ -352,5 +421,66 @@ fn the_rpm_upgrades_running_instances_in_posttrans_as_the_deb_does() {
         shell_function(posttrans, "upgrade_in_place"),
         shell_function(&postinst, "upgrade_in_place"),
         "the .deb and the .rpm upgrade running instances alike"
+    );
+}
+
+/// What crates.io asks of a crate (description and license, else it refuses the upload) and
+/// shows (readme, keywords, categories, rust-version), for both crates of the workspace; `cargo
+/// publish --workspace --dry-run` in .ci/run checks the rest (packaging, building from the
+/// packages) but only warns about these.
+#[test]
+fn both_crates_have_the_metadata_a_registry_asks_for() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let metadata: serde_json::Value = serde_json::from_str(&stdout(
+        Command::new(cargo)
+            .args(["metadata", "--no-deps", "--format-version=1", "--offline"])
+            .current_dir(ROOT),
+    ))
+    .expect("cargo metadata's JSON");
+    let packages = metadata["packages"].as_array().expect("packages");
+    let mut names: Vec<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["server-starter", "server-starter-worker"]);
+    for package in packages {
+        let name = &package["name"];
+        for field in ["description", "license", "readme", "rust_version"] {
+            assert!(
+                package[field].as_str().is_some_and(|v| !v.is_empty()),
+                "{name}: no {field}"
+            );
+        }
+        let keywords = package["keywords"].as_array().expect("keywords");
+        // crates.io: at most 5, each at most 20 characters, ASCII letters, digits, - and _.
+        assert!((1..=5).contains(&keywords.len()), "{name}: {keywords:?}");
+        for keyword in keywords.iter().filter_map(|k| k.as_str()) {
+            assert!(
+                keyword.len() <= 20
+                    && keyword.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && keyword
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "{name}: keyword {keyword:?}"
+            );
+        }
+        let categories = package["categories"].as_array().expect("categories");
+        assert!(
+            (1..=5).contains(&categories.len()),
+            "{name}: {categories:?}"
+        );
+        let manifest = Path::new(package["manifest_path"].as_str().unwrap());
+        let readme = manifest
+            .parent()
+            .unwrap()
+            .join(package["readme"].as_str().unwrap());
+        assert!(readme.is_file(), "{name}: no {}", readme.display());
+    }
+    // docs.rs builds the library's documentation for Linux only (it does not build elsewhere).
+    let worker = packages
+        .iter()
+        .find(|p| p["name"] == "server-starter-worker")
+        .unwrap();
+    assert_eq!(
+        worker["metadata"]["docs"]["rs"]["targets"],
+        serde_json::json!(["x86_64-unknown-linux-gnu"])
     );
 }

@@ -14,42 +14,14 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::{
-    Server, TempDir, alive, children, free_port, http_get, pid_inside, reaped, wait_until,
+    Containerfile, Server, TARGET, TempDir, alive, assert_static, children, free_port, http_get,
+    pid_inside, reaped, run_build, static_binaries, static_dir, wait_until,
 };
 
-const TARGET: &str = "x86_64-unknown-linux-gnu";
 const CONTAINERFILE: &str = "deploy/container/hello_worker.Containerfile";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Where the static builds go: a target directory of their own, so that the nested cargo does
-/// not wait for the lock of the `cargo test` running us.
-fn static_dir() -> PathBuf {
-    repo().join("target/static")
-}
-
-/// start_server and examples/hello_worker, built static (the README's command, dev profile).
-fn static_binaries() -> &'static (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        run_build(
-            Command::new(cargo)
-                .current_dir(repo())
-                .args(["build", "--target", TARGET, "--bin", "start_server"])
-                .args(["--example", "hello_worker"])
-                .env("CARGO_TARGET_DIR", static_dir())
-                .env("RUSTFLAGS", "-C target-feature=+crt-static")
-                .env_remove("CARGO_ENCODED_RUSTFLAGS"),
-        );
-        let out = static_dir().join(TARGET).join("debug");
-        let built = (out.join("start_server"), out.join("examples/hello_worker"));
-        assert_static(&built.0);
-        assert_static(&built.1);
-        built
-    })
 }
 
 /// tests/pid1/orphaning_worker.rs, built static with rustc (std only), when its source changed.
@@ -81,43 +53,6 @@ fn orphaning_worker() -> &'static PathBuf {
         assert_static(&binary);
         binary
     })
-}
-
-/// Runs a build command, failing the test with its errors.
-fn run_build(command: &mut Command) {
-    let output = command.output().expect("run the build");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// No program header asks for a dynamic loader (PT_INTERP): the binary runs in an empty root.
-fn assert_static(path: &Path) {
-    let elf = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    assert_eq!(
-        &elf[..5],
-        b"\x7fELF\x02",
-        "{} is not a 64-bit ELF",
-        path.display()
-    );
-    let word = |at: usize, len: usize| {
-        elf[at..at + len]
-            .iter()
-            .rev()
-            .fold(0usize, |n, &b| n << 8 | b as usize)
-    };
-    let (offset, size, count) = (word(0x20, 8), word(0x36, 2), word(0x38, 2));
-    for header in (0..count).map(|i| offset + i * size) {
-        const PT_INTERP: usize = 3;
-        assert_ne!(
-            word(header, 4),
-            PT_INTERP,
-            "{} needs a dynamic loader",
-            path.display()
-        );
-    }
 }
 
 /// A root directory holding `files` (path in the root, binary to copy there) and an empty
@@ -183,17 +118,10 @@ impl Pid1 {
 }
 
 /// `"--port=8080"` → `"--port=PORT"`: the Containerfile's ENTRYPOINT, on a free port.
-fn entrypoint_on(containerfile: &str, port: u16) -> Vec<String> {
-    let line = containerfile
-        .lines()
-        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
-        .expect("an ENTRYPOINT line");
-    let list = line
-        .trim()
-        .strip_prefix("[\"")
-        .and_then(|l| l.strip_suffix("\"]"))
-        .expect("ENTRYPOINT in exec form, [\"...\", ...]");
-    list.split("\", \"")
+fn entrypoint_on(containerfile: &Containerfile, port: u16) -> Vec<String> {
+    containerfile
+        .entrypoint()
+        .into_iter()
         .map(|word| word.replace("--port=8080", &format!("--port={port}")))
         .collect()
 }
@@ -214,7 +142,8 @@ fn copied(containerfile: &str) -> Vec<(String, String)> {
 #[test]
 fn the_hello_worker_image_serves_reloads_and_stops_as_pid_1() {
     let (start_server, hello_worker) = static_binaries();
-    let containerfile = fs::read_to_string(repo().join(CONTAINERFILE)).expect("Containerfile");
+    let image = Containerfile::read(CONTAINERFILE);
+    let containerfile = &image.text;
     assert!(
         containerfile.contains("\nFROM scratch\n"),
         "{containerfile}"
@@ -232,7 +161,7 @@ fn the_hello_worker_image_serves_reloads_and_stops_as_pid_1() {
         containerfile.contains(&format!("\nRUN {build} ")),
         "the image is built static as README says"
     );
-    let files: Vec<(String, &Path)> = copied(&containerfile)
+    let files: Vec<(String, &Path)> = copied(containerfile)
         .into_iter()
         .map(|(name, dest)| match name.as_str() {
             "start_server" => (dest, start_server.as_path()),
@@ -247,8 +176,21 @@ fn the_hello_worker_image_serves_reloads_and_stops_as_pid_1() {
             .map(|(d, b)| (d.as_str(), *b))
             .collect::<Vec<_>>(),
     );
-    let port = free_port();
-    let pid1 = run_as_pid1(&root, &entrypoint_on(&containerfile, port), &[]);
+    // The control socket's directory, a tmpfs or emptyDir under an engine.
+    let entrypoint = entrypoint_on(&image, free_port());
+    for control in entrypoint
+        .iter()
+        .filter_map(|w| w.strip_prefix("--control="))
+    {
+        let directory = Path::new(control).parent().expect("a directory");
+        fs::create_dir_all(root.0.join(directory.strip_prefix("/").expect("absolute")))
+            .expect("create the control socket's directory");
+    }
+    let port: u16 = entrypoint
+        .iter()
+        .find_map(|w| w.strip_prefix("--port=")?.parse().ok())
+        .expect("--port");
+    let pid1 = run_as_pid1(&root, &entrypoint, &[]);
     let addr = format!("127.0.0.1:{port}");
     let hello = |generation: u64| {
         wait_until(&format!("generation {generation} to answer"), || {

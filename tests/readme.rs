@@ -18,6 +18,7 @@ use common::*;
 const README_RUN: &str = "<!-- tests/readme.rs runs this command -->";
 const README_TRY: &str = "<!-- tests/readme.rs does what this block says -->";
 const README_TEST: &str = "<!-- tests/readme.rs checks that .ci/run runs this command -->";
+const README_FRESH: &str = "<!-- tests/readme.rs checks that this script installs what the tests need and runs the command below -->";
 const README_RUST: &str = "<!-- tests/readme.rs checks that worker/README.md, whose example is compiled, has this one -->";
 /// A first release build (lto, one codegen unit) of everything on a small machine.
 const README_DEPENDENCY: &str =
@@ -266,6 +267,22 @@ fn ci_runs_exactly_the_readme_test_command() {
         [command.as_str()],
         ".ci/run must run README's test command"
     );
+}
+
+#[test]
+fn the_one_command_for_a_fresh_machine_is_ci_which_installs_and_runs_the_tests() {
+    let command = readme_command(README_FRESH);
+    let script = command
+        .strip_prefix("bash ")
+        .unwrap_or_else(|| panic!("expected `bash SCRIPT`, found {command:?}"));
+    let ci = fs::read_to_string(repository().join(script))
+        .unwrap_or_else(|e| panic!("README's {command:?}: {e}"));
+    assert!(
+        ci.contains("\napt-get install "),
+        "{script} installs nothing"
+    );
+    // What it runs is README's test command (the test above).
+    assert_eq!(script, ".ci/run");
 }
 
 #[test]

@@ -5,13 +5,16 @@
 //! Here: temporary directories, waiting, HTTP to the test worker. Beside it: `server` (start_server
 //! as a child: `Server`, `Supervised`, `Collected` output, status files), `workers` (every test
 //! worker, its script in `workers/`), `report` (what the report worker says), `procfs` (what
-//! /proc says), `builds` (another build of the binary, for upgrades), `systemd` (socket activation, notify sockets, scenarios under a real systemd), `users` (commands run as another
-//! local user).
+//! /proc says), `builds` (another build of the binary, for upgrades), `systemd` (socket activation,
+//! notify sockets, scenarios under a real systemd), `users` (commands run as another local user),
+//! `images` (static binaries, Containerfiles), `kubernetes` (what the manifests say).
 //! All of it is re-exported, so a test file says `use common::*;`.
 // Each test file uses some of it.
 #![allow(dead_code, unused_imports)]
 
 pub mod builds;
+pub mod images;
+pub mod kubernetes;
 pub mod procfs;
 pub mod report;
 pub mod server;
@@ -20,6 +23,8 @@ pub mod users;
 pub mod workers;
 
 pub use builds::*;
+pub use images::*;
+pub use kubernetes::*;
 pub use procfs::*;
 pub use report::*;
 pub use server::*;
@@ -29,7 +34,7 @@ pub use workers::*;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -222,8 +227,19 @@ pub fn free_port() -> u16 {
 
 /// One HTTP/1.0 GET; the body of the answer.
 pub fn http_get(addr: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    http_get_within(addr, Duration::from_secs(20))
+}
+
+/// One HTTP/1.0 GET that fails after `limit` to connect or `limit` without an answer (where
+/// nothing answers a SYN, as at a container's published port once it is gone, a connect would
+/// otherwise wait for minutes).
+pub fn http_get_within(addr: &str, limit: Duration) -> std::io::Result<String> {
+    let to = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{addr}: no address")))?;
+    let mut stream = TcpStream::connect_timeout(&to, limit)?;
+    stream.set_read_timeout(Some(limit))?;
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
