@@ -42,12 +42,13 @@ use nix::unistd::Pid;
 /// The passed sockets, by inode (every dup and inherited copy of a socket shares its inode).
 pub type Inodes = BTreeSet<u64>;
 
-/// At most this many processes in a generation are examined in one scan: a fork bomb must not
-/// make the scan unbounded.
-pub const MAX_PROCESSES: usize = 4096;
+/// At most this many processes of a generation are examined in one scan (about 50 µs each):
+/// a fork bomb must not make a scan unbounded.
+pub const MAX_PROCESSES: usize = 1024;
 
-/// At most this many threads of one process are examined (their syscalls).
-pub const MAX_THREADS: usize = 1024;
+/// At most this many threads, all processes together, have their syscall read in one scan
+/// (about 10 µs each).
+pub const MAX_THREADS: usize = 4096;
 
 /// At most this many `pollfd` entries are read from a `poll` (the rest are not looked at:
 /// servers put their listening sockets first).
@@ -123,6 +124,8 @@ pub struct Survey {
     pub listening: Vec<Listening>,
     /// The processes examined: the roots that still exist and their descendants.
     pub processes: usize,
+    /// The threads whose syscall was read.
+    pub threads: usize,
 }
 
 /// The first process found among `roots` and their descendants that waits on one of the
@@ -139,26 +142,41 @@ pub fn find(roots: &[i32], passed: &Inodes) -> Option<Listening> {
 /// Every way the processes among `roots` and their descendants wait on the `passed` sockets.
 pub fn survey(roots: &[i32], passed: &Inodes) -> Survey {
     let mut listening = Vec::new();
-    let processes = scan(roots, passed, &mut |l| {
+    let (processes, threads) = scan(roots, passed, &mut |l| {
         listening.push(l);
         true
     });
     Survey {
         listening,
         processes,
+        threads,
     }
 }
 
 /// Walks the generation, handing each finding to `found` until it returns false; returns how
-/// many processes it examined.
-fn scan(roots: &[i32], passed: &Inodes, found: &mut dyn FnMut(Listening) -> bool) -> usize {
+/// many processes and threads it examined.
+fn scan(
+    roots: &[i32],
+    passed: &Inodes,
+    found: &mut dyn FnMut(Listening) -> bool,
+) -> (usize, usize) {
+    walk(roots, passed, children_files(), found)
+}
+
+/// [`scan`], finding children in `children` files or else by every process's ppid.
+fn walk(
+    roots: &[i32],
+    passed: &Inodes,
+    children_files: bool,
+    found: &mut dyn FnMut(Listening) -> bool,
+) -> (usize, usize) {
     if passed.is_empty() {
-        return 0;
+        return (0, 0);
     }
-    let ppids = (!children_files()).then(parents);
+    let ppids = (!children_files).then(parents);
     let mut seen = BTreeSet::new();
     let mut queue: VecDeque<i32> = roots.iter().copied().filter(|&p| p > 0).collect();
-    let mut examined = 0;
+    let (mut examined, mut threads) = (0, 0);
     while let Some(pid) = queue.pop_front() {
         if seen.len() >= MAX_PROCESSES {
             break;
@@ -172,7 +190,10 @@ fn scan(roots: &[i32], passed: &Inodes, found: &mut dyn FnMut(Listening) -> bool
             continue;
         }
         examined += 1;
-        if !examine(pid, &tasks, passed, found) {
+        // The children lists below are read for every thread; the syscalls within the budget.
+        let budget = MAX_THREADS.saturating_sub(threads).min(tasks.len());
+        threads += budget;
+        if !examine(pid, &tasks[..budget], passed, found) {
             break;
         }
         match &ppids {
@@ -187,7 +208,7 @@ fn scan(roots: &[i32], passed: &Inodes, found: &mut dyn FnMut(Listening) -> bool
             }
         }
     }
-    examined
+    (examined, threads)
 }
 
 /// Looks at one process's threads, then its epoll sets; false when `found` asked to stop.
@@ -514,7 +535,6 @@ fn tasks(pid: i32) -> Vec<i32> {
         .collect();
     // The main thread first: it is where single-threaded servers wait.
     tids.sort_unstable_by_key(|&t| (t != pid, t));
-    tids.truncate(MAX_THREADS);
     tids
 }
 

@@ -294,6 +294,14 @@ fn accept_in_another_thread() {
         worker.pid(),
         "the accepting thread is not the main one"
     );
+    assert_eq!(survey(&[worker.pid()], &passed).threads, 2);
+    assert_eq!(
+        found.to_string(),
+        format!(
+            "pid {} (thread {}) is in accept on fd 3",
+            found.pid, found.tid
+        )
+    );
 }
 
 #[test]
@@ -314,6 +322,14 @@ fn accept_in_a_child_of_the_worker() {
     let survey = survey(&[worker.pid()], &passed);
     assert_eq!(survey.processes, 2);
     assert_eq!(survey.listening, vec![found]);
+    // Where the kernel has no children files: every process's ppid.
+    let mut by_ppid = Vec::new();
+    let walked = walk(&[worker.pid()], &passed, false, &mut |l| {
+        by_ppid.push(l);
+        true
+    });
+    assert_eq!(walked, (2, 2));
+    assert_eq!(by_ppid, vec![found]);
 }
 
 #[test]
@@ -422,7 +438,8 @@ fn own_socket_does_not_count() {
         survey(&[pid], &passed),
         Survey {
             listening: vec![],
-            processes: 1
+            processes: 1,
+            threads: 1
         }
     );
 }
@@ -514,6 +531,7 @@ fn as_an_unprivileged_user() {
                 "--test-threads=1",
             ])
             .env("RUST_BACKTRACE", "1")
+            .current_dir("/")
             .output()
             .expect("run setpriv (util-linux)");
         let stdout = String::from_utf8_lossy(&output.stdout);
