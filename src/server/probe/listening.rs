@@ -19,12 +19,13 @@
 //! Anything /proc refuses or no longer has (a process gone, a thread exited, permission) is
 //! "not listening yet" for that process, never an error: the next scan looks again.
 //!
-//! Permissions: `children`, `fd/` and `fdinfo/` need PTRACE_MODE_READ on the process (root, or
-//! the same uid and a dumpable process), which Yama does not restrict. `syscall` and
-//! `process_vm_readv` need PTRACE_MODE_ATTACH: the same, plus Yama's `ptrace_scope` (1: the
-//! scanner must be an ancestor, which start_server is, its orphans included as a child
-//! subreaper; 2: CAP_SYS_PTRACE, so root only; 3: nobody). Where it is refused, the epoll way
-//! still works and blocking `accept` and `poll`/`select` go unseen.
+//! Permissions: `children` lists are readable by anyone. `fd/` and `fdinfo/` need
+//! PTRACE_MODE_READ on the process (root, or the same uid and a dumpable process), which Yama
+//! does not restrict. `syscall` and `process_vm_readv` need PTRACE_MODE_ATTACH: the same, plus
+//! Yama's `ptrace_scope` (1: the scanner must be an ancestor, which start_server is, its orphans
+//! included as a child subreaper; 2: CAP_SYS_PTRACE, so root only; 3: no one, root included).
+//! Where it is refused, epoll sets are still seen; blocking `accept`/`recv` and `poll`/`select`
+//! are not. A process that changed uid (non-dumpable) is readable by root only.
 //!
 //! Not seen: a wait the kernel restarted after a signal through `restart_syscall` (its arguments
 //! are gone; the wait is seen again once the call returns and is made anew), `io_uring`, and a
@@ -227,19 +228,16 @@ fn examine(
         let Some(call) = parse_syscall(&line) else {
             continue;
         };
-        let fd_of = |fd: i32| socket_inode(&format!("/proc/{pid}/task/{tid}/fd/{fd}"));
-        let hit = |fd: i32, how: How| Listening {
-            pid,
-            tid,
-            fd,
-            inode: 0,
-            how,
-        };
+        // Some(whether to go on) when `fd` is a passed socket.
         let mut report = |fd: i32, how: How| -> Option<bool> {
-            let inode = fd_of(fd).filter(|i| passed.contains(i))?;
+            let inode = socket_inode(&format!("/proc/{pid}/task/{tid}/fd/{fd}"))
+                .filter(|i| passed.contains(i))?;
             Some(found(Listening {
+                pid,
+                tid,
+                fd,
                 inode,
-                ..hit(fd, how)
+                how,
             }))
         };
         let go_on = match classify(call.nr) {
