@@ -13,6 +13,9 @@ pub mod file_watch;
 pub mod files;
 pub mod log;
 pub mod notify;
+// Wired into readiness by `--ready=listening`, being written.
+#[allow(dead_code)]
+pub mod probe;
 pub mod process;
 pub mod serve;
 pub mod upgrade;
