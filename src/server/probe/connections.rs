@@ -1,0 +1,644 @@
+//! How many connections a set of processes holds that were accepted from start_server's
+//! listening sockets: the established TCP connections whose local address is a listener's
+//! (an accepted socket has its listener's address and port), and the connected unix stream
+//! sockets that bear a listener's name (an accepted unix socket takes its listener's address;
+//! the client's end has none of its own). A status request reads which sockets those are once
+//! ([`Accepted::read`]), then counts, for each generation or worker, those its processes hold
+//! open ([`Accepted::held_by`], from `/proc/PID/fd`: the kernel does not say which process
+//! holds a socket). A socket shared by several processes after a fork counts once.
+//!
+//! Two ways to find the accepted sockets, same result: [`Source::SockDiag`] asks the kernel
+//! over `NETLINK_SOCK_DIAG` for established TCP sockets on the listeners' ports only (a
+//! bytecode filter runs in the kernel) and for connected unix sockets with their names;
+//! [`Source::Proc`] reads and parses the text of `/proc/net/{tcp,tcp6,unix}`, every socket of
+//! the network namespace. bench/connections.py measures both.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// A listening socket, as its accepted connections show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listening {
+    /// A TCP listener's local address (an unspecified address: any local address).
+    Tcp(SocketAddr),
+    /// A unix stream or seqpacket listener's name: a path, or `\0` then an abstract name.
+    Unix(Vec<u8>),
+}
+
+impl Listening {
+    /// What listening socket `fd` is. Other kinds of socket (UDP, unnamed unix sockets) have no
+    /// accepted connections: `Ok(None)`.
+    pub fn of(fd: BorrowedFd<'_>) -> io::Result<Option<Listening>> {
+        let kind = sockopt(fd, libc::SO_TYPE)?;
+        if kind != libc::SOCK_STREAM && kind != libc::SOCK_SEQPACKET {
+            return Ok(None);
+        }
+        // SAFETY: sockaddr_storage is plain data, valid when zeroed.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: the buffer and its length are valid for getsockname to fill.
+        let rc = unsafe {
+            libc::getsockname(
+                fd.as_raw_fd(),
+                (&mut storage as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(match i32::from(storage.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says it is a sockaddr_in, which fits in the storage.
+                let sin: libc::sockaddr_in =
+                    unsafe { *(&storage as *const libc::sockaddr_storage).cast() };
+                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                Some(Listening::Tcp(SocketAddr::new(
+                    ip.into(),
+                    u16::from_be(sin.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says it is a sockaddr_in6, which fits in the storage.
+                let sin6: libc::sockaddr_in6 =
+                    unsafe { *(&storage as *const libc::sockaddr_storage).cast() };
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                Some(Listening::Tcp(SocketAddr::new(
+                    ip.into(),
+                    u16::from_be(sin6.sin6_port),
+                )))
+            }
+            libc::AF_UNIX => {
+                let offset = std::mem::size_of::<libc::sa_family_t>();
+                let len = (len as usize).saturating_sub(offset);
+                // SAFETY: the family says it is a sockaddr_un, which fits in the storage.
+                let sun: libc::sockaddr_un =
+                    unsafe { *(&storage as *const libc::sockaddr_storage).cast() };
+                let mut name: Vec<u8> = sun.sun_path[..len.min(sun.sun_path.len())]
+                    .iter()
+                    .map(|&c| c as u8)
+                    .collect();
+                // A path's name ends at its NUL; an abstract name is all of its bytes.
+                if name.first() != Some(&0)
+                    && let Some(end) = name.iter().position(|&b| b == 0)
+                {
+                    name.truncate(end);
+                }
+                (!name.is_empty()).then_some(Listening::Unix(name))
+            }
+            _ => None,
+        })
+    }
+
+    /// Whether a TCP socket with local address `local` was accepted from this listener.
+    fn accepts(&self, local: SocketAddr) -> bool {
+        let Listening::Tcp(listener) = self else {
+            return false;
+        };
+        listener.port() == local.port()
+            && (listener.ip().is_unspecified() || canonical(listener.ip()) == canonical(local.ip()))
+    }
+}
+
+/// An IPv4-mapped IPv6 address as IPv4 (how a dual-stack listener's v4 connections show).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn sockopt(fd: BorrowedFd<'_>, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: an int-sized buffer and its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// Where the accepted sockets are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `NETLINK_SOCK_DIAG`, filtered by port in the kernel.
+    SockDiag,
+    /// `/proc/net/{tcp,tcp6,unix}`.
+    Proc,
+}
+
+/// The sockets accepted from the listeners that are established now, by inode.
+#[derive(Debug, Clone, Default)]
+pub struct Accepted {
+    inodes: HashSet<u64>,
+}
+
+impl Accepted {
+    /// Reads them from `source`, in start_server's network namespace (the workers'). With
+    /// [`Source::SockDiag`], a kernel without unix_diag or inet_diag (a module that could not
+    /// be loaded) answers an error: read them from [`Source::Proc`] then.
+    pub fn read(listeners: &[Listening], source: Source) -> io::Result<Accepted> {
+        let mut inodes = HashSet::new();
+        let tcp = listeners.iter().any(|l| matches!(l, Listening::Tcp(_)));
+        let unix: Vec<&[u8]> = listeners
+            .iter()
+            .filter_map(|l| match l {
+                Listening::Unix(name) => Some(name.as_slice()),
+                Listening::Tcp(_) => None,
+            })
+            .collect();
+        match source {
+            Source::Proc => {
+                if tcp {
+                    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+                        match fs::read_to_string(table) {
+                            Ok(text) => inodes.extend(
+                                tcp_entries(&text)
+                                    .filter(|e| e.state == TCP_ESTABLISHED)
+                                    .filter(|e| listeners.iter().any(|l| l.accepts(e.local)))
+                                    .map(|e| e.inode),
+                            ),
+                            // No IPv6 in this kernel.
+                            Err(e) if e.kind() == ErrorKind::NotFound => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                if !unix.is_empty() {
+                    let text = fs::read_to_string("/proc/net/unix")?;
+                    inodes.extend(
+                        unix_entries(&text)
+                            .filter(|e| e.state == SS_CONNECTED)
+                            .filter(|e| unix.iter().any(|n| proc_unix_name(n) == e.name))
+                            .map(|e| e.inode),
+                    );
+                }
+            }
+            Source::SockDiag => {
+                if tcp {
+                    let mut ports: Vec<u16> = listeners
+                        .iter()
+                        .filter_map(|l| match l {
+                            Listening::Tcp(a) => Some(a.port()),
+                            Listening::Unix(_) => None,
+                        })
+                        .collect();
+                    ports.sort_unstable();
+                    ports.dedup();
+                    let diag = Netlink::open()?;
+                    for family in [libc::AF_INET, libc::AF_INET6] {
+                        for &port in &ports {
+                            diag.tcp_established(family, port, |local, inode| {
+                                if listeners.iter().any(|l| l.accepts(local)) {
+                                    inodes.insert(inode);
+                                }
+                            })?;
+                        }
+                    }
+                }
+                if !unix.is_empty() {
+                    Netlink::open()?.unix_connected(|name, inode| {
+                        if unix.contains(&name) {
+                            inodes.insert(inode);
+                        }
+                    })?;
+                }
+            }
+        }
+        Ok(Accepted { inodes })
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.inodes.is_empty()
+    }
+
+    /// How many of them `pids` hold open (each socket once). A process that exits meanwhile
+    /// holds none.
+    pub fn held_by(&self, pids: &[i32]) -> usize {
+        if self.inodes.is_empty() {
+            return 0;
+        }
+        let mut held = HashSet::new();
+        for &pid in pids {
+            for inode in socket_inodes(pid) {
+                if self.inodes.contains(&inode) {
+                    held.insert(inode);
+                }
+            }
+        }
+        held.len()
+    }
+}
+
+/// The inodes of the sockets process `pid` has open (`socket:[INODE]` links in /proc/PID/fd);
+/// none if it is gone or not readable.
+pub fn socket_inodes(pid: i32) -> Vec<u64> {
+    let dir = format!("/proc/{pid}/fd");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut inodes = Vec::new();
+    for entry in entries.flatten() {
+        if let Ok(target) = fs::read_link(entry.path())
+            && let Some(inode) = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse().ok())
+        {
+            inodes.push(inode);
+        }
+    }
+    inodes
+}
+
+/// TCP_ESTABLISHED, in /proc/net/tcp's `st` and sock_diag's states.
+const TCP_ESTABLISHED: u8 = 1;
+/// SS_CONNECTED, in /proc/net/unix's `St`.
+const SS_CONNECTED: u8 = 3;
+
+/// One line of /proc/net/tcp or tcp6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpEntry {
+    /// Local address.
+    pub local: SocketAddr,
+    /// State (1: established, 10: listening).
+    pub state: u8,
+    /// The socket's inode.
+    pub inode: u64,
+}
+
+/// The entries of /proc/net/tcp's or tcp6's text (its header and unparsable lines skipped).
+pub fn tcp_entries(text: &str) -> impl Iterator<Item = TcpEntry> + '_ {
+    text.lines().skip(1).filter_map(tcp_entry)
+}
+
+/// `sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode`.
+fn tcp_entry(line: &str) -> Option<TcpEntry> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let local = parse_hex_address(fields.get(1)?)?;
+    let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
+    let inode = fields.get(9)?.parse().ok()?;
+    Some(TcpEntry {
+        local,
+        state,
+        inode,
+    })
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits then the port (IPv6): each 32-bit word of the
+/// address is printed in the host's byte order.
+fn parse_hex_address(text: &str) -> Option<SocketAddr> {
+    let (address, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut words = [0u32; 4];
+    let count = address.len() / 8;
+    if !(count == 1 || count == 4) || address.len() % 8 != 0 {
+        return None;
+    }
+    for (i, word) in words.iter_mut().take(count).enumerate() {
+        let raw = u32::from_str_radix(address.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        // The kernel printed the word as a native integer: its bytes in memory are the
+        // address's bytes in network order.
+        *word = u32::from_be_bytes(raw.to_ne_bytes());
+    }
+    let ip: IpAddr = if count == 1 {
+        Ipv4Addr::from(words[0]).into()
+    } else {
+        let mut bytes = [0u8; 16];
+        for (i, word) in words.iter().enumerate() {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&word.to_be_bytes());
+        }
+        Ipv6Addr::from(bytes).into()
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// One line of /proc/net/unix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixEntry {
+    /// `St`: 1 unconnected (a listener among them), 3 connected.
+    pub state: u8,
+    /// The socket's inode.
+    pub inode: u64,
+    /// Its name as printed: a path, `@` then an abstract name (its NULs as `@`), or empty.
+    pub name: String,
+}
+
+/// The entries of /proc/net/unix's text.
+pub fn unix_entries(text: &str) -> impl Iterator<Item = UnixEntry> + '_ {
+    text.lines().skip(1).filter_map(unix_entry)
+}
+
+/// `Num RefCount Protocol Flags Type St Inode Path`; the path, if any, may hold spaces.
+fn unix_entry(line: &str) -> Option<UnixEntry> {
+    let mut rest = line.trim_start();
+    let mut fields = [""; 7];
+    for field in &mut fields {
+        let end = rest.find(' ').unwrap_or(rest.len());
+        *field = &rest[..end];
+        rest = rest[end..].strip_prefix(' ').unwrap_or(&rest[end..]);
+    }
+    Some(UnixEntry {
+        state: u8::from_str_radix(fields[5], 16).ok()?,
+        inode: fields[6].parse().ok()?,
+        name: rest.to_string(),
+    })
+}
+
+/// A unix socket's name as /proc/net/unix prints it.
+fn proc_unix_name(name: &[u8]) -> String {
+    let printed: Vec<u8> = name
+        .iter()
+        .map(|&b| if b == 0 { b'@' } else { b })
+        .collect();
+    String::from_utf8_lossy(&printed).into_owned()
+}
+
+/// A `NETLINK_SOCK_DIAG` socket.
+struct Netlink {
+    fd: OwnedFd,
+}
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+const INET_DIAG_BC_S_COND: u8 = 7;
+const UNIX_DIAG_NAME: u16 = 0;
+const UDIAG_SHOW_NAME: u32 = 1;
+const NLMSG_HDRLEN: usize = 16;
+
+impl Netlink {
+    fn open() -> io::Result<Netlink> {
+        // SAFETY: socket(2) with constant arguments; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Netlink { fd })
+    }
+
+    /// Established TCP sockets of `family` with local port `port`: `found(local, inode)`.
+    fn tcp_established(
+        &self,
+        family: libc::c_int,
+        port: u16,
+        mut found: impl FnMut(SocketAddr, u64),
+    ) -> io::Result<()> {
+        // struct inet_diag_req_v2: family, protocol, ext, pad, states, then a zero sockid.
+        let mut request = Vec::with_capacity(56 + 16);
+        request.extend_from_slice(&[family as u8, libc::IPPROTO_TCP as u8, 0, 0]);
+        request.extend_from_slice(&(1u32 << TCP_ESTABLISHED).to_ne_bytes());
+        request.extend_from_slice(&[0u8; 48]);
+        // A filter run by the kernel: "source port is `port`" (S_COND with no address).
+        // struct inet_diag_bc_op { code, yes, no } then struct inet_diag_hostcond
+        // { family, prefix_len, port }: yes jumps to the end (accept), no past it (reject).
+        let mut bytecode = vec![INET_DIAG_BC_S_COND, 12];
+        bytecode.extend_from_slice(&16u16.to_ne_bytes());
+        bytecode.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        bytecode.extend_from_slice(&i32::from(port).to_ne_bytes());
+        request.extend_from_slice(&((4 + bytecode.len()) as u16).to_ne_bytes());
+        request.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        request.extend_from_slice(&bytecode);
+        self.dump(&request, |message| {
+            // struct inet_diag_msg: family, state, timer, retrans, sockid (sport, dport,
+            // src[16], dst[16], if, cookie[2]), expires, rqueue, wqueue, uid, inode.
+            let (Some(head), Some(inode)) = (message.get(..20), message.get(68..72)) else {
+                return;
+            };
+            let port = u16::from_be_bytes([head[4], head[5]]);
+            let ip: IpAddr = if i32::from(head[0]) == libc::AF_INET {
+                Ipv4Addr::new(head[8], head[9], head[10], head[11]).into()
+            } else {
+                let Some(bytes) = message
+                    .get(8..24)
+                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                else {
+                    return;
+                };
+                Ipv6Addr::from(bytes).into()
+            };
+            let inode = u32::from_ne_bytes([inode[0], inode[1], inode[2], inode[3]]);
+            found(SocketAddr::new(ip, port), u64::from(inode));
+        })
+    }
+
+    /// Connected unix sockets that have a name: `found(name, inode)`.
+    fn unix_connected(&self, mut found: impl FnMut(&[u8], u64)) -> io::Result<()> {
+        // struct unix_diag_req: family, protocol, pad, states, ino, show, cookie[2].
+        let mut request = Vec::with_capacity(24);
+        request.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
+        request.extend_from_slice(&(1u32 << TCP_ESTABLISHED).to_ne_bytes());
+        request.extend_from_slice(&0u32.to_ne_bytes());
+        request.extend_from_slice(&UDIAG_SHOW_NAME.to_ne_bytes());
+        request.extend_from_slice(&[0u8; 8]);
+        self.dump(&request, |message| {
+            // struct unix_diag_msg: family, type, state, pad, ino, cookie[2]; then attributes.
+            let Some(ino) = message.get(4..8) else {
+                return;
+            };
+            let inode = u64::from(u32::from_ne_bytes([ino[0], ino[1], ino[2], ino[3]]));
+            for (kind, value) in attributes(message.get(16..).unwrap_or(&[])) {
+                if kind == UNIX_DIAG_NAME {
+                    found(value, inode);
+                }
+            }
+        })
+    }
+
+    /// Sends one dump request and hands each answer's payload to `each`.
+    fn dump(&self, payload: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+        let mut message = Vec::with_capacity(NLMSG_HDRLEN + payload.len());
+        message.extend_from_slice(&((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
+        message.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        message.extend_from_slice(&flags.to_ne_bytes());
+        message.extend_from_slice(&1u32.to_ne_bytes());
+        message.extend_from_slice(&0u32.to_ne_bytes());
+        message.extend_from_slice(payload);
+        // SAFETY: sockaddr_nl is plain data; zeroed is the kernel as destination.
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: the message and address are valid for their lengths.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                message.as_ptr().cast(),
+                message.len(),
+                0,
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: the buffer is valid for its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            let mut rest = &buffer[..n as usize];
+            while rest.len() >= NLMSG_HDRLEN {
+                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+                if len < NLMSG_HDRLEN || len > rest.len() {
+                    return Err(io::Error::new(
+                        ErrorKind::InvalidData,
+                        "sock_diag: a truncated answer",
+                    ));
+                }
+                let body = &rest[NLMSG_HDRLEN..len];
+                match i32::from(kind) {
+                    libc::NLMSG_DONE => return Ok(()),
+                    libc::NLMSG_ERROR => {
+                        let errno = body
+                            .get(..4)
+                            .map_or(0, |e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]));
+                        if errno == 0 {
+                            return Ok(());
+                        }
+                        return Err(io::Error::from_raw_os_error(-errno));
+                    }
+                    _ => each(body),
+                }
+                rest = &rest[align4(len).min(rest.len())..];
+            }
+        }
+    }
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// The netlink attributes (`struct nlattr`: len, type, value) of `data`.
+fn attributes(mut data: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut found = Vec::new();
+    while data.len() >= 4 {
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let kind = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff;
+        if len < 4 || len > data.len() {
+            break;
+        }
+        found.push((kind, &data[4..len]));
+        data = &data[align4(len).min(data.len())..];
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_lines_of_both_families() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337 1 0000000000000000 100 0 0 10 0\n   \
+   1: 0100007F:1F90 0100007F:D2F4 01 00000000:00000000 00:00000000 00000000     0        0 31338 1 0000000000000000 20 4 30 10 -1\n";
+        let entries: Vec<TcpEntry> = tcp_entries(tcp).collect();
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            entries,
+            vec![
+                TcpEntry {
+                    local,
+                    state: 10,
+                    inode: 31337
+                },
+                TcpEntry {
+                    local,
+                    state: 1,
+                    inode: 31338
+                },
+            ]
+        );
+        // ::1 port 443, and a v4-mapped ::ffff:127.0.0.1 port 80.
+        let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+   0: 00000000000000000000000001000000:01BB 00000000000000000000000001000000:C350 01 00000000:00000000 00:00000000 00000000     0        0 42 1 0000000000000000 20 4 0 10 -1\n   \
+   1: 0000000000000000FFFF00000100007F:0050 0000000000000000FFFF00000100007F:C351 01 00000000:00000000 00:00000000 00000000     0        0 43 1 0000000000000000 20 4 0 10 -1\n";
+        let entries: Vec<TcpEntry> = tcp_entries(tcp6).collect();
+        assert_eq!(entries[0].local, "[::1]:443".parse().unwrap());
+        assert_eq!(entries[1].local, "[::ffff:127.0.0.1]:80".parse().unwrap());
+        assert_eq!(entries[1].inode, 43);
+        // A listener on [::]:80 or 0.0.0.0:80 accepts it; one on 127.0.0.2:80 does not.
+        for (listener, accepts) in [
+            ("[::]:80", true),
+            ("0.0.0.0:80", true),
+            ("127.0.0.1:80", true),
+            ("127.0.0.2:80", false),
+            ("127.0.0.1:81", false),
+        ] {
+            let listener = Listening::Tcp(listener.parse().unwrap());
+            assert_eq!(listener.accepts(entries[1].local), accepts, "{listener:?}");
+        }
+    }
+
+    #[test]
+    fn unix_lines_with_spaces_and_abstract_names() {
+        let text = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+0000000000000000: 00000002 00000000 00010000 0001 01 1001 /run/app/my socket\n\
+0000000000000000: 00000003 00000000 00000000 0001 03 1002 /run/app/my socket\n\
+0000000000000000: 00000003 00000000 00000000 0001 03 1003\n\
+0000000000000000: 00000003 00000000 00000000 0001 03 1004 @abstract@x\n";
+        let entries: Vec<UnixEntry> = unix_entries(text).collect();
+        assert_eq!(entries.len(), 4);
+        assert_eq!(
+            entries[1],
+            UnixEntry {
+                state: 3,
+                inode: 1002,
+                name: "/run/app/my socket".into()
+            }
+        );
+        assert_eq!(entries[0].state, 1);
+        assert_eq!(entries[2].name, "");
+        assert_eq!(entries[3].name, proc_unix_name(b"\0abstract\0x"));
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped() {
+        assert_eq!(tcp_entries("header\nnot a line\n 0: zz:zz\n").count(), 0);
+        assert_eq!(parse_hex_address("0100007F"), None);
+        assert_eq!(parse_hex_address("01007F:0050"), None);
+        assert_eq!(unix_entries("header\n0: 2 0 0 1 zz 5 /x\n").count(), 0);
+    }
+}
