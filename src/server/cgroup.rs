@@ -167,6 +167,14 @@ impl Delegation {
             grant: Grant::Writable,
         }
     }
+
+    /// The delegated cgroup itself.
+    pub fn cgroup(&self) -> Cgroup {
+        Cgroup {
+            dir: self.dir.clone(),
+            path: self.path.clone(),
+        }
+    }
 }
 
 /// The cgroup v2 path of /proc/PID/cgroup's text (its `0::` line).
@@ -310,10 +318,7 @@ impl Subtree {
     /// are delegated. A controller that cannot be enabled is left out (see
     /// [`Subtree::controllers`]); not being able to move is an error.
     pub fn set_up(delegation: &Delegation) -> io::Result<Subtree> {
-        let root = Cgroup {
-            dir: delegation.dir.clone(),
-            path: delegation.path.clone(),
-        };
+        let root = delegation.cgroup();
         let supervisor = root.child(SUPERVISOR)?;
         write_file(&supervisor.dir.join("cgroup.procs"), b"0")?;
         // Each process moves on its own: one that exited in between is no error.
