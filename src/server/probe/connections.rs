@@ -210,6 +210,11 @@ impl Accepted {
                 }
                 if !unix.is_empty() {
                     Netlink::open()?.unix_connected(|name, inode| {
+                        // A path's name may come with the NUL it was bound with.
+                        let name = match name.iter().position(|&b| b == 0) {
+                            Some(end) if end > 0 => &name[..end],
+                            _ => name,
+                        };
                         if unix.contains(&name) {
                             inodes.insert(inode);
                         }
