@@ -34,6 +34,9 @@ fn held(listeners: &[Listening], pids: &[i32]) -> usize {
         })
         .collect();
     assert_eq!(counts[0], counts[1], "sock_diag and /proc disagree");
+    let (preferred, source) = Accepted::read_preferred(listeners).unwrap();
+    assert_eq!(source, Source::SockDiag, "sock_diag works here");
+    assert_eq!(preferred.held_by(pids), counts[0]);
     counts[0]
 }
 

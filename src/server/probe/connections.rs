@@ -225,6 +225,16 @@ impl Accepted {
         Ok(Accepted { inodes })
     }
 
+    /// Reads them from sock_diag, else (a kernel without unix_diag or inet_diag, a seccomp
+    /// filter refusing netlink) from /proc; says which. sock_diag costs about a fifth of /proc
+    /// with 10,000 connections (docs/BENCHMARKS.md).
+    pub fn read_preferred(listeners: &[Listening]) -> io::Result<(Accepted, Source)> {
+        match Accepted::read(listeners, Source::SockDiag) {
+            Ok(accepted) => Ok((accepted, Source::SockDiag)),
+            Err(_) => Ok((Accepted::read(listeners, Source::Proc)?, Source::Proc)),
+        }
+    }
+
     /// How many there are.
     pub fn len(&self) -> usize {
         self.inodes.len()
@@ -238,40 +248,94 @@ impl Accepted {
     /// How many of them `pids` hold open (each socket once). A process that exits meanwhile
     /// holds none.
     pub fn held_by(&self, pids: &[i32]) -> usize {
+        distinct(
+            self.held_by_each(pids)
+                .iter()
+                .map(|(_, held)| held.as_slice()),
+        )
+    }
+
+    /// Those each of `pids` holds open, by pid: one look at each process's descriptors, from
+    /// which a status counts each worker's and (with [`distinct`]) each generation's.
+    pub fn held_by_each(&self, pids: &[i32]) -> Vec<(i32, Vec<u64>)> {
         if self.inodes.is_empty() {
-            return 0;
+            return pids.iter().map(|&pid| (pid, Vec::new())).collect();
         }
-        let mut held = HashSet::new();
-        for &pid in pids {
-            for inode in socket_inodes(pid) {
-                if self.inodes.contains(&inode) {
-                    held.insert(inode);
-                }
-            }
-        }
-        held.len()
+        pids.iter()
+            .map(|&pid| {
+                let mut held = socket_inodes(pid);
+                held.retain(|inode| self.inodes.contains(inode));
+                (pid, held)
+            })
+            .collect()
     }
 }
 
+/// How many distinct sockets there are among `held` (a socket shared by processes after a
+/// fork counts once).
+pub fn distinct<'a>(held: impl IntoIterator<Item = &'a [u64]>) -> usize {
+    let mut all = HashSet::new();
+    for inodes in held {
+        all.extend(inodes.iter().copied());
+    }
+    all.len()
+}
+
 /// The inodes of the sockets process `pid` has open (`socket:[INODE]` links in /proc/PID/fd);
-/// none if it is gone or not readable.
+/// none if it is gone or not readable. One readlinkat(2) per descriptor, relative to the open
+/// directory (a path lookup from / for each would cost about twice as much).
 pub fn socket_inodes(pid: i32) -> Vec<u64> {
-    let dir = format!("/proc/{pid}/fd");
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Vec::new();
-    };
     let mut inodes = Vec::new();
-    for entry in entries.flatten() {
-        if let Ok(target) = fs::read_link(entry.path())
-            && let Some(inode) = target
-                .to_str()
-                .and_then(|t| t.strip_prefix("socket:["))
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse().ok())
+    let Ok(path) = std::ffi::CString::new(format!("/proc/{pid}/fd")) else {
+        return inodes;
+    };
+    // SAFETY: a NUL-terminated path; the result is checked.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return inodes;
+    }
+    // SAFETY: fdopendir takes over the fresh descriptor (closedir closes it).
+    let dir = unsafe { libc::fdopendir(fd) };
+    if dir.is_null() {
+        // SAFETY: the descriptor is still ours when fdopendir fails.
+        unsafe { libc::close(fd) };
+        return inodes;
+    }
+    let mut target = [0u8; 64];
+    loop {
+        // SAFETY: `dir` is an open directory stream; the entry stays valid until the next call.
+        let entry = unsafe { libc::readdir(dir) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: d_name is NUL-terminated; readlinkat writes at most the buffer's length.
+        let n = unsafe {
+            libc::readlinkat(
+                fd,
+                (*entry).d_name.as_ptr(),
+                target.as_mut_ptr().cast(),
+                target.len(),
+            )
+        };
+        let Ok(n) = usize::try_from(n) else {
+            continue;
+        };
+        if let Some(inode) = target[..n]
+            .strip_prefix(b"socket:[")
+            .and_then(|t| t.strip_suffix(b"]"))
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|t| t.parse().ok())
         {
             inodes.push(inode);
         }
     }
+    // SAFETY: closes the stream and its descriptor, once.
+    unsafe { libc::closedir(dir) };
     inodes
 }
 
