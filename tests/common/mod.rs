@@ -5,13 +5,16 @@
 //! Here: temporary directories, waiting, HTTP to the test worker. Beside it: `server` (start_server
 //! as a child: `Server`, `Supervised`, `Collected` output, status files), `workers` (every test
 //! worker, its script in `workers/`), `report` (what the report worker says), `procfs` (what
-//! /proc says), `builds` (another build of the binary, for upgrades), `systemd` (socket activation, notify sockets, scenarios under a real systemd).
+//! /proc says), `builds` (another build of the binary, for upgrades), `systemd` (socket
+//! activation, notify sockets, scenarios under a real systemd), `prometheus` (a real Prometheus
+//! server scraping a target).
 //! All of it is re-exported, so a test file says `use common::*;`.
 // Each test file uses some of it.
 #![allow(dead_code, unused_imports)]
 
 pub mod builds;
 pub mod procfs;
+pub mod prometheus;
 pub mod report;
 pub mod server;
 pub mod systemd;
@@ -19,6 +22,7 @@ pub mod workers;
 
 pub use builds::*;
 pub use procfs::*;
+pub use prometheus::*;
 pub use report::*;
 pub use server::*;
 pub use systemd::*;
@@ -132,6 +136,21 @@ pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
             panic!("timed out waiting for: {what}");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits up to `limit` until `check` returns `Some`; `None` if it never did (for a failure
+/// message that says more than [`wait_until`]'s).
+pub fn wait_until_or<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

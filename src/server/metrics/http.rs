@@ -424,6 +424,35 @@ mod tests {
     }
 
     #[test]
+    fn connections_beyond_the_bound_wait_in_the_backlog_until_one_closes() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = Limits {
+            connections: 2,
+            ..Limits::default()
+        };
+        let mut endpoint = Endpoint::new(listener.into(), limits).unwrap();
+        let listening = endpoint.interests()[0].0;
+        assert_eq!(endpoint.deadline(), None, "idle: no wake-up");
+        let mut clients: Vec<std::net::TcpStream> = (0..3)
+            .map(|_| std::net::TcpStream::connect(address).unwrap())
+            .collect();
+        endpoint.ready(listening, &mut String::new);
+        assert_eq!(endpoint.open(), 2);
+        assert!(endpoint.interests().iter().all(|(fd, _)| *fd != listening));
+        assert!(endpoint.deadline().is_some());
+        // Past their deadline the two are closed; the third is accepted then.
+        endpoint.expire(Instant::now() + limits.timeout + Duration::from_secs(1));
+        assert_eq!(endpoint.open(), 0);
+        assert!(endpoint.interests().iter().any(|(fd, _)| *fd == listening));
+        endpoint.ready(listening, &mut String::new);
+        assert_eq!(endpoint.open(), 1);
+        let mut rest = Vec::new();
+        assert_eq!(clients[0].read_to_end(&mut rest).unwrap(), 0);
+    }
+
+    #[test]
     fn peer_closing_early_closes() {
         let mut e = Exchange::new(8192);
         e.received(b"GET /metr", String::new);
