@@ -162,6 +162,10 @@ fn exercise(delegation: &Delegation) {
         "no process is left in the delegated cgroup"
     );
     println!("controllers enabled: {:?}", subtree.controllers());
+    // Exec'd again (an upgrade in place), start_server finds the same subtree from its leaf.
+    let again = cgroup::gather();
+    assert_eq!(again.path.as_deref(), Some(delegation.path.as_str()));
+    assert_eq!(again.mount.as_deref(), Some(delegation.dir.as_path()));
 
     // Generation 1, one copy, created in place by clone3; it starts a helper that leaves its
     // session and environment behind and ignores SIGTERM.
@@ -417,7 +421,7 @@ fn another_user_cannot_manage_a_cgroup_it_cannot_write() {
 }
 
 #[test]
-fn under_systemd_delegate_yes_gives_a_subtree_as_root_and_as_another_user() {
+fn under_systemd_delegate_yes_gives_a_subtree() {
     if let Some(role) = role() {
         match role.as_str() {
             "delegated" => {
@@ -438,7 +442,7 @@ fn under_systemd_delegate_yes_gives_a_subtree_as_root_and_as_another_user() {
     }
     let tmp = TempDir::new();
     fs::copy(std::env::current_exe().unwrap(), tmp.path("cgroups-test")).unwrap();
-    let test = "under_systemd_delegate_yes_gives_a_subtree_as_root_and_as_another_user";
+    let test = "under_systemd_delegate_yes_gives_a_subtree";
     let run = format!("/src/cgroups-test {test} --exact --nocapture --test-threads=1");
     let output = run_in_systemd(
         &tmp,
@@ -451,6 +455,11 @@ echo "$out"
 unit=$(systemd-run --wait --pipe -p Delegate=yes -p User=nobody -E {ROLE}=delegated {run} 2>&1) || fail "as nobody: $unit"
 echo "$unit"
 [[ $unit == *"uid 65534 delegated"*CGROUP-SCENARIO-OK* ]] || fail "as nobody: $unit"
+# DelegateSubgroup= starts it in a leaf of the delegated cgroup: the parent is managed.
+for sub in supervisor main; do
+  out=$(systemd-run --wait --pipe --quiet -p Delegate=yes -p DelegateSubgroup=$sub -E {ROLE}=delegated {run} 2>&1) || fail "DelegateSubgroup=$sub: $out"
+  [[ $out == *"delegated /system.slice/run-"*".service"$'\n'*CGROUP-SCENARIO-OK* ]] || fail "DelegateSubgroup=$sub: $out"
+done
 out=$(systemd-run --wait --pipe --quiet -E {ROLE}=not-delegated {run} 2>&1) || fail "no Delegate: $out"
 echo "$out"
 [[ $out == *"REFUSED: its cgroup /system.slice/run-"*".service is systemd's: set Delegate=yes in the unit to give each generation a cgroup"* ]] || fail "no Delegate: $out"

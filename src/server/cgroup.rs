@@ -84,7 +84,11 @@ pub fn detect() -> Result<Delegation, String> {
     decide(&gather())
 }
 
-/// The facts about the calling process's cgroup.
+/// The facts about the calling process's cgroup, or about its parent when that is the one to
+/// manage: when the parent carries systemd's mark and the process's own does not (the unit has
+/// `DelegateSubgroup=`, which starts it in a leaf of the delegated cgroup; or start_server was
+/// exec'd again, in an upgrade in place, from its `supervisor` leaf), or when the process's
+/// own cgroup is a `supervisor` leaf (exec'd again, without systemd).
 pub fn gather() -> Facts {
     let mut facts = Facts {
         systemd: Path::new("/run/systemd/system").is_dir(),
@@ -93,15 +97,31 @@ pub fn gather() -> Facts {
             .and_then(|text| unified_path(&text)),
         ..Facts::default()
     };
-    let Some(path) = &facts.path else {
+    let Some(path) = facts.path.clone() else {
         return facts;
     };
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let Some(dir) = cgroup2_dir(&mounts, path) else {
+    let Some(mut dir) = cgroup2_dir(&mounts, &path) else {
         return facts;
     };
-    facts.hierarchy_root = !dir.join("cgroup.type").exists();
     facts.delegated = delegation_mark(&dir);
+    if let Some((parent_path, name)) = path.rsplit_once('/')
+        && !facts.delegated
+        && !name.is_empty()
+        && let Some(parent_dir) = dir.parent().map(Path::to_path_buf)
+    {
+        let parent_delegated = delegation_mark(&parent_dir);
+        if parent_delegated || name == SUPERVISOR {
+            facts.path = Some(if parent_path.is_empty() {
+                "/".to_string()
+            } else {
+                parent_path.to_string()
+            });
+            facts.delegated = parent_delegated;
+            dir = parent_dir;
+        }
+    }
+    facts.hierarchy_root = !dir.join("cgroup.type").exists();
     facts.not_writable = writable(&dir).err();
     facts.mount = Some(dir);
     facts
