@@ -188,24 +188,25 @@ impl Accepted {
             }
             Source::SockDiag => {
                 if tcp {
-                    let mut ports: Vec<u16> = listeners
+                    // An accepted socket has its listener's family (a dual-stack listener's
+                    // IPv4 connections are IPv6 sockets): one dump per family and port.
+                    let mut dumps: Vec<(libc::c_int, u16)> = listeners
                         .iter()
                         .filter_map(|l| match l {
-                            Listening::Tcp(a) => Some(a.port()),
+                            Listening::Tcp(SocketAddr::V4(a)) => Some((libc::AF_INET, a.port())),
+                            Listening::Tcp(SocketAddr::V6(a)) => Some((libc::AF_INET6, a.port())),
                             Listening::Unix(_) => None,
                         })
                         .collect();
-                    ports.sort_unstable();
-                    ports.dedup();
+                    dumps.sort_unstable();
+                    dumps.dedup();
                     let diag = Netlink::open()?;
-                    for family in [libc::AF_INET, libc::AF_INET6] {
-                        for &port in &ports {
-                            diag.tcp_established(family, port, |local, inode| {
-                                if listeners.iter().any(|l| l.accepts(local)) {
-                                    inodes.insert(inode);
-                                }
-                            })?;
-                        }
+                    for (family, port) in dumps {
+                        diag.tcp_established(family, port, |local, inode| {
+                            if listeners.iter().any(|l| l.accepts(local)) {
+                                inodes.insert(inode);
+                            }
+                        })?;
                     }
                 }
                 if !unix.is_empty() {
