@@ -137,6 +137,39 @@ mod tests {
         assert_eq!(pss_kib("Rss: 12 kB\n"), None);
     }
 
+    /// The files of a cgroup whose memory controller is enabled (no cgroup2 hierarchy with one
+    /// is at hand where the tests run: the real-cgroup tests cover the rest).
+    #[test]
+    fn cgroup_with_the_memory_controller() {
+        let dir = std::env::temp_dir().join(format!("usage-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("slot-0")).unwrap();
+        fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
+        )
+        .unwrap();
+        fs::write(dir.join("memory.current"), "52428800\n").unwrap();
+        fs::write(dir.join("cgroup.procs"), "").unwrap();
+        fs::write(dir.join("slot-0/cgroup.procs"), "101\n102\n").unwrap();
+        let cgroup = crate::server::cgroup::Delegation::at(dir.clone(), "/gen-1".into()).cgroup();
+        let usage = of_cgroup(&cgroup).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                cpu_seconds: 2.5,
+                memory_bytes: 52428800,
+                memory_source: MemorySource::Cgroup,
+                processes: 2,
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(usage).unwrap()["memory_source"],
+            "cgroup"
+        );
+    }
+
     #[test]
     fn own_process_has_cpu_time_and_memory() {
         let me = std::process::id() as i32;
