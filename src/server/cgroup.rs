@@ -136,7 +136,7 @@ pub fn decide(facts: &Facts) -> Result<Delegation, String> {
                 .into(),
         );
     };
-    if path.contains("/..") || !path.starts_with('/') {
+    if !path.starts_with('/') || path.split('/').any(|part| part == "..") {
         return Err(format!(
             "its cgroup {path} is outside its cgroup namespace: workers are not given a cgroup \
              per generation"
@@ -259,10 +259,16 @@ fn unescape_mount(field: &str) -> String {
     while i < bytes.len() {
         let octal = bytes
             .get(i + 1..i + 4)
-            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(|b| (b'0'..=b'7').contains(b)));
+            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(is_octal))
+            .and_then(|d| {
+                let value = u16::from(d[0] - b'0') << 6
+                    | u16::from(d[1] - b'0') << 3
+                    | u16::from(d[2] - b'0');
+                u8::try_from(value).ok()
+            });
         match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') << 6 | (d[1] - b'0') << 3 | (d[2] - b'0'));
+            Some(byte) => {
+                out.push(byte);
                 i += 4;
             }
             None => {
@@ -272,6 +278,10 @@ fn unescape_mount(field: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_octal(byte: &u8) -> bool {
+    (b'0'..=b'7').contains(byte)
 }
 
 /// systemd's mark of a delegated cgroup: `trusted.delegate` (readable by root), else
@@ -827,10 +837,10 @@ mod tests {
             cgroup2_dir(hybrid, "/"),
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
-        let elsewhere = "31 24 0:27 / /mnt/cg\\040two rw - cgroup2 none rw\n";
+        let elsewhere = "31 24 0:27 / /mnt/cg\\040two\\777 rw - cgroup2 none rw\n";
         assert_eq!(
             cgroup2_dir(elsewhere, "/a"),
-            Some(PathBuf::from("/mnt/cg two/a"))
+            Some(PathBuf::from("/mnt/cg two\\777/a"))
         );
         // A mount of part of the hierarchy shows only what is below its root.
         let part = "40 24 0:26 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
