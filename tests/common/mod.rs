@@ -7,7 +7,8 @@
 //! worker, its script in `workers/`), `report` (what the report worker says), `procfs` (what
 //! /proc says), `builds` (another build of the binary, for upgrades), `systemd` (socket activation,
 //! notify sockets, scenarios under a real systemd), `users` (commands run as another local user),
-//! `images` (static binaries, Containerfiles), `kubernetes` (what the manifests say).
+//! `images` (static binaries, Containerfiles), `kubernetes` (what the manifests say),
+//! `prometheus` (a real Prometheus server scraping a target).
 //! All of it is re-exported, so a test file says `use common::*;`.
 // Each test file uses some of it.
 #![allow(dead_code, unused_imports)]
@@ -16,6 +17,7 @@ pub mod builds;
 pub mod images;
 pub mod kubernetes;
 pub mod procfs;
+pub mod prometheus;
 pub mod report;
 pub mod server;
 pub mod systemd;
@@ -26,6 +28,7 @@ pub use builds::*;
 pub use images::*;
 pub use kubernetes::*;
 pub use procfs::*;
+pub use prometheus::*;
 pub use report::*;
 pub use server::*;
 pub use systemd::*;
@@ -214,6 +217,21 @@ pub fn output_within(command: &mut Command) -> Output {
         status,
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// Waits up to `limit` until `check` returns `Some`; `None` if it never did (for a failure
+/// message that says more than [`wait_until`]'s).
+pub fn wait_until_or<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
