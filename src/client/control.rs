@@ -75,14 +75,20 @@ pub fn reload(cli: &Cli) -> Result<()> {
         Reply {
             ok: true,
             generation,
+            baked,
             ..
         } => {
             say(&format!(
-                "reloaded: generation {} is up",
-                generation.map_or("?".to_string(), |g| g.to_string())
+                "reloaded: generation {} is up{}",
+                generation.map_or("?".to_string(), |g| g.to_string()),
+                baked.map_or(String::new(), |s| format!(" (baked {s:.1}s)"))
             ));
             Ok(())
         }
+        // A rollback says so itself (`rolled back: generation N failed during the bake: ...`).
+        Reply {
+            error: Some(why), ..
+        } if why.starts_with("rolled back: ") => Err(Error::runtime(why)),
         Reply { error, .. } => Err(Error::runtime(format!(
             "reload failed: {}",
             error.unwrap_or_default()

@@ -193,10 +193,17 @@ fn outcome(status_path: &Path, newest: u64, pid: Pid) -> Option<Result<()>> {
         status_file::read_failure(status_path).filter(|(generation, _)| *generation > newest)
     {
         let serving = read_generations(status_path).unwrap_or_default();
+        let serving = serving.last().map_or("none".to_string(), u64::to_string);
+        // A rollback's note says what happened itself (`rolled back: generation N failed
+        // during the bake: ...`).
+        if why.starts_with("rolled back: ") {
+            return Some(Err(Error::runtime(format!(
+                "restart failed: {why}: generation {serving} is still serving"
+            ))));
+        }
         return Some(Err(Error::runtime(format!(
-            "restart failed: generation {generation} did not start ({why}): generation {} is \
-             still serving",
-            serving.last().map_or("none".to_string(), u64::to_string)
+            "restart failed: generation {generation} did not start ({why}): generation {serving} \
+             is still serving"
         ))));
     }
     // The file is replaced atomically, but is absent between start-up and generation 1.

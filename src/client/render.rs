@@ -70,8 +70,11 @@ pub fn summary(s: &Status) -> String {
     }
     out.push_str("\n  GEN  STATE     SINCE\n");
     for g in &s.generations {
+        let left = g
+            .bake_left
+            .map_or(String::new(), |l| format!(" ({l:.1}s of bake left)"));
         out.push_str(&format!(
-            "  {:<4} {:<9} {} ago\n",
+            "  {:<4} {:<9} {} ago{left}\n",
             g.number,
             g.state,
             age(g.since_ago)

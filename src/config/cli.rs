@@ -104,6 +104,22 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub ready_timeout: Option<Duration>,
 
+    /// What counts a new worker as started besides READY=1: 'listening', the moment it (or a
+    /// process it started) waits for connections on a socket start_server passed it, seen in
+    /// /proc with no change to the worker (a reload then takes milliseconds); 'notify': READY=1
+    /// only. Either way a worker that does neither counts once alive after --interval (unless
+    /// --ready-timeout).
+    #[arg(long, value_name = "HOW", default_value = "notify", value_parser = ["notify", "listening"])]
+    pub ready: String,
+
+    /// Once a new generation is up, the old one keeps serving beside it this many seconds, and
+    /// is signalled only then (--kill-old-delay counts from there). A worker of the new one that
+    /// exits or misses --worker-watchdog meanwhile rolls it back: it is stopped, the old one
+    /// serves on, nothing retries it. With --max-extra, the first replaced slot bakes alone (a
+    /// canary). 0: off.
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds)]
+    pub bake: Duration,
+
     /// Send SIGKILL to old workers still alive this many seconds after their signal (and, at
     /// shutdown, to any worker) [default: off, wait for them].
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]

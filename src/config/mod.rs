@@ -20,7 +20,7 @@ use crate::config::log_target::LogTarget;
 use crate::config::port_spec::PortSpec;
 use crate::config::worker_env::{Env, not_inherited};
 use crate::error::{Error, Result};
-use crate::supervisor::Policy;
+use crate::supervisor::{Policy, Ready};
 use crate::vocab::signal;
 
 /// What start_server runs with.
@@ -148,6 +148,11 @@ fn policy(cli: &Cli) -> Result<Policy> {
         worker_watchdog: cli.worker_watchdog.filter(|d| !d.is_zero()),
         workers: usize::from(cli.workers),
         max_extra: cli.max_extra.map(usize::from),
+        ready: match cli.ready.as_str() {
+            "listening" => Ready::Listening,
+            _ => Ready::Notify,
+        },
+        bake: cli.bake,
     })
 }
 

@@ -31,6 +31,9 @@ pub enum Event {
     Changed(PathBuf),
     /// The new binary's `--upgrade-check` is over (passed, failed, or out of time).
     UpgradeChecked,
+    /// A worker whose start is awaited (or a process it started) waits for connections on a
+    /// passed socket, as `how` says (`--ready=listening`).
+    Listening { worker: Pid, how: String },
 }
 
 /// What a received signal means to start_server.

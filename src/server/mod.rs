@@ -19,8 +19,6 @@ pub mod log;
 #[allow(dead_code)]
 pub mod metrics;
 pub mod notify;
-// Wired into readiness (`--ready=listening`) and status, being written.
-#[allow(dead_code)]
 pub mod probe;
 pub mod process;
 pub mod serve;

@@ -26,6 +26,7 @@ use crate::server::log::output::{self, Logger};
 use crate::server::notify::fd_store;
 use crate::server::notify::systemd::Notifier;
 use crate::server::notify::workers::WorkerNotify;
+use crate::server::probe::watch::ListeningWatch;
 use crate::server::process::hygiene;
 use crate::server::process::reap::wait_for_exit;
 use crate::server::process::signals::Signals;
@@ -256,6 +257,7 @@ fn set_up_anew(config: &Config) -> Result<Anew> {
         signals: Signals::open()?,
         strays: Adopted::new(std::process::id() == 1),
         watch,
+        listening: ListeningWatch::new(),
     })
 }
 

@@ -95,6 +95,16 @@ impl FdLayout {
         self.export().0
     }
 
+    /// Each socket's inode (shared by every copy of it, in start_server and in the workers); a
+    /// socket that cannot be examined is left out.
+    pub fn inodes(&self) -> Vec<u64> {
+        self.slots
+            .iter()
+            .filter_map(|(fd, _)| nix::sys::stat::fstat(fd).ok())
+            .map(|stat| stat.st_ino)
+            .collect()
+    }
+
     /// The lowest fd above every place a socket takes in the worker.
     pub fn floor(&self) -> RawFd {
         self.floor

@@ -57,7 +57,7 @@ impl Supervisor {
     }
 
     /// Ends the last reload, if still running and `generation` is (or follows) its own.
-    fn finish_reload(&mut self, generation: u64, result: ReloadResult, now: Instant) {
+    pub(super) fn finish_reload(&mut self, generation: u64, result: ReloadResult, now: Instant) {
         if let Some(reload) = self
             .last_reload
             .as_mut()
@@ -208,6 +208,9 @@ impl Supervisor {
         if self.copies.iter().any(|c| c.generation == generation) {
             // Its copies serve on: slot 0 is restarted alone, in its generation.
             self.restart_slot_zero(generation, pid, status, delay, now);
+            return;
+        }
+        if self.takes_over_from_the_dead(pid, status, now) {
             return;
         }
         warn!(

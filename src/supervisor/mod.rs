@@ -18,7 +18,9 @@
 //! their signals), `readiness` (when a trial is judged), `policy` (settings, backoff, crash
 //! loop, auto-restart) and `notice` (what is asked of the OS layer and told to systemd).
 
+mod bake;
 mod generation;
+mod listening;
 mod notice;
 mod policy;
 mod readiness;
@@ -43,6 +45,7 @@ use crate::vocab::signal::short_name;
 use crate::vocab::time::handover;
 pub use crate::vocab::{ExitStatus, Pid};
 use generation::Trial;
+pub use listening::Ready;
 pub use notice::{Action, Notice};
 pub use policy::{DEFAULT_BACKOFF_AFTER, Policy, Tunables};
 use readiness::Message;
@@ -113,6 +116,10 @@ pub struct Supervisor {
     watchdog: Watchdog,
     /// What the status file says (nothing is written until something is live).
     written_status: Vec<Worker>,
+    /// `--bake`: the bake under way (or just over), if any.
+    bake: Option<bake::Bake>,
+    /// `--ready=listening`: the log said a generation was judged by `--interval` instead.
+    interval_fallback_said: bool,
     #[serde(skip)]
     actions: Vec<Action>,
 }
@@ -155,6 +162,8 @@ impl Supervisor {
             last_restart: now,
             watchdog: Watchdog::default(),
             written_status: Vec::new(),
+            bake: None,
+            interval_fallback_said: false,
             actions: Vec::new(),
         }
     }
@@ -228,8 +237,13 @@ impl Supervisor {
             self.reload();
         } else if let Some(trial) = &self.trial {
             info!(
-                "received HUP while generation {} is starting, a new worker will follow it",
-                trial.generation
+                "received HUP while generation {} is {}, a new worker will follow it",
+                trial.generation,
+                if self.baking().is_some() {
+                    "baking"
+                } else {
+                    "starting"
+                }
             );
             self.restart_pending = true;
             self.note_reload(trigger, now);
@@ -309,7 +323,7 @@ impl Supervisor {
     /// action: it is the OS layer's business.
     pub fn child_exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Vec<Action> {
         self.unwatch(pid);
-        if self.copy_exited(pid, status, now) {
+        if self.baking_worker_exited(pid, status, now) || self.copy_exited(pid, status, now) {
         } else if self.trial.as_ref().is_some_and(|t| t.pid == Some(pid)) {
             self.trial_exited(pid, status, now);
         } else if self.current.is_some_and(|w| w.pid == pid) {
@@ -366,6 +380,7 @@ impl Supervisor {
         if self.stopping {
             return self.take_actions();
         }
+        self.tick_bake(now);
         self.check_watchdog(now);
         self.judge_copies(now);
         self.roll();
@@ -400,8 +415,9 @@ impl Supervisor {
         let crash_loop = self.crash_loop_end();
         let watchdog = self.watchdog_deadline();
         let copies = self.copies_deadline();
+        let bake = self.bake_deadline();
         [
-            trial, signals, kills, auto, respawn, stop, crash_loop, watchdog, copies,
+            trial, signals, kills, auto, respawn, stop, crash_loop, watchdog, copies, bake,
         ]
         .into_iter()
         .flatten()
@@ -418,6 +434,7 @@ impl Supervisor {
                 .filter(|l| l.served && l.slot == 0)
                 .map(|l| l.worker),
         );
+        live.extend(self.baking_leader());
         live.sort();
         live
     }

@@ -38,6 +38,23 @@ pub enum Notice {
     },
     /// The crash loop is over: this worker has stayed up.
     CrashLoopOver { serving: Worker },
+    /// A new generation is up (with `canary`, its worker in that slot) and bakes `left` beside
+    /// `serving` before the old workers are signalled (`--bake`).
+    Baking {
+        generation: u64,
+        canary: Option<usize>,
+        left: Duration,
+        serving: Option<Worker>,
+    },
+    /// This generation baked `baked` and is promoted now: [`Notice::Serving`] follows.
+    Baked { worker: Worker, baked: Duration },
+    /// This generation failed during its bake and was rolled back: `why` is the outcome
+    /// (`generation N failed during the bake: ...`); `serving` serves on.
+    RolledBack {
+        generation: u64,
+        why: String,
+        serving: Option<Worker>,
+    },
     /// Shutting down.
     Stopping,
 }

@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 use crate::vocab::Secs;
 use crate::vocab::time::handover;
 
-use super::{Action, Notice, Supervisor};
+use super::{Action, Notice, Ready, Supervisor};
 
 /// A worker that dies sooner than this after it started counts as a failed start (for backoff):
 /// without it, a worker that exits at once with `--interval=0` is respawned as fast as the
@@ -62,6 +62,11 @@ pub struct Policy {
     /// Reloads roll slot by slot with at most this many workers beyond `workers` alive;
     /// `None`: every copy of the new generation at once.
     pub max_extra: Option<usize>,
+    /// What counts a new worker as started besides `READY=1` (`--ready`).
+    pub ready: Ready,
+    /// How long a new generation serves beside the old one before the old one is signalled; a
+    /// failure meanwhile rolls it back (`--bake`). Zero: off.
+    pub bake: Duration,
 }
 
 impl Default for Policy {
@@ -78,6 +83,8 @@ impl Default for Policy {
             worker_watchdog: None,
             workers: 1,
             max_extra: None,
+            ready: Ready::Notify,
+            bake: Duration::ZERO,
         }
     }
 }

@@ -94,17 +94,19 @@ impl Supervisor {
                         if let Some(trial) = self.trial.as_mut() {
                             trial.leader_up = true;
                         }
+                        self.note_interval_fallback(generation);
                         self.promote_if_all_up(now);
                     }
                     Some(limit) => {
+                        let (to_do, not_done) = self.ready_words();
                         warn!(
                             generation,
                             worker_pid = pid,
-                            "new worker {pid} did not send READY=1 within {}, stopping it",
+                            "new worker {pid} did not {to_do} within {}, stopping it",
                             Secs(limit)
                         );
                         self.discard(generation, pid, now);
-                        self.trial_failed(format!("no READY=1 within {}", Secs(limit)), now);
+                        self.trial_failed(format!("{not_done} within {}", Secs(limit)), now);
                     }
                 }
             }

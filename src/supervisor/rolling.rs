@@ -12,7 +12,10 @@ use super::{Action, Supervisor};
 impl Supervisor {
     /// A copy is up: in a rolling reload, the serving generation's copy in its slot leaves.
     pub(super) fn copy_up(&mut self, generation: u64, slot: usize, now: Instant) {
-        if self.policy.max_extra.is_none() || !self.is_trial(generation) {
+        if self.policy.max_extra.is_none()
+            || !self.is_trial(generation)
+            || self.canary_bakes(generation, slot, now)
+        {
             return;
         }
         let Some(serving) = self.current.map(|w| w.generation) else {
@@ -78,6 +81,9 @@ impl Supervisor {
                 return;
             };
             let (generation, deferred) = (trial.generation, trial.deferred);
+            if self.canary_holds_the_roll(generation) {
+                return;
+            }
             if let Some(copy) = self
                 .copies
                 .iter_mut()

@@ -231,17 +231,16 @@ impl Supervisor {
             }
         }
         for (generation, slot) in up {
+            self.note_interval_fallback(generation);
             self.copy_up(generation, slot, now);
         }
         if let Some(index) = failed {
             let slot = self.copies[index].slot;
             let limit = Secs(judge);
-            warn!("worker in slot {slot} did not send READY=1 within {limit}");
-            self.copy_failed(
-                index,
-                format!("slot {slot}: no READY=1 within {limit}"),
-                now,
-            );
+            let (to_do, not_done) = self.ready_words();
+            warn!("worker in slot {slot} did not {to_do} within {limit}");
+            let why = format!("slot {slot}: {not_done} within {limit}");
+            self.copy_failed(index, why, now);
         }
         self.promote_if_all_up(now);
     }
@@ -403,6 +402,9 @@ impl Supervisor {
             return;
         }
         let generation = trial.generation;
+        if self.bakes_first(generation, now) {
+            return;
+        }
         let status = self.trial.take().and_then(|t| t.status);
         self.promote(generation, pid, status, now);
     }

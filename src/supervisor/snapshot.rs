@@ -27,6 +27,19 @@ pub struct Snapshot {
     pub stopping: bool,
     /// When the workers get (or got) their stop signal, once a terminating signal was received.
     pub workers_signalled_at: Option<Instant>,
+    /// The bake under way (`--bake`), if any.
+    pub bake: Option<BakeView>,
+}
+
+/// A generation (or its canary) baking beside the one that serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BakeView {
+    /// The generation that bakes.
+    pub generation: u64,
+    /// With `--max-extra`: the slot of its canary, the one worker that bakes.
+    pub canary: Option<usize>,
+    /// When the bake ends (and the generation before it retires, or the roll goes on).
+    pub ends: Instant,
 }
 
 /// Where a generation is in its life.
@@ -36,6 +49,9 @@ pub enum GenerationState {
     Starting,
     /// It serves: the current generation.
     Up,
+    /// It is up (or its canary is) and serves beside the current one until its bake ends
+    /// (`--bake`); still on trial.
+    Baking,
     /// A newer one took over; its workers were (or are about to be) signalled.
     Retiring,
 }
@@ -104,6 +120,9 @@ pub enum ReloadResult {
     Up,
     /// It failed to start, and why; the old one keeps serving.
     Failed(String),
+    /// It failed during its bake and was rolled back (`generation N failed during the bake:
+    /// why`); the old one keeps serving.
+    RolledBack(String),
 }
 
 /// The last reload.
@@ -122,7 +141,7 @@ pub struct ReloadView {
 }
 
 /// A reload's trigger and result are handed over as words (`signal`, `control`,
-/// `auto-restart`, `file:PATH`; `up`, `failed:WHY`), so that an image meeting one it does not
+/// `auto-restart`, `file:PATH`; `up`, `failed:WHY`, `rolled-back:WHY`), so that an image meeting one it does not
 /// know still reads the rest.
 impl ReloadTrigger {
     fn word(&self) -> String {
@@ -151,10 +170,14 @@ impl ReloadResult {
         match self {
             ReloadResult::Up => "up".into(),
             ReloadResult::Failed(why) => format!("failed:{why}"),
+            ReloadResult::RolledBack(why) => format!("rolled-back:{why}"),
         }
     }
 
     fn from_word(word: &str) -> ReloadResult {
+        if let Some(why) = word.strip_prefix("rolled-back:") {
+            return ReloadResult::RolledBack(why.to_string());
+        }
         match word.strip_prefix("failed:") {
             Some(why) => ReloadResult::Failed(why.to_string()),
             None => ReloadResult::Up,
@@ -253,18 +276,26 @@ impl Supervisor {
                 watchdog_kills: self.watchdog.kills,
             });
         }
+        let bake = self.baking();
         if let Some(trial) = self.trial.as_ref().filter(|t| t.failed_at.is_none()) {
             generations.push(GenerationView {
                 number: trial.generation,
-                state: GenerationState::Starting,
-                since: trial.spawned_at.unwrap_or(self.last_restart),
+                state: match bake {
+                    Some(_) => GenerationState::Baking,
+                    None => GenerationState::Starting,
+                },
+                since: bake.map_or(trial.spawned_at.unwrap_or(self.last_restart), |b| b.since),
             });
             if let Some(pid) = trial.pid {
                 workers.push(WorkerView {
                     pid,
                     slot: 0,
                     generation: trial.generation,
-                    state: WorkerState::Starting,
+                    state: if bake.is_some() {
+                        WorkerState::Up
+                    } else {
+                        WorkerState::Starting
+                    },
                     status: trial.status.clone(),
                     restarts: 0,
                     predecessors: Vec::new(),
@@ -306,6 +337,11 @@ impl Supervisor {
                 .stop_due
                 .map(|(due, _)| due)
                 .or(self.workers_signalled_at),
+            bake: bake.map(|b| BakeView {
+                generation: b.generation,
+                canary: b.canary,
+                ends: b.until,
+            }),
         }
     }
 }

@@ -67,6 +67,8 @@ pub(crate) mod tests {
             worker_watchdog: Some(10 * SEC),
             workers: 2,
             max_extra: None,
+            ready: crate::supervisor::Ready::Notify,
+            bake: Duration::ZERO,
         }
     }
 

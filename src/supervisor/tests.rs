@@ -9,16 +9,16 @@ const SEC: Duration = Duration::from_secs(1);
 pub(super) struct Harness {
     pub(super) sup: Supervisor,
     /// What the environment says at every spawn (the envdir's settings).
-    tunables: Tunables,
+    pub(super) tunables: Tunables,
     pub(super) now: Instant,
-    next_pid: Pid,
-    log: Vec<Action>,
-    notices: Vec<Notice>,
-    failures: Vec<u64>,
+    pub(super) next_pid: Pid,
+    pub(super) log: Vec<Action>,
+    pub(super) notices: Vec<Notice>,
+    pub(super) failures: Vec<u64>,
 }
 
 impl Harness {
-    fn new(tunables: Tunables) -> Self {
+    pub(super) fn new(tunables: Tunables) -> Self {
         let now = Instant::now();
         let policy = Policy {
             interval: SEC,
@@ -32,6 +32,8 @@ impl Harness {
             worker_watchdog: None,
             workers: 1,
             max_extra: None,
+            ready: crate::supervisor::Ready::Notify,
+            bake: Duration::ZERO,
         };
         Harness {
             sup: Supervisor::new(policy, tunables, now),
@@ -53,7 +55,7 @@ impl Harness {
 
     /// Feeds actions back like the event loop: every Spawn gets the next pid. Notices are
     /// collected apart, in `notices`.
-    fn run(&mut self, actions: Vec<Action>) -> Vec<Action> {
+    pub(super) fn run(&mut self, actions: Vec<Action>) -> Vec<Action> {
         let mut seen = Vec::new();
         let mut queue = actions;
         while !queue.is_empty() {
@@ -108,7 +110,7 @@ impl Harness {
         self.run(actions)
     }
 
-    fn exit(&mut self, pid: Pid, raw: i32) -> Vec<Action> {
+    pub(super) fn exit(&mut self, pid: Pid, raw: i32) -> Vec<Action> {
         let actions = self.sup.child_exited(pid, ExitStatus(raw), self.now);
         self.run(actions)
     }
@@ -127,7 +129,7 @@ fn only_still_alive_notices_pending(h: &Harness) {
     }
 }
 
-fn w(generation: u64, pid: Pid) -> Worker {
+pub(super) fn w(generation: u64, pid: Pid) -> Worker {
     Worker { generation, pid }
 }
 
@@ -438,14 +440,14 @@ fn strangers_are_ignored() {
     assert!(h.exit(4242, 0).is_empty());
 }
 
-fn with_policy(change: impl FnOnce(&mut Policy)) -> Harness {
+pub(super) fn with_policy(change: impl FnOnce(&mut Policy)) -> Harness {
     let mut h = Harness::plain();
     change(&mut h.sup.policy);
     h.sup.slots = h.sup.policy.workers.max(1);
     h
 }
 
-fn notify(h: &mut Harness, pid: Pid, message: &str) -> Vec<Action> {
+pub(super) fn notify(h: &mut Harness, pid: Pid, message: &str) -> Vec<Action> {
     let actions = h.sup.notified(pid, message, h.now);
     h.run(actions)
 }
@@ -770,7 +772,7 @@ fn a_worker_ignoring_its_signal_is_named_once_and_still_waited_for() {
     assert_eq!(h.exit(101, 9), vec![Action::WriteStatus(vec![w(2, 102)])]);
 }
 
-fn terminate(h: &mut Harness, signal: Signal) -> Vec<Action> {
+pub(super) fn terminate(h: &mut Harness, signal: Signal) -> Vec<Action> {
     let actions = h.sup.terminate(signal, h.now);
     h.run(actions)
 }
@@ -1057,7 +1059,7 @@ fn shutdown_stops_watching() {
 }
 
 /// (generation, slot, pid, state) of every worker in the snapshot.
-fn slots(h: &Harness) -> Vec<(u64, usize, Pid, snapshot::WorkerState)> {
+pub(super) fn slots(h: &Harness) -> Vec<(u64, usize, Pid, snapshot::WorkerState)> {
     h.sup
         .snapshot(h.now)
         .workers

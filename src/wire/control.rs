@@ -39,6 +39,9 @@ pub struct Reply {
     /// The generation a reload started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// How long that generation baked before it took over (`--bake`), in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baked: Option<f64>,
     /// The answer to `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
@@ -116,12 +119,16 @@ pub struct SocketInfo {
 pub struct GenerationInfo {
     /// Its number (`SERVER_STARTER_GENERATION`).
     pub number: u64,
-    /// `starting`, `up` or `retiring`.
+    /// `starting`, `up`, `baking` (up beside the serving one until its bake ends, `--bake`) or
+    /// `retiring`.
     pub state: String,
     /// When it entered that state, in unix seconds.
     pub since_unix: f64,
     /// Seconds since then.
     pub since_ago: f64,
+    /// While `baking`: seconds until the bake ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_left: Option<f64>,
 }
 
 /// A worker process.
@@ -160,9 +167,9 @@ pub struct ReloadInfo {
     pub started_ago: f64,
     /// Seconds it took, once finished.
     pub duration: Option<f64>,
-    /// `running`, `up` or `failed`.
+    /// `running`, `up`, `failed` or `rolled_back` (it failed during its bake, `--bake`).
     pub result: String,
-    /// Why it failed.
+    /// Why it failed or was rolled back.
     pub reason: Option<String>,
 }
 

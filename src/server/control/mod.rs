@@ -148,6 +148,25 @@ fn settled(notice: &Notice, after: u64) -> Option<Reply> {
                     ))
             ))
         }),
+        Notice::Baked { worker, baked } if worker.generation > after => Some(Reply {
+            generation: Some(worker.generation),
+            baked: Some(baked.as_secs_f64()),
+            ..Reply::ok()
+        }),
+        Notice::RolledBack {
+            generation,
+            why,
+            serving,
+        } if *generation > after => Some(Reply {
+            generation: Some(*generation),
+            ..Reply::error(format!(
+                "rolled back: {why}; {}",
+                serving.map_or("nothing serves".to_string(), |w| format!(
+                    "generation {} is still serving",
+                    w.generation
+                ))
+            ))
+        }),
         Notice::Stopping => Some(Reply::error("start_server is stopping")),
         _ => None,
     }

@@ -98,6 +98,9 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
                 state: generation_state(g.state).into(),
                 since_unix: clock.unix(g.since),
                 since_ago: clock.ago(g.since),
+                bake_left: (snapshot.bake)
+                    .filter(|b| b.generation == g.number)
+                    .map(|b| clock.until(b.ends)),
             })
             .collect(),
         workers: snapshot
@@ -122,6 +125,11 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
                 Some((at, ReloadResult::Failed(why))) => {
                     (Some(duration(r.started, *at)), "failed", Some(why.clone()))
                 }
+                Some((at, ReloadResult::RolledBack(why))) => (
+                    Some(duration(r.started, *at)),
+                    "rolled_back",
+                    Some(why.clone()),
+                ),
             };
             ReloadInfo {
                 trigger: trigger.into(),
@@ -188,6 +196,7 @@ pub fn summary(snapshot: &Snapshot, now: Instant) -> String {
             None => "running".to_string(),
             Some((_, ReloadResult::Up)) => "ok".to_string(),
             Some((_, ReloadResult::Failed(why))) => format!("failed: {why}"),
+            Some((_, ReloadResult::RolledBack(why))) => format!("rolled back: {why}"),
         };
         details.push(format!("last reload {ago}s ago {result}"));
     }
@@ -205,6 +214,7 @@ fn generation_state(state: GenerationState) -> &'static str {
     match state {
         GenerationState::Starting => "starting",
         GenerationState::Up => "up",
+        GenerationState::Baking => "baking",
         GenerationState::Retiring => "retiring",
     }
 }
@@ -260,6 +270,7 @@ mod tests {
             crash_loop: false,
             stopping: false,
             workers_signalled_at: None,
+            bake: None,
         };
         assert_eq!(
             summary(&snapshot, now),

@@ -23,6 +23,7 @@ use crate::server::files::status_file::StatusFile;
 use crate::server::log::output::Logger;
 use crate::server::notify::systemd::Notifier;
 use crate::server::notify::workers::WorkerNotify;
+use crate::server::probe::watch::ListeningWatch;
 use crate::server::process::reap::{reap, send};
 use crate::server::process::signals::Signals;
 use crate::server::process::spawner::Spawner;
@@ -73,6 +74,8 @@ pub struct Anew {
     pub strays: Adopted,
     /// `--reload-on-change`.
     pub watch: Option<FileWatch>,
+    /// `--ready=listening`: whether awaited workers listen (idle unless some are).
+    pub listening: ListeningWatch,
 }
 
 /// How this image came to run: the upgrade it resumes from, or the one it rolled back from.
@@ -173,6 +176,11 @@ impl EventLoop {
         if let Some(watch) = &mut self.parts.anew.watch {
             sources.push(watch);
         }
+        let awaited = self.supervisor.awaiting_listening();
+        let spawner = &self.parts.spawner;
+        let listening = &mut self.parts.anew.listening;
+        listening.track(&awaited, || spawner.socket_inodes(), Instant::now());
+        sources.push(listening);
         if let Some(logger) = &mut self.parts.logger {
             sources.push(logger);
         }
@@ -186,6 +194,10 @@ impl EventLoop {
             Event::Signal(received) => self.on_signal(received),
             Event::Message { worker, text } => {
                 let next = self.supervisor.notified(worker, &text, now);
+                self.actions.extend(next);
+            }
+            Event::Listening { worker, how } => {
+                let next = self.supervisor.listening(worker, &how, now);
                 self.actions.extend(next);
             }
             Event::Request { client, request } => self.on_request(client, request),

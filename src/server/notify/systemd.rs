@@ -31,6 +31,11 @@ const BARRIER_TIMEOUT_MS: u16 = 5000;
 /// The shortest time between two forwarded `STATUS=` lines of a worker.
 const WORKER_STATUS_EVERY: Duration = Duration::from_secs(1);
 
+/// How much longer than a bake's own length systemd is asked to wait for the `READY=1` that
+/// ends the reload (`EXTEND_TIMEOUT_USEC=`): the promotion follows the bake at once, a canary's
+/// roll within seconds.
+const BAKE_GRACE: Duration = Duration::from_secs(10);
+
 /// The connection to systemd's notification socket; does nothing when there is none.
 #[derive(Debug)]
 pub struct Notifier {
@@ -276,6 +281,42 @@ impl Notifier {
                     serving.generation, serving.pid
                 );
                 self.send(&[NotifyState::Status(&status)]);
+            }
+            Notice::Baking {
+                generation,
+                canary,
+                left,
+                serving,
+            } => {
+                // The reload's READY=1 comes once the bake is over: a bake that outlasts the
+                // unit's TimeoutStartSec= (which bounds a reload) extends it. systemd never
+                // shortens a timeout this way, so it is sent whatever the unit's is.
+                let extend = format!("EXTEND_TIMEOUT_USEC={}", (*left + BAKE_GRACE).as_micros());
+                let which = canary.map_or(String::new(), |slot| format!(" (its slot {slot})"));
+                let beside = serving.map_or(String::new(), |w| {
+                    format!(" beside generation {} (pid {})", w.generation, w.pid)
+                });
+                let status = format!(
+                    "reloading: generation {generation}{which} is up and bakes {}{beside}",
+                    Secs(*left)
+                );
+                self.send(&[NotifyState::Custom(&extend), NotifyState::Status(&status)]);
+            }
+            // `Serving` follows, with READY=1.
+            Notice::Baked { .. } => {}
+            Notice::RolledBack {
+                generation: _,
+                why,
+                serving,
+            } => {
+                let status = format!(
+                    "reload rolled back: {why}; {}",
+                    serving.map_or("no generation serving".to_string(), |w| format!(
+                        "generation {} (pid {}) still serving",
+                        w.generation, w.pid
+                    ))
+                );
+                self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
             }
             Notice::Stopping => self.send(&[
                 NotifyState::Stopping,

@@ -217,6 +217,11 @@ impl Spawner {
         })
     }
 
+    /// The sockets' inodes (what a worker waiting on one of them is recognized by).
+    pub fn socket_inodes(&self) -> std::collections::BTreeSet<u64> {
+        self.sockets.layout.inodes().into_iter().collect()
+    }
+
     /// The sockets' fds in start_server (kept open across an upgrade's exec).
     pub fn fds(state: &SpawnerState) -> Vec<RawFd> {
         state.sockets.slots.iter().map(|&(fd, _)| fd).collect()
