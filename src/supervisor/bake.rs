@@ -342,6 +342,8 @@ impl Supervisor {
                 signal: self.policy.signal_on_hup,
             });
         }
+        // The status file first: a `--restart` reads it once the failure is noted.
+        self.update_status();
         self.refill_slots();
         self.finish_reload(generation, ReloadResult::RolledBack(outcome.clone()), now);
         self.actions.push(Action::RecordFailure {
@@ -353,7 +355,6 @@ impl Supervisor {
             why: outcome,
             serving,
         }));
-        self.update_status();
         if self.restart_pending {
             info!("received HUP during the bake, spawning a new worker");
             self.reload();

@@ -3,7 +3,8 @@
 
 /// An HTTP worker: serves every TCP socket of SERVER_STARTER_PORT, answering
 /// `pid=PID gen=GEN`; sends READY=1 (and STATUS=$STATUS_TEXT) to NOTIFY_SOCKET when $SEND_READY is set; on SIGTERM (or the signal in $STOP_SIGNAL) it finishes the request at hand,
-/// appends the signal's name to $SIGNAL_LOG if set, and exits.
+/// appends the signal's name to $SIGNAL_LOG if set, and exits; with $EXIT_AFTER (seconds), it
+/// exits with status 1 that long after it started, between two requests.
 pub const HTTP_WORKER: &str = include_str!("workers/http_worker.py");
 
 /// A worker that writes what it was given (env, fds, signal state, cwd) to $REPORT, then sleeps.
@@ -21,6 +22,9 @@ pub const STALLING_JOURNAL: &str = include_str!("workers/stalling_journal.py");
 /// A worker written for systemd socket activation only (LISTEN_PID must be its own pid, one
 /// socket named `127.0.0.1_$PORT`) that answers as [`HTTP_WORKER`] does.
 pub const SYSTEMD_STYLE_WORKER: &str = include_str!("workers/systemd_style_worker.py");
+
+/// An ASGI app answering as [`HTTP_WORKER`] does, for uvicorn (`asgi_app:app`).
+pub const ASGI_APP: &str = include_str!("workers/asgi_app.py");
 
 /// A PSGI app answering as [`HTTP_WORKER`] does, for the Perl servers.
 pub const PSGI_APP: &str = include_str!("workers/app.psgi");

@@ -29,6 +29,17 @@ def on_signal(signum, frame):
         raise Stop()
 for name in os.environ.get("STOP_SIGNALS", "SIGTERM").split(","):
     signal.signal(getattr(signal, name), on_signal)
+# EXIT_AFTER=S: exits with status 1 S seconds after it started, between two requests (a server
+# that fails a while after it came up).
+failing = False
+def on_alarm(signum, frame):
+    global stop, failing
+    failing = stop = True
+    if not busy:
+        raise Stop()
+if os.environ.get("EXIT_AFTER"):
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, float(os.environ["EXIT_AFTER"]))
 try:
     while True:
         ready, _, _ = select.select(socks, [], [])
@@ -55,3 +66,5 @@ try:
                 raise Stop()
 except Stop:
     pass
+if failing:
+    sys.exit(1)
