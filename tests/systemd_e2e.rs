@@ -107,6 +107,66 @@ if pgrep -x start_server; then fail "start_server left behind"; fi
 }
 
 #[test]
+fn a_bake_under_notify_reload_ends_the_reload_and_a_rollback_keeps_the_unit_active() {
+    run_scenario(
+        r#"
+cp /src/units/server-starter-example.socket /src/units/server-starter-example.service /etc/systemd/system/
+# The application: READY=1 at once; while /run/myapp-bad exists, it exits a second after it
+# started (during the bake).
+printf '#!/bin/sh\nexport SEND_READY=1\n[ -e /run/myapp-bad ] && export EXIT_AFTER=1\nexec /usr/local/lib/test-worker.py\n' \
+  > /usr/local/bin/bakedapp
+chmod 755 /usr/local/bin/bakedapp
+# systemctl reload sends HUP and waits for READY=1 (Type=notify-reload), for at most
+# TimeoutStartSec=: a bake longer than that must make systemd wait (EXTEND_TIMEOUT_USEC=).
+mkdir -p /etc/systemd/system/server-starter-example.service.d
+cat > /etc/systemd/system/server-starter-example.service.d/bake.conf <<'UNIT'
+[Service]
+Type=notify-reload
+ExecReload=
+TimeoutStartSec=4
+ExecStart=
+ExecStart=/usr/bin/start_server --control=%t/server-starter-example/start_server.control \
+    --port=127.0.0.1:8080 --interval=1 --bake=5 -- /usr/local/bin/bakedapp
+UNIT
+systemctl daemon-reload
+systemctl start server-starter-example.socket
+first=$(curl -sf --max-time 30 http://127.0.0.1:8080/) || fail "no answer through the socket"
+wait_for 'systemctl is-active -q server-starter-example.service'
+pid1=$(field pid "$first")
+systemd-analyze log-level debug
+systemctl reload server-starter-example.service || fail "the reload failed (did it time out?)"
+journal=$(journalctl -u server-starter-example.service --no-pager)
+grep -qF "generation 2 baked 5 secs" <<<"$journal" || fail "systemctl reload returned before the bake was over: $journal"
+grep -qF "Reload operation timed out" <<<"$journal" && fail "the reload timed out"
+main=$(systemctl show -P MainPID server-starter-example.service)
+grep -F "Got notification message from PID $main" <<<"$journal" | grep -qF "EXTEND_TIMEOUT_USEC=15000000" \
+  || fail "systemd was not asked to wait for the bake"
+systemd-analyze log-level info
+wait_for "[[ \$(curl -sf --max-time 30 http://127.0.0.1:8080/) == *gen=2* ]]"
+second=$(curl -sf --max-time 30 http://127.0.0.1:8080/)
+pid2=$(field pid "$second")
+wait_for "! kill -0 $pid1 2>/dev/null"
+
+# A generation that fails during the bake: rolled back, the old one serves on, the unit stays
+# active and says so.
+touch /run/myapp-bad
+systemctl reload server-starter-example.service || echo "systemctl reload exited $?"
+systemctl is-active -q server-starter-example.service || fail "a rollback made the unit inactive"
+status=$(systemctl status --no-pager -l server-starter-example.service)
+echo "$status"
+grep -F "Status: \"reload rolled back: generation 3 failed during the bake: worker " <<<"$status" \
+  | grep -qF "generation 2 (pid $pid2) still serving" || fail "STATUS= does not name the rollback"
+[[ $(field pid "$(curl -sf --max-time 30 http://127.0.0.1:8080/)") == "$pid2" ]] || fail "generation 2 no longer serves"
+journalctl -u server-starter-example.service --no-pager | grep -F "rolled back: generation 3 failed during the bake: worker " \
+  || fail "the journal does not say it was rolled back"
+rm /run/myapp-bad
+systemctl stop server-starter-example.service server-starter-example.socket
+if pgrep -f test-worker.py; then fail "workers left behind"; fi
+"#,
+    );
+}
+
+#[test]
 fn template_units_run_an_application_from_its_environment_file() {
     run_scenario(
         r#"
