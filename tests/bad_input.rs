@@ -471,3 +471,22 @@ fn unknown_and_ambiguous_options_are_reported_wherever_they_stand() {
     wait_sole_generation(&tmp.path("status"), 1);
     drop(server);
 }
+
+#[test]
+fn ready_and_bake_take_only_their_values() {
+    fails(
+        &with_program(&["--ready=accept"]),
+        2,
+        "invalid value 'accept' for '--ready <HOW>' (one of notify, listening)",
+    );
+    fails(
+        &with_program(&["--bake=soon"]),
+        2,
+        "is not a number of seconds",
+    );
+    fails(
+        &with_program(&["--bake=1e19"]),
+        2,
+        "is not a number of seconds",
+    );
+}

@@ -109,7 +109,13 @@ pub struct Cli {
     /// /proc with no change to the worker (a reload then takes milliseconds); 'notify': READY=1
     /// only. Either way a worker that does neither counts once alive after --interval (unless
     /// --ready-timeout).
-    #[arg(long, value_name = "HOW", default_value = "notify", value_parser = ["notify", "listening"])]
+    #[arg(
+        long,
+        value_name = "HOW",
+        default_value = "notify",
+        value_parser = ["notify", "listening"],
+        hide_possible_values = true
+    )]
     pub ready: String,
 
     /// Once a new generation is up, the old one keeps serving beside it this many seconds, and

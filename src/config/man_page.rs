@@ -24,8 +24,8 @@ const EXIT_STATUS: &[(&str, &str)] = &[
         "1",
         "Something the system refused at run time (a socket that cannot be bound, an unwritable \
          pid file, a worker that cannot be started before any generation served), or --restart \
-         or --reload saw the new generation fail to start (the old one keeps serving), or \
-         --check found it unhealthy or could not reach it.",
+         or --reload saw the new generation fail to start or be rolled back during its --bake \
+         (the old one keeps serving), or --check found it unhealthy or could not reach it.",
     ),
     (
         "2",
@@ -160,7 +160,8 @@ const FILES: &[(&str, &str)] = &[
     ),
     (
         "{STATUS_FILE}.failed",
-        "Next to --status-file: why the last start failed (GEN:why lines), read by --restart.",
+        "Next to --status-file: why the last start failed, or that it was rolled back during its \
+         --bake (GEN:why lines), read by --restart.",
     ),
 ];
 
@@ -174,8 +175,33 @@ const NOTES: &[&str] = &[
      after three in a row. SIGINT, SIGQUIT and SIGUSR1 stop gracefully; SIGUSR2, which kills \
      the original, upgrades start_server in place. --port=P=FD \
      never clobbers another socket. Socket activation, readiness and the options \
-     --ready-timeout, --kill-old-timeout, --max-restart-delay and --no-listen-fds are \
-     additions.",
+     --ready-timeout, --ready, --bake, --kill-old-timeout, --max-restart-delay and \
+     --no-listen-fds are additions.",
+    "With --ready=listening, a new worker also counts as started the moment it, or a process it \
+     started, waits for connections on a socket start_server passed it, seen in /proc with no \
+     change to the worker: a thread blocked in accept or accept4 on it (recvmsg or recvfrom for \
+     UDP), the socket in an epoll set, or a thread in poll or select on it. Sockets are told \
+     apart by inode: one the worker made itself does not count. start_server looks only while \
+     a start is awaited, every 5 to 20 ms. Measured on 2 cores, a reload then takes as long as \
+     the server needs to start (nginx and a Go program on net.FileListener 7 ms, h2o 14 ms, \
+     Starlet 65 ms, Starman 85 ms, uvicorn 165 ms) instead of --interval, for about 1 ms of \
+     start_server's CPU. A worker seen neither listening nor sending READY=1 is judged by \
+     --interval (said once in the log), or fails under --ready-timeout. Use it for any server \
+     that does not send READY=1.",
+    "With --bake=SECONDS, the old generation keeps serving beside the new one for SECONDS after \
+     the new one is up, and is signalled only then. If a worker of the new generation exits or \
+     misses its --worker-watchdog meanwhile, it is rolled back: its workers get --signal-on-hup \
+     (SIGKILL after --kill-old-timeout, or 5 seconds), the old generation serves on, nothing \
+     retries it, and the reload's outcome is \"rolled back: generation N failed during the \
+     bake: WHY\" in the log, {STATUS_FILE}.failed, --restart and --reload (exit 1), the \
+     control socket's reply, the status and systemd's STATUS=. --reload, the control socket \
+     and systemd's READY=1 answer when the bake ends (EXTEND_TIMEOUT_USEC= is sent for a bake \
+     longer than the unit's TimeoutStartSec=); --status shows the new generation baking, \
+     --check stays healthy. With --workers and --max-extra, the first slot replaced bakes alone \
+     (a canary) before the others are replaced; a canary that fails is rolled back alone. A \
+     bake is a --kill-old-delay that can roll back: given both, the delay counts from the end \
+     of the bake. Use it where a version that starts fine may fail soon after (its first real \
+     requests); both generations run meanwhile.",
     "With FileDescriptorStoreMax= in the unit (systemd then sets *FDSTORE*; before systemd 254, \
      set Environment=FDSTORE= to the same number too), start_server keeps every socket it binds \
      itself in systemd's file descriptor store, named after its --port or --path, and the next \
@@ -219,6 +245,11 @@ const EXAMPLES: &[(&str, &[&str])] = &[
             "start_server --restart --pid-file=app.pid --status-file=app.status",
             "start_server --stop --pid-file=app.pid",
         ],
+    ),
+    (
+        "Reload an unmodified Starlet in milliseconds, the old generation serving on 30 seconds \
+         beside the new one, which is rolled back if it fails meanwhile:",
+        &["start_server --port=8080 --ready=listening --bake=30 -- plackup -s Starlet app.psgi"],
     ),
     (
         "Look at it, reload it and wait for the outcome, probe its health:",
