@@ -14,6 +14,15 @@ const GENERATE_OPTION: (&str, &str) = (
      start_server's own option definitions, and exit. For packagers: it is hidden from --help.",
 );
 
+/// The hidden `--upgrade-check`, run by start_server itself before an upgrade.
+const UPGRADE_CHECK_OPTION: (&str, &str) = (
+    "*--upgrade-check*",
+    "Check that this binary can take over from a running start_server given the same options: \
+     print its version, the upgrade state formats it reads and whether it can roll back, and \
+     exit 0 (2 if the options are not valid for it). Run by start_server before an upgrade; \
+     hidden from --help.",
+);
+
 const EXIT_STATUS: &[(&str, &str)] = &[
     (
         "0",
@@ -256,7 +265,7 @@ pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
     man.render_description_section(&mut page)?;
     man.render_options_section(&mut page)?;
     let mut roff = String::from_utf8_lossy(&page).into_owned();
-    tagged(&mut roff, &[GENERATE_OPTION]);
+    tagged(&mut roff, &[UPGRADE_CHECK_OPTION, GENERATE_OPTION]);
     section(&mut roff, "EXIT STATUS");
     tagged(&mut roff, EXIT_STATUS);
     section(&mut roff, "ENVIRONMENT");
