@@ -264,7 +264,8 @@ pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
     man.render_synopsis_section(&mut page)?;
     man.render_description_section(&mut page)?;
     man.render_options_section(&mut page)?;
-    let mut roff = String::from_utf8_lossy(&page).into_owned();
+    let mut roff = options_grouped(&String::from_utf8_lossy(&page));
+    roff.push_str(".SS \"Hidden from --help\"\n");
     tagged(&mut roff, &[UPGRADE_CHECK_OPTION, GENERATE_OPTION]);
     section(&mut roff, "EXIT STATUS");
     tagged(&mut roff, EXIT_STATUS);
@@ -298,6 +299,31 @@ pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
     section(&mut roff, "SEE ALSO");
     text(&mut roff, SEE_ALSO);
     out.write_all(wrap(&roff).as_bytes())
+}
+
+/// clap_mangen writes each help heading of the options (`Sockets`, ...) as a section of its own
+/// (`.SH SOCKETS`); in a man page they are subsections of OPTIONS (`.SS Sockets`).
+fn options_grouped(roff: &str) -> String {
+    let mut in_options = false;
+    let mut out = String::with_capacity(roff.len());
+    for line in roff.lines() {
+        if let Some(name) = line.strip_prefix(".SH ") {
+            let name = name.trim_matches('"');
+            if name == "OPTIONS" {
+                in_options = true;
+            } else if in_options {
+                let heading = crate::config::cli::heading_named(name);
+                if let Some(heading) = heading {
+                    out.push_str(&format!(".SS \"{heading}\"\n"));
+                    continue;
+                }
+                in_options = false;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// A `.PP` before every paragraph but the first of a section (where it is implied).
