@@ -234,7 +234,13 @@ impl Source for Check {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        (!self.told).then_some(self.deadline)
+        match (self.told, self.done()) {
+            (true, _) => None,
+            // Over since its exit was reaped (after its pipes closed): no fd will wake the
+            // loop for it, so it asks to be seen at once.
+            (false, true) => Some(self.deadline - CHECK_TIMEOUT),
+            (false, false) => Some(self.deadline),
+        }
     }
 
     fn on_ready(&mut self, _: &[PollFlags], now: Instant, events: &mut Vec<Event>) -> Result<()> {
