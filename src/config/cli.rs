@@ -276,14 +276,6 @@ Examples:
   start_server --stop --pid-file=app.pid
   start_server --upgrade --pid-file=app.pid";
 
-/// The headings `--help` groups the options under, as man sections write them (upper case)
-/// turned back into the heading.
-pub fn heading_named(upper: &str) -> Option<&'static str> {
-    HEADINGS.iter().find(|h| h.to_uppercase() == upper).copied()
-}
-
-const HEADINGS: [&str; 6] = [SOCKETS, WORKERS, TIMING, FILES, CONTROL, CLIENT];
-
 const SOCKETS: &str = "Sockets";
 const WORKERS: &str = "Workers and readiness";
 const TIMING: &str = "Timing";

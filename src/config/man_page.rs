@@ -252,6 +252,12 @@ const SEE_ALSO: &str = "{Server::Starter}(3pm), {systemd.socket}(5), {systemd.se
 
 /// Writes the whole man page for `command` (start_server's clap definition) to `out`.
 pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
+    let mut headings: Vec<String> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_help_heading())
+        .map(str::to_string)
+        .collect();
+    headings.dedup();
     let man = clap_mangen::Man::new(command)
         .title("START_SERVER")
         .section("1")
@@ -264,7 +270,7 @@ pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
     man.render_synopsis_section(&mut page)?;
     man.render_description_section(&mut page)?;
     man.render_options_section(&mut page)?;
-    let mut roff = options_grouped(&String::from_utf8_lossy(&page));
+    let mut roff = options_grouped(&String::from_utf8_lossy(&page), &headings);
     roff.push_str(".SS \"Hidden from --help\"\n");
     tagged(&mut roff, &[UPGRADE_CHECK_OPTION, GENERATE_OPTION]);
     section(&mut roff, "EXIT STATUS");
@@ -303,7 +309,7 @@ pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
 
 /// clap_mangen writes each help heading of the options (`Sockets`, ...) as a section of its own
 /// (`.SH SOCKETS`); in a man page they are subsections of OPTIONS (`.SS Sockets`).
-fn options_grouped(roff: &str) -> String {
+fn options_grouped(roff: &str, headings: &[String]) -> String {
     let mut in_options = false;
     let mut out = String::with_capacity(roff.len());
     for line in roff.lines() {
@@ -312,7 +318,7 @@ fn options_grouped(roff: &str) -> String {
             if name == "OPTIONS" {
                 in_options = true;
             } else if in_options {
-                let heading = crate::config::cli::heading_named(name);
+                let heading = headings.iter().find(|h| h.to_uppercase() == name);
                 if let Some(heading) = heading {
                     out.push_str(&format!(".SS \"{heading}\"\n"));
                     continue;
