@@ -539,3 +539,123 @@ fn a_client_flooding_requests_without_reading_costs_bounded_memory() {
     assert_eq!(second["ok"], true, "{second}");
     drop(flood);
 }
+
+#[test]
+fn check_is_healthy_while_the_old_generation_serves_a_failing_deploy_and_strict_is_not() {
+    let tmp = TempDir::new();
+    let fail = tmp.path("fail");
+    let port = free_port();
+    let ctl = tmp.arg("--control", "ctl");
+    let server = serving(
+        &tmp,
+        port,
+        &[&ctl],
+        &[("FAIL_IF_EXISTS", fail.display().to_string())],
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let (old, _) = served_by(&addr);
+    wait_until("a healthy check", || {
+        client(&args(&["--check", &ctl]))
+            .status
+            .success()
+            .then_some(())
+    });
+    // A bad deploy: every new generation fails, again and again (a crash loop).
+    std::fs::write(&fail, "").unwrap();
+    server.signal(libc::SIGHUP);
+    wait_until("a crash loop of the new generations", || {
+        let out = client(&args(&["--status", "--json", &ctl]));
+        let status: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (status["crash_loop"] == true).then_some(())
+    });
+    assert_eq!(served_by(&addr).0, old, "the old generation serves on");
+    let check = client(&args(&["--check", &ctl]));
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stderr).contains("ok: generation 1 is up (but"),
+        "{}",
+        text(&check.stderr)
+    );
+    let strict = client(&args(&["--check", "--strict", &ctl]));
+    assert_eq!(strict.status.code(), Some(1), "{}", text(&strict.stderr));
+    let said = text(&strict.stderr);
+    assert!(
+        said.contains("generation 1 serves, but") && said.contains("failed"),
+        "{said}"
+    );
+    let status = client(&args(&["--status", &ctl]));
+    let summary = text(&status.stdout);
+    assert!(
+        summary.contains("healthy (generation 1 is up)"),
+        "{summary}"
+    );
+    assert!(summary.contains("DEPLOY FAILING"), "{summary}");
+    assert!(summary.contains("last failure: generation"), "{summary}");
+    // Fixed: the next generation comes up, and --check --strict is content again.
+    std::fs::remove_file(&fail).unwrap();
+    server.signal(libc::SIGHUP);
+    wait_until("a strict check to pass", || {
+        client(&args(&["--check", "--strict", &ctl]))
+            .status
+            .success()
+            .then_some(())
+    });
+    let json: Value =
+        serde_json::from_slice(&client(&args(&["--status", "--json", &ctl])).stdout).unwrap();
+    assert_eq!(json["last_reload"]["result"], "up", "{json}");
+}
+
+#[test]
+fn restart_gives_up_on_a_generation_that_never_exits() {
+    let tmp = TempDir::new();
+    let port = free_port();
+    // The old worker ignores its signal (WINCH: its default is to do nothing).
+    let _server = serving(
+        &tmp,
+        port,
+        &[&tmp.arg("--status-file", "status"), "--signal-on-hup=WINCH"],
+        &[],
+    );
+    wait_sole_generation(&tmp.path("status"), 1);
+    let out = client(&args(&[
+        "--restart",
+        &tmp.arg("--pid-file", "pid"),
+        &tmp.arg("--status-file", "status"),
+        "--timeout=2",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(said.contains("gave up after 2 secs (--timeout)"), "{said}");
+    assert!(said.contains("--kill-old-timeout"), "{said}");
+}
+
+#[test]
+fn the_short_help_is_a_screen_and_a_typo_gets_a_suggestion() {
+    let help = client(&args(&["-h"]));
+    assert!(help.status.success());
+    let text_help = text(&help.stdout);
+    assert!(text_help.lines().count() <= 30, "{text_help}");
+    assert!(text_help.contains("--port="), "{text_help}");
+    assert!(text_help.contains("start_server --help"), "{text_help}");
+    let long = client(&args(&["--help"]));
+    let long = text(&long.stdout);
+    for heading in [
+        "Sockets:",
+        "Workers and readiness:",
+        "Timing:",
+        "Client commands",
+    ] {
+        assert!(long.contains(heading), "{heading} in {long}");
+    }
+    assert!(
+        !long.contains("--upgrade-check <") && !long.contains("      --upgrade-check\n"),
+        "internal options stay out of --help"
+    );
+    let typo = client(&args(&["--prot=80", "--", "/bin/true"]));
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(
+        text(&typo.stderr).contains("Unknown option: prot (did you mean --port?)"),
+        "{}",
+        text(&typo.stderr)
+    );
+}

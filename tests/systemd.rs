@@ -258,6 +258,20 @@ fn monotonic_usec() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
+/// The STATUS= lines the README shows as what systemd gets.
+fn readme_status_examples() -> Vec<String> {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let marker = "<!-- tests/systemd.rs checks that start_server sends these STATUS= lines -->";
+    let after = readme
+        .split_once(marker)
+        .expect("the README's STATUS= examples")
+        .1;
+    let block = after.split("```").nth(1).expect("a fenced block");
+    let lines: Vec<String> = block.lines().skip(1).map(str::to_string).collect();
+    assert!(lines.len() >= 3, "{lines:?}");
+    lines
+}
+
 fn notify_scenario(notify: &NotifySocket) {
     let tmp = TempDir::new();
     let port = free_port();
@@ -321,6 +335,17 @@ fn notify_scenario(notify: &NotifySocket) {
         failed.contains(&format!("generation 2 (pid {pid2}) still serving")),
         "{failed}"
     );
+    // The README's examples of STATUS= are what was sent (with these pids).
+    let sent = notify.all().join("\n");
+    for example in readme_status_examples() {
+        let line = example
+            .replace("4242", &pid1.to_string())
+            .replace("4250", &pid2.to_string());
+        assert!(
+            sent.lines().any(|l| l == format!("STATUS={line}")),
+            "README's STATUS= example {example:?} was not sent:\n{sent}"
+        );
+    }
 
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit().code(), Some(0));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
 
-use crate::vocab::{Pid, Secs};
+use crate::vocab::{Pid, Secs, trust};
 use crate::wire::control::{Reply, Request};
 
 /// The longest reply believed (a status with thousands of workers fits).
@@ -25,8 +25,12 @@ pub enum AskError {
         path: PathBuf,
         error: std::io::Error,
     },
-    /// The peer is another user's process.
-    Stranger { path: PathBuf, uid: u32 },
+    /// The peer is another user's process, at a path that is not that user's alone.
+    Stranger {
+        path: PathBuf,
+        uid: u32,
+        why: String,
+    },
     /// The peer is not the process the pid file names.
     NotThePidFiles {
         path: PathBuf,
@@ -61,11 +65,12 @@ impl fmt::Display for AskError {
                  this --control (or --pid-file)?",
                 path.display()
             ),
-            AskError::Stranger { path, uid } => write!(
+            AskError::Stranger { path, uid, why } => write!(
                 f,
                 "the control socket {} is served by a process of uid {uid}, neither root nor \
-                 you: not believing its answers (ask as uid {uid}, or check who made {})",
-                path.display(),
+                 you, and the path is not that user's alone ({why}): not believing its answers \
+                 (ask as uid {uid}, or put the socket in that user's own directory, such as the \
+                 unit's RuntimeDirectory=)",
                 path.display()
             ),
             AskError::NotThePidFiles { path, peer, named } => write!(
@@ -125,10 +130,20 @@ pub fn ask(
         })?;
     let me = nix::unistd::geteuid().as_raw();
     if creds.uid() != me && creds.uid() != 0 {
-        return Err(AskError::Stranger {
-            path: path.into(),
-            uid: creds.uid(),
-        });
+        // Root asking a service that runs as its own user: believed where that user alone
+        // decides what listens (the socket is theirs, in directories only they and root write).
+        let theirs = if me == 0 {
+            trust::not_only_theirs(path, creds.uid())
+        } else {
+            Some("you are not root".to_string())
+        };
+        if let Some(why) = theirs {
+            return Err(AskError::Stranger {
+                path: path.into(),
+                uid: creds.uid(),
+                why,
+            });
+        }
     }
     if let Some(named) = pid.filter(|named| *named != creds.pid()) {
         return Err(AskError::NotThePidFiles {

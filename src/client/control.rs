@@ -126,14 +126,25 @@ pub fn reachable(cli: &Cli) -> bool {
         })
 }
 
-/// `--check`: exit 0 only when healthy, with one line saying why or why not.
+/// `--check`: exit 0 while a generation serves (readiness: the old one serving during a failing
+/// deploy counts), with one line saying why or why not; with `--strict`, a failing deploy fails
+/// too.
 pub fn check(cli: &Cli) -> Result<()> {
     let status = status_of(cli)?;
-    match status.healthy() {
-        Ok(generation) => {
+    let generation = status
+        .healthy()
+        .map_err(|why| Error::runtime(format!("unhealthy: {why}")))?;
+    match status.deploy_failing() {
+        Some(why) if cli.strict => Err(Error::runtime(format!(
+            "unhealthy: generation {generation} serves, but {why}"
+        ))),
+        Some(why) => {
+            say(&format!("ok: generation {generation} is up (but {why})"));
+            Ok(())
+        }
+        None => {
             say(&format!("ok: generation {generation} is up"));
             Ok(())
         }
-        Err(why) => Err(Error::runtime(format!("unhealthy: {why}"))),
     }
 }

@@ -15,28 +15,49 @@ pub fn summary(s: &Status) -> String {
         "start_server {} (pid {}): {health}\n",
         s.version, s.pid
     ));
+    if let Some(why) = s.deploy_failing() {
+        out.push_str(&format!("  DEPLOY FAILING: {}\n", printable(&why)));
+    }
     out.push_str(&format!("  uptime: {}\n", age(s.uptime)));
     for socket in &s.sockets {
+        // The key says it all when it is the address (as a bound --port=HOST:PORT is).
+        let at = if socket.key == socket.address {
+            String::new()
+        } else {
+            format!(" at {}", socket.address)
+        };
         out.push_str(&format!(
-            "  socket: {} at {} (fd {}, {})\n",
-            socket.key, socket.address, socket.fd, socket.origin
+            "  socket: {}{at} (fd {}, {})\n",
+            socket.key, socket.fd, socket.origin
         ));
     }
     if let Some(r) = &s.last_reload {
         let path = r.path.as_deref().map_or(String::new(), |p| format!(" {p}"));
         let took = r
             .duration
-            .map_or(String::new(), |d| format!(", took {d:.2}s"));
+            .map_or(String::new(), |d| format!(", took {}", took(d)));
         let reason = r
             .reason
             .as_deref()
             .map_or(String::new(), |w| format!(": {}", printable(w)));
+        let attempts = match r.attempts {
+            0 | 1 => String::new(),
+            n => format!(" after {n} attempts"),
+        };
         out.push_str(&format!(
-            "  last reload: {} ago by {}{path}, generation {}, {}{reason}{took}\n",
+            "  last reload: {} ago by {}{path}, generation {}, {}{attempts}{reason}{took}\n",
             age(r.started_ago),
             r.trigger,
             r.generation,
             r.result
+        ));
+    }
+    if let Some(f) = s.last_failure.as_ref().filter(|_| s.failures_in_a_row > 0) {
+        out.push_str(&format!(
+            "  last failure: generation {}, {} ago: {}\n",
+            f.generation,
+            age(f.ago),
+            printable(&f.reason)
         ));
     }
     if let Some(b) = &s.backoff {
@@ -100,6 +121,15 @@ pub fn summary(s: &Status) -> String {
     out.trim_end().to_string()
 }
 
+/// How long something took: `2.7ms` below a second, `1.25s` above.
+fn took(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.1}ms", seconds * 1000.0)
+    } else {
+        format!("{seconds:.2}s")
+    }
+}
+
 /// `3d 4h`, `5m 2s`, `1.2s`.
 fn age(seconds: f64) -> String {
     let whole = seconds as u64;
@@ -108,5 +138,94 @@ fn age(seconds: f64) -> String {
         60..3600 => format!("{}m {}s", whole / 60, whole % 60),
         3600..86400 => format!("{}h {}m", whole / 3600, whole % 3600 / 60),
         _ => format!("{}d {}h", whole / 86400, whole % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::control::{GenerationInfo, ReloadInfo, SocketInfo};
+
+    fn serving() -> Status {
+        Status {
+            pid: 7,
+            version: "0.1.0".into(),
+            generations: vec![GenerationInfo {
+                number: 3,
+                state: "up".into(),
+                since_unix: 0.0,
+                since_ago: 5.0,
+                bake_left: None,
+            }],
+            sockets: vec![
+                SocketInfo {
+                    key: "127.0.0.1:8080".into(),
+                    address: "127.0.0.1:8080".into(),
+                    fd: 3,
+                    origin: "bound".into(),
+                },
+                SocketInfo {
+                    key: "8081".into(),
+                    address: "0.0.0.0:8081".into(),
+                    fd: 4,
+                    origin: "bound".into(),
+                },
+            ],
+            ..Status::default()
+        }
+    }
+
+    #[test]
+    fn each_socket_is_said_once_and_short_reloads_in_milliseconds() {
+        let mut status = serving();
+        status.last_reload = Some(ReloadInfo {
+            trigger: "signal".into(),
+            path: None,
+            generation: 3,
+            started_unix: 0.0,
+            started_ago: 2.0,
+            duration: Some(0.0027),
+            result: "up".into(),
+            reason: None,
+            attempts: 1,
+        });
+        let text = summary(&status);
+        assert!(
+            text.contains("socket: 127.0.0.1:8080 (fd 3, bound)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("socket: 8081 at 0.0.0.0:8081 (fd 4, bound)"),
+            "{text}"
+        );
+        assert!(text.contains("took 2.7ms"), "{text}");
+        assert!(!text.contains("DEPLOY FAILING"), "{text}");
+    }
+
+    #[test]
+    fn a_failing_deploy_is_said_apart_from_health() {
+        let mut status = serving();
+        status.failures_in_a_row = 3;
+        status.crash_loop = true;
+        status.last_failure = Some(crate::wire::control::FailureInfo {
+            generation: 6,
+            reason: "exit status:256 (exit code 1)".into(),
+            ago: 1.0,
+        });
+        assert_eq!(status.healthy(), Ok(3), "the old generation serves");
+        let why = status.deploy_failing().unwrap();
+        assert!(
+            why.contains("3 failed starts in a row (crash loop)"),
+            "{why}"
+        );
+        let text = summary(&status);
+        assert!(
+            text.starts_with("start_server 0.1.0 (pid 7): healthy"),
+            "{text}"
+        );
+        assert!(text.contains("DEPLOY FAILING"), "{text}");
+        assert!(text.contains("last failure: generation 6"), "{text}");
+        status.generations.clear();
+        assert!(status.healthy().is_err(), "nothing serves");
     }
 }

@@ -34,190 +34,183 @@ use clap::{CommandFactory, Parser};
 pub struct Cli {
     /// TCP port to listen on: PORT (IPv4 0.0.0.0), HOST:PORT or [IPV6]:PORT; 'u' before PORT
     /// for UDP; '=FD' after it to place the socket at that fd in the worker. Repeatable.
-    #[arg(long, value_name = "[HOST:]PORT[=FD]")]
+    #[arg(long, value_name = "[HOST:]PORT[=FD]", help_heading = SOCKETS)]
     pub port: Vec<String>,
 
     /// Unix stream socket to listen on (a stale socket file is replaced; the file is removed on
     /// exit). Repeatable.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = SOCKETS)]
     pub path: Vec<PathBuf>,
 
     /// Listen backlog [default: SOMAXCONN].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..), help_heading = SOCKETS)]
     pub backlog: Option<i32>,
 
     /// Directory the worker runs in.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = WORKERS)]
     pub dir: Option<PathBuf>,
 
     /// Seconds a new worker must stay alive to count as started; also the least time between
     /// two spawn attempts.
-    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds, help_heading = TIMING)]
     pub interval: Duration,
 
     /// Signal sent to the old workers once a new generation has started.
-    #[arg(long, value_name = "SIGNAL", default_value = "TERM")]
+    #[arg(long, value_name = "SIGNAL", default_value = "TERM", help_heading = WORKERS)]
     pub signal_on_hup: String,
 
     /// Signal sent to the workers when start_server receives SIGTERM.
-    #[arg(long, value_name = "SIGNAL", default_value = "TERM")]
+    #[arg(long, value_name = "SIGNAL", default_value = "TERM", help_heading = WORKERS)]
     pub signal_on_term: String,
 
     /// Write start_server's pid to FILE (locked while it runs, removed on exit).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = FILES)]
     pub pid_file: Option<PathBuf>,
 
     /// Keep the list of live generations (GEN:PID lines) in FILE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = FILES)]
     pub status_file: Option<PathBuf>,
 
     /// Daemontools-style directory of environment variables for the worker, re-read at every
     /// restart: a file NAME sets NAME to its first line, an empty file removes NAME. Also read
     /// for ENABLE_AUTO_RESTART, AUTO_RESTART_INTERVAL and KILL_OLD_DELAY.
-    #[arg(long, value_name = "DIR", env = "ENVDIR")]
+    #[arg(long, value_name = "DIR", env = "ENVDIR", help_heading = WORKERS)]
     pub envdir: Option<PathBuf>,
 
     /// Append start_server's and the workers' output to FILE, or pipe it to a command with
     /// '| COMMAND'.
-    #[arg(long, value_name = "FILE|'| COMMAND'")]
+    #[arg(long, value_name = "FILE|'| COMMAND'", help_heading = FILES)]
     pub log_file: Option<String>,
 
     /// Run in the background (needs --log-file).
-    #[arg(long)]
+    #[arg(long, help_heading = FILES)]
     pub daemonize: bool,
 
     /// Restart the worker periodically [env: ENABLE_AUTO_RESTART].
-    #[arg(long)]
+    #[arg(long, help_heading = TIMING)]
     pub enable_auto_restart: bool,
 
     /// Seconds between automatic restarts [env: AUTO_RESTART_INTERVAL] [default: 360].
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = TIMING)]
     pub auto_restart_interval: Option<Duration>,
 
     /// Seconds to wait after a new generation started before signalling the old one
     /// [env: KILL_OLD_DELAY] [default: 0, or 5 with auto-restart].
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = TIMING)]
     pub kill_old_delay: Option<Duration>,
 
     /// Seconds a new worker has to send READY=1 on its NOTIFY_SOCKET; a worker silent that long
     /// failed to start and is stopped [default: off, a silent worker is judged by --interval].
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = WORKERS)]
     pub ready_timeout: Option<Duration>,
 
-    /// What counts a new worker as started besides READY=1: 'listening', the moment it (or a
-    /// process it started) waits for connections on a socket start_server passed it, seen in
-    /// /proc with no change to the worker (a reload then takes milliseconds); 'notify': READY=1
-    /// only. Either way a worker that does neither counts once alive after --interval (unless
-    /// --ready-timeout).
-    #[arg(
-        long,
-        value_name = "HOW",
-        default_value = "notify",
-        value_parser = ["notify", "listening"],
-        hide_possible_values = true
-    )]
+    /// What else than READY=1 counts a new worker as started: 'listening', once it or a process
+    /// it started waits on a passed socket (seen in /proc); 'notify': nothing (else --interval).
+    #[arg(long, value_name = "HOW", default_value = "notify", value_parser = ["notify", "listening"], hide_possible_values = true, help_heading = WORKERS)]
     pub ready: String,
 
-    /// Once a new generation is up, the old one keeps serving beside it this many seconds, and
-    /// is signalled only then (--kill-old-delay counts from there). A worker of the new one that
-    /// exits or misses --worker-watchdog meanwhile rolls it back: it is stopped, the old one
-    /// serves on, nothing retries it. With --max-extra, the first replaced slot bakes alone (a
-    /// canary). 0: off.
-    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds)]
+    /// Seconds the old generation serves on beside a new one that is up before it is signalled;
+    /// a new worker that exits or misses --worker-watchdog meanwhile rolls it back (see man page).
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds, help_heading = TIMING)]
     pub bake: Duration,
 
     /// Send SIGKILL to old workers still alive this many seconds after their signal (and, at
     /// shutdown, to any worker) [default: off, wait for them].
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = TIMING)]
     pub kill_old_timeout: Option<Duration>,
 
     /// After 3 failed starts in a row, wait longer before each new attempt (doubling from
     /// --interval), up to this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds, help_heading = TIMING)]
     pub max_restart_delay: Duration,
 
     /// On TERM or INT, keep the workers serving this many seconds before signalling them (while
     /// a load balancer stops sending requests); a second TERM or INT stops them at once.
-    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds, help_heading = TIMING)]
     pub shutdown_delay: Duration,
 
     /// Copies of the program per generation, all with the same sockets; with more than one,
     /// each gets SERVER_STARTER_WORKER=0..N-1 (its slot, kept by its successors). A generation is
     /// up when every copy is; a copy that dies is restarted alone.
-    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..), help_heading = WORKERS)]
     pub workers: u16,
 
     /// Reload one slot at a time, with at most M workers beyond --workers alive (old ones still
     /// exiting included), instead of every copy at once.
-    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u16).range(1..), help_heading = WORKERS)]
     pub max_extra: Option<u16>,
 
     /// Each worker gets WATCHDOG_USEC and WATCHDOG_PID and must send WATCHDOG=1 to
     /// NOTIFY_SOCKET at least every SECONDS (from its start); one that stops is sent TERM, KILL
     /// after --kill-old-timeout (or 5 seconds), and replaced.
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = WORKERS)]
     pub worker_watchdog: Option<Duration>,
 
     /// Do not also describe the sockets to workers with LISTEN_FDS, LISTEN_PID and
     /// LISTEN_FDNAMES (the systemd convention); SERVER_STARTER_PORT only.
-    #[arg(long)]
+    #[arg(long, help_heading = SOCKETS)]
     pub no_listen_fds: bool,
 
     /// Control socket (JSON lines, mode 0600) for --status, --reload, --check and programs
     /// [default: PID-FILE.control with --pid-file, else $RUNTIME_DIRECTORY/start_server.control
     /// when systemd sets RUNTIME_DIRECTORY, else none].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = CONTROL)]
     pub control: Option<PathBuf>,
 
     /// Reload (as SIGHUP) when this file or directory changes, 200 ms after the last change;
     /// Kubernetes ConfigMap and Secret volume updates included. Repeatable.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = CONTROL)]
     pub reload_on_change: Vec<PathBuf>,
 
     /// Print the running start_server's state (found by --control or --pid-file) and exit;
     /// --status=FILE is --status-file=FILE, as in the original.
-    #[arg(long, conflicts_with_all = ["stop", "restart", "reload", "check"])]
+    #[arg(long, conflicts_with_all = ["stop", "restart", "reload", "check"], help_heading = CLIENT)]
     pub status: bool,
 
     /// With --status: print the raw JSON reply instead of the summary.
-    #[arg(long)]
+    #[arg(long, help_heading = CLIENT)]
     pub json: bool,
 
     /// Reload the running start_server (found by --control or --pid-file) and wait: exit 0
     /// once the new generation is up, 1 if it failed to start (the old one keeps serving).
-    #[arg(long, conflicts_with_all = ["stop", "restart", "check"])]
+    #[arg(long, conflicts_with_all = ["stop", "restart", "check"], help_heading = CLIENT)]
     pub reload: bool,
 
     /// Health check (Kubernetes exec probe, Docker HEALTHCHECK): exit 0 only if the running
     /// start_server (found by --control or --pid-file) has a generation up and no crash loop.
-    #[arg(long, conflicts_with_all = ["stop", "restart"])]
+    #[arg(long, conflicts_with_all = ["stop", "restart"], help_heading = CLIENT)]
     pub check: bool,
+
+    /// With --check: also fail while the last deploy is failing (a reload whose new generation
+    /// did not come up, failed starts in a row), even if the old generation serves.
+    #[arg(long, requires = "check", help_heading = CLIENT)]
+    pub strict: bool,
 
     /// Ask the running start_server (found by --pid-file) for a graceful restart and wait until
     /// the new generation is the only one in --status-file.
-    #[arg(long, conflicts_with = "stop")]
+    #[arg(long, conflicts_with = "stop", help_heading = CLIENT)]
     pub restart: bool,
 
     /// Stop the running start_server (found by --pid-file) and wait until it has exited.
-    #[arg(long)]
+    #[arg(long, help_heading = CLIENT)]
     pub stop: bool,
 
     /// Upgrade the running start_server (found by --pid-file) in place: it replaces its own
     /// program with the binary now at its path, keeping its pid, sockets and workers. Waits for
     /// the outcome: exit 0 once the new program runs, 1 with the reason if it refused.
-    #[arg(long, conflicts_with_all = ["stop", "restart"])]
+    #[arg(long, conflicts_with_all = ["stop", "restart"], help_heading = CLIENT)]
     pub upgrade: bool,
 
     /// How long a client command (--stop, --restart, --reload, --upgrade, --status, --check)
     /// waits before it gives up [default: 5 for --status and --check, 30 for --upgrade, 90 for
     /// the others].
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = CLIENT)]
     pub timeout: Option<Duration>,
 
     /// Check that this binary can take over from a running start_server given the same
     /// options: print its version and the upgrade state formats it reads, exit 0 (2 if the
     /// options are not valid for it). Run by start_server before an upgrade.
-    #[arg(long, conflicts_with_all = ["stop", "restart", "upgrade"])]
+    #[arg(long, hide = true, conflicts_with_all = ["stop", "restart", "upgrade"])]
     pub upgrade_check: bool,
 
     /// The descriptor an upgrading start_server left its state in (set by start_server for
@@ -293,6 +286,13 @@ Examples:
   start_server --stop --pid-file=app.pid
   start_server --upgrade --pid-file=app.pid";
 
+const SOCKETS: &str = "Sockets";
+const WORKERS: &str = "Workers and readiness";
+const TIMING: &str = "Timing";
+const FILES: &str = "Files and logging";
+const CONTROL: &str = "Control socket and systemd";
+const CLIENT: &str = "Client commands (talk to a running start_server)";
+
 /// Seconds as an integer or decimal number (the original takes integers only).
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     crate::vocab::time::seconds(text).ok_or_else(|| {
@@ -321,12 +321,115 @@ impl Cli {
             Ok(args) => args,
             Err(problem) => usage_error(&problem),
         };
+        if options_of(&args).any(|a| a == "-h") {
+            let _ = std::io::stdout().lock().write_all(short_help().as_bytes());
+            std::process::exit(0);
+        }
         match Cli::try_parse_from(args) {
             Ok(cli) => cli,
             Err(e) if !e.use_stderr() => e.exit(), // --help, --version
             Err(e) => usage_error(&clap_problem(&e)),
         }
     }
+}
+
+/// The program's arguments that look like start_server's socket options (`--port=8080` after
+/// the program): given there, they reach the program, not start_server.
+pub fn misplaced_options(command: &[OsString]) -> Vec<String> {
+    command
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .filter(|a| {
+            let name = a.trim_start_matches('-').split('=').next().unwrap_or("");
+            a.starts_with('-') && ["port", "path"].contains(&name)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The options part of a rewritten command line: up to `--` or the program.
+fn options_of(args: &[OsString]) -> impl Iterator<Item = &OsString> {
+    args.iter()
+        .skip(1)
+        .take_while(|a| a.to_str().is_some_and(|a| a != "--" && a.starts_with('-')))
+}
+
+/// What `-h` shows: the common options and the client commands, each in a few words (`--help`
+/// has the whole text of every option).
+const SHORT_HELP: &[(&str, &[(&str, &str)])] = &[
+    (
+        "Common options",
+        &[
+            (
+                "port",
+                "TCP port to bind (PORT, HOST:PORT, [IPV6]:PORT; repeatable)",
+            ),
+            ("path", "unix socket to bind (repeatable)"),
+            ("dir", "directory the program runs in"),
+            (
+                "interval",
+                "how long a new worker must live to count as started",
+            ),
+            (
+                "signal-on-hup",
+                "signal for the old workers once a reload is up",
+            ),
+            ("workers", "copies of the program per generation"),
+            ("ready-timeout", "how long a new worker has to send READY=1"),
+            (
+                "kill-old-timeout",
+                "SIGKILL for old workers still there this long after",
+            ),
+            ("pid-file", "start_server's pid, locked while it runs"),
+            ("status-file", "the live generations, GEN:PID per line"),
+            ("log-file", "where output goes (a file, or '| COMMAND')"),
+            ("control", "the control socket for the commands below"),
+        ],
+    ),
+    (
+        "Commands, to a running start_server",
+        &[
+            (
+                "status",
+                "what it runs, and how it goes (--json for all of it)",
+            ),
+            ("reload", "start a new generation and wait for it"),
+            ("check", "exit 0 while a generation serves (a probe)"),
+            ("restart", "reload through the pid and status files"),
+            ("stop", "stop it and wait"),
+            ("upgrade", "replace start_server itself in place"),
+        ],
+    ),
+];
+
+/// `-h`: a screen (at most 30 lines) with the usage, the common options and the commands; the
+/// option names and values come from the same definitions as `--help` and the man page.
+pub fn short_help() -> String {
+    let command = Cli::command();
+    let named = |name: &str| -> String {
+        let value = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .filter(|a| a.get_action().takes_values())
+            .and_then(|a| a.get_value_names().and_then(|v| v.first().cloned()))
+            .map_or(String::new(), |v| format!("={v}"));
+        format!("--{name}{value}")
+    };
+    let mut out = String::from(
+        "start_server: runs a server program on sockets it holds, and replaces it\n\
+         without refusing a connection.\n\n\
+         Usage: start_server [OPTIONS] -- PROGRAM [ARGS...]\n       \
+         start_server COMMAND (--pid-file=FILE | --control=PATH)\n",
+    );
+    for (heading, entries) in SHORT_HELP {
+        out.push_str(&format!("\n{heading}:\n"));
+        for (name, what) in *entries {
+            out.push_str(&format!("  {:<28} {what}\n", named(name)));
+        }
+    }
+    out.push_str("\nstart_server --help lists every option; man start_server says all.\n");
+    out
 }
 
 /// Ends start_server on a bad command line, in the style of every error it prints
@@ -434,6 +537,42 @@ fn status_compat(
     }
 }
 
+/// The option closest to a mistyped `name` (at most two edits away), if one is.
+fn closest<'a>(options: &'a [(String, bool)], name: &str) -> Option<&'a str> {
+    options
+        .iter()
+        .map(|(long, _)| (edits(long, name), long.as_str()))
+        .filter(|(distance, _)| *distance <= 2.min(name.len().saturating_sub(1)))
+        .min()
+        .map(|(_, long)| long)
+}
+
+/// The edit distance between `a` and `b` (insertions, deletions, substitutions, and swaps of
+/// two neighbours, as typing mistakes go).
+fn edits(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
 /// The option `name` stands for: an exact name, or the one name it is a prefix of.
 fn resolve_option(options: &[(String, bool)], name: &str) -> Result<(String, bool), String> {
     if let Some(exact) = options.iter().find(|(long, _)| long == name) {
@@ -445,7 +584,10 @@ fn resolve_option(options: &[(String, bool)], name: &str) -> Result<(String, boo
         .collect();
     match candidates.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(format!("Unknown option: {name}")),
+        [] => Err(match closest(options, name) {
+            Some(near) => format!("Unknown option: {name} (did you mean --{near}?)"),
+            None => format!("Unknown option: {name}"),
+        }),
         _ => {
             candidates.sort();
             let names: Vec<&str> = candidates.iter().map(|(long, _)| long.as_str()).collect();
@@ -479,6 +621,57 @@ mod tests {
             ["--port=80", "--status-file"]
         );
         assert_eq!(rewrite(&["s", "-h"])[1], "-h");
+    }
+
+    #[test]
+    fn socket_options_after_the_program_are_found() {
+        let command: Vec<OsString> = ["prog", "--port=80", "-path", "/s", "--portal"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(misplaced_options(&command), ["--port=80", "-path"]);
+    }
+
+    #[test]
+    fn a_typo_gets_the_option_it_is_near() {
+        let err = |args: &[&str]| single_dash_compat(args.iter().map(OsString::from)).unwrap_err();
+        assert_eq!(
+            err(&["s", "--prot=80", "--", "w"]),
+            "Unknown option: prot (did you mean --port?)"
+        );
+        assert_eq!(
+            err(&["s", "--intervall=1", "--", "w"]),
+            "Unknown option: intervall (did you mean --interval?)"
+        );
+        assert_eq!(err(&["s", "--xyzzy", "--", "w"]), "Unknown option: xyzzy");
+    }
+
+    #[test]
+    fn the_short_help_fits_a_screen() {
+        let help = short_help();
+        assert!(help.lines().count() <= 30, "{help}");
+        assert!(
+            help.contains("  --port=[HOST:]PORT[=FD]      TCP port to bind"),
+            "{help}"
+        );
+        assert!(
+            help.contains("  --status                     what it runs"),
+            "{help}"
+        );
+        for line in help.lines() {
+            assert!(line.chars().count() <= 90, "{line}");
+        }
+        for (_, entries) in SHORT_HELP {
+            for (name, _) in *entries {
+                assert!(
+                    Cli::command()
+                        .get_arguments()
+                        .any(|a| a.get_long() == Some(name)),
+                    "--{name} is not an option"
+                );
+            }
+        }
+        assert!(help.contains("--help"), "{help}");
     }
 
     #[test]

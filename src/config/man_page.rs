@@ -14,6 +14,15 @@ const GENERATE_OPTION: (&str, &str) = (
      start_server's own option definitions, and exit. For packagers: it is hidden from --help.",
 );
 
+/// The hidden `--upgrade-check`, run by start_server itself before an upgrade.
+const UPGRADE_CHECK_OPTION: (&str, &str) = (
+    "*--upgrade-check*",
+    "Check that this binary can take over from a running start_server given the same options: \
+     print its version, the upgrade state formats it reads and whether it can roll back, and \
+     exit 0 (2 if the options are not valid for it). Run by start_server before an upgrade; \
+     hidden from --help.",
+);
+
 const EXIT_STATUS: &[(&str, &str)] = &[
     (
         "0",
@@ -274,6 +283,12 @@ const SEE_ALSO: &str = "{Server::Starter}(3pm), {systemd.socket}(5), {systemd.se
 
 /// Writes the whole man page for `command` (start_server's clap definition) to `out`.
 pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
+    let mut headings: Vec<String> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_help_heading())
+        .map(str::to_string)
+        .collect();
+    headings.dedup();
     let man = clap_mangen::Man::new(command)
         .title("START_SERVER")
         .section("1")
@@ -286,8 +301,9 @@ pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
     man.render_synopsis_section(&mut page)?;
     man.render_description_section(&mut page)?;
     man.render_options_section(&mut page)?;
-    let mut roff = String::from_utf8_lossy(&page).into_owned();
-    tagged(&mut roff, &[GENERATE_OPTION]);
+    let mut roff = options_grouped(&String::from_utf8_lossy(&page), &headings);
+    roff.push_str(".SS \"Hidden from --help\"\n");
+    tagged(&mut roff, &[UPGRADE_CHECK_OPTION, GENERATE_OPTION]);
     section(&mut roff, "EXIT STATUS");
     tagged(&mut roff, EXIT_STATUS);
     section(&mut roff, "ENVIRONMENT");
@@ -320,6 +336,31 @@ pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
     section(&mut roff, "SEE ALSO");
     text(&mut roff, SEE_ALSO);
     out.write_all(wrap(&roff).as_bytes())
+}
+
+/// clap_mangen writes each help heading of the options (`Sockets`, ...) as a section of its own
+/// (`.SH SOCKETS`); in a man page they are subsections of OPTIONS (`.SS Sockets`).
+fn options_grouped(roff: &str, headings: &[String]) -> String {
+    let mut in_options = false;
+    let mut out = String::with_capacity(roff.len());
+    for line in roff.lines() {
+        if let Some(name) = line.strip_prefix(".SH ") {
+            let name = name.trim_matches('"');
+            if name == "OPTIONS" {
+                in_options = true;
+            } else if in_options {
+                let heading = headings.iter().find(|h| h.to_uppercase() == name);
+                if let Some(heading) = heading {
+                    out.push_str(&format!(".SS \"{heading}\"\n"));
+                    continue;
+                }
+                in_options = false;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// A `.PP` before every paragraph but the first of a section (where it is implied).

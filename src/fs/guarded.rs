@@ -256,10 +256,7 @@ mod tests {
         // The same link where anyone could have put it: refused, the target untouched.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = open_guarded(&mut append(), &link, "log file").unwrap_err();
-        assert!(
-            e.to_string().contains("is a symbolic link in a directory"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("is a symbolic link in"), "{e}");
         assert_eq!(
             std::fs::read_to_string(&target).unwrap(),
             "mine\nappended\n"

@@ -29,9 +29,14 @@ pub struct Owned {
 }
 
 impl Owned {
-    /// `path` (for `what`, e.g. "--pid-file"), once its directories are found safe.
+    /// `path` (for `what`, e.g. "--pid-file"); as root, once its directories are found safe
+    /// (another user could otherwise swap them under root's feet; without root, what a swap could
+    /// reach is the user's own anyway, and the removal through the directory held open keeps it
+    /// to the file made).
     pub fn at(path: &Path, what: &str) -> Result<Owned> {
-        if let Some(why) = trust::unsafe_path(path) {
+        if nix::unistd::geteuid().is_root()
+            && let Some(why) = trust::unsafe_path(path)
+        {
             return Err(Error::runtime(format!(
                 "{what} {}: {why}: another user could replace the file or its directory; use a \
                  directory only root or start_server's user can write to (or a sticky one, such \

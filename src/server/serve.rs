@@ -55,6 +55,16 @@ pub fn serve(mut config: Config, inherited: Vec<Inherited>) -> Result<Ending> {
     let systemd = Notifier::from_env();
     let mut bound = bind_sockets(&config, inherited, &systemd)?;
     let listeners = std::mem::take(&mut bound.listeners);
+    if listeners.is_empty() {
+        let misplaced = crate::config::cli::misplaced_options(&config.command);
+        if !misplaced.is_empty() {
+            warn!(
+                "no socket to listen on, but the program's arguments hold {}: start_server's \
+                 options go before the program (start_server [OPTIONS] -- PROGRAM [ARGS...])",
+                misplaced.join(" ")
+            );
+        }
+    }
     let (for_workers, socket_info) = sockets::for_workers::describe(listeners, config.listen_fds)?;
     let logger = match log {
         Some(log) => log.redirect_stdio()?,

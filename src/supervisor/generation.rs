@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::policy::after;
+use super::snapshot::FailureView;
 use super::{
     Action, ExitStatus, Leaving, Notice, Pid, ReloadResult, ReloadTrigger, ReloadView, Supervisor,
     Worker, join,
@@ -53,16 +54,30 @@ impl Supervisor {
             generation: self.generation + 1,
             started: now,
             finished: None,
+            attempts: 0,
         });
     }
 
-    /// Ends the last reload, if still running and `generation` is (or follows) its own.
+    /// Counts `generation`'s outcome for the last reload, if it is (or follows) its own: its
+    /// first outcome ends it; a failure retried into a generation that comes up ends it as up
+    /// (the reload's outcome is the last word), a failure retried into another failure keeps
+    /// the newest reason.
     pub(super) fn finish_reload(&mut self, generation: u64, result: ReloadResult, now: Instant) {
-        if let Some(reload) = self
+        let Some(reload) = self
             .last_reload
             .as_mut()
-            .filter(|r| r.finished.is_none() && generation >= r.generation)
-        {
+            .filter(|r| generation >= r.generation)
+        else {
+            return;
+        };
+        let open = match &reload.finished {
+            None => true,
+            Some((_, ReloadResult::Failed(_))) => true,
+            // A rollback is not retried: it is the reload's last word.
+            Some((_, ReloadResult::Up | ReloadResult::RolledBack(_))) => false,
+        };
+        if open {
+            reload.attempts = reload.attempts.saturating_add(1);
             reload.finished = Some((now, result));
         }
     }
@@ -74,6 +89,11 @@ impl Supervisor {
         trial.failed_at = Some(now);
         let generation = trial.generation;
         self.failures_in_a_row += 1;
+        self.last_failure = Some(FailureView {
+            generation,
+            why: why.clone(),
+            at: now,
+        });
         self.finish_reload(generation, ReloadResult::Failed(why.clone()), now);
         self.discard_copies_of(generation, now);
         self.refill_slots();

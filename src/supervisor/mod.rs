@@ -109,6 +109,8 @@ pub struct Supervisor {
     workers_signalled_at: Option<Instant>,
     /// The last reload asked for, and how it ended.
     last_reload: Option<ReloadView>,
+    /// The last start that failed, even of the first generation.
+    last_failure: Option<snapshot::FailureView>,
     #[serde(with = "handover")]
     last_restart: Instant,
     /// `--worker-watchdog`'s bookkeeping.
@@ -159,6 +161,7 @@ impl Supervisor {
             stop_due: None,
             workers_signalled_at: None,
             last_reload: None,
+            last_failure: None,
             last_restart: now,
             watchdog: Watchdog::default(),
             written_status: Vec::new(),

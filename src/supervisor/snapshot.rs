@@ -18,6 +18,10 @@ pub struct Snapshot {
     pub workers: Vec<WorkerView>,
     /// The last reload asked for (HUP, control socket, file change, auto-restart), if any.
     pub last_reload: Option<ReloadView>,
+    /// The last start that failed, if any, even of the first generation.
+    pub last_failure: Option<FailureView>,
+    /// Failed starts in a row now (0 once a generation came up).
+    pub failures_in_a_row: u32,
     /// Failed starts in a row and when the next attempt is due, while backing off.
     pub backoff: Option<BackoffView>,
     /// The current generation's workers keep dying before they are up.
@@ -135,9 +139,25 @@ pub struct ReloadView {
     /// When it was asked for.
     #[serde(with = "handover")]
     pub started: Instant,
-    /// When it ended, and how; `None` while it runs.
+    /// When it ended, and how; `None` while it runs. A failure retried into a generation that
+    /// came up ends as up: the reload's outcome is the last word.
     #[serde(with = "handover")]
     pub finished: Option<(Instant, ReloadResult)>,
+    /// Generations tried for it so far (failed ones, then the one that came up).
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// The last start that failed (of a reload, or of the first generation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureView {
+    /// The generation that failed.
+    pub generation: u64,
+    /// Why.
+    pub why: String,
+    /// When.
+    #[serde(with = "handover")]
+    pub at: Instant,
 }
 
 /// A reload's trigger and result are handed over as words (`signal`, `control`,
@@ -327,6 +347,8 @@ impl Supervisor {
             generations,
             workers,
             last_reload: self.last_reload.clone(),
+            last_failure: self.last_failure.clone(),
+            failures_in_a_row: self.failures_in_a_row,
             backoff: (self.failures_in_a_row > 0).then(|| BackoffView {
                 failures_in_a_row: self.failures_in_a_row,
                 next_attempt: self.next_deadline(),

@@ -128,6 +128,7 @@ pub(crate) mod tests {
             generation: 4,
             started: now - SEC,
             finished: None,
+            attempts: 0,
         });
         sup.probation = Some((now - 50 * SEC, 1));
         sup.announced_ready = true;

@@ -870,6 +870,46 @@ fn the_last_reload_says_what_asked_for_it_and_how_it_ended() {
 }
 
 #[test]
+fn a_reload_that_failed_then_came_up_on_a_retry_ends_as_up_with_its_attempts() {
+    let mut h = Harness::plain();
+    h.started();
+    h.advance(SEC);
+    h.hup(); // generation 2 on trial
+    h.exit(102, 256);
+    let failed = h.sup.snapshot(h.now);
+    let reload = failed.last_reload.clone().unwrap();
+    assert!(matches!(
+        reload.finished,
+        Some((_, ReloadResult::Failed(_)))
+    ));
+    assert_eq!(reload.attempts, 1);
+    let failure = failed.last_failure.unwrap();
+    assert_eq!((failure.generation, failed.failures_in_a_row), (2, 1));
+    // The retry (generation 3) comes up: the reload's outcome is the last word.
+    h.advance(SEC);
+    h.advance(SEC);
+    let snapshot = h.sup.snapshot(h.now);
+    let reload = snapshot.last_reload.unwrap();
+    assert_eq!(reload.finished.map(|(_, r)| r), Some(ReloadResult::Up));
+    assert_eq!(reload.attempts, 2);
+    assert_eq!(snapshot.failures_in_a_row, 0);
+    assert_eq!(h.sup.current().map(|w| w.generation), Some(3));
+}
+
+#[test]
+fn a_start_that_keeps_failing_before_anything_served_says_why() {
+    let mut h = Harness::plain();
+    h.started();
+    h.exit(101, 256);
+    let snapshot = h.sup.snapshot(h.now);
+    assert_eq!(snapshot.last_reload, None, "no reload was asked for");
+    let failure = snapshot.last_failure.unwrap();
+    assert_eq!(failure.generation, 1);
+    assert_eq!(failure.why, "exit status:256 (exit code 1)");
+    assert_eq!(snapshot.failures_in_a_row, 1);
+}
+
+#[test]
 fn a_reload_asked_during_a_start_concerns_the_generation_after_it() {
     let mut h = Harness::plain();
     h.started();

@@ -70,6 +70,50 @@ pub fn unsafe_path(path: &Path) -> Option<String> {
     None
 }
 
+/// Why the socket (or file) at `path` could be another user's than `owner`'s: it is not
+/// `owner`'s, or a directory above it is writable by someone but root and `owner` (sticky or
+/// not: here no one else may even add a name). A root client believes a control socket of another
+/// user only where that user alone (with root) decides what listens: its `RuntimeDirectory=`.
+pub fn not_only_theirs(path: &Path, owner: u32) -> Option<String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => return Some(format!("{} cannot be examined ({e})", path.display())),
+    };
+    if meta.uid() != owner {
+        return Some(format!("{} belongs to uid {}", path.display(), meta.uid()));
+    }
+    let absolute = std::env::current_dir()
+        .map(|cwd| cwd.join(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    let parent = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let resolved = parent.canonicalize().unwrap_or(parent);
+    for dir in resolved.ancestors() {
+        if let Some(why) = others_may_write(dir, owner) {
+            return Some(why);
+        }
+    }
+    None
+}
+
+/// Why a directory on the way to `owner`'s file lets a third user swap what is in it.
+/// Sticky is not enough here: the owner alone must be able to replace the file.
+fn others_may_write(dir: &Path, owner: u32) -> Option<String> {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Some(format!("{} cannot be examined", dir.display()));
+    };
+    if meta.uid() != 0 && meta.uid() != owner {
+        return Some(format!("{} belongs to uid {}", dir.display(), meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "{} is writable by other users (mode {:o})",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +125,29 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_path_is_only_theirs_in_directories_no_one_else_writes() {
+        // The scratch directory's own ancestors (/tmp) are shared, so the walk is
+        // checked one directory at a time and the file's owner on its own.
+        let dir = scratch("theirs");
+        let file = dir.join("control");
+        std::fs::write(&file, "").unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        assert!(
+            not_only_theirs(&file, me + 1)
+                .unwrap()
+                .contains("belongs to uid")
+        );
+        assert_eq!(others_may_write(&dir, me), None);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let why = others_may_write(&dir, me).unwrap();
+        assert!(
+            why.contains("writable by other users"),
+            "sticky is not enough: {why}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -98,6 +98,24 @@ pub struct Status {
     pub workers_signalled_in: Option<f64>,
     /// Log lines that could not be written since start-up.
     pub log_lines_dropped: u64,
+    /// The last start that failed, even of the first generation (a server before this field
+    /// sends none).
+    #[serde(default)]
+    pub last_failure: Option<FailureInfo>,
+    /// Failed starts in a row now (0 once a generation came up).
+    #[serde(default)]
+    pub failures_in_a_row: u32,
+}
+
+/// The last start that failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureInfo {
+    /// The generation that failed.
+    pub generation: u64,
+    /// Why.
+    pub reason: String,
+    /// Seconds since.
+    pub ago: f64,
 }
 
 /// A listening socket held for the workers.
@@ -171,6 +189,9 @@ pub struct ReloadInfo {
     pub result: String,
     /// Why it failed or was rolled back.
     pub reason: Option<String>,
+    /// Generations tried for it (failed ones, then the one that came up).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// Backoff in force.
@@ -189,24 +210,66 @@ impl Status {
     }
 
     /// Whether it is healthy in `--check`'s sense: a generation serves (its number) and
-    /// start_server is neither crash looping nor shutting down.
+    /// start_server is not shutting down. A newer generation that fails to start, or keeps
+    /// dying, does not change that while the old one serves: see [`Status::deploy_failing`].
     pub fn healthy(&self) -> std::result::Result<u64, Unhealthy> {
         if self.stopping {
             return Err(Unhealthy::Stopping);
         }
-        if self.crash_loop {
-            return Err(Unhealthy::CrashLoop);
+        match self.serving() {
+            Some(g) => Ok(g.number),
+            None if self.crash_loop => Err(Unhealthy::CrashLoop),
+            None => Err(Unhealthy::NothingUp),
         }
-        self.serving().map(|g| g.number).ok_or(Unhealthy::NothingUp)
+    }
+
+    /// Why the last deploy is failing, if it is: a reload whose new generation did not come
+    /// up or was rolled back during its bake, or starts failing in a row (a crash loop, a
+    /// backoff) while the old generation serves.
+    /// `--check --strict` fails on it.
+    pub fn deploy_failing(&self) -> Option<String> {
+        if let Some(r) = self
+            .last_reload
+            .as_ref()
+            .filter(|r| r.result == "rolled_back")
+        {
+            return Some(format!(
+                "the reload to generation {} was rolled back: {}",
+                r.generation,
+                r.reason.as_deref().unwrap_or("no reason given")
+            ));
+        }
+        if let Some(r) = self.last_reload.as_ref().filter(|r| r.result == "failed") {
+            let attempts = match r.attempts {
+                0 | 1 => String::new(),
+                n => format!(" after {n} attempts"),
+            };
+            return Some(format!(
+                "the reload to generation {} failed{attempts}: {}",
+                r.generation,
+                r.reason.as_deref().unwrap_or("no reason given")
+            ));
+        }
+        if self.failures_in_a_row > 0 {
+            let why = self.last_failure.as_ref().map_or(String::new(), |f| {
+                format!(": generation {}: {}", f.generation, f.reason)
+            });
+            return Some(format!(
+                "{} failed starts in a row{}{why}",
+                self.failures_in_a_row,
+                if self.crash_loop { " (crash loop)" } else { "" }
+            ));
+        }
+        None
     }
 }
 
 /// Why `--check` fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unhealthy {
     /// A terminating signal was received.
     Stopping,
-    /// The workers keep dying before they are up.
+    /// Nothing serves, and the workers keep dying before they are up.
     CrashLoop,
     /// No generation has come up yet.
     NothingUp,
@@ -214,11 +277,11 @@ pub enum Unhealthy {
 
 impl std::fmt::Display for Unhealthy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Unhealthy::Stopping => "start_server is stopping",
-            Unhealthy::CrashLoop => "the workers are in a crash loop",
-            Unhealthy::NothingUp => "no generation is up yet",
-        })
+        match self {
+            Unhealthy::Stopping => f.write_str("start_server is stopping"),
+            Unhealthy::CrashLoop => f.write_str("nothing serves: the workers are in a crash loop"),
+            Unhealthy::NothingUp => f.write_str("no generation is up yet"),
+        }
     }
 }
 

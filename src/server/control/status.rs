@@ -11,7 +11,7 @@ use crate::supervisor::snapshot::{
 };
 use crate::vocab::time::handover::Moments;
 use crate::wire::control::{
-    BackoffInfo, GenerationInfo, ReloadInfo, SocketInfo, Status, WorkerInfo,
+    BackoffInfo, FailureInfo, GenerationInfo, ReloadInfo, SocketInfo, Status, WorkerInfo,
 };
 
 /// What does not change while start_server runs.
@@ -140,6 +140,7 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
                 duration,
                 result: result.into(),
                 reason,
+                attempts: r.attempts,
             }
         }),
         backoff: snapshot.backoff.map(|b| BackoffInfo {
@@ -150,6 +151,12 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
         stopping: snapshot.stopping,
         workers_signalled_in: snapshot.workers_signalled_at.map(|at| clock.until(at)),
         log_lines_dropped,
+        last_failure: snapshot.last_failure.as_ref().map(|f| FailureInfo {
+            generation: f.generation,
+            reason: f.why.clone(),
+            ago: clock.ago(f.at),
+        }),
+        failures_in_a_row: snapshot.failures_in_a_row,
     }
 }
 
@@ -266,6 +273,8 @@ mod tests {
                 worker(11, WorkerState::Starting),
             ],
             last_reload: None,
+            last_failure: None,
+            failures_in_a_row: 0,
             backoff: None,
             crash_loop: false,
             stopping: false,

@@ -234,7 +234,13 @@ impl Source for Check {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        (!self.told).then_some(self.deadline)
+        match (self.told, self.done()) {
+            (true, _) => None,
+            // Over since its exit was reaped (after its pipes closed): no fd will wake the
+            // loop for it, so it asks to be seen at once.
+            (false, true) => Some(self.deadline - CHECK_TIMEOUT),
+            (false, false) => Some(self.deadline),
+        }
     }
 
     fn on_ready(&mut self, _: &[PollFlags], now: Instant, events: &mut Vec<Event>) -> Result<()> {
@@ -345,5 +351,31 @@ mod tests {
         assert!(report().starts_with(&format!("start_server {}\n", version())));
         assert!(report().contains("\nupgrade-state-formats: 1 2 3\n"));
         assert!(report().ends_with("\nupgrade-rollback: yes\n"));
+    }
+
+    #[test]
+    fn a_check_over_once_its_exit_is_reaped_wakes_the_loop_at_once() {
+        let started = Instant::now();
+        let binary = Binary {
+            fd: std::fs::File::open("/dev/null").unwrap().into(),
+            script: false,
+        };
+        let mut check = Check {
+            binary,
+            path: "/usr/bin/start_server".into(),
+            pid: 1,
+            outputs: [(None, Vec::new()), (None, Vec::new())],
+            status: None,
+            deadline: started + CHECK_TIMEOUT,
+            told: false,
+        };
+        assert_eq!(check.deadline(), Some(started + CHECK_TIMEOUT));
+        // Its pipes closed earlier; the exit comes last and no fd is left to wake the loop.
+        check.exited(ExitStatus(0));
+        assert!(check.deadline().is_some_and(|d| d <= Instant::now()));
+        let mut events = Vec::new();
+        check.on_ready(&[], Instant::now(), &mut events).unwrap();
+        assert!(matches!(events.as_slice(), [Event::UpgradeChecked]));
+        assert_eq!(check.deadline(), None);
     }
 }

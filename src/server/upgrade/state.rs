@@ -246,6 +246,24 @@ mod tests {
     }
 
     #[test]
+    fn a_state_that_is_not_whole_or_names_a_wrong_fd_is_refused_before_anything_is_taken() {
+        let bare = State::parse(r#"{"format":3}"#).unwrap();
+        let e = bare.validate().unwrap_err().to_string();
+        assert!(e.contains("not whole"), "{e}");
+        // The fixture names fds this test process does not have as sockets.
+        let mut state = State::parse(FORMAT_3).unwrap();
+        let e = state.validate().unwrap_err().to_string();
+        assert!(e.contains("the upgrade state is wrong: fd"), "{e}");
+        state.spawner.sockets.slots = vec![(-1, 3)];
+        let e = state.validate().unwrap_err().to_string();
+        assert!(e.contains("fd -1 is not a descriptor"), "{e}");
+        // fd 0 (this process's stdin) is no listening socket.
+        state.spawner.sockets.slots = vec![(0, 3)];
+        let e = state.validate().unwrap_err().to_string();
+        assert!(e.contains("fd 0 is not"), "{e}");
+    }
+
+    #[test]
     fn a_state_names_its_format_and_older_readers_refuse_newer_ones() {
         let state = State {
             format: FORMAT,
