@@ -311,6 +311,23 @@ fn a_generation_failing_during_the_bake_is_rolled_back_while_the_old_one_serves_
     );
     let reload = &status_json(&tmp)["last_reload"];
     assert_eq!(reload["result"], "rolled_back", "{reload}");
+    // Serving, but the deploy failed: --check is healthy, --check --strict is not.
+    let (check, out) = client(&tmp, "--check");
+    assert!(check.success(), "{out}");
+    let strict = output_within(
+        start_server_command()
+            .args(["--check", "--strict"])
+            .arg(tmp.arg("--pid-file", "pid")),
+    );
+    let said = String::from_utf8_lossy(&strict.stderr);
+    assert_eq!(strict.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the reload to generation 2 was rolled back: {}",
+            &outcome["rolled back: ".len()..]
+        )),
+        "{said}"
+    );
 }
 
 #[test]
