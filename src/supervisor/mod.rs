@@ -15,8 +15,10 @@
 //!
 //! This file holds the state and the event entry points; each concern has its own file:
 //! `generation` (trial, current, promotion, failure), `worker` (a worker, the leaving ones and
-//! their signals), `readiness` (when a trial is judged), `policy` (settings, backoff, crash
-//! loop, auto-restart) and `notice` (what is asked of the OS layer and told to systemd).
+//! their signals), `readiness` (when a trial is judged), `listening` (`--ready=listening`),
+//! `bake` (`--bake`: a generation up bakes beside the old one, or is rolled back), `policy`
+//! (settings, backoff, crash loop, auto-restart) and `notice` (what is asked of the OS layer and
+//! told to systemd).
 
 mod bake;
 mod generation;

@@ -161,8 +161,8 @@ pub struct FailureView {
 }
 
 /// A reload's trigger and result are handed over as words (`signal`, `control`,
-/// `auto-restart`, `file:PATH`; `up`, `failed:WHY`, `rolled-back:WHY`), so that an image meeting one it does not
-/// know still reads the rest.
+/// `auto-restart`, `file:PATH`; `up`, `failed:WHY`, `rolled-back:WHY`), so that an image meeting
+/// one it does not know still reads the rest.
 impl ReloadTrigger {
     fn word(&self) -> String {
         match self {
