@@ -63,6 +63,8 @@ impl Supervisor {
             .as_mut()
             .filter(|r| r.finished.is_none() && generation >= r.generation)
         {
+            let took = now.saturating_duration_since(reload.started);
+            self.tally.reload_ended(&result, took);
             reload.finished = Some((now, result));
         }
     }
@@ -203,6 +205,9 @@ impl Supervisor {
         };
         self.current = None;
         self.current_status = None;
+        if self.replacement_takes_slot_zero(pid, now) {
+            return;
+        }
         let generation = worker.generation;
         let delay = self.died_young(now);
         if self.copies.iter().any(|c| c.generation == generation) {

@@ -22,10 +22,12 @@ mod generation;
 mod notice;
 mod policy;
 mod readiness;
+mod recycle;
 mod rolling;
 mod slots;
 pub mod snapshot;
 mod state;
+mod tally;
 #[cfg(test)]
 mod tests;
 mod watchdog;
@@ -47,6 +49,7 @@ pub use notice::{Action, Notice};
 pub use policy::{DEFAULT_BACKOFF_AFTER, Policy, Tunables};
 use readiness::Message;
 pub use snapshot::{ReloadResult, ReloadTrigger, ReloadView};
+pub use tally::Tally;
 use watchdog::Watchdog;
 use worker::Leaving;
 pub use worker::Worker;
@@ -113,6 +116,8 @@ pub struct Supervisor {
     watchdog: Watchdog,
     /// What the status file says (nothing is written until something is live).
     written_status: Vec<Worker>,
+    /// What it counted since start-up (the metrics).
+    tally: Tally,
     #[serde(skip)]
     actions: Vec<Action>,
 }
@@ -155,6 +160,7 @@ impl Supervisor {
             last_restart: now,
             watchdog: Watchdog::default(),
             written_status: Vec::new(),
+            tally: Tally::default(),
             actions: Vec::new(),
         }
     }
@@ -183,6 +189,7 @@ impl Supervisor {
                 Ok(pid) => {
                     info!(generation, worker_pid = pid, "starting new worker {pid}");
                     trial.pid = Some(pid);
+                    self.tally.worker_starts += 1;
                     self.watch(pid, now);
                 }
                 Err(why) => {
@@ -308,6 +315,7 @@ impl Supervisor {
     /// A child was reaped. A child that is not a worker (a log command, a stray) yields no
     /// action: it is the OS layer's business.
     pub fn child_exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Vec<Action> {
+        self.count_exit(pid);
         self.unwatch(pid);
         if self.copy_exited(pid, status, now) {
         } else if self.trial.as_ref().is_some_and(|t| t.pid == Some(pid)) {
@@ -409,13 +417,15 @@ impl Supervisor {
     }
 
     /// Live generations as the status file lists them: current and old, by generation, each by
-    /// its slot 0 worker (one line per generation, whatever `--workers`).
+    /// its slot 0 worker (one line per generation, whatever `--workers`; a slot 0 worker replaced
+    /// within its generation, for its memory, is not listed beside its successor).
     pub fn live(&self) -> Vec<Worker> {
         let mut live: Vec<Worker> = self.current.into_iter().collect();
+        let serving = self.current.map(|w| w.generation);
         live.extend(
             self.leaving
                 .iter()
-                .filter(|l| l.served && l.slot == 0)
+                .filter(|l| l.served && l.slot == 0 && Some(l.worker.generation) != serving)
                 .map(|l| l.worker),
         );
         live.sort();

@@ -43,6 +43,8 @@ pub(super) struct Copy {
     /// When to restart it after a death (backoff).
     #[serde(with = "handover")]
     pub(super) respawn_at: Option<Instant>,
+    /// The worker of its slot it replaces once up (`--worker-max-memory`, see `recycle`).
+    pub(super) replaces: Option<Pid>,
 }
 
 impl Copy {
@@ -95,6 +97,7 @@ impl Supervisor {
             predecessors: Vec::new(),
             failures_in_a_row: 0,
             respawn_at: None,
+            replaces: None,
         });
         if spawn {
             self.actions.push(Action::SpawnCopy { generation, slot });
@@ -122,8 +125,11 @@ impl Supervisor {
             }
             return self.take_actions();
         };
+        if result.is_ok() {
+            self.tally.worker_starts += 1;
+        }
         match result {
-            Ok(pid) if slot == 0 => {
+            Ok(pid) if slot == 0 && self.copies[index].replaces.is_none() => {
                 info!(
                     generation,
                     worker_pid = pid,
@@ -250,7 +256,8 @@ impl Supervisor {
     /// generation's slot is tried again after the backoff.
     fn copy_failed(&mut self, index: usize, why: String, now: Instant) {
         let generation = self.copies[index].generation;
-        if self.is_trial(generation) {
+        if self.replacement_failed(index, false, now) {
+        } else if self.is_trial(generation) {
             self.trial_failed(why, now);
             self.stop_trial_workers(now);
         } else if let Some(pid) = self.copies[index].pid.take() {
@@ -335,6 +342,9 @@ impl Supervisor {
             return false;
         };
         let (generation, slot) = (self.copies[index].generation, self.copies[index].slot);
+        if self.replacement_failed(index, true, now) || self.replaced_one_exited(index) {
+            return true;
+        }
         if self.is_trial(generation) {
             warn!(
                 generation,
@@ -514,6 +524,7 @@ impl Supervisor {
             predecessors: self.slot_zero_history.1.clone(),
             failures_in_a_row: 0,
             respawn_at: (!delay.is_zero()).then_some(now + delay),
+            replaces: None,
         });
         if delay.is_zero() {
             self.actions.push(Action::SpawnCopy {

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub stopping: bool,
     /// When the workers get (or got) their stop signal, once a terminating signal was received.
     pub workers_signalled_at: Option<Instant>,
+    /// Workers replaced for their memory (`--worker-max-memory`) since start-up, by slot.
+    pub memory_recycles: Vec<u64>,
 }
 
 /// Where a generation is in its life.
@@ -212,9 +214,11 @@ impl Supervisor {
         let _ = now;
         let mut generations = Vec::new();
         let mut workers = Vec::new();
+        let serving = self.current.map(|w| w.generation);
         for leaving in &self.leaving {
             let (number, pid) = (leaving.worker.generation, leaving.worker.pid);
             if leaving.served
+                && Some(number) != serving
                 && !generations
                     .iter()
                     .any(|g: &GenerationView| g.number == number)
@@ -306,6 +310,7 @@ impl Supervisor {
                 .stop_due
                 .map(|(due, _)| due)
                 .or(self.workers_signalled_at),
+            memory_recycles: self.tally.memory_recycles.clone(),
         }
     }
 }

@@ -53,7 +53,7 @@ impl Harness {
 
     /// Feeds actions back like the event loop: every Spawn gets the next pid. Notices are
     /// collected apart, in `notices`.
-    fn run(&mut self, actions: Vec<Action>) -> Vec<Action> {
+    pub(super) fn run(&mut self, actions: Vec<Action>) -> Vec<Action> {
         let mut seen = Vec::new();
         let mut queue = actions;
         while !queue.is_empty() {
@@ -108,7 +108,7 @@ impl Harness {
         self.run(actions)
     }
 
-    fn exit(&mut self, pid: Pid, raw: i32) -> Vec<Action> {
+    pub(super) fn exit(&mut self, pid: Pid, raw: i32) -> Vec<Action> {
         let actions = self.sup.child_exited(pid, ExitStatus(raw), self.now);
         self.run(actions)
     }
@@ -438,14 +438,14 @@ fn strangers_are_ignored() {
     assert!(h.exit(4242, 0).is_empty());
 }
 
-fn with_policy(change: impl FnOnce(&mut Policy)) -> Harness {
+pub(super) fn with_policy(change: impl FnOnce(&mut Policy)) -> Harness {
     let mut h = Harness::plain();
     change(&mut h.sup.policy);
     h.sup.slots = h.sup.policy.workers.max(1);
     h
 }
 
-fn notify(h: &mut Harness, pid: Pid, message: &str) -> Vec<Action> {
+pub(super) fn notify(h: &mut Harness, pid: Pid, message: &str) -> Vec<Action> {
     let actions = h.sup.notified(pid, message, h.now);
     h.run(actions)
 }
@@ -1057,7 +1057,7 @@ fn shutdown_stops_watching() {
 }
 
 /// (generation, slot, pid, state) of every worker in the snapshot.
-fn slots(h: &Harness) -> Vec<(u64, usize, Pid, snapshot::WorkerState)> {
+pub(super) fn slots(h: &Harness) -> Vec<(u64, usize, Pid, snapshot::WorkerState)> {
     h.sup
         .snapshot(h.now)
         .workers

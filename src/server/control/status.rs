@@ -260,6 +260,7 @@ mod tests {
             crash_loop: false,
             stopping: false,
             workers_signalled_at: None,
+            memory_recycles: Vec::new(),
         };
         assert_eq!(
             summary(&snapshot, now),
