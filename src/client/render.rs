@@ -1,6 +1,7 @@
 //! `--status`'s human summary of a running start_server's state, in the manner of
 //! `systemctl status`.
 
+use crate::client::usage;
 use crate::vocab::text::printable;
 use crate::wire::control::Status;
 
@@ -71,10 +72,11 @@ pub fn summary(s: &Status) -> String {
     out.push_str("\n  GEN  STATE     SINCE\n");
     for g in &s.generations {
         out.push_str(&format!(
-            "  {:<4} {:<9} {} ago\n",
+            "  {:<4} {:<9} {} ago{}\n",
             g.number,
             g.state,
-            age(g.since_ago)
+            age(g.since_ago),
+            usage::brief(&g.usage)
         ));
     }
     out.push_str("\n  PID      SLOT GEN  STATE     RESTARTS STATUS\n");
@@ -94,6 +96,7 @@ pub fn summary(s: &Status) -> String {
             status.trim()
         ));
     }
+    out.push_str(&usage::table(&s.workers));
     out.trim_end().to_string()
 }
 

@@ -152,6 +152,26 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub reload_on_change: Vec<PathBuf>,
 
+    /// A cgroup for each generation (and, with --workers, for each copy), where start_server
+    /// may manage its own: under systemd with Delegate=yes, or a writable cgroup2 directory of
+    /// its own (a container's). What a worker leaves behind then stays in its generation's
+    /// cgroup, which is killed once the generation is retired. 'auto' says once why not where it
+    /// cannot; 'off' never tries.
+    #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = ["auto", "off"])]
+    pub cgroups: String,
+
+    /// Replace a worker whose memory goes past SIZE (512M, 2G: K, M, G and T are powers of
+    /// 1024), checked every 5 seconds: its slot's new copy starts first (within --max-extra, else
+    /// one at a time), and the old one gets --signal-on-hup once the new one is up; with one
+    /// worker per generation, a new generation replaces it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub worker_max_memory: Option<u64>,
+
+    /// Serve the metrics (the Prometheus text format) at GET /metrics on ADDR over HTTP:
+    /// 127.0.0.1:9100, [::1]:9100, or a unix socket path (mode 0600).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
     /// Print the running start_server's state (found by --control or --pid-file) and exit;
     /// --status=FILE is --status-file=FILE, as in the original.
     #[arg(long, conflicts_with_all = ["stop", "restart", "reload", "check"])]
@@ -170,6 +190,11 @@ pub struct Cli {
     /// start_server (found by --control or --pid-file) has a generation up and no crash loop.
     #[arg(long, conflicts_with_all = ["stop", "restart"])]
     pub check: bool,
+
+    /// Print the running start_server's metrics (found by --control or --pid-file) in the
+    /// Prometheus text format, and exit.
+    #[arg(long, conflicts_with_all = ["stop", "restart", "reload", "check", "status"])]
+    pub metrics: bool,
 
     /// Ask the running start_server (found by --pid-file) for a graceful restart and wait until
     /// the new generation is the only one in --status-file.
@@ -275,6 +300,32 @@ Examples:
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     crate::vocab::time::seconds(text).ok_or_else(|| {
         format!("{text:?} is not a number of seconds from 0 to 4294967295 (e.g. 1 or 0.5)")
+    })
+}
+
+/// A size in bytes: a number, or one with K, M, G or T (powers of 1024; `512M`, `1.5G`, `2GiB`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let digits = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(digits);
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => -1,
+    };
+    let bytes = number
+        .parse::<f64>()
+        .ok()
+        .filter(|_| shift >= 0)
+        .map(|n| n * 2f64.powi(shift))
+        .filter(|b| b.is_finite() && *b >= 1.0 && *b < u64::MAX as f64);
+    bytes.map(|b| b as u64).ok_or_else(|| {
+        format!("{text:?} is not a size: give bytes, or a number with K, M, G or T (e.g. 512M)")
     })
 }
 
@@ -529,6 +580,18 @@ mod tests {
         assert_eq!(cli.interval, Duration::from_millis(500));
         assert_eq!(cli.signal_on_hup, "USR1");
         assert_eq!(cli.command, vec![OsString::from("prog"), "--flag".into()]);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        for bad in ["", "0", "M", "12X", "-5M", "1e3", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub enum Event {
     Changed(PathBuf),
     /// The new binary's `--upgrade-check` is over (passed, failed, or out of time).
     UpgradeChecked,
+    /// A request to the metrics endpoint (`--metrics-listen`) can be answered.
+    Scrape,
+    /// Time to measure the workers' memory (`--worker-max-memory`).
+    MemoryCheck,
 }
 
 /// What a received signal means to start_server.

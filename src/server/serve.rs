@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::config::log_target::LogTarget;
 use crate::error::{Context, Result};
+use crate::server::cgroup::Cgroups;
 use crate::server::control::Control;
 use crate::server::control::socket::ControlSocket;
 use crate::server::control::status::Fixed;
@@ -23,9 +24,12 @@ use crate::server::file_watch::FileWatch;
 use crate::server::files::pid_file::PidFile;
 use crate::server::files::status_file::StatusFile;
 use crate::server::log::output::{self, Logger};
+use crate::server::metrics::counters::Counters;
+use crate::server::metrics::listen::MetricsListen;
 use crate::server::notify::fd_store;
 use crate::server::notify::systemd::Notifier;
 use crate::server::notify::workers::WorkerNotify;
+use crate::server::probe::memory_watch::MemoryWatch;
 use crate::server::process::hygiene;
 use crate::server::process::reap::wait_for_exit;
 use crate::server::process::signals::Signals;
@@ -67,6 +71,11 @@ pub fn serve(mut config: Config, inherited: Vec<Inherited>) -> Result<Ending> {
     }
     let anew = set_up_anew(&config)?;
     let control = open_control(config.control.take())?.map(|s| Control::new(s, Default::default()));
+    let metrics = (config.metrics_listen.as_ref())
+        .map(MetricsListen::bind)
+        .transpose()?;
+    // Before the first worker: start_server moves itself into a leaf of its subtree.
+    let cgroups = Cgroups::set_up(config.cgroups, config.policy.kill_old_timeout);
     let workers_notify = WorkerNotify::bind()?;
     let spawner = Spawner::new(
         program(&mut config),
@@ -93,6 +102,9 @@ pub fn serve(mut config: Config, inherited: Vec<Inherited>) -> Result<Ending> {
         },
         upgrade: Upgrade::new(image, config.pid_file.as_deref())?,
         pid_file,
+        cgroups,
+        metrics,
+        counters: Counters::default(),
     };
     // The envdir's settings are read again at every spawn, the first one included.
     let tunables = crate::config::worker_env::tunables(&config.base_env);
@@ -213,6 +225,17 @@ unsafe fn adopt_parts(
                 .map(|s| Control::new(s, Default::default())),
         };
         let workers_notify = back.or_back(WorkerNotify::take_over(state.worker_notify, (), now))?;
+        let metrics = match state.metrics_listen {
+            Some(listen) => Some(back.or_back(MetricsListen::take_over(listen, (), now))?),
+            // An image from before the metrics, or without them.
+            None => back.or_back(
+                config
+                    .metrics_listen
+                    .as_ref()
+                    .map(MetricsListen::bind)
+                    .transpose(),
+            )?,
+        };
         let notify_socket = workers_notify.env_value();
         let given = (program(config), notify_socket);
         let spawner = back.or_back(Spawner::take_over(state.spawner, given, now))?;
@@ -233,10 +256,19 @@ unsafe fn adopt_parts(
             facts: back.or_back(Fixed::take_over(state.facts, (), now))?,
             upgrade,
             pid_file,
+            cgroups: None,
+            metrics,
+            counters: state.counters,
         };
         let policy = config.policy;
         let supervisor = back.or_back(Supervisor::take_over(state.supervisor, policy, now))?;
-        Ok((supervisor, parts))
+        // The workers' cgroups as the image before made them (none if it had none).
+        let given = (config.policy.kill_old_timeout, supervisor.workers());
+        let cgroups = match state.cgroups {
+            Some(cgroups) => Some(back.or_back(Cgroups::take_over(cgroups, given, now))?),
+            None => None,
+        };
+        Ok((supervisor, Parts { cgroups, ..parts }))
     }
 }
 
@@ -256,6 +288,7 @@ fn set_up_anew(config: &Config) -> Result<Anew> {
         signals: Signals::open()?,
         strays: Adopted::new(std::process::id() == 1),
         watch,
+        memory: (config.worker_max_memory).map(|limit| MemoryWatch::new(limit, Instant::now())),
     })
 }
 

@@ -102,11 +102,6 @@ impl Tally {
         }
         self.memory_recycles[slot] += 1;
     }
-
-    /// Workers replaced for their memory in `slot`.
-    pub fn recycles_of(&self, slot: usize) -> u64 {
-        self.memory_recycles.get(slot).copied().unwrap_or(0)
-    }
 }
 
 impl Supervisor {
@@ -227,6 +222,5 @@ mod tests {
     fn a_state_without_counts_starts_from_zero() {
         let tally: Tally = serde_json::from_str("{}").unwrap();
         assert_eq!(tally, Tally::default());
-        assert_eq!(tally.recycles_of(3), 0);
     }
 }

@@ -37,8 +37,10 @@ use std::path::{Path, PathBuf};
 pub const CONTROLLERS: &[&str] = &["memory"];
 
 pub use detect::*;
+pub use tree::{Cgroups, CgroupsState, Target};
 
 mod detect;
+mod tree;
 
 impl Delegation {
     /// The delegated cgroup itself.
@@ -113,7 +115,8 @@ impl Subtree {
     }
 
     /// `gen-N`, created if missing. With `slots`, it is made an inner node: the enabled
-    /// controllers are passed on to its slots, and no process may be put in it directly.
+    /// controllers are passed on to its slots (`gen-N/slot-K`), and no process may be put in it
+    /// directly.
     pub fn generation(&self, generation: u64, slots: bool) -> io::Result<Cgroup> {
         let cgroup = self.root.child(&format!("gen-{generation}"))?;
         if slots {
@@ -125,13 +128,6 @@ impl Subtree {
             }
         }
         Ok(cgroup)
-    }
-
-    /// `gen-N/slot-K`, created if missing (`gen-N` must have been made with `slots`).
-    pub fn slot(&self, generation: u64, slot: usize) -> io::Result<Cgroup> {
-        self.root
-            .child(&format!("gen-{generation}"))?
-            .child(&format!("slot-{slot}"))
     }
 
     /// The `gen-N` cgroups there are, by generation: after an upgrade in place, or left over.

@@ -11,7 +11,7 @@ use crate::supervisor::snapshot::{
 };
 use crate::vocab::time::handover::Moments;
 use crate::wire::control::{
-    BackoffInfo, GenerationInfo, ReloadInfo, SocketInfo, Status, WorkerInfo,
+    BackoffInfo, GenerationInfo, ReloadInfo, SocketInfo, Status, Usage, WorkerInfo,
 };
 
 /// What does not change while start_server runs.
@@ -98,6 +98,7 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
                 state: generation_state(g.state).into(),
                 since_unix: clock.unix(g.since),
                 since_ago: clock.ago(g.since),
+                usage: Usage::default(),
             })
             .collect(),
         workers: snapshot
@@ -112,6 +113,8 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
                 restarts: w.restarts,
                 predecessors: w.predecessors.iter().map(|s| s.brief()).collect(),
                 watchdog_kills: w.watchdog_kills,
+                memory_recycles: snapshot.memory_recycles.get(w.slot).copied().unwrap_or(0),
+                usage: Usage::default(),
             })
             .collect(),
         last_reload: snapshot.last_reload.as_ref().map(|r| {

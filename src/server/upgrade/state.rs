@@ -10,10 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use super::refusal::Refusal;
 use crate::error::{Error, Result};
+use crate::server::cgroup::CgroupsState;
 use crate::server::control::Waiting;
 use crate::server::control::socket::ControlState;
 use crate::server::control::status::FactsState;
 use crate::server::log::output::LoggerState;
+use crate::server::metrics::counters::Counters;
+use crate::server::metrics::listen::MetricsListenState;
 use crate::server::notify::workers::NotifySocketState;
 use crate::server::process::spawner::SpawnerState;
 
@@ -21,11 +24,12 @@ use crate::server::process::spawner::SpawnerState;
 /// take their defaults, unknown ones are ignored); the number changes when an older image would
 /// lose something by ignoring what is new, so that it refuses instead. 1: one worker per
 /// generation; 2: `--workers` slots and their copies, the worker watchdog, the last reload;
-/// 3: the control socket and its clients.
-pub const FORMAT: u32 = 3;
+/// 3: the control socket and its clients; 4: the generations' cgroups, the metrics endpoint and
+/// the counts.
+pub const FORMAT: u32 = 4;
 
 /// The state formats this image reads.
-pub const READS: &[u32] = &[1, 2, 3];
+pub const READS: &[u32] = &[1, 2, 3, 4];
 
 /// Everything the next image needs besides its command line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -63,6 +67,12 @@ pub struct State {
     /// The control clients waiting for a reload or this upgrade.
     #[serde(rename = "event_loop")]
     pub waiting: Waiting,
+    /// The generations' cgroup subtree.
+    pub cgroups: Option<CgroupsState>,
+    /// The metrics endpoint (`--metrics-listen`).
+    pub metrics_listen: Option<MetricsListenState>,
+    /// The server's counts (the supervisor hands its own over with itself).
+    pub counters: Counters,
 }
 
 impl State {
