@@ -374,10 +374,9 @@ impl Cgroups {
     }
 
     /// At exit, every worker gone: what is left in the generations' cgroups gets SIGTERM, then
-    /// `cgroup.kill` after [`STRAY_GRACE`] (`wait`, called in between, waits for processes that
-    /// are start_server's children, such as the strays); the cgroups are removed. Returns whether
-    /// something had to be killed.
-    pub fn stop_all(&mut self, signals: &mut Signals, wait: impl FnOnce(&mut Signals)) -> bool {
+    /// `cgroup.kill` after `--kill-old-timeout` (else [`STRAY_GRACE`]); the cgroups are removed.
+    /// Returns whether something had to be killed.
+    pub fn stop_all(&mut self, signals: &mut Signals) -> bool {
         let generations = self.subtree.generations().unwrap_or_default();
         let mut populated: Vec<Cgroup> = Vec::new();
         for (_, cgroup) in generations {
@@ -386,8 +385,7 @@ impl Cgroups {
                 populated.push(cgroup);
             }
         }
-        let deadline = Instant::now() + STRAY_GRACE;
-        wait(signals);
+        let deadline = Instant::now() + self.kill_old_timeout.unwrap_or(STRAY_GRACE);
         let mut killed = false;
         if !wait_empty(&populated, signals, deadline) {
             for cgroup in &populated {

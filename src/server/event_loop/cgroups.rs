@@ -52,16 +52,8 @@ impl EventLoop {
     pub(super) fn stop_remains(&mut self) -> bool {
         let ours = self.not_workers();
         let anew = &mut self.parts.anew;
-        let strays = &mut anew.strays;
-        match &mut self.parts.cgroups {
-            Some(cgroups) => {
-                let mut strays_killed = false;
-                let killed = cgroups.stop_all(&mut anew.signals, |signals| {
-                    strays_killed = strays.stop_all(signals, &ours);
-                });
-                killed || strays_killed
-            }
-            None => strays.stop_all(&mut anew.signals, &ours),
-        }
+        let in_cgroups = (self.parts.cgroups.as_mut()).is_some_and(|c| c.stop_all(&mut anew.signals));
+        // What is outside the generations' cgroups, or everything without them.
+        anew.strays.stop_all(&mut anew.signals, &ours) || in_cgroups
     }
 }
