@@ -69,8 +69,16 @@ fn a_retiring_generation_shows_its_connections_until_they_close() {
         let retiring = generation(&status, 1)?["state"] == "retiring";
         (retiring && generation(&status, 2)?["state"] == "up").then_some(status)
     });
-    assert_eq!(generation(&status, 1).unwrap()["connections"], 5, "{status}");
-    assert_eq!(generation(&status, 2).unwrap()["connections"], 0, "{status}");
+    assert_eq!(
+        generation(&status, 1).unwrap()["connections"],
+        5,
+        "{status}"
+    );
+    assert_eq!(
+        generation(&status, 2).unwrap()["connections"],
+        0,
+        "{status}"
+    );
     let summary = Command::new(bin())
         .arg("--status")
         .arg(format!("--control={}", control.display()))
@@ -92,7 +100,9 @@ fn a_retiring_generation_shows_its_connections_until_they_close() {
     });
     std::fs::write(&release, "").unwrap();
     wait_until("generation 1 gone once released", || {
-        generation(&status_json(&control), 1).is_none().then_some(())
+        generation(&status_json(&control), 1)
+            .is_none()
+            .then_some(())
     });
 }
 

@@ -122,7 +122,10 @@ fn prometheus_scrapes_the_counts_which_an_upgrade_in_place_keeps() {
     let before = metrics(&pid);
     promtool_passes(&before);
     let counted = samples(&before);
-    assert_eq!(counted["server_starter_worker_starts_total"], 4.0, "{before}");
+    assert_eq!(
+        counted["server_starter_worker_starts_total"], 4.0,
+        "{before}"
+    );
     assert_eq!(
         counted["server_starter_worker_exits_total{reason=\"retired\"}"],
         2.0
@@ -131,7 +134,10 @@ fn prometheus_scrapes_the_counts_which_an_upgrade_in_place_keeps() {
         counted["server_starter_worker_exits_total{reason=\"failed_start\"}"],
         1.0
     );
-    assert_eq!(counted["server_starter_generation_processes{generation=\"4\"}"], 1.0);
+    assert_eq!(
+        counted["server_starter_generation_processes{generation=\"4\"}"],
+        1.0
+    );
 
     assert!(client("--upgrade", &pid), "the upgrade failed");
     server.wait_log("upgraded from");
@@ -192,7 +198,8 @@ fn metrics_over_a_unix_socket_and_nothing_else() {
             "{request:?}: {answer}"
         );
     }
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit().success());

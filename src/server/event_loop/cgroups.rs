@@ -52,7 +52,8 @@ impl EventLoop {
     pub(super) fn stop_remains(&mut self) -> bool {
         let ours = self.not_workers();
         let anew = &mut self.parts.anew;
-        let in_cgroups = (self.parts.cgroups.as_mut()).is_some_and(|c| c.stop_all(&mut anew.signals));
+        let in_cgroups =
+            (self.parts.cgroups.as_mut()).is_some_and(|c| c.stop_all(&mut anew.signals));
         // What is outside the generations' cgroups, or everything without them.
         anew.strays.stop_all(&mut anew.signals, &ours) || in_cgroups
     }
