@@ -175,11 +175,13 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    /// States as images writing formats 1 (before `--workers`), 2 (before the control socket)
-    /// and 3 wrote them, kept as they were: every later image must read them.
+    /// States as images writing formats 1 (before `--workers`), 2 (before the control socket),
+    /// 3 (before cgroups and metrics) and 4 wrote them, kept as they were: every later image must
+    /// read them.
     const FORMAT_1: &str = include_str!("../../../tests/fixtures/upgrade-state-v1.json");
     const FORMAT_2: &str = include_str!("../../../tests/fixtures/upgrade-state-v2.json");
     const FORMAT_3: &str = include_str!("../../../tests/fixtures/upgrade-state-v3.json");
+    const FORMAT_4: &str = include_str!("../../../tests/fixtures/upgrade-state-v4.json");
 
     fn policy(workers: usize) -> crate::supervisor::Policy {
         crate::supervisor::Policy {
@@ -253,6 +255,38 @@ mod tests {
         assert_eq!(state.facts.socket_info[0].origin, "bound");
         let older = State::parse(FORMAT_2).unwrap();
         assert_eq!((older.control, older.facts.started), (None, 0), "defaults");
+    }
+
+    #[test]
+    fn the_state_written_in_format_4_is_read() {
+        let state = State::parse(FORMAT_4).unwrap();
+        assert_eq!(state.format, 4);
+        assert_eq!(
+            state.cgroups.as_ref().map(|c| c.path.as_str()),
+            Some("/system.slice/app.service")
+        );
+        assert_eq!(
+            state.fds(),
+            [4, 3, 6, 7, 8, 9],
+            "the metrics listener kept open"
+        );
+        assert_eq!(state.counters.log_lines_dropped(1), 5);
+        assert_eq!(state.counters.upgrades_ok, 1);
+        let now = Instant::now();
+        let supervisor =
+            crate::supervisor::Supervisor::import(state.supervisor, policy(2), now).unwrap();
+        assert!(supervisor.worker_pids().contains(&2005), "the replacement");
+        let tally = supervisor.tally();
+        assert_eq!((tally.reloads_ok, tally.exits.retired), (2, 3));
+        assert_eq!(tally.reload_seconds.count(), 2);
+        assert_eq!(supervisor.snapshot(now).memory_recycles, [0, 1]);
+        let older = State::parse(FORMAT_3).unwrap();
+        assert_eq!(
+            (older.cgroups, older.metrics_listen),
+            (None, None),
+            "defaults"
+        );
+        assert_eq!(older.counters, Default::default());
     }
 
     #[test]
