@@ -184,7 +184,7 @@ fn a_missing_failing_or_incompatible_binary_leaves_the_old_one_running() {
     refused(
         &tmp,
         &it,
-        "does not read upgrade state format 3 (it reads: [1])",
+        "does not read upgrade state format 4 (it reads: [1])",
     );
 
     install(&it.binary, b"#!/bin/sh\nkill -SEGV $$\n");

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::config::log_target::LogTarget;
 use crate::error::{Context, Result};
-use crate::server::cgroup::Cgroups;
+use crate::server::cgroup::tree::Cgroups;
 use crate::server::control::Control;
 use crate::server::control::socket::ControlSocket;
 use crate::server::control::status::Fixed;

@@ -37,10 +37,9 @@ use std::path::{Path, PathBuf};
 pub const CONTROLLERS: &[&str] = &["memory"];
 
 pub use detect::*;
-pub use tree::{Cgroups, CgroupsState, Target};
 
 mod detect;
-mod tree;
+pub mod tree;
 
 impl Delegation {
     /// The delegated cgroup itself.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 
 use super::EventLoop;
-use crate::server::cgroup::Target;
+use crate::server::cgroup::tree::Target;
 use crate::server::process::spawn::SpawnError;
 use crate::supervisor::Tunables;
 use crate::vocab::Pid;

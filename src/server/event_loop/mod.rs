@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use tracing::{error, info};
 
 use crate::error::Result;
-use crate::server::cgroup::Cgroups;
+use crate::server::cgroup::tree::Cgroups;
 use crate::server::control::Control;
 use crate::server::control::status::{self, Fixed};
 use crate::server::event::{Event, Received, Source};

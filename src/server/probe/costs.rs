@@ -10,7 +10,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 
 use super::connections::{self, Accepted, Listening};
 use super::usage::{self, MemorySource};
-use crate::server::cgroup::Cgroups;
+use crate::server::cgroup::tree::Cgroups;
 use crate::server::process::strays::Adopted;
 use crate::supervisor::Worker;
 use crate::vocab::Pid;

@@ -11,7 +11,7 @@ use super::refusal::Refusal;
 use super::state::{FORMAT, State};
 use super::version::version;
 use crate::error::{Error, Result};
-use crate::server::cgroup::{Cgroups, CgroupsState};
+use crate::server::cgroup::tree::{Cgroups, CgroupsState};
 use crate::server::control::Control;
 use crate::server::control::socket::ControlSocket;
 use crate::server::control::status::{FactsState, Fixed};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::refusal::Refusal;
 use crate::error::{Error, Result};
-use crate::server::cgroup::CgroupsState;
+use crate::server::cgroup::tree::CgroupsState;
 use crate::server::control::Waiting;
 use crate::server::control::socket::ControlState;
 use crate::server::control::status::FactsState;
