@@ -157,8 +157,9 @@ pub struct Cli {
     /// its own (a container's). What a worker leaves behind then stays in its generation's
     /// cgroup, which is killed once the generation is retired. 'auto' says once why not where it
     /// cannot; 'off' never tries.
-    #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = ["auto", "off"])]
-    pub cgroups: String,
+    #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = parse_cgroups,
+          action = clap::ArgAction::Set)]
+    pub cgroups: bool,
 
     /// Replace a worker whose memory goes past SIZE (512M, 2G: K, M, G and T are powers of
     /// 1024), checked every 5 seconds: its slot's new copy starts first (within --max-extra, else
@@ -301,6 +302,15 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
     crate::vocab::time::seconds(text).ok_or_else(|| {
         format!("{text:?} is not a number of seconds from 0 to 4294967295 (e.g. 1 or 0.5)")
     })
+}
+
+/// `--cgroups`: whether to try (`auto`) or not (`off`).
+fn parse_cgroups(text: &str) -> Result<bool, String> {
+    match text {
+        "auto" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{text:?} is neither auto nor off")),
+    }
 }
 
 /// A size in bytes: a number, or one with K, M, G or T (powers of 1024; `512M`, `1.5G`, `2GiB`).

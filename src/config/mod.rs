@@ -113,7 +113,7 @@ impl Config {
             base_env,
             control,
             reload_on_change: cli.reload_on_change,
-            cgroups: cli.cgroups != "off",
+            cgroups: cli.cgroups,
             worker_max_memory: cli.worker_max_memory,
             metrics_listen,
         })
