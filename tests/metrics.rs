@@ -2,7 +2,8 @@
 //! metrics` (Debian's `prometheus` package) passes; a real Prometheus server scrapes
 //! `--metrics-listen`, sees the target up and the reloads counted; the counts are the same after
 //! an upgrade in place (and Prometheus goes on scraping the socket it handed over); the endpoint
-//! answers over a unix socket and refuses what is not `GET /metrics`.
+//! answers over a unix socket and refuses what is not `GET /metrics`; the README's scrape
+//! configuration and alert rules pass `promtool check config`.
 
 mod common;
 
@@ -204,4 +205,37 @@ fn metrics_over_a_unix_socket_and_nothing_else() {
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit().success());
     assert!(!path.exists(), "the socket file is removed at exit");
+}
+
+/// The scrape configuration and the alert rules of README.md's *Metrics*, as written there,
+/// pass `promtool check config` (which checks the rule file it names too).
+#[test]
+fn the_readmes_scrape_configuration_and_rules_pass_promtool() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let marker =
+        "<!-- tests/metrics.rs checks this configuration and the rules below with promtool -->";
+    let (_, after) = readme.split_once(marker).expect("README.md has the marker");
+    let blocks: Vec<String> = after
+        .split("```yaml\n")
+        .skip(1)
+        .take(2)
+        .map(|b| b.split("```").next().unwrap().to_string())
+        .collect();
+    assert_eq!(blocks.len(), 2, "two yaml blocks after the marker");
+    let tmp = TempDir::new();
+    std::fs::write(tmp.path("prometheus.yml"), &blocks[0]).unwrap();
+    std::fs::write(tmp.path("server_starter_rules.yml"), &blocks[1]).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(tmp.path("prometheus.yml"))
+        .output()
+        .expect("promtool (apt-get install prometheus)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("SUCCESS: 2 rules found"), "{said}");
 }

@@ -24,7 +24,7 @@ use clap::{CommandFactory, Parser};
                       start_server --restart --pid-file=FILE --status-file=FILE\n       \
                       start_server --stop --pid-file=FILE\n       \
                       start_server --upgrade --pid-file=FILE\n       \
-                      start_server --status [--json] | --reload | --check  (--control=PATH | --pid-file=FILE)",
+                      start_server --status [--json] | --reload | --check | --metrics  (--control=PATH | --pid-file=FILE)",
     after_help = "Examples:\n  \
         start_server --port=8080 -- plackup -s Starlet app.psgi\n  \
         start_server --port=127.0.0.1:80 --port=[::1]:80 --path=/run/app.sock -- ./server\n  \
