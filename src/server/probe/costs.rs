@@ -47,7 +47,7 @@ impl Scope<'_> {
         }
         let generations: BTreeSet<u64> = self.workers.iter().map(|w| w.generation).collect();
         for generation in generations {
-            let (usage, pids) = self.generation(generation, &members);
+            let (usage, pids) = self.generation(generation, &members, &costs.workers);
             costs.generations.insert(generation, usage);
             members.insert(Key::Generation(generation), pids);
         }
@@ -57,7 +57,10 @@ impl Scope<'_> {
 
     /// A worker's memory, bytes (its cgroup's, else its processes' PSS).
     pub fn memory_of(&self, pid: Pid) -> u64 {
-        self.worker(pid).0.memory_bytes.unwrap_or(0)
+        match self.cgroups.and_then(|c| c.of_worker(pid)) {
+            Some(cgroup) => usage::of_cgroup(cgroup).map_or(0, |u| u.memory_bytes),
+            None => usage::pss_bytes(&with_descendants(&[pid])),
+        }
     }
 
     fn worker(&self, pid: Pid) -> (Usage, Vec<Pid>) {
@@ -76,31 +79,44 @@ impl Scope<'_> {
         }
     }
 
-    fn generation(&self, generation: u64, members: &BTreeMap<Key, Vec<Pid>>) -> (Usage, Vec<Pid>) {
-        if let Some(cgroup) = self.cgroups.and_then(|c| c.of_generation(generation))
-            && let Ok(read) = usage::of_cgroup(&cgroup)
-        {
-            return (
-                usage_of(read, Some(cgroup.path())),
-                cgroup.pids().unwrap_or_default(),
-            );
+    /// A generation's costs: its cgroup's, else its workers' (already read: each process is
+    /// one worker's or a descendant of one) plus those of what they left behind that it keeps.
+    fn generation(
+        &self,
+        generation: u64,
+        members: &BTreeMap<Key, Vec<Pid>>,
+        workers: &BTreeMap<Pid, Usage>,
+    ) -> (Usage, Vec<Pid>) {
+        if let Some(cgroup) = self.cgroups.and_then(|c| c.of_generation(generation)) {
+            // A generation of one worker in it: read already.
+            let own = self.workers.iter().filter(|w| w.generation == generation);
+            if let Some(usage) = own
+                .filter_map(|w| workers.get(&w.pid))
+                .find(|u| u.cgroup.as_deref() == Some(cgroup.path()))
+            {
+                let pids = cgroup.pids().unwrap_or_default();
+                return (usage.clone(), pids);
+            }
+            if let Ok(read) = usage::of_cgroup(&cgroup) {
+                return (
+                    usage_of(read, Some(cgroup.path())),
+                    cgroup.pids().unwrap_or_default(),
+                );
+            }
         }
-        let mut pids: Vec<Pid> = self
-            .workers
-            .iter()
-            .filter(|w| w.generation == generation)
-            .flat_map(|w| {
-                members
-                    .get(&Key::Worker(w.pid))
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .collect();
         let spared: Vec<Pid> = self.strays.spared_of(generation).collect();
-        pids.extend(with_descendants(&spared));
+        let spared = with_descendants(&spared);
+        let mut total = usage_of(usage::of_processes(&spared), None);
+        let mut pids = spared;
+        for worker in self.workers.iter().filter(|w| w.generation == generation) {
+            pids.extend(members.get(&Key::Worker(worker.pid)).into_iter().flatten());
+            if let Some(usage) = workers.get(&worker.pid) {
+                add(&mut total, usage);
+            }
+        }
         pids.sort_unstable();
         pids.dedup();
-        (usage_of(usage::of_processes(&pids), None), pids)
+        (total, pids)
     }
 
     /// Each one's connections, from one read of the accepted sockets and one look at each
@@ -157,6 +173,13 @@ fn usage_of(read: usage::Usage, cgroup: Option<&str>) -> Usage {
         processes: Some(read.processes),
         connections: None,
     }
+}
+
+/// Adds `more` (read from /proc) to `total`.
+fn add(total: &mut Usage, more: &Usage) {
+    total.cpu_seconds = Some(total.cpu_seconds.unwrap_or(0.0) + more.cpu_seconds.unwrap_or(0.0));
+    total.memory_bytes = Some(total.memory_bytes.unwrap_or(0) + more.memory_bytes.unwrap_or(0));
+    total.processes = Some(total.processes.unwrap_or(0) + more.processes.unwrap_or(0));
 }
 
 /// `pids` and all their descendants (from /proc/PID/task/TID/children), each once.

@@ -8,14 +8,21 @@ def on_term(signum, frame):
     global stopping
     stopping = True
 signal.signal(signal.SIGTERM, on_term)
+# A signal wakes the select below (a handler alone would not: select is retried after it).
+wake, woken = os.pipe()
+os.set_blocking(woken, False)
+signal.set_wakeup_fd(woken)
 target = os.environ["NOTIFY_SOCKET"]
 if target.startswith("@"):
     target = "\0" + target[1:]
 socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", target)
 while not (stopping and not held and os.path.exists(os.environ.get("RELEASE", "/"))):
-    ready, _, _ = select.select(held + ([] if stopping else [listener]), [], [], 0.1)
+    watched = [wake] + held + ([] if stopping else [listener])
+    ready, _, _ = select.select(watched, [], [], 0.1 if stopping else None)
     for s in ready:
-        if s is listener:
+        if s == wake:
+            os.read(wake, 64)
+        elif s is listener:
             try:
                 conn, _ = listener.accept()
             except BlockingIOError:
