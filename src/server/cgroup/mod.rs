@@ -17,7 +17,7 @@
 //! ends with `cgroup.kill` (Linux 5.14+; before it, SIGKILL to every member until none is left)
 //! and its empty cgroups are removed bottom-up.
 //!
-//! Whether start_server may do this is decided once, by [`detect`]: systemd's delegation mark on
+//! Whether start_server may do this is decided once, by [`detect()`]: systemd's delegation mark on
 //! its cgroup, or (without systemd) a writable cgroup of its own that is not the hierarchy's root.
 //! Everything else (cgroup v1, a read-only or foreign tree, systemd without `Delegate=yes`) is a
 //! reason to say once and work without cgroups.
