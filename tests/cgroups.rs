@@ -2,8 +2,8 @@
 //! harness, one boot for every check): with `Delegate=yes`, as root and as another user, each
 //! worker runs in its generation's (and copy's) cgroup as `status` names it, a helper that
 //! clears its environment, leaves its session and ignores SIGTERM does not outlive its
-//! generation, a worker that burns CPU shows it, and a stop leaves the unit's cgroup empty
-//! without systemd having to kill anything; without delegation (a plain root shell, another
+//! generation (nor a worker's SIGKILL, which is its cgroup's), a worker that burns CPU shows
+//! it, and a stop leaves the unit's cgroup empty without systemd having to kill anything; without delegation (a plain root shell, another
 //! user), everything works as before and one log line says why.
 
 mod common;
@@ -14,10 +14,11 @@ use common::*;
 
 /// A worker that starts a helper which clears its environment, leaves its session and ignores
 /// SIGTERM (it would outlive its generation without cgroups), burns 3 seconds of CPU when
-/// /run/burn exists, then serves HTTP.
+/// /run/burn exists, then serves HTTP; it ignores SIGTERM too when /run/stubborn exists.
 const LEAKY_WORKER: &str = r#"#!/bin/sh
 setsid sh -c 'trap "" TERM; exec env -i sleep 1000' </dev/null >/dev/null 2>&1 &
 if [ -e /run/burn ]; then timeout 3 sh -c 'while :; do :; done' & fi
+if [ -e /run/stubborn ]; then trap '' TERM; export STOP_SIGNALS=SIGUSR2; fi
 exec /usr/local/lib/worker.py
 "#;
 
@@ -58,7 +59,7 @@ for p in $helpers; do
 done
 echo "generation 1's helpers: $helpers"
 
-touch /run/burn
+touch /run/burn /run/stubborn
 start_server --reload --control=/run/cg/control || fail "the reload failed"
 # The helpers ignore TERM: their cgroup is killed --kill-old-timeout after the workers' signal.
 wait_for "gone $helpers"
@@ -77,12 +78,17 @@ status=$(st /run/cg/control)
 start_server --status --control=/run/cg/control | grep -E "^  2 +up .*: 0 connections open, .*, [4-9] processes" \
   || fail "the summary: $(start_server --status --control=/run/cg/control)"
 
+# Generation 2's workers ignore TERM: at the stop, their SIGKILL after --kill-old-timeout is their
+# cgroup's kill, which takes their helpers along (nothing is left to drain).
 systemctl stop cg
 if pgrep -x sleep; then fail "helpers outlived the stop"; fi
 if holds $unit; then fail "processes left in the unit's cgroup"; fi
 journal=$(journalctl -u cg --no-pager)
-grep -F "processes still in /system.slice/cg.service/gen-2 after their grace: cgroup.kill" <<<"$journal" \
-  || fail "the stop did not kill generation 2's cgroup itself: $journal"
+grep -F "workers still alive after their signal, sending KILL" <<<"$journal" \
+  || fail "generation 2's workers were not killed: $journal"
+if grep -F "cg.service/gen-2 after their grace" <<<"$journal"; then
+  fail "generation 2's helpers outlived their workers' SIGKILL"
+fi
 if grep -F "Killing process" <<<"$journal"; then fail "systemd had to kill what start_server left"; fi
 
 echo "== Delegate=yes, as nobody, started in a subgroup (DelegateSubgroup=)"
