@@ -266,7 +266,15 @@ unsafe fn adopt_parts(
         let given = (config.policy.kill_old_timeout, supervisor.workers());
         let cgroups = match state.cgroups {
             Some(cgroups) => Some(back.or_back(Cgroups::take_over(cgroups, given, now))?),
-            None => None,
+            None => {
+                if config.cgroups && crate::server::cgroup::detect().is_ok() {
+                    info!(
+                        "cgroups: the program before this one gave the workers none: \
+                         generations get cgroups from the next start of start_server"
+                    );
+                }
+                None
+            }
         };
         Ok((supervisor, Parts { cgroups, ..parts }))
     }
