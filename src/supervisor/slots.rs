@@ -114,6 +114,9 @@ impl Supervisor {
         now: Instant,
     ) -> Vec<Action> {
         self.tunables = tunables;
+        if result.is_ok() {
+            self.tally.worker_starts += 1;
+        }
         let Some(index) = self
             .copies
             .iter()
@@ -125,9 +128,6 @@ impl Supervisor {
             }
             return self.take_actions();
         };
-        if result.is_ok() {
-            self.tally.worker_starts += 1;
-        }
         match result {
             Ok(pid) if slot == 0 && self.copies[index].replaces.is_none() => {
                 info!(
