@@ -1,39 +1,21 @@
-//! What start_server's on-demand probes cost (bench/connections.py runs it): the accepted
-//! connections of the listening socket at fd `LISTEN_FD`, read from sock_diag and from /proc
-//! and counted per process, and the CPU time and PSS of the processes, `RUNS` times each.
-//! Prints one line per measure: `name median min max` in milliseconds.
+//! What start_server's connections probe costs, step by step (bench/connections.py runs it,
+//! beside what a whole `status` and a metrics scrape of the real start_server cost): the
+//! accepted connections of the listening socket at fd `LISTEN_FD`, read from sock_diag and from
+//! /proc and counted per process, `RUNS` times each. Prints one line per measure: `name median
+//! min max` in milliseconds.
 //!
 //! ```sh
 //! probe_bench LISTEN_FD RUNS PID...
 //! ```
 
 #[allow(dead_code)]
-#[path = "../src/server/cgroup/mod.rs"]
-pub mod cgroup_module;
-#[allow(dead_code)]
 #[path = "../src/server/probe/connections/mod.rs"]
-pub mod connections_module;
-#[allow(dead_code)]
-#[path = "../src/server/metrics/mod.rs"]
-pub mod metrics;
-#[allow(dead_code)]
-#[path = "../src/server/probe/usage.rs"]
-pub mod usage_module;
-
-/// The modules' paths in start_server.
-mod server {
-    pub use super::cgroup_module as cgroup;
-    pub mod probe {
-        pub use super::super::connections_module as connections;
-        pub use super::super::usage_module as usage;
-    }
-}
+pub mod connections;
 
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
-use server::probe::connections::{self, Accepted, Listening, Source};
-use server::probe::usage;
+use connections::{Accepted, Listening, Source};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -86,88 +68,11 @@ fn main() {
             },
         );
     }
-    let mut memory = 0;
-    measure("usage_of_all_pids", runs, || {
-        memory = usage::of_processes(pids).memory_bytes;
-    });
-    measure("usage_of_each_pid", runs, || {
-        for pid in pids {
-            usage::of_processes(&[*pid]);
-        }
-    });
-    // A scrape's text: the probes above, then the families written for two generations and
-    // the workers' states, with a histogram.
-    let mut text = 0;
-    measure("render_metrics_text", runs, || {
-        text = render(pids.len()).len();
-    });
     for (name, count) in &counts {
         println!("count {name} {count}");
     }
     println!("count held_by_all_pids_at_once {total}");
     println!("count held_by_each_pid_summed {each_sum}");
-    println!("count pss_bytes_of_all_pids {memory}");
-    println!("count metrics_text_bytes {text}");
-}
-
-fn render(workers: usize) -> String {
-    use metrics::exposition::{Histogram, Kind, Writer};
-    let mut w = Writer::new();
-    let version = env!("CARGO_PKG_VERSION");
-    w.metric(
-        "server_starter_info",
-        Kind::Gauge,
-        "Version.",
-        &[(&[("version", version)], 1.0)],
-    );
-    w.metric(
-        "server_starter_generation",
-        Kind::Gauge,
-        "Current generation.",
-        &[(&[], 2.0)],
-    );
-    w.metric(
-        "server_starter_workers",
-        Kind::Gauge,
-        "Workers by state.",
-        &[
-            (&[("state", "running")], workers as f64),
-            (&[("state", "retiring")], 0.0),
-        ],
-    );
-    w.metric(
-        "server_starter_reloads_total",
-        Kind::Counter,
-        "Reloads by result.",
-        &[(&[("result", "ok")], 1.0), (&[("result", "failed")], 0.0)],
-    );
-    let mut h = Histogram::new(&[0.001, 0.01, 0.1, 1.0, 10.0, 60.0]);
-    h.observe(0.0027);
-    w.histogram(
-        "server_starter_reload_duration_seconds",
-        "Reload time.",
-        &[(&[], &h)],
-    );
-    for family in [
-        "cpu_seconds_total",
-        "memory_bytes",
-        "processes",
-        "connections",
-    ] {
-        let name = format!("server_starter_generation_{family}");
-        let kind = if family.ends_with("_total") {
-            Kind::Counter
-        } else {
-            Kind::Gauge
-        };
-        w.metric(
-            &name,
-            kind,
-            "Per generation.",
-            &[(&[("generation", "1")], 1.0), (&[("generation", "2")], 2.0)],
-        );
-    }
-    w.finish()
 }
 
 /// Runs `work` `runs` times; prints the median, min and max in milliseconds.

@@ -36,6 +36,8 @@ fn main() {
         client::control::check(&cli)
     } else if cli.status {
         client::control::status(&cli)
+    } else if cli.metrics {
+        client::control::metrics(&cli)
     } else if cli.reload {
         client::control::reload(&cli)
     } else if cli.stop {

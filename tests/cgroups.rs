@@ -1,489 +1,135 @@
-//! The cgroup v2 subtree per generation (src/server/cgroup.rs, with the usage probe), on real
-//! cgroups with real processes: in a cgroup this test makes under its own (as root, on any
-//! cgroup2 hierarchy, hybrid too), and under a real systemd with and without `Delegate=yes`, as
-//! root and as another user (the project's container harness).
-//!
-//! Moving itself into `supervisor` changes the cgroup of the whole process: each scenario runs
-//! in a child, this test's binary run again for one test with `CGROUP_TEST_ROLE` set (the role),
-//! so that the test harness itself stays where it is.
+//! A cgroup per generation, with the real start_server under a real systemd (the project's
+//! harness, one boot for every check): with `Delegate=yes`, as root and as another user, each
+//! worker runs in its generation's (and copy's) cgroup as `status` names it, a helper that
+//! clears its environment, leaves its session and ignores SIGTERM does not outlive its
+//! generation (nor a worker's SIGKILL, which is its cgroup's), a worker that burns CPU shows
+//! it, and a stop leaves the unit's cgroup empty without systemd having to kill anything; without delegation (a plain root shell, another
+//! user), everything works as before and one log line says why.
 
 mod common;
 
-// The modules are not part of start_server's command line yet: compiled here on their own, at
-// the paths they have in start_server (`crate::server::...`).
-#[allow(dead_code)]
-#[path = "../src/server/cgroup/mod.rs"]
-pub mod cgroup_module;
-#[allow(dead_code)]
-#[path = "../src/server/probe/usage.rs"]
-pub mod usage_module;
-mod server {
-    pub use super::cgroup_module as cgroup;
-    pub mod probe {
-        pub use super::super::usage_module as usage;
-    }
-}
-
-use std::ffi::CString;
 use std::fs;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 use common::*;
-use server::cgroup::{self, Cgroup, Delegation, Grant, Killed, Subtree};
-use server::probe::usage::{self, MemorySource};
 
-const ROLE: &str = "CGROUP_TEST_ROLE";
-const SCRATCH: &str = "CGROUP_TEST_SCRATCH";
+/// A worker that starts a helper which clears its environment, leaves its session and ignores
+/// SIGTERM (it would outlive its generation without cgroups), burns 3 seconds of CPU when
+/// /run/burn exists, then serves HTTP; it ignores SIGTERM too when /run/stubborn exists.
+const LEAKY_WORKER: &str = r#"#!/bin/sh
+setsid sh -c 'trap "" TERM; exec env -i sleep 1000' </dev/null >/dev/null 2>&1 &
+if [ -e /run/burn ]; then timeout 3 sh -c 'while :; do :; done' & fi
+if [ -e /run/stubborn ]; then trap '' TERM; export STOP_SIGNALS=SIGUSR2; fi
+exec /usr/local/lib/worker.py
+"#;
 
-/// This test binary, run again for test `name` only, as the child of a role.
-fn rerun(name: &str) -> Command {
-    let mut command = Command::new(std::env::current_exe().expect("the test binary"));
-    command.args([name, "--exact", "--nocapture", "--test-threads=1"]);
-    command
-}
+const SCENARIO: &str = r#"
+install -m 755 /src/start_server /usr/bin/start_server
+install -m 755 /src/worker.py /usr/local/lib/worker.py
+install -m 755 /src/leaky /usr/local/bin/leaky
+# The JSON status of the start_server at control socket $1 (as $as, the user that runs it), and
+# a Python expression on it.
+as=()
+st() { "${as[@]}" start_server --status --json --control="$1"; }
+json() { python3 -c "import json, sys; s = json.load(sys.stdin); print($1)"; }
+gone() { for p in "$@"; do if kill -0 "$p" 2>/dev/null; then return 1; fi; done; }
+holds() { [ -z "$(find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] && return 1 || return 0; }
 
-/// Runs a role's child to its end; its status and output (kept in a file: the workers it leaves
-/// behind when it fails must not hold a pipe open).
-fn run_role(mut command: Command) -> (std::process::ExitStatus, String) {
-    let tmp = TempDir::new();
-    let log = fs::File::create(tmp.path("output")).unwrap();
-    command.stdout(log.try_clone().unwrap()).stderr(log);
-    let status = command.status().expect("run the test's child");
-    (
-        status,
-        fs::read_to_string(tmp.path("output")).unwrap_or_default(),
-    )
-}
-
-/// A cgroup made for one test below the test's own (as the project runs its tests: as root),
-/// killed and removed when dropped.
-struct Scratch {
-    cgroup: Cgroup,
-}
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let facts = cgroup::gather();
-        let (Some(path), Some(dir)) = (facts.path, facts.mount) else {
-            panic!("this test needs a cgroup2 hierarchy (Linux with cgroup v2 or hybrid mounts)")
-        };
-        let parent = Delegation::at(dir, path).cgroup();
-        let cgroup = parent
-            .child(&format!("ss-test-{}-{name}", std::process::id()))
-            .unwrap_or_else(|e| {
-                panic!("this test makes a cgroup below its own, which needs root: {e}")
-            });
-        Scratch { cgroup }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        for _ in 0..500 {
-            let _ = self.cgroup.kill();
-            if self.cgroup.remove().is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-/// Starts `argv` in `cgroup`: with `clone3(CLONE_INTO_CGROUP)` when `clone3`, else fork and
-/// the child's write to `cgroup.procs`. Returns its pid once it exec'd (as start_server's spawn
-/// does: a close-on-exec pipe closes).
-fn spawn_in(cgroup: &Cgroup, clone3: bool, argv: &[&str]) -> i32 {
-    let argv: Vec<CString> = argv.iter().map(|a| CString::new(*a).unwrap()).collect();
-    let mut pointers: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    pointers.push(std::ptr::null());
-    let dir = cgroup.dir_fd().expect("open the cgroup's directory");
-    let procs = cgroup.procs_fd().expect("open the cgroup's cgroup.procs");
-    let mut exec_pipe = [0; 2];
-    // SAFETY: pipe2 fills the two ints.
-    let piped = unsafe { libc::pipe2(exec_pipe.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(piped, 0);
-    let pid = if clone3 {
-        // SAFETY: the child only execs or _exits (async-signal-safe), on data prepared above.
-        unsafe { cgroup::fork_into(dir.as_raw_fd()) }
-            .unwrap_or_else(|e| panic!("clone3(CLONE_INTO_CGROUP) into {}: {e}", cgroup.path()))
-    } else {
-        // SAFETY: as above.
-        unsafe { libc::fork() }
-    };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        // SAFETY: in the child: write, execv and _exit only.
-        unsafe {
-            if !clone3 && cgroup::join(procs.as_raw_fd()).is_err() {
-                libc::_exit(121);
-            }
-            libc::execv(pointers[0], pointers.as_ptr());
-            libc::_exit(122)
-        }
-    }
-    let mut byte = [0u8; 1];
-    // SAFETY: closing our copy of the write end, then reading one byte into a valid buffer:
-    // end of file once the child exec'd or exited.
-    unsafe {
-        libc::close(exec_pipe[1]);
-        libc::read(exec_pipe[0], byte.as_mut_ptr().cast(), 1);
-        libc::close(exec_pipe[0]);
-    }
-    pid
-}
-
-fn reap(pid: i32) {
-    // SAFETY: waitpid on our own child, no pointers but a null status.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-}
-
-fn sorted(mut pids: Vec<i32>) -> Vec<i32> {
-    pids.sort_unstable();
-    pids
-}
-
-/// The scenario every role runs once start_server's cgroup may be managed: set-up, a worker per
-/// generation and per slot started in place, a helper that escapes its session and environment
-/// still counted, CPU and memory, then every generation killed and removed.
-fn exercise(delegation: &Delegation) {
-    let subtree = Subtree::set_up(delegation).expect("set up the subtree");
-    let me = std::process::id() as i32;
-    assert_eq!(
-        cgroup::cgroup_of(me).as_deref(),
-        Some(format!("{}/supervisor", delegation.path.trim_end_matches('/')).as_str()),
-        "start_server moves itself into a leaf"
-    );
-    assert!(
-        subtree.root().pids_here().unwrap().is_empty(),
-        "no process is left in the delegated cgroup"
-    );
-    println!("controllers enabled: {:?}", subtree.controllers());
-    // Exec'd again (an upgrade in place), start_server finds the same subtree from its leaf.
-    let again = cgroup::gather();
-    assert_eq!(again.path.as_deref(), Some(delegation.path.as_str()));
-    assert_eq!(again.mount.as_deref(), Some(delegation.dir.as_path()));
-
-    // Generation 1, one copy, created in place by clone3; it starts a helper that leaves its
-    // session and environment behind and ignores SIGTERM.
-    let gen1 = subtree.generation(1, false).unwrap();
-    let worker = spawn_in(
-        &gen1,
-        true,
-        &[
-            "/bin/sh",
-            "-c",
-            "setsid sh -c 'trap \"\" TERM; exec env -i sleep 1000' </dev/null & exec sleep 1000",
-        ],
-    );
-    let members = wait_until("generation 1's worker and its helper", || {
-        let pids = gen1.pids().ok()?;
-        let env_less = pids.iter().any(|p| {
-            fs::read(format!("/proc/{p}/environ")).is_ok_and(|e| e.is_empty())
-                && fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "sleep\n")
-        });
-        (pids.len() == 2 && env_less).then_some(pids)
-    });
-    assert!(members.contains(&worker));
-    for pid in &members {
-        assert_eq!(cgroup::cgroup_of(*pid).as_deref(), Some(gen1.path()));
-    }
-    assert_eq!(
-        gen1.path(),
-        format!("{}/gen-1", delegation.path.trim_end_matches('/'))
-    );
-
-    // Generation 2, two copies, each joining its slot between fork and exec.
-    let gen2 = subtree.generation(2, true).unwrap();
-    let slots: Vec<Cgroup> = (0..2).map(|k| subtree.slot(2, k).unwrap()).collect();
-    let copies: Vec<i32> = slots
-        .iter()
-        .map(|slot| spawn_in(slot, false, &["/bin/sleep", "1000"]))
-        .collect();
-    for (slot, pid) in slots.iter().zip(&copies) {
-        assert_eq!(slot.pids_here().unwrap(), vec![*pid]);
-        assert_eq!(cgroup::cgroup_of(*pid).as_deref(), Some(slot.path()));
-    }
-    assert_eq!(sorted(gen2.pids().unwrap()), sorted(copies.clone()));
-    assert!(gen2.populated().unwrap());
-    // An inner node that passes controllers on takes no process: clone3 says EBUSY there (the
-    // caller then falls back to fork and join, which fails the same way). Without controllers
-    // the kernel does not enforce it.
-    let direct = {
-        let dir = gen2.dir_fd().unwrap();
-        // SAFETY: the child, if any, _exits at once.
-        match unsafe { cgroup::fork_into(dir.as_raw_fd()) } {
-            // SAFETY: in the child: _exit only.
-            Ok(0) => unsafe { libc::_exit(0) },
-            Ok(pid) => {
-                reap(pid);
-                None
-            }
-            Err(e) => e.raw_os_error(),
-        }
-    };
-    if subtree.controllers().is_empty() {
-        assert_eq!(direct, None);
-    } else {
-        assert_eq!(
-            direct,
-            Some(libc::EBUSY),
-            "a generation with slots is an inner node"
-        );
-    }
-
-    // Generation 3: a worker that burns CPU.
-    let gen3 = subtree.generation(3, false).unwrap();
-    let burner = spawn_in(&gen3, true, &["/bin/sh", "-c", "while :; do :; done"]);
-    let used = wait_until("the burner's CPU time in cpu.stat", || {
-        let stats = gen3.stats().ok()?;
-        (stats.cpu_usec > 300_000).then_some(stats)
-    });
-    assert_eq!(used.processes, 1);
-    let from_cgroup = usage::of_cgroup(&gen3).unwrap();
-    assert!(from_cgroup.cpu_seconds > 0.3, "{from_cgroup:?}");
-    assert!(from_cgroup.memory_bytes > 0, "{from_cgroup:?}");
-    let memory = subtree.controllers().iter().any(|c| c == "memory");
-    assert_eq!(
-        from_cgroup.memory_source,
-        if memory {
-            MemorySource::Cgroup
-        } else {
-            MemorySource::Pss
-        }
-    );
-    assert_eq!(used.memory_bytes.is_some(), memory);
-    let from_proc = usage::of_processes(&[burner]);
-    assert!(from_proc.cpu_seconds > 0.2, "{from_proc:?}");
-    assert_eq!(from_proc.processes, 1);
-    println!("generation 3: cgroup {from_cgroup:?}, /proc {from_proc:?}");
-
-    // Generation 1 ends with cgroup.kill: the helper that escaped goes too.
-    assert_eq!(
-        gen1.kill().unwrap(),
-        Killed::Kernel,
-        "cgroup.kill (Linux 5.14+)"
-    );
-    reap(worker);
-    wait_until("generation 1 empty", || {
-        (!gen1.populated().ok()?).then_some(())
-    });
-    for pid in &members {
-        wait_until("the helper gone", || {
-            (!Path::new(&format!("/proc/{pid}")).exists()
-                || fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z")))
-            .then_some(())
-        });
-    }
-    gen1.remove().unwrap();
-    assert!(!gen1.dir().exists());
-
-    // Generation 2 ends the way kernels before 5.14 need: SIGKILL until none is left.
-    let mut signalled = 0;
-    wait_until("generation 2 killed by signals", || {
-        signalled += gen2.kill_by_signal().ok()?;
-        (!gen2.populated().ok()?).then_some(())
-    });
-    assert!(signalled >= 2);
-    for pid in copies {
-        reap(pid);
-    }
-    // Removing it removes its slots first.
-    gen2.remove().unwrap();
-    assert!(!gen2.dir().exists());
-
-    gen3.kill().unwrap();
-    reap(burner);
-    wait_until("generation 3 empty", || {
-        (!gen3.populated().ok()?).then_some(())
-    });
-    assert!(gen3.remove().is_ok());
-    assert!(subtree.generations().unwrap().is_empty());
-
-    // An upgrade in place: the next image adopts the subtree from its directory and path.
-    let adopted = Subtree::adopt(
-        subtree.root().dir().to_path_buf(),
-        subtree.root().path().to_string(),
-    )
-    .unwrap();
-    assert_eq!(adopted.controllers(), subtree.controllers());
-    let gen4 = adopted.generation(4, false).unwrap();
-    assert_eq!(adopted.generations().unwrap(), vec![(4, gen4.clone())]);
-    gen4.remove().unwrap();
-    println!("CGROUP-SCENARIO-OK");
-}
-
-/// The roles, run in a child (see the module's comment).
-fn role() -> Option<String> {
-    std::env::var(ROLE).ok()
-}
-
-#[test]
-fn generations_in_a_cgroup_the_test_makes() {
-    if let Some(role) = role() {
-        let scratch: PathBuf = std::env::var_os(SCRATCH).unwrap().into();
-        let path = std::env::var(format!("{SCRATCH}_PATH")).unwrap();
-        assert_eq!(role, "scratch");
-        // The test's child moves itself into the cgroup made for it: "any writable cgroup2
-        // directory it runs in".
-        fs::write(scratch.join("cgroup.procs"), "0").unwrap();
-        let facts = cgroup::gather();
-        assert_eq!(facts.path.as_deref(), Some(path.as_str()));
-        assert_eq!(facts.mount.as_deref(), Some(scratch.as_path()));
-        assert!(!facts.hierarchy_root);
-        assert!(facts.not_writable.is_none(), "{facts:?}");
-        // Outside systemd a writable cgroup of its own is enough; under systemd, it is not.
-        match cgroup::detect() {
-            Ok(found) => {
-                assert!(!facts.systemd);
-                assert_eq!(found.grant, Grant::Writable);
-                assert_eq!(found.dir, scratch);
-            }
-            Err(why) => {
-                assert!(facts.systemd, "{why}");
-                assert!(why.contains("Delegate=yes"), "{why}");
-            }
-        }
-        exercise(&Delegation::at(scratch, path));
-        return;
-    }
-    let scratch = Scratch::new("host");
-    let mut child = rerun("generations_in_a_cgroup_the_test_makes");
-    child
-        .env(ROLE, "scratch")
-        .env(SCRATCH, scratch.cgroup.dir())
-        .env(format!("{SCRATCH}_PATH"), scratch.cgroup.path());
-    let (status, text) = run_role(child);
-    assert!(
-        status.success() && text.contains("CGROUP-SCENARIO-OK"),
-        "the child failed ({status:?}):\n{text}"
-    );
-    // What the child left: its supervisor cgroup, with no process left in it.
-    assert!(scratch.cgroup.pids().unwrap().is_empty());
-    assert_eq!(
-        scratch
-            .cgroup
-            .children()
-            .unwrap()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect::<Vec<_>>(),
-        vec!["supervisor".to_string()]
-    );
-}
-
-#[test]
-fn another_user_cannot_manage_a_cgroup_it_cannot_write() {
-    if role().is_some() {
-        let why = cgroup::detect().expect_err("a cgroup it cannot write to is refused");
-        println!("\nREFUSED: {why}");
-        return;
-    }
-    let scratch = Scratch::new("nobody");
-    let procs = scratch.cgroup.procs_fd().unwrap();
-    let fd = procs.as_raw_fd();
-    let mut command = Command::new("setpriv");
-    command
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "another_user_cannot_manage_a_cgroup_it_cannot_write",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, "nobody");
-    // SAFETY: the closure only writes to a descriptor opened before (async-signal-safe).
-    unsafe {
-        command.pre_exec(move || cgroup::join(fd).map_err(std::io::Error::from_raw_os_error));
-    }
-    let (status, text) = run_role(command);
-    assert!(status.success(), "{text}");
-    let why = text
-        .lines()
-        .find_map(|l| l.strip_prefix("REFUSED: "))
-        .unwrap_or_else(|| panic!("no refusal in:\n{text}"));
-    let path = scratch.cgroup.path();
-    let expected = [
-        format!("its cgroup {path} cannot be written to ("),
-        format!("its cgroup {path} is systemd's: set Delegate=yes"),
-    ];
-    assert!(
-        expected.iter().any(|e| why.starts_with(e.as_str())),
-        "{why}"
-    );
-    if why.contains("cannot be written to") {
-        assert!(why.contains("Permission denied"), "{why}");
-    }
-}
-
-#[test]
-fn under_systemd_delegate_yes_gives_a_subtree() {
-    if let Some(role) = role() {
-        match role.as_str() {
-            "delegated" => {
-                let delegation = cgroup::detect().unwrap_or_else(|why| panic!("refused: {why}"));
-                assert_eq!(delegation.grant, Grant::Systemd);
-                // SAFETY: getuid has no preconditions.
-                let uid = unsafe { libc::getuid() };
-                println!("\nuid {uid} delegated {}", delegation.path);
-                exercise(&delegation);
-            }
-            "not-delegated" => {
-                let why = cgroup::detect().expect_err("refused without Delegate=yes");
-                println!("\nREFUSED: {why}");
-            }
-            other => panic!("unknown role {other}"),
-        }
-        return;
-    }
-    let tmp = TempDir::new();
-    fs::copy(std::env::current_exe().unwrap(), tmp.path("cgroups-test")).unwrap();
-    let test = "under_systemd_delegate_yes_gives_a_subtree";
-    let run = format!("/src/cgroups-test {test} --exact --nocapture --test-threads=1");
-    let output = run_in_systemd(
-        &tmp,
-        &format!(
-            r#"
-uname -r
-out=$(systemd-run --wait --pipe --quiet -p Delegate=yes -E {ROLE}=delegated {run} 2>&1) || fail "as root: $out"
-echo "$out"
-[[ $out == *CGROUP-SCENARIO-OK* ]] || fail "as root: $out"
-unit=$(systemd-run --wait --pipe -p Delegate=yes -p User=nobody -E {ROLE}=delegated {run} 2>&1) || fail "as nobody: $unit"
-echo "$unit"
-[[ $unit == *"uid 65534 delegated"*CGROUP-SCENARIO-OK* ]] || fail "as nobody: $unit"
-# DelegateSubgroup= starts it in a leaf of the delegated cgroup: the parent is managed.
-for sub in supervisor main; do
-  out=$(systemd-run --wait --pipe --quiet -p Delegate=yes -p DelegateSubgroup=$sub -E {ROLE}=delegated {run} 2>&1) || fail "DelegateSubgroup=$sub: $out"
-  [[ $out == *"delegated /system.slice/run-"*".service"$'\n'*CGROUP-SCENARIO-OK* ]] || fail "DelegateSubgroup=$sub: $out"
+echo "== Delegate=yes, as root"
+unit=/sys/fs/cgroup/system.slice/cg.service
+systemd-run --quiet --unit=cg -p Delegate=yes -p Type=notify -p RuntimeDirectory=cg \
+  -p KillMode=mixed -p SuccessExitStatus=3 -E SEND_READY=1 \
+  start_server --port=127.0.0.1:8080 --control=/run/cg/control --workers=2 \
+  --kill-old-timeout=1 -- /usr/local/bin/leaky || fail "the unit did not start"
+status=$(st /run/cg/control)
+[ "$(json "s['generations'][0]['cgroup']" <<<"$status")" = /system.slice/cg.service/gen-1 ] \
+  || fail "generation 1's cgroup: $status"
+main=$(systemctl show -P MainPID cg)
+grep -qx "0::/system.slice/cg.service/supervisor" /proc/$main/cgroup \
+  || fail "start_server is in $(cat /proc/$main/cgroup)"
+for pid in $(json "' '.join(str(w['pid']) for w in s['workers'])" <<<"$status"); do
+  named=$(json "[w['cgroup'] for w in s['workers'] if w['pid'] == $pid][0]" <<<"$status")
+  [[ $named == /system.slice/cg.service/gen-1/slot-[01] ]] || fail "worker $pid: $named"
+  grep -qx "0::$named" /proc/$pid/cgroup || fail "worker $pid is in $(cat /proc/$pid/cgroup), not $named"
 done
-out=$(systemd-run --wait --pipe --quiet -E {ROLE}=not-delegated {run} 2>&1) || fail "no Delegate: $out"
-echo "$out"
-[[ $out == *"REFUSED: its cgroup /system.slice/run-"*".service is systemd's: set Delegate=yes in the unit to give each generation a cgroup"* ]] || fail "no Delegate: $out"
-"#
-        ),
-    );
-    assert!(output.contains("controllers enabled:"), "{output}");
-    println!("{output}");
-}
+wait_for '[ $(cat $unit/gen-1/slot-*/cgroup.procs | xargs -r ps -o comm= -p | grep -cx sleep) = 2 ]'
+helpers=$(cat $unit/gen-1/slot-*/cgroup.procs | xargs ps -o pid=,comm= -p | awk '$2 == "sleep" {printf "%s ", $1}')
+for p in $helpers; do
+  [ -z "$(tr -d '\0' </proc/$p/environ)" ] || fail "helper $p kept its environment"
+  [ "$(ps -o sid= -p $p)" -eq "$p" ] || fail "helper $p did not leave its session"
+done
+echo "generation 1's helpers: $helpers"
 
-/// The checks of `exercise` on a cgroup path, not a process: a path that is not a cgroup is an
-/// error naming it.
+touch /run/burn /run/stubborn
+start_server --reload --control=/run/cg/control || fail "the reload failed"
+# The helpers ignore TERM: their cgroup is killed --kill-old-timeout after the workers' signal.
+wait_for "gone $helpers"
+wait_for "[ ! -e $unit/gen-1 ]"
+journalctl -u cg --no-pager | grep -F "generation 1: processes still in /system.slice/cg.service/gen-1 after their grace: cgroup.kill" \
+  || fail "start_server did not say it killed generation 1's cgroup"
+cpu() { st /run/cg/control | json "sum(w['cpu_seconds'] for w in s['workers'] if w['generation'] == 2)"; }
+first=$(cpu)
+more_cpu() { python3 -c "import sys; sys.exit(0 if $(cpu) > $1 + 0.5 else 1)"; }
+wait_for "more_cpu $first"
+echo "generation 2's CPU: $first s, then $(cpu) s"
+status=$(st /run/cg/control)
+[ "$(json "s['generations'][0]['memory_source']" <<<"$status")" != None ] || fail "no memory: $status"
+# Two workers and their helpers (and burners, if still burning).
+[ "$(json "s['generations'][0]['processes'] >= 4" <<<"$status")" = True ] || fail "processes: $status"
+start_server --status --control=/run/cg/control | grep -E "^  2 +up .*: 0 connections open, .*, [4-9] processes" \
+  || fail "the summary: $(start_server --status --control=/run/cg/control)"
+
+# Generation 2's workers ignore TERM: at the stop, their SIGKILL after --kill-old-timeout is their
+# cgroup's kill, which takes their helpers along (nothing is left to drain).
+systemctl stop cg
+if pgrep -x sleep; then fail "helpers outlived the stop"; fi
+if holds $unit; then fail "processes left in the unit's cgroup"; fi
+journal=$(journalctl -u cg --no-pager)
+grep -F "workers still alive after their signal, sending KILL" <<<"$journal" \
+  || fail "generation 2's workers were not killed: $journal"
+if grep -F "cg.service/gen-2 after their grace" <<<"$journal"; then
+  fail "generation 2's helpers outlived their workers' SIGKILL"
+fi
+if grep -F "Killing process" <<<"$journal"; then fail "systemd had to kill what start_server left"; fi
+
+echo "== Delegate=yes, as nobody, started in a subgroup (DelegateSubgroup=)"
+systemd-run --quiet --unit=cgn -p Delegate=yes -p DelegateSubgroup=main -p User=nobody \
+  -p Type=notify -p RuntimeDirectory=cgn -E SEND_READY=1 \
+  start_server --port=127.0.0.1:8082 --control=/run/cgn/control -- /usr/local/lib/worker.py \
+  || fail "the unit did not start as nobody"
+as=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+status=$(st /run/cgn/control)
+as=()
+pid=$(json "s['workers'][0]['pid']" <<<"$status")
+grep -qx "0::/system.slice/cgn.service/gen-1" /proc/$pid/cgroup || fail "as nobody: $status"
+[ "$(stat -c %U /proc/$pid)" = nobody ] || fail "the worker is not nobody's"
+systemctl stop cgn
+
+echo "== no delegation: a plain root shell, and nobody"
+for who in root nobody; do
+  log=/tmp/plain-$who.log
+  as=()
+  if [ $who = nobody ]; then as=(setpriv --reuid=65534 --regid=65534 --clear-groups); fi
+  SEND_READY=1 "${as[@]}" start_server --port=127.0.0.1:8081 --control=/tmp/plain-$who.control \
+    -- /usr/local/lib/worker.py 2>$log &
+  wait_for "curl -sf http://127.0.0.1:8081/ >/dev/null"
+  "${as[@]}" start_server --reload --control=/tmp/plain-$who.control || fail "$who: the reload failed"
+  [[ $(curl -sf http://127.0.0.1:8081/) == *gen=2* ]] || fail "$who: generation 2 does not serve"
+  status=$(st /tmp/plain-$who.control)
+  [ "$(json "[g['cgroup'] for g in s['generations']]" <<<"$status")" = "[None]" ] || fail "$who: $status"
+  [ "$(grep -c '^cgroups: ' $log)" = 1 ] || fail "$who: $(cat $log)"
+  grep -E "^cgroups: its cgroup /system.slice/[^ ]+ is systemd's: set Delegate=yes in the unit" $log \
+    || fail "$who: $(cat $log)"
+  kill %1
+  wait %1 || fail "$who: start_server did not stop cleanly"
+done
+"#;
+
 #[test]
-fn errors_name_the_cgroup() {
-    let missing =
-        Delegation::at(PathBuf::from("/nonexistent/cgroup"), "/nonexistent".into()).cgroup();
-    let error = missing.pids().unwrap_err().to_string();
-    assert!(
-        error.contains("/nonexistent/cgroup/cgroup.procs"),
-        "{error}"
-    );
-    let error = missing.child("x").unwrap_err().to_string();
-    assert!(
-        error.starts_with("cannot create cgroup /nonexistent/cgroup/x"),
-        "{error}"
-    );
+fn generations_get_cgroups_under_delegate_yes_and_start_server_says_why_not_without() {
+    let tmp = TempDir::new();
+    fs::copy(bin(), tmp.path("start_server")).expect("copy the binary");
+    tmp.script("worker.py", HTTP_WORKER);
+    tmp.script("leaky", LEAKY_WORKER);
+    let output = run_in_systemd(&tmp, SCENARIO);
+    println!("{output}");
 }

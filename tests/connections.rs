@@ -1,11 +1,13 @@
-//! The connections probe (src/server/probe/connections.rs) on real sockets: accepted TCP (IPv4,
-//! IPv6, IPv4 on a dual-stack listener) and unix (path and abstract) connections, held by this
-//! process and by worker processes (one of them forked, sharing its sockets), counted the same
-//! from sock_diag and from /proc, client ends and other listeners' connections left out.
+//! Connections a generation holds: start_server's `status` shows a retiring generation's
+//! connections until they close. Below that, the probe itself (src/server/probe/connections) on
+//! real sockets: accepted TCP (IPv4, IPv6, IPv4 on a dual-stack listener) and unix (path and
+//! abstract) connections, held by this process and by worker processes (one of them forked,
+//! sharing its sockets), counted the same from sock_diag and from /proc, client ends and other
+//! listeners' connections left out.
 
 mod common;
 
-// Not part of start_server's command line yet: compiled here on its own.
+// The probe on its own, as start_server has it.
 #[allow(dead_code)]
 #[path = "../src/server/probe/connections/mod.rs"]
 mod connections;
@@ -22,6 +24,87 @@ use common::*;
 use connections::{Accepted, Listening, Source};
 
 const SOURCES: [Source; 2] = [Source::SockDiag, Source::Proc];
+
+/// Generation `number` of a `--status --json`.
+fn generation(status: &serde_json::Value, number: u64) -> Option<serde_json::Value> {
+    status["generations"]
+        .as_array()?
+        .iter()
+        .find(|g| g["number"] == number)
+        .cloned()
+}
+
+#[test]
+fn a_retiring_generation_shows_its_connections_until_they_close() {
+    let tmp = TempDir::new();
+    let worker = tmp.script("holding_worker.py", HOLDING_WORKER);
+    let (addr, port) = port_options();
+    let control = tmp.path("control");
+    let release = tmp.path("release");
+    let server = tmp.start_server(
+        &[&port[0], &tmp.arg("--control", "control")],
+        &[&worker.display().to_string()],
+        &[("RELEASE", release.display().to_string())],
+    );
+    server.wait_log("new worker is now running");
+    let mut clients: Vec<BufReader<TcpStream>> = (0..5)
+        .map(|_| {
+            let mut client = BufReader::new(TcpStream::connect(&addr).unwrap());
+            let mut hello = String::new();
+            client.read_line(&mut hello).unwrap();
+            assert_eq!(hello, "hello\n");
+            client
+        })
+        .collect();
+    let status = status_json(&control);
+    let first = generation(&status, 1).expect("generation 1");
+    assert_eq!(first["connections"], 5, "{status}");
+    assert_eq!(status["workers"][0]["connections"], 5, "{status}");
+    assert_eq!(first["processes"], 1, "{status}");
+    assert!(first["memory_bytes"].as_u64() > Some(0), "{status}");
+
+    server.signal(libc::SIGHUP);
+    let status = wait_until("generation 2 up, generation 1 retiring", || {
+        let status = status_json(&control);
+        let retiring = generation(&status, 1)?["state"] == "retiring";
+        (retiring && generation(&status, 2)?["state"] == "up").then_some(status)
+    });
+    assert_eq!(
+        generation(&status, 1).unwrap()["connections"],
+        5,
+        "{status}"
+    );
+    assert_eq!(
+        generation(&status, 2).unwrap()["connections"],
+        0,
+        "{status}"
+    );
+    let summary = Command::new(bin())
+        .arg("--status")
+        .arg(format!("--control={}", control.display()))
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&summary.stdout).into_owned();
+    assert!(
+        summary.contains(" retiring ") && summary.contains(": 5 connections open, "),
+        "{summary}"
+    );
+
+    clients.truncate(2);
+    wait_until("3 of generation 1's connections closed", || {
+        (generation(&status_json(&control), 1)?["connections"] == 2).then_some(())
+    });
+    clients.clear();
+    wait_until("generation 1's connections all closed", || {
+        (generation(&status_json(&control), 1)?["connections"] == 0).then_some(())
+    });
+    std::fs::write(&release, "").unwrap();
+    wait_until("generation 1 gone once released", || {
+        generation(&status_json(&control), 1)
+            .is_none()
+            .then_some(())
+    });
+}
 
 /// How many of `listeners`' accepted connections `pids` hold, from each source (they agree).
 fn held(listeners: &[Listening], pids: &[i32]) -> usize {

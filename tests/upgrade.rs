@@ -11,8 +11,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use common::*;
 
@@ -74,49 +73,6 @@ fn exe(pid: i32) -> String {
     fs::read_link(format!("/proc/{pid}/exe"))
         .map(|l| l.display().to_string())
         .unwrap_or_default()
-}
-
-/// Requests in a loop until dropped; counts the failed ones.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    failed: Arc<AtomicU32>,
-    served: Arc<AtomicU32>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(addr: &str) -> Traffic {
-        let (stop, failed, served) = Default::default();
-        let (s, f, d): (Arc<AtomicBool>, Arc<AtomicU32>, Arc<AtomicU32>) =
-            (Arc::clone(&stop), Arc::clone(&failed), Arc::clone(&served));
-        let addr = addr.to_string();
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match http_get(&addr) {
-                    Ok(_) => d.fetch_add(1, Ordering::SeqCst),
-                    Err(_) => f.fetch_add(1, Ordering::SeqCst),
-                };
-            }
-        });
-        Traffic {
-            stop,
-            failed,
-            served,
-            thread: Some(thread),
-        }
-    }
-
-    /// (served, failed) once stopped.
-    fn finish(mut self) -> (u32, u32) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        (
-            self.served.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-        )
-    }
 }
 
 #[test]
@@ -228,7 +184,7 @@ fn a_missing_failing_or_incompatible_binary_leaves_the_old_one_running() {
     refused(
         &tmp,
         &it,
-        "does not read upgrade state format 3 (it reads: [1])",
+        "does not read upgrade state format 4 (it reads: [1])",
     );
 
     install(&it.binary, b"#!/bin/sh\nkill -SEGV $$\n");

@@ -44,8 +44,12 @@ fn request(cli: &Cli, request: &Request, default: Duration) -> Result<Reply> {
         .map_err(|e| Error::runtime(e.to_string()).caused_by(e))
 }
 
-fn status_of(cli: &Cli) -> Result<Status> {
-    let reply = request(cli, &Request::Status, QUICK)?;
+fn status_of(cli: &Cli, usage: bool) -> Result<Status> {
+    let mut reply = request(cli, &Request::Status { usage }, QUICK)?;
+    // A start_server from before `usage` (not upgraded in place yet) refuses the field.
+    if usage && !reply.ok && reply.error.as_deref().is_some_and(|e| e.contains("usage")) {
+        reply = request(cli, &Request::Status { usage: false }, QUICK)?;
+    }
     match (reply.ok, reply.status) {
         (true, Some(status)) => Ok(status),
         _ => Err(Error::runtime(format!(
@@ -57,7 +61,7 @@ fn status_of(cli: &Cli) -> Result<Status> {
 
 /// `--status [--json]`.
 pub fn status(cli: &Cli) -> Result<()> {
-    let status = status_of(cli)?;
+    let status = status_of(cli, true)?;
     let text = if cli.json {
         serde_json::to_string_pretty(&status)
             .map_err(|e| Error::runtime(format!("cannot encode the status: {e}")))?
@@ -130,7 +134,7 @@ pub fn reachable(cli: &Cli) -> bool {
 /// deploy counts), with one line saying why or why not; with `--strict`, a failing deploy fails
 /// too.
 pub fn check(cli: &Cli) -> Result<()> {
-    let status = status_of(cli)?;
+    let status = status_of(cli, false)?;
     let generation = status
         .healthy()
         .map_err(|why| Error::runtime(format!("unhealthy: {why}")))?;
@@ -147,4 +151,21 @@ pub fn check(cli: &Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `--metrics`: the metrics, in the Prometheus text format, on stdout.
+pub fn metrics(cli: &Cli) -> Result<()> {
+    let reply = request(cli, &Request::Metrics, QUICK)?;
+    let text = match (reply.ok, reply.metrics) {
+        (true, Some(text)) => text,
+        _ => {
+            return Err(Error::runtime(format!(
+                "metrics failed: {}",
+                reply.error.unwrap_or_default()
+            )));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .map_err(|e| Error::runtime(format!("cannot write the metrics: {e}")))
 }

@@ -9,6 +9,7 @@ pub mod evidence;
 pub mod process;
 pub mod render;
 pub mod upgrade;
+pub mod usage;
 
 use std::io::Write;
 

@@ -1,6 +1,7 @@
 //! `--status`'s human summary of a running start_server's state, in the manner of
 //! `systemctl status`.
 
+use crate::client::usage;
 use crate::vocab::text::printable;
 use crate::wire::control::Status;
 
@@ -95,10 +96,11 @@ pub fn summary(s: &Status) -> String {
             .bake_left
             .map_or(String::new(), |l| format!(" ({l:.1}s of bake left)"));
         out.push_str(&format!(
-            "  {:<4} {:<9} {} ago{left}\n",
+            "  {:<4} {:<9} {} ago{left}{}\n",
             g.number,
             g.state,
-            age(g.since_ago)
+            age(g.since_ago),
+            usage::brief(&g.usage)
         ));
     }
     out.push_str("\n  PID      SLOT GEN  STATE     RESTARTS STATUS\n");
@@ -118,6 +120,7 @@ pub fn summary(s: &Status) -> String {
             status.trim()
         ));
     }
+    out.push_str(&usage::table(&s.workers));
     out.trim_end().to_string()
 }
 
@@ -156,6 +159,7 @@ mod tests {
                 since_unix: 0.0,
                 since_ago: 5.0,
                 bake_left: None,
+                usage: Default::default(),
             }],
             sockets: vec![
                 SocketInfo {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
+use crate::config::getopt;
+
 /// A superdaemon for hot-deploying server programs.
 ///
 /// Binds the listening sockets, runs the server program (the worker) with those sockets open,
@@ -24,7 +26,7 @@ use clap::{CommandFactory, Parser};
                       start_server --restart --pid-file=FILE --status-file=FILE\n       \
                       start_server --stop --pid-file=FILE\n       \
                       start_server --upgrade --pid-file=FILE\n       \
-                      start_server --status [--json] | --reload | --check  (--control=PATH | --pid-file=FILE)",
+                      start_server --status [--json] | --reload | --check | --metrics  (--control=PATH | --pid-file=FILE)",
     after_help = "Examples:\n  \
         start_server --port=8080 -- plackup -s Starlet app.psgi\n  \
         start_server --port=127.0.0.1:80 --port=[::1]:80 --path=/run/app.sock -- ./server\n  \
@@ -162,6 +164,27 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", help_heading = CONTROL)]
     pub reload_on_change: Vec<PathBuf>,
 
+    /// A cgroup for each generation (and, with --workers, for each copy), where start_server
+    /// may manage its own: under systemd with Delegate=yes, or a writable cgroup2 directory of
+    /// its own (a container's). What a worker leaves behind then stays in its generation's
+    /// cgroup, which is killed once the generation is retired. 'auto' says once why not where it
+    /// cannot; 'off' never tries.
+    #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = parse_cgroups,
+          action = clap::ArgAction::Set)]
+    pub cgroups: bool,
+
+    /// Replace a worker whose memory goes past SIZE (512M, 2G: K, M, G and T are powers of
+    /// 1024), checked every 5 seconds: its slot's new copy starts first (within --max-extra, else
+    /// one at a time), and the old one gets --signal-on-hup once the new one is up; with one
+    /// worker per generation, a new generation replaces it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub worker_max_memory: Option<u64>,
+
+    /// Serve the metrics (the Prometheus text format) at GET /metrics on ADDR over HTTP:
+    /// 127.0.0.1:9100, [::1]:9100, or a unix socket path (mode 0600).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
     /// Print the running start_server's state (found by --control or --pid-file) and exit;
     /// --status=FILE is --status-file=FILE, as in the original.
     #[arg(long, conflicts_with_all = ["stop", "restart", "reload", "check"], help_heading = CLIENT)]
@@ -185,6 +208,10 @@ pub struct Cli {
     /// did not come up, failed starts in a row), even if the old generation serves.
     #[arg(long, requires = "check", help_heading = CLIENT)]
     pub strict: bool,
+    /// Print the running start_server's metrics (found by --control or --pid-file) in the
+    /// Prometheus text format, and exit.
+    #[arg(long, conflicts_with_all = ["stop", "restart", "reload", "check", "status"])]
+    pub metrics: bool,
 
     /// Ask the running start_server (found by --pid-file) for a graceful restart and wait until
     /// the new generation is the only one in --status-file.
@@ -300,6 +327,41 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// `--cgroups`: whether to try (`auto`) or not (`off`).
+fn parse_cgroups(text: &str) -> Result<bool, String> {
+    match text {
+        "auto" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{text:?} is neither auto nor off")),
+    }
+}
+
+/// A size in bytes: a number, or one with K, M, G or T (powers of 1024; `512M`, `1.5G`, `2GiB`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let digits = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(digits);
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => -1,
+    };
+    let bytes = number
+        .parse::<f64>()
+        .ok()
+        .filter(|_| shift >= 0)
+        .map(|n| n * 2f64.powi(shift))
+        .filter(|b| b.is_finite() && *b >= 1.0 && *b < u64::MAX as f64);
+    bytes.map(|b| b as u64).ok_or_else(|| {
+        format!("{text:?} is not a size: give bytes, or a number with K, M, G or T (e.g. 512M)")
+    })
+}
+
 /// Writes the man page or a completion script for `what` (see `--generate`) to `out`.
 pub fn generate(what: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let mut command = Cli::command();
@@ -321,7 +383,7 @@ impl Cli {
             Ok(args) => args,
             Err(problem) => usage_error(&problem),
         };
-        if options_of(&args).any(|a| a == "-h") {
+        if getopt::options_of(&args).any(|a| a == "-h") {
             let _ = std::io::stdout().lock().write_all(short_help().as_bytes());
             std::process::exit(0);
         }
@@ -331,28 +393,6 @@ impl Cli {
             Err(e) => usage_error(&clap_problem(&e)),
         }
     }
-}
-
-/// The program's arguments that look like start_server's socket options (`--port=8080` after
-/// the program): given there, they reach the program, not start_server.
-pub fn misplaced_options(command: &[OsString]) -> Vec<String> {
-    command
-        .iter()
-        .skip(1)
-        .filter_map(|a| a.to_str())
-        .filter(|a| {
-            let name = a.trim_start_matches('-').split('=').next().unwrap_or("");
-            a.starts_with('-') && ["port", "path"].contains(&name)
-        })
-        .map(str::to_string)
-        .collect()
-}
-
-/// The options part of a rewritten command line: up to `--` or the program.
-fn options_of(args: &[OsString]) -> impl Iterator<Item = &OsString> {
-    args.iter()
-        .skip(1)
-        .take_while(|a| a.to_str().is_some_and(|a| a != "--" && a.starts_with('-')))
 }
 
 /// What `-h` shows: the common options and the client commands, each in a few words (`--help`
@@ -473,127 +513,7 @@ pub fn single_dash_compat(
         .filter_map(|a| Some((a.get_long()?.to_string(), a.get_action().takes_values())))
         .chain([("help".to_string(), false), ("version".to_string(), false)])
         .collect();
-    let mut out = Vec::new();
-    let mut args = args.into_iter().peekable();
-    out.extend(args.next());
-    let mut expect_value = false;
-    while let Some(arg) = args.next() {
-        if expect_value {
-            expect_value = false;
-            out.push(arg);
-            continue;
-        }
-        let Some(text) = arg.to_str() else {
-            out.push(arg);
-            break;
-        };
-        if text == "--" || text == "-" || !text.starts_with('-') {
-            out.push(arg);
-            break;
-        }
-        let long = text.strip_prefix("--").unwrap_or(&text[1..]);
-        let (name, value) = match long.split_once('=') {
-            Some((name, value)) => (name, Some(value)),
-            None => (long, None),
-        };
-        if text == "-h" || text == "-V" {
-            // clap's short help and version.
-            out.push(arg);
-            continue;
-        }
-        let (full, takes_value) = match status_compat(name, value, args.peek()) {
-            Some(status_file) => status_file,
-            None => resolve_option(&options, name)?,
-        };
-        expect_value = takes_value && value.is_none();
-        out.push(OsString::from(match value {
-            Some(value) => format!("--{full}={value}"),
-            None => format!("--{full}"),
-        }));
-    }
-    out.extend(args);
-    Ok(out)
-}
-
-/// `--status` is both the original's abbreviation of `--status-file` and the status command:
-/// with a value (`--status=FILE`, `--status FILE`) it is `--status-file`, bare it is the
-/// command (which takes no program). Its prefixes (`--stat`) stay `--status-file`'s.
-fn status_compat(
-    name: &str,
-    value: Option<&str>,
-    next: Option<&OsString>,
-) -> Option<(String, bool)> {
-    const STATUS_FILE: &str = "status-file";
-    if !"status".starts_with(name) || name.len() < "sta".len() {
-        return None;
-    }
-    let next_is_value = next
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| !n.starts_with('-'));
-    if name != "status" || value.is_some() || next_is_value {
-        Some((STATUS_FILE.to_string(), true))
-    } else {
-        Some(("status".to_string(), false))
-    }
-}
-
-/// The option closest to a mistyped `name` (at most two edits away), if one is.
-fn closest<'a>(options: &'a [(String, bool)], name: &str) -> Option<&'a str> {
-    options
-        .iter()
-        .map(|(long, _)| (edits(long, name), long.as_str()))
-        .filter(|(distance, _)| *distance <= 2.min(name.len().saturating_sub(1)))
-        .min()
-        .map(|(_, long)| long)
-}
-
-/// The edit distance between `a` and `b` (insertions, deletions, substitutions, and swaps of
-/// two neighbours, as typing mistakes go).
-fn edits(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in rows[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = best;
-        }
-    }
-    rows[a.len()][b.len()]
-}
-
-/// The option `name` stands for: an exact name, or the one name it is a prefix of.
-fn resolve_option(options: &[(String, bool)], name: &str) -> Result<(String, bool), String> {
-    if let Some(exact) = options.iter().find(|(long, _)| long == name) {
-        return Ok(exact.clone());
-    }
-    let mut candidates: Vec<&(String, bool)> = options
-        .iter()
-        .filter(|(long, _)| !name.is_empty() && long.starts_with(name))
-        .collect();
-    match candidates.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(match closest(options, name) {
-            Some(near) => format!("Unknown option: {name} (did you mean --{near}?)"),
-            None => format!("Unknown option: {name}"),
-        }),
-        _ => {
-            candidates.sort();
-            let names: Vec<&str> = candidates.iter().map(|(long, _)| long.as_str()).collect();
-            Err(format!("Option {name} is ambiguous ({})", names.join(", ")))
-        }
-    }
+    getopt::rewrite(args, &options)
 }
 
 #[cfg(test)]
@@ -629,7 +549,7 @@ mod tests {
             .iter()
             .map(OsString::from)
             .collect();
-        assert_eq!(misplaced_options(&command), ["--port=80", "-path"]);
+        assert_eq!(getopt::misplaced_options(&command), ["--port=80", "-path"]);
     }
 
     #[test]
@@ -744,6 +664,18 @@ mod tests {
         assert_eq!(cli.interval, Duration::from_millis(500));
         assert_eq!(cli.signal_on_hup, "USR1");
         assert_eq!(cli.command, vec![OsString::from("prog"), "--flag".into()]);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        for bad in ["", "0", "M", "12X", "-5M", "1e3", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

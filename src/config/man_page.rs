@@ -164,8 +164,8 @@ const FILES: &[(&str, &str)] = &[
         "{PID_FILE}.control",
         "The control socket when --pid-file is given without --control (else \
          $RUNTIME_DIRECTORY/start_server.control under systemd): JSON requests, one a line \
-         ({\"command\":\"status\"}, reload, stop, workers with a count, upgrade), one JSON reply a \
-         line.",
+         ({\"command\":\"status\"}, with \"usage\":true what each generation and worker costs and \
+         holds; reload, stop, workers with a count, upgrade, metrics), one JSON reply a line.",
     ),
     (
         "{STATUS_FILE}.failed",
@@ -221,6 +221,29 @@ const NOTES: &[&str] = &[
      no connection: clients wait in the listen backlog (--backlog bounds how many) until the new \
      workers accept. It does not save the requests that workers killed along with start_server \
      were serving (a graceful stop lets them finish), nor clients that stop waiting.",
+    "A cgroup per generation: where start_server may manage its cgroup (--cgroups=auto, the \
+     default: under systemd with Delegate=yes, as the shipped units set, or in a writable cgroup2 \
+     directory of its own, a container's), it moves itself into a leaf, supervisor, and starts \
+     each worker directly in gen-N (gen-N/slot-K with --workers; clone3 with \
+     CLONE_INTO_CGROUP). What a worker starts stays in its generation whatever it does to its \
+     environment, session or process group: once a generation has no worker left, what remains \
+     gets SIGTERM, and cgroup.kill once --kill-old-timeout after the workers' signal (else 5 \
+     seconds) has passed; a stop does the same for every generation; empty cgroups are removed. \
+     --status and the metrics show each generation's and worker's cgroup, CPU time, memory \
+     (memory.current where the memory controller is delegated, else the sum of the processes' \
+     PSS) and processes. Elsewhere (no delegation, cgroup v1, the hierarchy's root, a cgroup \
+     other processes share) start_server says why once, and attributes what workers leave \
+     behind by SERVER_STARTER_GENERATION, process group and session, as before.",
+    "Metrics: start_server --metrics prints, and --metrics-listen serves at GET /metrics over \
+     HTTP (from its one event loop: at most 16 connections, 8 KiB requests, 10 seconds each; \
+     other paths 404, other methods 405), the Prometheus text format: server_starter_info, \
+     _generation, _workers{state}, _reloads_total{result}, _reload_duration_seconds, \
+     _worker_starts_total, _worker_exits_total{reason}, _crash_loops_total, \
+     _upgrades_total{result}, _log_lines_dropped_total, _notify_rejected_total and, for each live \
+     generation, _generation_cpu_seconds_total, _generation_memory_bytes, \
+     _generation_processes and _generation_connections. The counts survive reloads and \
+     upgrades in place. What a generation costs and holds is read at each scrape (and for \
+     --status), never on a timer.",
     "systemd empties the store when the unit stops for good, and keeps it while the unit \
      restarts (FileDescriptorStorePreserve=restart, the default). FileDescriptorStorePreserve=yes \
      (systemd 254 and later) keeps it across systemctl stop and start too, as long as the unit \
@@ -266,6 +289,13 @@ const EXAMPLES: &[(&str, &[&str])] = &[
             "start_server --status --pid-file=app.pid",
             "start_server --reload --pid-file=app.pid",
             "start_server --check --control=/run/app/control",
+        ],
+    ),
+    (
+        "Serve the metrics to a Prometheus server on this host, and print them:",
+        &[
+            "start_server --port=8080 --metrics-listen=127.0.0.1:9100 -- ./server",
+            "start_server --metrics --pid-file=app.pid",
         ],
     ),
     (

@@ -4,6 +4,8 @@
 // The command line's doc comments are its --help text, where `[IPV6]:PORT` is not a link.
 #[allow(rustdoc::broken_intra_doc_links)]
 pub mod cli;
+pub mod getopt;
+pub mod listen_address;
 pub mod log_target;
 pub mod man_page;
 pub mod port_spec;
@@ -16,6 +18,7 @@ use std::path::PathBuf;
 use nix::sys::socket::Backlog;
 
 use crate::config::cli::Cli;
+use crate::config::listen_address::ListenAddress;
 use crate::config::log_target::LogTarget;
 use crate::config::port_spec::PortSpec;
 use crate::config::worker_env::{Env, not_inherited};
@@ -57,6 +60,12 @@ pub struct Config {
     pub control: Option<(PathBuf, bool)>,
     /// `--reload-on-change`.
     pub reload_on_change: Vec<PathBuf>,
+    /// A cgroup per generation where start_server may manage one (`--cgroups=auto`).
+    pub cgroups: bool,
+    /// `--worker-max-memory`, bytes.
+    pub worker_max_memory: Option<u64>,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<ListenAddress>,
 }
 
 impl Config {
@@ -73,6 +82,11 @@ impl Config {
         let base_env = base_env(&cli, env);
         check_program(&cli, &base_env)?;
         let backlog = backlog(cli.backlog)?;
+        let metrics_listen = cli
+            .metrics_listen
+            .as_deref()
+            .map(ListenAddress::parse)
+            .transpose()?;
         let control = match &cli.control {
             Some(path) => Some((path.clone(), true)),
             None => {
@@ -100,6 +114,9 @@ impl Config {
             base_env,
             control,
             reload_on_change: cli.reload_on_change,
+            cgroups: cli.cgroups,
+            worker_max_memory: cli.worker_max_memory,
+            metrics_listen,
         })
     }
 }

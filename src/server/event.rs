@@ -34,6 +34,10 @@ pub enum Event {
     /// A worker whose start is awaited (or a process it started) waits for connections on a
     /// passed socket, as `how` says (`--ready=listening`).
     Listening { worker: Pid, how: String },
+    /// A request to the metrics endpoint (`--metrics-listen`) can be answered.
+    Scrape,
+    /// Time to measure the workers' memory (`--worker-max-memory`).
+    MemoryCheck,
 }
 
 /// What a received signal means to start_server.

@@ -6,8 +6,6 @@
 //! (systemd, and the workers' notifications), [`control`] (the control socket), [`file_watch`]
 //! (`--reload-on-change`) and [`upgrade`] (replacing start_server itself in place).
 
-// A cgroup per generation, being wired in.
-#[allow(dead_code)]
 pub mod cgroup;
 pub mod control;
 pub mod event;
@@ -15,8 +13,6 @@ pub mod event_loop;
 pub mod file_watch;
 pub mod files;
 pub mod log;
-// Metrics in the Prometheus format, being wired in.
-#[allow(dead_code)]
 pub mod metrics;
 pub mod notify;
 pub mod probe;

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::config::log_target::LogTarget;
 use crate::error::{Context, Result};
+use crate::server::cgroup::tree::Cgroups;
 use crate::server::control::Control;
 use crate::server::control::socket::ControlSocket;
 use crate::server::control::status::Fixed;
@@ -23,9 +24,12 @@ use crate::server::file_watch::FileWatch;
 use crate::server::files::pid_file::PidFile;
 use crate::server::files::status_file::StatusFile;
 use crate::server::log::output::{self, Logger};
+use crate::server::metrics::counters::Counters;
+use crate::server::metrics::listen::MetricsListen;
 use crate::server::notify::fd_store;
 use crate::server::notify::systemd::Notifier;
 use crate::server::notify::workers::WorkerNotify;
+use crate::server::probe::memory_watch::MemoryWatch;
 use crate::server::probe::watch::ListeningWatch;
 use crate::server::process::hygiene;
 use crate::server::process::reap::wait_for_exit;
@@ -56,7 +60,7 @@ pub fn serve(mut config: Config, inherited: Vec<Inherited>) -> Result<Ending> {
     let mut bound = bind_sockets(&config, inherited, &systemd)?;
     let listeners = std::mem::take(&mut bound.listeners);
     if listeners.is_empty() {
-        let misplaced = crate::config::cli::misplaced_options(&config.command);
+        let misplaced = crate::config::getopt::misplaced_options(&config.command);
         if !misplaced.is_empty() {
             warn!(
                 "no socket to listen on, but the program's arguments hold {}: start_server's \
@@ -78,6 +82,11 @@ pub fn serve(mut config: Config, inherited: Vec<Inherited>) -> Result<Ending> {
     }
     let anew = set_up_anew(&config)?;
     let control = open_control(config.control.take())?.map(|s| Control::new(s, Default::default()));
+    let metrics = (config.metrics_listen.as_ref())
+        .map(MetricsListen::bind)
+        .transpose()?;
+    // Before the first worker: start_server moves itself into a leaf of its subtree.
+    let cgroups = Cgroups::set_up(config.cgroups, config.policy.kill_old_timeout);
     let workers_notify = WorkerNotify::bind()?;
     let spawner = Spawner::new(
         program(&mut config),
@@ -104,6 +113,9 @@ pub fn serve(mut config: Config, inherited: Vec<Inherited>) -> Result<Ending> {
         },
         upgrade: Upgrade::new(image, config.pid_file.as_deref())?,
         pid_file,
+        cgroups,
+        metrics,
+        counters: Counters::default(),
     };
     // The envdir's settings are read again at every spawn, the first one included.
     let tunables = crate::config::worker_env::tunables(&config.base_env);
@@ -224,6 +236,17 @@ unsafe fn adopt_parts(
                 .map(|s| Control::new(s, Default::default())),
         };
         let workers_notify = back.or_back(WorkerNotify::take_over(state.worker_notify, (), now))?;
+        let metrics = match state.metrics_listen {
+            Some(listen) => Some(back.or_back(MetricsListen::take_over(listen, (), now))?),
+            // An image from before the metrics, or without them.
+            None => back.or_back(
+                config
+                    .metrics_listen
+                    .as_ref()
+                    .map(MetricsListen::bind)
+                    .transpose(),
+            )?,
+        };
         let notify_socket = workers_notify.env_value();
         let given = (program(config), notify_socket);
         let spawner = back.or_back(Spawner::take_over(state.spawner, given, now))?;
@@ -244,10 +267,27 @@ unsafe fn adopt_parts(
             facts: back.or_back(Fixed::take_over(state.facts, (), now))?,
             upgrade,
             pid_file,
+            cgroups: None,
+            metrics,
+            counters: state.counters,
         };
         let policy = config.policy;
         let supervisor = back.or_back(Supervisor::take_over(state.supervisor, policy, now))?;
-        Ok((supervisor, parts))
+        // The workers' cgroups as the image before made them (none if it had none).
+        let given = (config.policy.kill_old_timeout, supervisor.workers());
+        let cgroups = match state.cgroups {
+            Some(cgroups) => Some(back.or_back(Cgroups::take_over(cgroups, given, now))?),
+            None => {
+                if config.cgroups && crate::server::cgroup::detect().is_ok() {
+                    info!(
+                        "cgroups: the program before this one gave the workers none: \
+                         generations get cgroups from the next start of start_server"
+                    );
+                }
+                None
+            }
+        };
+        Ok((supervisor, Parts { cgroups, ..parts }))
     }
 }
 
@@ -268,6 +308,7 @@ fn set_up_anew(config: &Config) -> Result<Anew> {
         strays: Adopted::new(std::process::id() == 1),
         watch,
         listening: ListeningWatch::new(),
+        memory: (config.worker_max_memory).map(|limit| MemoryWatch::new(limit, Instant::now())),
     })
 }
 

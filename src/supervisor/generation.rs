@@ -76,6 +76,12 @@ impl Supervisor {
             // A rollback is not retried: it is the reload's last word.
             Some((_, ReloadResult::Up | ReloadResult::RolledBack(_))) => false,
         };
+        if reload.finished.is_none() {
+            // Counted once, by its first outcome (what `--reload` answered): a counter never
+            // goes back when a retry comes up later.
+            let took = now.saturating_duration_since(reload.started);
+            self.tally.reload_ended(&result, took);
+        }
         if open {
             reload.attempts = reload.attempts.saturating_add(1);
             reload.finished = Some((now, result));
@@ -223,6 +229,9 @@ impl Supervisor {
         };
         self.current = None;
         self.current_status = None;
+        if self.replacement_takes_slot_zero(pid, now) {
+            return;
+        }
         let generation = worker.generation;
         let delay = self.died_young(now);
         if self.copies.iter().any(|c| c.generation == generation) {

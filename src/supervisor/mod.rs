@@ -26,10 +26,12 @@ mod listening;
 mod notice;
 mod policy;
 mod readiness;
+mod recycle;
 mod rolling;
 mod slots;
 pub mod snapshot;
 mod state;
+mod tally;
 #[cfg(test)]
 mod tests;
 mod watchdog;
@@ -52,6 +54,7 @@ pub use notice::{Action, Notice};
 pub use policy::{DEFAULT_BACKOFF_AFTER, Policy, Tunables};
 use readiness::Message;
 pub use snapshot::{ReloadResult, ReloadTrigger, ReloadView};
+pub use tally::Tally;
 use watchdog::Watchdog;
 use worker::Leaving;
 pub use worker::Worker;
@@ -124,6 +127,8 @@ pub struct Supervisor {
     bake: Option<bake::Bake>,
     /// `--ready=listening`: the log said a generation was judged by `--interval` instead.
     interval_fallback_said: bool,
+    /// What it counted since start-up (the metrics).
+    tally: Tally,
     #[serde(skip)]
     actions: Vec<Action>,
 }
@@ -169,6 +174,7 @@ impl Supervisor {
             written_status: Vec::new(),
             bake: None,
             interval_fallback_said: false,
+            tally: Tally::default(),
             actions: Vec::new(),
         }
     }
@@ -197,6 +203,7 @@ impl Supervisor {
                 Ok(pid) => {
                     info!(generation, worker_pid = pid, "starting new worker {pid}");
                     trial.pid = Some(pid);
+                    self.tally.worker_starts += 1;
                     self.watch(pid, now);
                 }
                 Err(why) => {
@@ -327,6 +334,7 @@ impl Supervisor {
     /// A child was reaped. A child that is not a worker (a log command, a stray) yields no
     /// action: it is the OS layer's business.
     pub fn child_exited(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Vec<Action> {
+        self.count_exit(pid);
         self.unwatch(pid);
         if self.baking_worker_exited(pid, status, now) || self.copy_exited(pid, status, now) {
         } else if self.trial.as_ref().is_some_and(|t| t.pid == Some(pid)) {
@@ -430,13 +438,15 @@ impl Supervisor {
     }
 
     /// Live generations as the status file lists them: current and old, by generation, each by
-    /// its slot 0 worker (one line per generation, whatever `--workers`).
+    /// its slot 0 worker (one line per generation, whatever `--workers`; a slot 0 worker replaced
+    /// within its generation, for its memory, is not listed beside its successor).
     pub fn live(&self) -> Vec<Worker> {
         let mut live: Vec<Worker> = self.current.into_iter().collect();
+        let serving = self.current.map(|w| w.generation);
         live.extend(
             self.leaving
                 .iter()
-                .filter(|l| l.served && l.slot == 0)
+                .filter(|l| l.served && l.slot == 0 && Some(l.worker.generation) != serving)
                 .map(|l| l.worker),
         );
         live.extend(self.baking_leader());

@@ -167,6 +167,7 @@ impl Supervisor {
         }
         if self.crash_loop.is_none() {
             self.crash_loop = Some(now);
+            self.tally.crash_loops += 1;
             error!(
                 "crash loop: workers keep dying before they are up ({} in a row){}",
                 self.failures_in_a_row,

@@ -12,6 +12,7 @@ use super::{Action, Supervisor};
 impl Supervisor {
     /// A copy is up: in a rolling reload, the serving generation's copy in its slot leaves.
     pub(super) fn copy_up(&mut self, generation: u64, slot: usize, now: Instant) {
+        self.replacement_up(generation, slot, now);
         if self.policy.max_extra.is_none()
             || !self.is_trial(generation)
             || self.canary_bakes(generation, slot, now)
@@ -58,7 +59,7 @@ impl Supervisor {
     }
 
     /// Workers alive or being spawned, leaving ones included: what `max_extra` bounds.
-    fn occupied(&self) -> usize {
+    pub(super) fn occupied(&self) -> usize {
         let trial = self
             .trial
             .as_ref()

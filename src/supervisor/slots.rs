@@ -43,6 +43,8 @@ pub(super) struct Copy {
     /// When to restart it after a death (backoff).
     #[serde(with = "handover")]
     pub(super) respawn_at: Option<Instant>,
+    /// The worker of its slot it replaces once up (`--worker-max-memory`, see `recycle`).
+    pub(super) replaces: Option<Pid>,
 }
 
 impl Copy {
@@ -95,6 +97,7 @@ impl Supervisor {
             predecessors: Vec::new(),
             failures_in_a_row: 0,
             respawn_at: None,
+            replaces: None,
         });
         if spawn {
             self.actions.push(Action::SpawnCopy { generation, slot });
@@ -111,6 +114,9 @@ impl Supervisor {
         now: Instant,
     ) -> Vec<Action> {
         self.tunables = tunables;
+        if result.is_ok() {
+            self.tally.worker_starts += 1;
+        }
         let Some(index) = self
             .copies
             .iter()
@@ -123,7 +129,7 @@ impl Supervisor {
             return self.take_actions();
         };
         match result {
-            Ok(pid) if slot == 0 => {
+            Ok(pid) if slot == 0 && self.copies[index].replaces.is_none() => {
                 info!(
                     generation,
                     worker_pid = pid,
@@ -249,7 +255,8 @@ impl Supervisor {
     /// generation's slot is tried again after the backoff.
     fn copy_failed(&mut self, index: usize, why: String, now: Instant) {
         let generation = self.copies[index].generation;
-        if self.is_trial(generation) {
+        if self.replacement_failed(index, false, now) {
+        } else if self.is_trial(generation) {
             self.trial_failed(why, now);
             self.stop_trial_workers(now);
         } else if let Some(pid) = self.copies[index].pid.take() {
@@ -334,6 +341,9 @@ impl Supervisor {
             return false;
         };
         let (generation, slot) = (self.copies[index].generation, self.copies[index].slot);
+        if self.replacement_failed(index, true, now) || self.replaced_one_exited(index) {
+            return true;
+        }
         if self.is_trial(generation) {
             warn!(
                 generation,
@@ -516,6 +526,7 @@ impl Supervisor {
             predecessors: self.slot_zero_history.1.clone(),
             failures_in_a_row: 0,
             respawn_at: (!delay.is_zero()).then_some(now + delay),
+            replaces: None,
         });
         if delay.is_zero() {
             self.actions.push(Action::SpawnCopy {

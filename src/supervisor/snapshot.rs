@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub workers_signalled_at: Option<Instant>,
     /// The bake under way (`--bake`), if any.
     pub bake: Option<BakeView>,
+    /// Workers replaced for their memory (`--worker-max-memory`) since start-up, by slot.
+    pub memory_recycles: Vec<u64>,
 }
 
 /// A generation (or its canary) baking beside the one that serves.
@@ -255,9 +257,11 @@ impl Supervisor {
         let _ = now;
         let mut generations = Vec::new();
         let mut workers = Vec::new();
+        let serving = self.current.map(|w| w.generation);
         for leaving in &self.leaving {
             let (number, pid) = (leaving.worker.generation, leaving.worker.pid);
             if leaving.served
+                && Some(number) != serving
                 && !generations
                     .iter()
                     .any(|g: &GenerationView| g.number == number)
@@ -364,6 +368,7 @@ impl Supervisor {
                 canary: b.canary,
                 ends: b.until,
             }),
+            memory_recycles: self.tally.memory_recycles.clone(),
         }
     }
 }

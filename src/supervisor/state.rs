@@ -119,6 +119,7 @@ pub(crate) mod tests {
                 predecessors: if up { vec![ExitStatus(9)] } else { vec![] },
                 failures_in_a_row: 0,
                 respawn_at: None,
+                replaces: None,
             });
         }
         sup.watchdog.seen = vec![(1003, now - SEC), (2003, now - 2 * SEC)];

@@ -9,13 +9,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// A request: `{"command":"status"}`, `{"command":"reload"}`, `{"command":"stop"}`,
-/// `{"command":"workers","count":4}`, `{"command":"upgrade"}`.
+/// A request: `{"command":"status"}` (`"usage":true` adds what each generation and worker costs
+/// and holds), `{"command":"reload"}`, `{"command":"stop"}`, `{"command":"workers","count":4}`,
+/// `{"command":"upgrade"}`, `{"command":"metrics"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// The whole state ([`Status`]).
-    Status,
+    /// The whole state ([`Status`]); with `usage`, also each generation's and worker's CPU
+    /// time, memory, processes and connections, read now (it costs more: see [`Usage`]).
+    Status {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        usage: bool,
+    },
     /// A graceful reload; the reply comes once the new generation is up or has failed.
     Reload,
     /// Stop start_server, as SIGTERM does.
@@ -25,6 +30,8 @@ pub enum Request {
     /// Upgrade start_server in place (as SIGUSR2); the reply comes from the new program once it
     /// runs (with its `version`), or from the old one when it refused.
     Upgrade,
+    /// The metrics, in the Prometheus text format.
+    Metrics,
 }
 
 /// A reply: `ok` always, `error` when it is false, `status` for a status request, `generation`
@@ -48,6 +55,9 @@ pub struct Reply {
     /// The version that runs after an upgrade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The answer to `metrics`: the Prometheus text format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 impl Reply {
@@ -147,6 +157,9 @@ pub struct GenerationInfo {
     /// While `baking`: seconds until the bake ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bake_left: Option<f64>,
+    /// Its cgroup, and what it costs and holds.
+    #[serde(flatten)]
+    pub usage: Usage,
 }
 
 /// A worker process.
@@ -168,6 +181,35 @@ pub struct WorkerInfo {
     pub predecessors: Vec<String>,
     /// Workers killed by `--worker-watchdog` since start-up (all slots).
     pub watchdog_kills: u32,
+    /// Workers of its slot replaced for their memory (`--worker-max-memory`) since start-up.
+    #[serde(default)]
+    pub memory_recycles: u64,
+    /// Its cgroup, and what it costs and holds.
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+/// A generation's or a worker's cgroup and, in a `status` with `usage`, what it costs and holds,
+/// read when asked: from its cgroup (`cpu.stat`, `memory.current`, `cgroup.procs`), else from
+/// /proc for its processes (the worker and its descendants; for a generation, its workers' and
+/// what they left behind). Null where not asked, or not known.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Usage {
+    /// Its cgroup's path (as /proc/PID/cgroup shows it), when workers get cgroups.
+    pub cgroup: Option<String>,
+    /// CPU time its processes used, seconds (with a cgroup, also those that exited).
+    pub cpu_seconds: Option<f64>,
+    /// Memory it uses, bytes.
+    pub memory_bytes: Option<u64>,
+    /// Where `memory_bytes` comes from: `cgroup` (`memory.current`) or `pss` (the sum of its
+    /// processes' proportional set sizes).
+    pub memory_source: Option<String>,
+    /// Its processes.
+    pub processes: Option<usize>,
+    /// The established connections accepted from start_server's sockets that its processes
+    /// hold (each once).
+    pub connections: Option<usize>,
 }
 
 /// The last reload.
@@ -305,7 +347,20 @@ mod tests {
     #[test]
     fn requests_parse_and_hostile_ones_do_not() {
         let parse = |s: &str| serde_json::from_str::<Request>(s).ok();
-        assert_eq!(parse(r#"{"command":"status"}"#), Some(Request::Status));
+        assert_eq!(
+            parse(r#"{"command":"status"}"#),
+            Some(Request::Status { usage: false })
+        );
+        assert_eq!(
+            parse(r#"{"command":"status","usage":true}"#),
+            Some(Request::Status { usage: true })
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Status { usage: false }).unwrap(),
+            r#"{"command":"status"}"#
+        );
+        assert_eq!(parse(r#"{"command":"metrics"}"#), Some(Request::Metrics));
+        assert_eq!(parse(r#"{"command":"status","usag":true}"#), None);
         assert_eq!(
             parse(r#"{"command":"workers","count":3}"#),
             Some(Request::Workers { count: 3 })

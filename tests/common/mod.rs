@@ -8,7 +8,7 @@
 //! /proc says), `builds` (another build of the binary, for upgrades), `systemd` (socket activation,
 //! notify sockets, scenarios under a real systemd), `users` (commands run as another local user),
 //! `images` (static binaries, Containerfiles), `kubernetes` (what the manifests say),
-//! `prometheus` (a real Prometheus server scraping a target).
+//! `prometheus` (a real Prometheus server scraping a target), `traffic` (a client loop).
 //! All of it is re-exported, so a test file says `use common::*;`.
 // Each test file uses some of it.
 #![allow(dead_code, unused_imports)]
@@ -21,6 +21,7 @@ pub mod prometheus;
 pub mod report;
 pub mod server;
 pub mod systemd;
+pub mod traffic;
 pub mod users;
 pub mod workers;
 
@@ -32,6 +33,7 @@ pub use prometheus::*;
 pub use report::*;
 pub use server::*;
 pub use systemd::*;
+pub use traffic::*;
 pub use users::*;
 pub use workers::*;
 

@@ -245,3 +245,20 @@ pub fn port_options() -> (String, Vec<String>) {
 pub fn start_server_command() -> Command {
     Command::new(bin())
 }
+
+/// `start_server --status --json` against control socket `control` (what each generation and
+/// worker costs and holds included).
+pub fn status_json(control: &Path) -> serde_json::Value {
+    let out = Command::new(bin())
+        .arg("--status")
+        .arg("--json")
+        .arg(format!("--control={}", control.display()))
+        .output()
+        .expect("run start_server --status");
+    assert!(
+        out.status.success(),
+        "--status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("--status --json is JSON")
+}

@@ -59,3 +59,8 @@ pub fn starlet(app: &str) -> Vec<String> {
 pub fn starman(app: &str) -> Vec<String> {
     super::args(&["starman", "--workers=2", app])
 }
+
+/// A worker that holds connections: accepts on SERVER_STARTER_PORT's first socket, says
+/// `hello` and keeps each connection until its client closes it; sends READY=1. On SIGTERM it
+/// stops accepting, and exits once its connections are closed and the file $RELEASE exists.
+pub const HOLDING_WORKER: &str = include_str!("workers/holding_worker.py");

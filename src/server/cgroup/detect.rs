@@ -152,6 +152,7 @@ pub fn decide(facts: &Facts) -> Result<Delegation, String> {
 
 impl Delegation {
     /// A cgroup2 directory named explicitly (`path` is what `/proc/PID/cgroup` shows for it).
+    #[cfg(test)]
     pub fn at(dir: PathBuf, path: String) -> Delegation {
         Delegation {
             dir,

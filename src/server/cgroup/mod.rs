@@ -17,7 +17,7 @@
 //! ends with `cgroup.kill` (Linux 5.14+; before it, SIGKILL to every member until none is left)
 //! and its empty cgroups are removed bottom-up.
 //!
-//! Whether start_server may do this is decided once, by [`detect`]: systemd's delegation mark on
+//! Whether start_server may do this is decided once, by [`detect()`]: systemd's delegation mark on
 //! its cgroup, or (without systemd) a writable cgroup of its own that is not the hierarchy's root.
 //! Everything else (cgroup v1, a read-only or foreign tree, systemd without `Delegate=yes`) is a
 //! reason to say once and work without cgroups.
@@ -39,6 +39,7 @@ pub const CONTROLLERS: &[&str] = &["memory"];
 pub use detect::*;
 
 mod detect;
+pub mod tree;
 
 impl Delegation {
     /// The delegated cgroup itself.
@@ -113,7 +114,8 @@ impl Subtree {
     }
 
     /// `gen-N`, created if missing. With `slots`, it is made an inner node: the enabled
-    /// controllers are passed on to its slots, and no process may be put in it directly.
+    /// controllers are passed on to its slots (`gen-N/slot-K`), and no process may be put in it
+    /// directly.
     pub fn generation(&self, generation: u64, slots: bool) -> io::Result<Cgroup> {
         let cgroup = self.root.child(&format!("gen-{generation}"))?;
         if slots {
@@ -125,13 +127,6 @@ impl Subtree {
             }
         }
         Ok(cgroup)
-    }
-
-    /// `gen-N/slot-K`, created if missing (`gen-N` must have been made with `slots`).
-    pub fn slot(&self, generation: u64, slot: usize) -> io::Result<Cgroup> {
-        self.root
-            .child(&format!("gen-{generation}"))?
-            .child(&format!("slot-{slot}"))
     }
 
     /// The `gen-N` cgroups there are, by generation: after an upgrade in place, or left over.
@@ -529,6 +524,90 @@ pub fn errno_of(error: &io::Error) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Starts `sleep` in `cgroup`, by clone3 or by fork and the child's join; its pid.
+    fn sleeper_in(cgroup: &Cgroup, clone3: bool) -> i32 {
+        let argv = [c"/bin/sleep".as_ptr(), c"600".as_ptr(), std::ptr::null()];
+        let dir = cgroup.dir_fd().unwrap();
+        let procs = cgroup.procs_fd().unwrap();
+        // SAFETY: the child only joins, execs or _exits (async-signal-safe), on data prepared
+        // above.
+        let pid = unsafe {
+            if clone3 {
+                fork_into(dir.as_raw_fd()).unwrap()
+            } else {
+                libc::fork()
+            }
+        };
+        if pid == 0 {
+            // SAFETY: in the child: write, execv and _exit only.
+            unsafe {
+                if !clone3 && join(procs.as_raw_fd()).is_err() {
+                    libc::_exit(121);
+                }
+                libc::execv(argv[0], argv.as_ptr());
+                libc::_exit(122)
+            }
+        }
+        assert!(pid > 0);
+        pid
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(start.elapsed().as_secs() < 30, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// On the real cgroup2 hierarchy, below the test's own cgroup (as root, which runs the
+    /// tests): members created in place (clone3) or joining after fork, killed by SIGKILL to
+    /// each (kernels before `cgroup.kill`) and by `cgroup.kill`, then removed bottom-up.
+    #[test]
+    fn members_made_in_place_are_killed_and_their_cgroups_removed() {
+        let facts = gather();
+        let (Some(path), Some(dir)) = (facts.path, facts.mount) else {
+            panic!("this test needs a cgroup2 hierarchy (cgroup v2, or hybrid mounts)")
+        };
+        let scratch = Delegation::at(dir, path)
+            .cgroup()
+            .child(&format!("ss-unit-{}", std::process::id()))
+            .unwrap_or_else(|e| panic!("this test makes a cgroup below its own, as root: {e}"));
+        let (a, b) = (scratch.child("a").unwrap(), scratch.child("b").unwrap());
+        let first = sleeper_in(&a, true);
+        let second = sleeper_in(&b, false);
+        assert_eq!(cgroup_of(first).as_deref(), Some(a.path()), "created there");
+        wait_for("the forked child to join b", || {
+            cgroup_of(second).as_deref() == Some(b.path())
+        });
+        let mut all = scratch.pids().unwrap();
+        all.sort_unstable();
+        assert_eq!(all, {
+            let mut both = vec![first, second];
+            both.sort_unstable();
+            both
+        });
+        assert!(scratch.pids_here().unwrap().is_empty());
+        let mut signalled = 0;
+        wait_for("a's member killed by a signal", || {
+            signalled += a.kill_by_signal().unwrap();
+            !a.populated().unwrap()
+        });
+        assert_eq!(signalled, 1);
+        assert_eq!(
+            b.kill().unwrap(),
+            Killed::Kernel,
+            "cgroup.kill (Linux 5.14+)"
+        );
+        wait_for("b empty", || !b.populated().unwrap());
+        for pid in [first, second] {
+            // SAFETY: waitpid on this test's own children.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        }
+        scratch.remove().unwrap();
+        assert!(!scratch.dir().exists());
+    }
 
     #[test]
     fn unified_path_of_proc_cgroup() {

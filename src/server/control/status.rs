@@ -11,7 +11,7 @@ use crate::supervisor::snapshot::{
 };
 use crate::vocab::time::handover::Moments;
 use crate::wire::control::{
-    BackoffInfo, FailureInfo, GenerationInfo, ReloadInfo, SocketInfo, Status, WorkerInfo,
+    BackoffInfo, FailureInfo, GenerationInfo, ReloadInfo, SocketInfo, Status, Usage, WorkerInfo,
 };
 
 /// What does not change while start_server runs.
@@ -101,6 +101,7 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
                 bake_left: (snapshot.bake)
                     .filter(|b| b.generation == g.number)
                     .map(|b| clock.until(b.ends)),
+                usage: Usage::default(),
             })
             .collect(),
         workers: snapshot
@@ -115,6 +116,8 @@ pub fn status(fixed: &Fixed, snapshot: &Snapshot, log_lines_dropped: u64) -> Sta
                 restarts: w.restarts,
                 predecessors: w.predecessors.iter().map(|s| s.brief()).collect(),
                 watchdog_kills: w.watchdog_kills,
+                memory_recycles: snapshot.memory_recycles.get(w.slot).copied().unwrap_or(0),
+                usage: Usage::default(),
             })
             .collect(),
         last_reload: snapshot.last_reload.as_ref().map(|r| {
@@ -280,6 +283,7 @@ mod tests {
             stopping: false,
             workers_signalled_at: None,
             bake: None,
+            memory_recycles: Vec::new(),
         };
         assert_eq!(
             summary(&snapshot, now),

@@ -3,6 +3,8 @@
 //! the [`Action`]s the supervisor answers. It decides nothing itself: the supervisor decides,
 //! each part does its own work behind its methods.
 
+mod cgroups;
+mod metrics;
 mod requests;
 mod upgrading;
 pub mod wait;
@@ -14,6 +16,7 @@ use nix::sys::signal::Signal;
 use tracing::{error, info};
 
 use crate::error::Result;
+use crate::server::cgroup::tree::Cgroups;
 use crate::server::control::Control;
 use crate::server::control::status::{self, Fixed};
 use crate::server::event::{Event, Received, Source};
@@ -21,8 +24,11 @@ use crate::server::file_watch::FileWatch;
 use crate::server::files::pid_file::PidFile;
 use crate::server::files::status_file::StatusFile;
 use crate::server::log::output::Logger;
+use crate::server::metrics::counters::Counters;
+use crate::server::metrics::listen::MetricsListen;
 use crate::server::notify::systemd::Notifier;
 use crate::server::notify::workers::WorkerNotify;
+use crate::server::probe::memory_watch::MemoryWatch;
 use crate::server::probe::watch::ListeningWatch;
 use crate::server::process::reap::{reap, send};
 use crate::server::process::signals::Signals;
@@ -64,6 +70,12 @@ pub struct Parts {
     pub facts: Fixed,
     pub upgrade: Upgrade,
     pub pid_file: Option<PidFile>,
+    /// A cgroup per generation, when start_server may have them.
+    pub cgroups: Option<Cgroups>,
+    /// `--metrics-listen`.
+    pub metrics: Option<MetricsListen>,
+    /// The server's counts (the supervisor keeps its own).
+    pub counters: Counters,
 }
 
 /// What every program image sets up anew, a fresh start and an upgrade alike: nothing of it
@@ -76,6 +88,8 @@ pub struct Anew {
     pub watch: Option<FileWatch>,
     /// `--ready=listening`: whether awaited workers listen (idle unless some are).
     pub listening: ListeningWatch,
+    /// `--worker-max-memory`.
+    pub memory: Option<MemoryWatch>,
 }
 
 /// How this image came to run: the upgrade it resumes from, or the one it rolled back from.
@@ -107,7 +121,10 @@ pub struct EventLoop {
 
 impl EventLoop {
     /// The loop over `parts`, with `supervisor` and the actions it already asked for.
-    pub fn new(supervisor: Supervisor, parts: Parts, actions: Vec<Action>) -> EventLoop {
+    pub fn new(supervisor: Supervisor, mut parts: Parts, actions: Vec<Action>) -> EventLoop {
+        if let Some(cgroups) = &parts.cgroups {
+            parts.anew.strays.by_cgroup(cgroups.root_path());
+        }
         EventLoop {
             supervisor,
             actions: actions.into(),
@@ -185,6 +202,15 @@ impl EventLoop {
             sources.push(logger);
         }
         sources.push(&mut self.parts.upgrade);
+        if let Some(cgroups) = &mut self.parts.cgroups {
+            sources.push(cgroups);
+        }
+        if let Some(metrics) = &mut self.parts.metrics {
+            sources.push(metrics);
+        }
+        if let Some(memory) = &mut self.parts.anew.memory {
+            sources.push(memory);
+        }
         wait::wait(&mut sources, self.supervisor.next_deadline())
     }
 
@@ -201,6 +227,8 @@ impl EventLoop {
                 self.actions.extend(next);
             }
             Event::Request { client, request } => self.on_request(client, request),
+            Event::Scrape => self.answer_scrapes(),
+            Event::MemoryCheck => self.check_memory(),
             Event::UpgradeChecked => {
                 if let Some(refusal) = self.parts.upgrade.checked() {
                     self.refuse_upgrade(&refusal);
@@ -268,6 +296,7 @@ impl EventLoop {
                 self.parts.anew.strays.reaped(pid, status);
             }
         }
+        self.sweep_cgroups();
         if worker_gone {
             let ours = self.not_workers();
             let workers = self.supervisor.workers();
@@ -281,12 +310,12 @@ impl EventLoop {
             Action::Spawn { generation } => {
                 // Slot 0 is named only when there are several (unset means 0).
                 let slot = (self.supervisor.slots() > 1).then_some(0);
-                let (tunables, result) = self.parts.spawner.spawn(generation, slot);
+                let (tunables, result) = self.spawn_worker(generation, slot);
                 let next = (self.supervisor).spawned(generation, tunables, result, Instant::now());
                 self.actions.extend(next);
             }
             Action::SpawnCopy { generation, slot } => {
-                let (tunables, result) = self.parts.spawner.spawn(generation, Some(slot));
+                let (tunables, result) = self.spawn_worker(generation, Some(slot));
                 let next = (self.supervisor).spawned_copy(
                     generation,
                     slot,
@@ -298,7 +327,8 @@ impl EventLoop {
             }
             Action::Signal { pids, signal } => {
                 self.killed |= self.supervisor.shutting_down() && signal == Signal::SIGKILL;
-                send(&pids, signal)
+                send(&pids, signal);
+                self.signalled(&pids, signal);
             }
             Action::WriteStatus(workers) => {
                 if let Some(Err(e)) = self.parts.status_file.as_mut().map(|s| s.write(&workers)) {
@@ -326,9 +356,7 @@ impl EventLoop {
                 }
             }
             Action::Exit => {
-                let ours = self.not_workers();
-                let anew = &mut self.parts.anew;
-                self.killed |= anew.strays.stop_all(&mut anew.signals, &ours);
+                self.killed |= self.stop_remains();
                 return Some(if self.killed {
                     Ending::Killed
                 } else {

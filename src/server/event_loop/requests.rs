@@ -36,14 +36,20 @@ impl EventLoop {
                 self.parts.upgrade.ask();
                 None
             }
-            Request::Status => {
+            Request::Status { usage } => {
                 let snapshot = self.supervisor.snapshot(now);
-                let dropped = crate::server::log::loss::dropped_total();
+                let dropped = self.log_lines_dropped();
+                let mut status = status::status(&self.parts.facts, &snapshot, dropped);
+                self.add_usage(&mut status, usage);
                 Some(Reply {
-                    status: Some(status::status(&self.parts.facts, &snapshot, dropped)),
+                    status: Some(status),
                     ..Reply::ok()
                 })
             }
+            Request::Metrics => Some(Reply {
+                metrics: Some(self.metrics_text()),
+                ..Reply::ok()
+            }),
             Request::Reload if stopping => Some(Reply::error("start_server is stopping")),
             // One pending reload per client: its waiters stay as many as the clients.
             Request::Reload if control.awaits_reload(client) => Some(Reply::error(

@@ -18,6 +18,7 @@ impl EventLoop {
         let now = version();
         let outcome = match how {
             Resumed::Upgraded { from } => {
+                self.parts.counters.upgrades_ok += 1;
                 info!(
                     "start_server (pid:{}) upgraded from {from} to {now} ({state_bytes} bytes of \
                      state)",
@@ -30,6 +31,7 @@ impl EventLoop {
                 Ok(now)
             }
             Resumed::RolledBack { why } => {
+                self.parts.counters.upgrades_rolled_back += 1;
                 let why = format!("rolled back: the new program could not take over: {why}");
                 if self.supervisor.announced_ready() {
                     let status = format!(
@@ -63,6 +65,12 @@ impl EventLoop {
             logger: self.parts.logger.as_ref(),
             facts: &self.parts.facts,
             control: self.parts.control.as_ref(),
+            cgroups: self.parts.cgroups.as_ref(),
+            metrics: self.parts.metrics.as_ref(),
+            counters: self.parts.counters.export(
+                crate::server::log::loss::dropped_total(),
+                self.parts.workers_notify.rejected(),
+            ),
         };
         let refusal = (self.parts.upgrade).execute(&parts, &self.parts.systemd, &serving);
         self.refuse_upgrade(&refusal);
@@ -70,6 +78,7 @@ impl EventLoop {
 
     /// The upgrade did not happen: the log, the report file and the clients waiting hear why.
     pub(super) fn refuse_upgrade(&mut self, refusal: &Refusal) {
+        self.parts.counters.upgrades_refused += 1;
         let why = refusal.to_string();
         self.parts.upgrade.refused(&why);
         if let Some(control) = &mut self.parts.control {

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use serde::{Deserialize, Serialize};
+pub use crate::vocab::histogram::Histogram;
 
 /// The `Content-Type` of this format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -82,18 +82,16 @@ impl Writer {
         self.family(name, Kind::Histogram, help);
         for (labels, histogram) in histograms {
             let bucket = format!("{name}_bucket");
-            let mut cumulative = 0;
-            for (bound, count) in histogram.bounds.iter().zip(&histogram.counts) {
-                cumulative += count;
+            for (bound, cumulative) in histogram.cumulative() {
                 self.text.push_str(&bucket);
-                self.labels(labels, Some(&format_value(*bound)));
+                self.labels(labels, Some(&format_value(bound)));
                 let _ = writeln!(self.text, " {cumulative}");
             }
             self.text.push_str(&bucket);
             self.labels(labels, Some("+Inf"));
-            let _ = writeln!(self.text, " {}", histogram.count);
-            self.sample(&format!("{name}_sum"), labels, histogram.sum);
-            self.sample(&format!("{name}_count"), labels, histogram.count as f64);
+            let _ = writeln!(self.text, " {}", histogram.count());
+            self.sample(&format!("{name}_sum"), labels, histogram.sum());
+            self.sample(&format!("{name}_count"), labels, histogram.count() as f64);
         }
     }
 
@@ -117,50 +115,6 @@ impl Writer {
     /// The text.
     pub fn finish(self) -> String {
         self.text
-    }
-}
-
-/// A histogram's state: what a metric's owner keeps (and hands over in an upgrade in place),
-/// and [`Writer::histogram`] shows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Histogram {
-    /// Upper bounds of the buckets, increasing (`+Inf` is implied).
-    bounds: Vec<f64>,
-    /// Observations per bucket (not cumulative), one per bound.
-    counts: Vec<u64>,
-    /// Sum of all observations.
-    sum: f64,
-    /// Number of observations (including those above the last bound).
-    count: u64,
-}
-
-impl Histogram {
-    /// An empty histogram with these bucket bounds (sorted, duplicates and non-finite ones
-    /// dropped).
-    pub fn new(bounds: &[f64]) -> Histogram {
-        let mut bounds: Vec<f64> = bounds.iter().copied().filter(|b| b.is_finite()).collect();
-        bounds.sort_by(f64::total_cmp);
-        bounds.dedup();
-        Histogram {
-            counts: vec![0; bounds.len()],
-            bounds,
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    /// Counts one observation.
-    pub fn observe(&mut self, value: f64) {
-        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
-            self.counts[i] += 1;
-        }
-        self.sum += value;
-        self.count += 1;
-    }
-
-    /// How many observations.
-    pub fn count(&self) -> u64 {
-        self.count
     }
 }
 

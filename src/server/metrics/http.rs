@@ -246,6 +246,7 @@ impl Endpoint {
     }
 
     /// How many connections are open.
+    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.connections.len()
     }

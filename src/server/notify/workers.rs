@@ -37,6 +37,8 @@ pub struct WorkerNotify {
     /// Senders found to be neither a worker nor a worker's descendant. Emptied whenever the
     /// workers change (a new worker's helpers must not stay rejected, and pids are reused).
     strangers: HashSet<Pid>,
+    /// Messages dropped since this image started (the metrics).
+    rejected: u64,
 }
 
 /// The workers' notification socket as an upgrade hands it over.
@@ -78,6 +80,7 @@ impl WorkerNotify {
             name,
             workers: Vec::new(),
             strangers: HashSet::with_capacity(MAX_STRANGERS),
+            rejected: 0,
         })
     }
 
@@ -102,7 +105,13 @@ impl WorkerNotify {
             name: state.name,
             workers: Vec::new(),
             strangers: HashSet::with_capacity(MAX_STRANGERS),
+            rejected: 0,
         }
+    }
+
+    /// Messages dropped since this image started: from strangers, or without credentials.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
     }
 
     /// The `NOTIFY_SOCKET` value for workers (`@` marks the abstract namespace).
@@ -152,6 +161,8 @@ impl WorkerNotify {
             if let Some(worker) = sender.and_then(|pid| self.owner(pid)) {
                 let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
                 received.push((worker, text));
+            } else {
+                self.rejected += 1;
             }
         }
         received
@@ -267,6 +278,7 @@ mod tests {
         notify.track(&[me]);
         assert_eq!(notify.receive(), vec![(me, "READY=1\n".to_string())]);
         assert!(notify.strangers.is_empty());
+        assert_eq!(notify.rejected(), 1, "counted for the metrics");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! limit, an empty signal mask, default SIGPIPE and SIGXFSZ as inherited, then `execve` with an
 //! argv and envp built beforehand. Everything else start_server holds is close-on-exec, so the
 //! worker sees fds 0, 1, 2 and its sockets, nothing more. An error before exec comes back through
-//! a close-on-exec pipe.
+//! a close-on-exec pipe. With a cgroup, the worker is created in it (`clone3(CLONE_INTO_CGROUP)`),
+//! or, where the kernel cannot, joins it before anything else.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -35,6 +36,8 @@ pub struct Launch {
     pub watchdog_pid: bool,
     /// SIGXFSZ's disposition in the worker (start_server ignores it for itself).
     pub xfsz: libc::sighandler_t,
+    /// The cgroup to start it in: its directory and its `cgroup.procs`, open.
+    pub cgroup: Option<(RawFd, RawFd)>,
 }
 
 /// Turns an OS string into a C string, refusing interior NULs with an error naming `what`.
@@ -62,6 +65,8 @@ pub enum SpawnError {
         program: String,
         error: std::io::Error,
     },
+    /// The child could not join its cgroup.
+    Cgroup(std::io::Error),
 }
 
 impl std::fmt::Display for SpawnError {
@@ -81,6 +86,7 @@ impl std::fmt::Display for SpawnError {
                 write!(f, "failed to place a socket at its file descriptor: {e}")
             }
             SpawnError::Exec { program, error } => write!(f, "failed to exec {program}: {error}"),
+            SpawnError::Cgroup(e) => write!(f, "failed to join its cgroup: {e}"),
         }
     }
 }
@@ -98,6 +104,7 @@ const WATCHDOG_PID: &[u8] = b"WATCHDOG_PID=";
 const STAGE_CHDIR: u8 = 1;
 const STAGE_DUP: u8 = 2;
 const STAGE_EXEC: u8 = 3;
+const STAGE_CGROUP: u8 = 4;
 
 /// Forks and execs one worker. Returns its pid once exec succeeded, or why it did not.
 pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, SpawnError> {
@@ -122,13 +129,18 @@ pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, Spa
     let slots = layout.pairs();
     // SAFETY: start_server is single-threaded; the child runs only async-signal-safe calls on
     // data prepared above and leaves through execve or _exit.
-    let pid = unsafe { libc::fork() };
+    let (pid, join) = unsafe { fork_in(launch.cgroup) };
     if pid < 0 {
         return Err(SpawnError::Fork(std::io::Error::last_os_error()));
     }
     if pid == 0 {
         // SAFETY: see above; in the child of fork.
         unsafe {
+            if let Some(procs) = join
+                && crate::server::cgroup::join(procs).is_err()
+            {
+                fail(report_write.as_raw_fd(), STAGE_CGROUP);
+            }
             exec_child(
                 launch,
                 &slots,
@@ -158,11 +170,33 @@ pub fn spawn(layout: &FdLayout, launch: &Launch) -> std::result::Result<Pid, Spa
             error,
         },
         STAGE_DUP => SpawnError::PlaceSocket(error),
+        STAGE_CGROUP => SpawnError::Cgroup(error),
         _ => SpawnError::Exec {
             program: launch.program.to_string_lossy().into_owned(),
             error,
         },
     })
+}
+
+/// fork(2), the child created in `cgroup` (directory, `cgroup.procs`) when there is one: by
+/// `clone3(CLONE_INTO_CGROUP)`, else (an older kernel, a seccomp filter) by a plain fork whose
+/// child joins it first. Returns the pid (-1 with errno on failure, 0 in the child) and, in the
+/// child, the `cgroup.procs` it must join.
+///
+/// # Safety
+///
+/// As fork(2): the caller is single-threaded, and the child makes only async-signal-safe calls.
+unsafe fn fork_in(cgroup: Option<(RawFd, RawFd)>) -> (libc::pid_t, Option<RawFd>) {
+    if let Some((dir, procs)) = cgroup {
+        // SAFETY: passed on from the caller.
+        match unsafe { crate::server::cgroup::fork_into(dir) } {
+            Ok(pid) => return (pid, None),
+            // SAFETY: passed on from the caller.
+            Err(_) => return (unsafe { libc::fork() }, Some(procs)),
+        }
+    }
+    // SAFETY: passed on from the caller.
+    (unsafe { libc::fork() }, None)
 }
 
 /// Reads the child's failure report until it is complete or the pipe closes (exec succeeded:

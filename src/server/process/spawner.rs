@@ -85,18 +85,30 @@ impl Spawner {
     }
 
     /// Starts generation `generation`'s worker in `slot` (named to it only when there are
-    /// several): the settings its environment gave, and its pid or why it did not start.
-    pub fn spawn(
+    /// several), in `cgroup` if given (its directory and `cgroup.procs`, open): the settings its
+    /// environment gave, and its pid or why it did not start.
+    pub fn spawn_into(
         &self,
         generation: u64,
         slot: Option<usize>,
+        cgroup: Option<(RawFd, RawFd)>,
     ) -> (Tunables, Result<Pid, SpawnError>) {
         let (env, tunables) = self.environment(generation, slot);
-        (
-            tunables,
-            self.launch(&env)
-                .and_then(|launch| spawn::spawn(&self.sockets.layout, &launch)),
-        )
+        let launched = self
+            .launch(&env)
+            .and_then(|launch| spawn::spawn(&self.sockets.layout, &Launch { cgroup, ..launch }));
+        (tunables, launched)
+    }
+
+    /// The listening sockets' fds in start_server.
+    pub fn listener_fds(&self) -> Vec<RawFd> {
+        self.sockets
+            .layout
+            .export()
+            .0
+            .iter()
+            .map(|&(fd, _)| fd)
+            .collect()
     }
 
     /// The environment of generation `generation`'s worker in `slot`, and the settings it
@@ -161,6 +173,7 @@ impl Spawner {
             listen_pid: self.sockets.listen_env.is_some(),
             watchdog_pid: env.contains_key(OsStr::new("WATCHDOG_USEC")),
             xfsz: child_xfsz(),
+            cgroup: None,
         })
     }
 

@@ -1,7 +1,9 @@
 //! Processes start_server adopts as a child subreaper: descendants of workers whose parent
-//! exited (a daemonized helper, say). Each is attributed to the generation it came from, by the
-//! `SERVER_STARTER_GENERATION` it inherited (every descendant has it unless it scrubbed its
-//! environment), else by being in a live worker's process group or session. One that belongs to
+//! exited (a daemonized helper, say). Each is attributed to the generation it came from: by its
+//! cgroup when generations have cgroups (exact, whatever it did to its environment, session or
+//! process group), else by the `SERVER_STARTER_GENERATION` it inherited (every descendant has it
+//! unless it scrubbed its environment), else by being in a live worker's process group or
+//! session. One that belongs to
 //! a live generation (on trial, current or still leaving) is left alone until that generation's
 //! worker is gone; the others, whose generation is gone or cannot be told, are strays: they get
 //! SIGTERM, and at shutdown SIGKILL if still there. The sorting is done only when a worker exits
@@ -37,6 +39,9 @@ pub struct Adopted {
     foreign: BTreeSet<Pid>,
     /// start_server is PID 1: an origin that cannot be told is foreign, not a stray.
     init: bool,
+    /// The path of start_server's cgroup subtree, when generations have cgroups (`gen-N`
+    /// below it).
+    cgroups: Option<String>,
 }
 
 /// What /proc says about an adopted process.
@@ -57,6 +62,19 @@ impl Adopted {
             init,
             ..Adopted::default()
         }
+    }
+
+    /// Generations have cgroups below `root`: a process is attributed by its cgroup.
+    pub fn by_cgroup(&mut self, root: &str) {
+        self.cgroups = Some(root.to_string());
+    }
+
+    /// The processes left behind by `generation` that are left alone while it runs.
+    pub fn spared_of(&self, generation: u64) -> impl Iterator<Item = Pid> + '_ {
+        self.spared
+            .iter()
+            .filter(move |(_, g)| **g == generation)
+            .map(|(pid, _)| *pid)
     }
 
     /// Sorts `children` (start_server's, workers and the log command excluded by the caller)
@@ -121,7 +139,14 @@ impl Adopted {
         let adopted = children()
             .into_iter()
             .filter(|pid| !ours.contains(pid) && !workers.iter().any(|w| w.pid == *pid));
-        let term = self.sort(adopted, workers, origin);
+        let root = self.cgroups.clone();
+        let term = self.sort(adopted, workers, |pid| {
+            let mut found = origin(pid);
+            if let Some(root) = &root {
+                found.generation = generation_by_cgroup(pid, root).or(found.generation);
+            }
+            found
+        });
         send(&term, Signal::SIGTERM);
     }
 
@@ -202,6 +227,20 @@ pub fn origin(pid: Pid) -> Origin {
     origin
 }
 
+/// The generation whose cgroup `pid` is in (`<root>/gen-N[/...]` in its /proc/PID/cgroup).
+fn generation_by_cgroup(pid: Pid, root: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    generation_of_path(root, path)
+}
+
+/// The generation of cgroup `path` in start_server's subtree at `root`: `<root>/gen-N[/...]`.
+pub fn generation_of_path(root: &str, path: &str) -> Option<u64> {
+    let rest = path.strip_prefix(root.trim_end_matches('/'))?;
+    let first = rest.strip_prefix('/')?.split('/').next()?;
+    first.strip_prefix("gen-")?.parse().ok()
+}
+
 /// The first `SERVER_STARTER_GENERATION` in a NUL-separated environment, as getenv sees it.
 fn generation_in(environ: &[u8]) -> Option<u64> {
     environ
@@ -276,6 +315,18 @@ mod tests {
         assert_eq!(adopted.sort(origins.keys().copied(), &[], origin), [12]);
         assert_eq!(adopted.stop_foreign(), [11]);
         assert_eq!(adopted.take_strays().len(), 3);
+    }
+
+    #[test]
+    fn generations_by_cgroup_path() {
+        let root = "/system.slice/app.service";
+        let of = |p| generation_of_path(root, p);
+        assert_eq!(of("/system.slice/app.service/gen-3"), Some(3));
+        assert_eq!(of("/system.slice/app.service/gen-12/slot-1.2"), Some(12));
+        assert_eq!(of("/system.slice/app.service/supervisor"), None);
+        assert_eq!(of("/system.slice/app.service2/gen-3"), None);
+        assert_eq!(of("/system.slice/other.service/gen-3"), None);
+        assert_eq!(generation_of_path("/", "/gen-4/slot-0"), Some(4));
     }
 
     #[test]

@@ -4,22 +4,25 @@
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::image::Image;
 use super::refusal::Refusal;
 use super::state::{FORMAT, State};
 use super::version::version;
 use crate::error::{Error, Result};
+use crate::server::cgroup::tree::{Cgroups, CgroupsState};
 use crate::server::control::Control;
 use crate::server::control::socket::ControlSocket;
 use crate::server::control::status::{FactsState, Fixed};
 use crate::server::files::pid_file::PidFile;
 use crate::server::files::status_file::StatusFile;
 use crate::server::log::output::{Logger, LoggerState};
+use crate::server::metrics::counters::Counters;
+use crate::server::metrics::listen::{MetricsListen, MetricsListenState};
 use crate::server::notify::workers::{NotifySocketState, WorkerNotify};
 use crate::server::process::spawner::{Program, Spawner, SpawnerState};
-use crate::supervisor::{Policy, Supervisor};
+use crate::supervisor::{Policy, Supervisor, Worker};
 
 /// A part of the running start_server that the next program image takes over.
 pub trait Handover: Sized {
@@ -165,6 +168,45 @@ impl Handover for Fixed {
     }
 }
 
+impl Handover for Cgroups {
+    type State = CgroupsState;
+    type Given = (Option<Duration>, Vec<Worker>);
+
+    fn hand_over(&self, _: Instant) -> std::result::Result<Self::State, Refusal> {
+        Ok(self.export())
+    }
+
+    unsafe fn take_over(
+        state: Self::State,
+        (kill_old_timeout, workers): Self::Given,
+        _: Instant,
+    ) -> Result<Self> {
+        Cgroups::adopt(state, kill_old_timeout, &workers).map_err(|e| {
+            Error::runtime(format!(
+                "the generations' cgroups cannot be taken over: {e}"
+            ))
+        })
+    }
+}
+
+impl Handover for MetricsListen {
+    type State = MetricsListenState;
+    type Given = ();
+
+    fn hand_over(&self, _: Instant) -> std::result::Result<Self::State, Refusal> {
+        Ok(self.export())
+    }
+
+    fn fds(state: &Self::State) -> Vec<RawFd> {
+        vec![state.fd]
+    }
+
+    unsafe fn take_over(state: Self::State, (): (), _: Instant) -> Result<Self> {
+        // SAFETY: passed on from the caller.
+        unsafe { MetricsListen::adopt(state) }
+    }
+}
+
 impl Handover for Control {
     type State = (
         crate::server::control::socket::ControlState,
@@ -199,6 +241,10 @@ pub struct Parts<'a> {
     pub logger: Option<&'a Logger>,
     pub facts: &'a Fixed,
     pub control: Option<&'a Control>,
+    pub cgroups: Option<&'a Cgroups>,
+    pub metrics: Option<&'a MetricsListen>,
+    /// The server's counts, this image's added.
+    pub counters: Counters,
 }
 
 /// The state of every part at `now`, with the program it runs as.
@@ -245,6 +291,9 @@ pub fn collect(
         facts: Handover::hand_over(parts.facts, now)?,
         control,
         waiting,
+        cgroups: parts.cgroups.map(|c| c.hand_over(now)).transpose()?,
+        metrics_listen: parts.metrics.map(|m| m.hand_over(now)).transpose()?,
+        counters: parts.counters,
     })
 }
 
@@ -329,6 +378,9 @@ impl State {
         if let Some(control) = &self.control {
             named.extend(control.fds().into_iter().map(|fd| (fd, Kind::UnixStream)));
         }
+        if let Some(metrics) = &self.metrics_listen {
+            named.push((metrics.fd, Kind::Listener));
+        }
         for (fd, kind) in named {
             kind.check(fd)
                 .map_err(|why| Error::runtime(format!("the upgrade state is wrong: {why}")))?;
@@ -345,6 +397,7 @@ impl State {
         if let Some(control) = &self.control {
             fds.extend(control.fds());
         }
+        fds.extend(self.metrics_listen.iter().flat_map(MetricsListen::fds));
         fds
     }
 }

@@ -10,10 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use super::refusal::Refusal;
 use crate::error::{Error, Result};
+use crate::server::cgroup::tree::CgroupsState;
 use crate::server::control::Waiting;
 use crate::server::control::socket::ControlState;
 use crate::server::control::status::FactsState;
 use crate::server::log::output::LoggerState;
+use crate::server::metrics::counters::Counters;
+use crate::server::metrics::listen::MetricsListenState;
 use crate::server::notify::workers::NotifySocketState;
 use crate::server::process::spawner::SpawnerState;
 
@@ -21,11 +24,12 @@ use crate::server::process::spawner::SpawnerState;
 /// take their defaults, unknown ones are ignored); the number changes when an older image would
 /// lose something by ignoring what is new, so that it refuses instead. 1: one worker per
 /// generation; 2: `--workers` slots and their copies, the worker watchdog, the last reload;
-/// 3: the control socket and its clients.
-pub const FORMAT: u32 = 3;
+/// 3: the control socket and its clients; 4: the generations' cgroups, the metrics endpoint and
+/// the counts.
+pub const FORMAT: u32 = 4;
 
 /// The state formats this image reads.
-pub const READS: &[u32] = &[1, 2, 3];
+pub const READS: &[u32] = &[1, 2, 3, 4];
 
 /// Everything the next image needs besides its command line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -63,6 +67,12 @@ pub struct State {
     /// The control clients waiting for a reload or this upgrade.
     #[serde(rename = "event_loop")]
     pub waiting: Waiting,
+    /// The generations' cgroup subtree.
+    pub cgroups: Option<CgroupsState>,
+    /// The metrics endpoint (`--metrics-listen`).
+    pub metrics_listen: Option<MetricsListenState>,
+    /// The server's counts (the supervisor hands its own over with itself).
+    pub counters: Counters,
 }
 
 impl State {
@@ -165,11 +175,13 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    /// States as images writing formats 1 (before `--workers`), 2 (before the control socket)
-    /// and 3 wrote them, kept as they were: every later image must read them.
+    /// States as images writing formats 1 (before `--workers`), 2 (before the control socket),
+    /// 3 (before cgroups and metrics) and 4 wrote them, kept as they were: every later image must
+    /// read them.
     const FORMAT_1: &str = include_str!("../../../tests/fixtures/upgrade-state-v1.json");
     const FORMAT_2: &str = include_str!("../../../tests/fixtures/upgrade-state-v2.json");
     const FORMAT_3: &str = include_str!("../../../tests/fixtures/upgrade-state-v3.json");
+    const FORMAT_4: &str = include_str!("../../../tests/fixtures/upgrade-state-v4.json");
 
     fn policy(workers: usize) -> crate::supervisor::Policy {
         crate::supervisor::Policy {
@@ -261,6 +273,38 @@ mod tests {
         state.spawner.sockets.slots = vec![(0, 3)];
         let e = state.validate().unwrap_err().to_string();
         assert!(e.contains("fd 0 is not"), "{e}");
+    }
+
+    #[test]
+    fn the_state_written_in_format_4_is_read() {
+        let state = State::parse(FORMAT_4).unwrap();
+        assert_eq!(state.format, 4);
+        assert_eq!(
+            state.cgroups.as_ref().map(|c| c.path.as_str()),
+            Some("/system.slice/app.service")
+        );
+        assert_eq!(
+            state.fds(),
+            [4, 3, 6, 7, 8, 9],
+            "the metrics listener kept open"
+        );
+        assert_eq!(state.counters.log_lines_dropped(1), 5);
+        assert_eq!(state.counters.upgrades_ok, 1);
+        let now = Instant::now();
+        let supervisor =
+            crate::supervisor::Supervisor::import(state.supervisor, policy(2), now).unwrap();
+        assert!(supervisor.worker_pids().contains(&2005), "the replacement");
+        let tally = supervisor.tally();
+        assert_eq!((tally.reloads_ok, tally.exits.retired), (2, 3));
+        assert_eq!(tally.reload_seconds.count(), 2);
+        assert_eq!(supervisor.snapshot(now).memory_recycles, [0, 1]);
+        let older = State::parse(FORMAT_3).unwrap();
+        assert_eq!(
+            (older.cgroups, older.metrics_listen),
+            (None, None),
+            "defaults"
+        );
+        assert_eq!(older.counters, Default::default());
     }
 
     #[test]

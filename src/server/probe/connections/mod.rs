@@ -237,17 +237,20 @@ impl Accepted {
     }
 
     /// How many there are.
+    #[allow(dead_code)] // used where this file is included: tests/connections.rs, the bench
     pub fn len(&self) -> usize {
         self.inodes.len()
     }
 
     /// Whether there are none.
+    #[allow(dead_code)] // as len
     pub fn is_empty(&self) -> bool {
         self.inodes.is_empty()
     }
 
     /// How many of them `pids` hold open (each socket once). A process that exits meanwhile
     /// holds none.
+    #[allow(dead_code)] // as len: start_server itself counts with held_by_each
     pub fn held_by(&self, pids: &[i32]) -> usize {
         distinct(
             self.held_by_each(pids)
