@@ -22,7 +22,9 @@ use serde_json::Value;
 
 /// A root process the test starts, which no client may signal: it blocks every signal it can,
 /// so that one sent to it stays pending, where /proc shows it.
-const VICTIM: &str = "#!/usr/bin/env python3
+// The system's Python itself, not `env python3`: a version manager's shim (a shell script) would
+// run first under the same pid, and a signal sent while it runs would kill it.
+const VICTIM: &str = "#!/usr/bin/python3
 import signal, time
 signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
 time.sleep(600)
@@ -107,8 +109,10 @@ fn victim(tmp: &TempDir) -> Server {
     let victim = Server::spawn(Command::new(tmp.script("victim.py", VICTIM)), &[]);
     let pid = victim.pid();
     wait_until("the victim to block its signals", || {
-        (alive(pid) && u64::from_str_radix(&proc_status_field(pid, "SigBlk"), 16).ok()? != 0)
-            .then_some(())
+        // SIGHUP (bit 0) and SIGTERM (bit 14) both blocked: the script's own mask, no other's.
+        let hup_and_term = (1u64 << 0) | (1 << 14);
+        let blocked = u64::from_str_radix(&proc_status_field(pid, "SigBlk"), 16).ok()?;
+        (alive(pid) && blocked & hup_and_term == hup_and_term).then_some(())
     });
     victim
 }

@@ -162,6 +162,21 @@ fn status_prints_a_summary_or_json_and_status_with_a_value_is_the_status_file() 
     let status: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(status["workers"][0]["pid"], pid);
     assert_eq!(status["generations"][0]["state"], "up");
+
+    // A reader that stopped reading (`--status | grep -q up` under `set -o pipefail`) has what
+    // it wanted: no error, exit 0.
+    for command in ["--status", "--metrics"] {
+        let mut child = Command::new(bin())
+            .args([command, &tmp.arg("--pid-file", "pid")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{command}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr), "", "{command}");
+    }
 }
 
 #[test]

@@ -74,13 +74,14 @@ fn a_worker_past_the_limit_is_replaced_without_a_failed_request() {
             .position(|l| l.contains(needle))
             .unwrap_or_else(|| panic!("no {needle:?} in:\n{replaced}"))
     };
-    let over = line(&format!("worker {grown} in slot"));
+    let over = line("above --worker-max-memory (100.0 MiB): starting its replacement");
     assert!(
         replaced
             .lines()
             .nth(over)
             .unwrap()
-            .contains("above --worker-max-memory (100.0 MiB): starting its replacement")
+            .starts_with(&format!("worker {grown} in slot")),
+        "{replaced}"
     );
     let (slot, new): (usize, i32) = {
         let text = replaced

@@ -68,8 +68,7 @@ pub fn status(cli: &Cli) -> Result<()> {
     } else {
         render::summary(&status)
     };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}").map_err(|e| Error::runtime(format!("cannot write the status: {e}")))
+    print(&format!("{text}\n"), "the status")
 }
 
 /// `--reload`: waits for the outcome; an error (exit 1) when the new generation failed.
@@ -165,7 +164,16 @@ pub fn metrics(cli: &Cli) -> Result<()> {
             )));
         }
     };
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .map_err(|e| Error::runtime(format!("cannot write the metrics: {e}")))
+    print(&text, "the metrics")
+}
+
+/// Writes `text` on stdout. A reader that stopped reading (`| grep -q`, `| head`) has what it
+/// wanted: that is no failure, so a pipeline under `set -o pipefail` succeeds.
+fn print(text: &str, what: &str) -> Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::runtime(format!("cannot write {what}: {e}")))
+        }
+        _ => Ok(()),
+    }
 }

@@ -193,7 +193,7 @@ mod tests {
 
         let mut rolled = Tally::default();
         rolled.reload_ended(
-            &ReloadResult::Failed("rolled back: generation 4 failed during the bake".into()),
+            &ReloadResult::RolledBack("generation 4 failed during the bake".into()),
             SEC,
         );
         assert_eq!((rolled.reloads_rolled_back, rolled.reloads_failed), (1, 0));

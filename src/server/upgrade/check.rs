@@ -349,7 +349,7 @@ mod tests {
     #[test]
     fn the_report_names_the_version_the_formats_and_the_way_back() {
         assert!(report().starts_with(&format!("start_server {}\n", version())));
-        assert!(report().contains("\nupgrade-state-formats: 1 2 3\n"));
+        assert!(report().contains("\nupgrade-state-formats: 1 2 3 4\n"));
         assert!(report().ends_with("\nupgrade-rollback: yes\n"));
     }
 
