@@ -237,12 +237,35 @@ pub fn wait_until_or<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, below the kernel's ephemeral range: a port from bind(0)
+/// is also where the kernel puts the source port of outgoing connections, and tests connecting
+/// in parallel took one back before its test could bind it (`Address already in use`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, span) = (10_000, ephemeral_from.saturating_sub(10_000));
+    assert!(
+        span >= 1000,
+        "the ephemeral port range starts at {ephemeral_from}: too low"
+    );
+    // Each test process starts at its own place, so that two suites running at once rarely meet.
+    let start = std::process::id() * 97;
+    for _ in 0..span {
+        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port from {low} to {ephemeral_from}");
 }
 
 /// One HTTP/1.0 GET; the body of the answer.
