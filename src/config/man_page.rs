@@ -158,7 +158,7 @@ const FILES: &[(&str, &str)] = &[
     (
         "{PID_FILE}.upgrade",
         "Next to --pid-file: the outcome of the last upgrade in place (OK or FAILED, a \
-         timestamp, then the new version or the reason), read by --upgrade.",
+         monotonic stamp in microseconds, then the new version or the reason), read by --upgrade.",
     ),
     (
         "{PID_FILE}.control",
