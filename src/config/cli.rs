@@ -170,19 +170,19 @@ pub struct Cli {
     /// cgroup, which is killed once the generation is retired. 'auto' says once why not where it
     /// cannot; 'off' never tries.
     #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = parse_cgroups,
-          action = clap::ArgAction::Set)]
+          action = clap::ArgAction::Set, help_heading = WORKERS)]
     pub cgroups: bool,
 
     /// Replace a worker whose memory goes past SIZE (512M, 2G: K, M, G and T are powers of
     /// 1024), checked every 5 seconds: its slot's new copy starts first (within --max-extra, else
     /// one at a time), and the old one gets --signal-on-hup once the new one is up; with one
     /// worker per generation, a new generation replaces it.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = WORKERS)]
     pub worker_max_memory: Option<u64>,
 
     /// Serve the metrics (the Prometheus text format) at GET /metrics on ADDR over HTTP:
     /// 127.0.0.1:9100, [::1]:9100, or a unix socket path (mode 0600).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", help_heading = CONTROL)]
     pub metrics_listen: Option<String>,
 
     /// Print the running start_server's state (found by --control or --pid-file) and exit;
@@ -199,8 +199,9 @@ pub struct Cli {
     #[arg(long, conflicts_with_all = ["stop", "restart", "check"], help_heading = CLIENT)]
     pub reload: bool,
 
-    /// Health check (Kubernetes exec probe, Docker HEALTHCHECK): exit 0 only if the running
-    /// start_server (found by --control or --pid-file) has a generation up and no crash loop.
+    /// Health check (Kubernetes exec probe, Docker HEALTHCHECK): exit 0 while the running
+    /// start_server (found by --control or --pid-file) has a generation up, even while a newer
+    /// one fails to start (see --strict).
     #[arg(long, conflicts_with_all = ["stop", "restart"], help_heading = CLIENT)]
     pub check: bool,
 
@@ -210,7 +211,7 @@ pub struct Cli {
     pub strict: bool,
     /// Print the running start_server's metrics (found by --control or --pid-file) in the
     /// Prometheus text format, and exit.
-    #[arg(long, conflicts_with_all = ["stop", "restart", "reload", "check", "status"])]
+    #[arg(long, conflicts_with_all = ["stop", "restart", "reload", "check", "status"], help_heading = CLIENT)]
     pub metrics: bool,
 
     /// Ask the running start_server (found by --pid-file) for a graceful restart and wait until
@@ -228,9 +229,9 @@ pub struct Cli {
     #[arg(long, conflicts_with_all = ["stop", "restart"], help_heading = CLIENT)]
     pub upgrade: bool,
 
-    /// How long a client command (--stop, --restart, --reload, --upgrade, --status, --check)
-    /// waits before it gives up [default: 5 for --status and --check, 30 for --upgrade, 90 for
-    /// the others].
+    /// How long a client command (--stop, --restart, --reload, --upgrade, --status, --check,
+    /// --metrics) waits before it gives up [default: 5 for --status, --check and --metrics, 30
+    /// for --upgrade, 90 for the others].
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = CLIENT)]
     pub timeout: Option<Duration>,
 
@@ -419,7 +420,7 @@ const SHORT_HELP: &[(&str, &[(&str, &str)])] = &[
             ("ready-timeout", "how long a new worker has to send READY=1"),
             (
                 "kill-old-timeout",
-                "SIGKILL for old workers still there this long after",
+                "SIGKILL old workers this long after their signal",
             ),
             ("pid-file", "start_server's pid, locked while it runs"),
             ("status-file", "the live generations, GEN:PID per line"),
@@ -439,6 +440,7 @@ const SHORT_HELP: &[(&str, &[(&str, &str)])] = &[
             ("restart", "reload through the pid and status files"),
             ("stop", "stop it and wait"),
             ("upgrade", "replace start_server itself in place"),
+            ("metrics", "the metrics, in the Prometheus text format"),
         ],
     ),
 ];

@@ -158,7 +158,7 @@ const FILES: &[(&str, &str)] = &[
     (
         "{PID_FILE}.upgrade",
         "Next to --pid-file: the outcome of the last upgrade in place (OK or FAILED, a \
-         timestamp, then the new version or the reason), read by --upgrade.",
+         monotonic stamp in microseconds, then the new version or the reason), read by --upgrade.",
     ),
     (
         "{PID_FILE}.control",
@@ -183,9 +183,9 @@ const NOTES: &[&str] = &[
      unknown or ambiguous option exits with status 2 and the usage. Failed starts back off \
      after three in a row. SIGINT, SIGQUIT and SIGUSR1 stop gracefully; SIGUSR2, which kills \
      the original, upgrades start_server in place. --port=P=FD \
-     never clobbers another socket. Socket activation, readiness and the options \
-     --ready-timeout, --ready, --bake, --kill-old-timeout, --max-restart-delay and \
-     --no-listen-fds are additions.",
+     never clobbers another socket. Socket activation, readiness, the control socket and every \
+     option the original lacks (--ready-timeout, --ready, --bake, --workers, --cgroups, the \
+     metrics, ...) are additions. The README lists every difference.",
     "With --ready=listening, a new worker also counts as started the moment it, or a process it \
      started, waits for connections on a socket start_server passed it, seen in /proc with no \
      change to the worker: a thread blocked in accept or accept4 on it (recvmsg or recvfrom for \
@@ -237,10 +237,10 @@ const NOTES: &[&str] = &[
     "Metrics: start_server --metrics prints, and --metrics-listen serves at GET /metrics over \
      HTTP (from its one event loop: at most 16 connections, 8 KiB requests, 10 seconds each; \
      other paths 404, other methods 405), the Prometheus text format: server_starter_info, \
-     _generation, _workers{state}, _reloads_total{result}, _reload_duration_seconds, \
-     _worker_starts_total, _worker_exits_total{reason}, _crash_loops_total, \
-     _upgrades_total{result}, _log_lines_dropped_total, _notify_rejected_total and, for each live \
-     generation, _generation_cpu_seconds_total, _generation_memory_bytes, \
+     _start_time_seconds, _generation, _workers (by state), _crash_loop, _reloads_total (by \
+     result), _reload_duration_seconds, _worker_starts_total, _worker_exits_total (by reason), \
+     _crash_loops_total, _worker_memory_recycles_total, _upgrades_total (by result), \
+     _log_lines_dropped_total, _notify_rejected_total and, for each live generation, _generation_cpu_seconds_total, _generation_memory_bytes, \
      _generation_processes and _generation_connections. The counts survive reloads and \
      upgrades in place. What a generation costs and holds is read at each scrape (and for \
      --status), never on a timer.",
