@@ -277,7 +277,7 @@ fn missing_directories() {
     fails(
         &with_program(&["--dir=/no/such/dir"]),
         2,
-        "--dir /no/such/dir: no such directory",
+        "--dir /no/such/dir: no such directory: create it",
     );
     fails(
         &with_program(&["--envdir=/no/such/envdir"]),
@@ -346,7 +346,7 @@ fn clients_refuse_a_stale_pid_file() {
     fails(
         &args(&["--stop", &tmp.arg("--pid-file", "absent")]),
         1,
-        "failed to open pid file",
+        "it does not exist: is start_server running with --pid-file=",
     );
 }
 

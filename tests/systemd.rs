@@ -221,6 +221,21 @@ fn activated_workers_never_get_start_servers_listen_pidfdid() {
 }
 
 #[test]
+fn a_socket_its_unit_did_not_name_is_logged_without_systemds_placeholder_name() {
+    let tmp = TempDir::new();
+    let port = free_port();
+    let (server, _) = activated(
+        &tmp,
+        &[format!("127.0.0.1:{port}")],
+        "",
+        &[format!("--port=127.0.0.1:{port}")],
+        &[],
+    );
+    let log = server.wait_log(&format!("using socket 127.0.0.1:{port} from systemd"));
+    assert!(!log.contains("(unknown)"), "{log}");
+}
+
+#[test]
 fn no_reloading_is_sent_before_the_first_ready() {
     let tmp = TempDir::new();
     let notify = NotifySocket::at_path(&tmp.path("notify"));

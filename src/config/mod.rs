@@ -194,7 +194,7 @@ fn signal_option(text: &str, option: &str) -> Result<nix::sys::signal::Signal> {
 fn check_dir(cli: &Cli) -> Result<()> {
     match &cli.dir {
         Some(dir) if !dir.is_dir() => Err(Error::usage(format!(
-            "--dir {}: no such directory",
+            "--dir {}: no such directory: create it, or name the worker's existing working directory",
             dir.display()
         ))),
         _ => Ok(()),

@@ -372,11 +372,11 @@ fn bind_sockets(
 ) -> Result<sockets::Bound> {
     for socket in &inherited {
         if !socket.name.starts_with(conventions::STORE_PREFIX) {
-            info!(
-                "using socket {} ({}) from systemd",
-                socket.key(),
-                socket.name
-            );
+            // "unknown" is systemd's name for a socket its unit did not name.
+            match socket.name.as_str() {
+                "" | "unknown" => info!("using socket {} from systemd", socket.key()),
+                name => info!("using socket {} ({name}) from systemd", socket.key()),
+            }
         }
     }
     let mut bound = sockets::bind_all(

@@ -12,7 +12,15 @@ use crate::vocab::Pid;
 /// too, so that its lock can be checked and waited for.
 pub fn read_pid(path: &Path) -> Result<(File, Pid)> {
     let shown = path.display();
-    let mut file = File::open(path).context(|| format!("failed to open pid file {shown}"))?;
+    let mut file = match File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::runtime(format!(
+                "failed to open pid file {shown}: it does not exist: is start_server running \
+                 with --pid-file={shown}?"
+            )));
+        }
+        opened => opened.context(|| format!("failed to open pid file {shown}"))?,
+    };
     let mut text = String::new();
     file.read_to_string(&mut text)
         .context(|| format!("failed to read pid file {shown}"))?;

@@ -114,7 +114,9 @@ pub fn socket_activate(listen: &[String], names: &str) -> Command {
     for address in listen {
         command.arg(format!("--listen={address}"));
     }
-    command.arg(format!("--fdname={names}"));
+    if !names.is_empty() {
+        command.arg(format!("--fdname={names}"));
+    }
     command
 }
 
