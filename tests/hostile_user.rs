@@ -546,6 +546,42 @@ fn root_clients_do_not_believe_another_users_control_socket() {
     );
 }
 
+#[test]
+fn a_root_client_does_not_follow_a_link_another_user_planted_to_their_own_socket() {
+    assert_root();
+    let tmp = TempDir::new();
+    // nobody's own directory where only nobody and root write (as a RuntimeDirectory= is), away
+    // from /tmp: /run and every directory above it are root's, 0755.
+    let home = PathBuf::from(format!("/run/ss-hostile-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&home);
+    fs::create_dir(&home).unwrap();
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).unwrap();
+    let theirs = home.join("nobody");
+    fs::create_dir(&theirs).unwrap();
+    chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    let socket = theirs.join("control");
+    let mut command = as_user(NOBODY, SYSTEM_PYTHON);
+    command.arg(tmp.script("forger.py", FORGER)).arg(&socket);
+    let _forger = Server::spawn(command, &[]);
+    wait_until("nobody's control socket", || {
+        UnixStream::connect(&socket).ok()
+    });
+    // Where root's service would put its directory, nobody plants a link to their own.
+    let shared = tmp.dir("shared", 0o1777);
+    as_nobody("ln -s \"$1\" \"$2\"/app", &[&theirs, &shared]);
+    let out = client(&[
+        "--status".into(),
+        format!("--control={}", shared.join("app/control").display()),
+    ]);
+    let _ = fs::remove_dir_all(&home);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("writable by other users"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// A root-owned control socket at `path` (SO_PEERCRED has nothing against it) whose server
 /// takes `connections` connections and hands each to `answer`.
 fn root_server(path: &Path, connections: usize, answer: fn(UnixStream)) {

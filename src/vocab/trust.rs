@@ -86,13 +86,13 @@ pub fn not_only_theirs(path: &Path, owner: u32) -> Option<String> {
         .map(|cwd| cwd.join(path))
         .unwrap_or_else(|_| path.to_path_buf());
     let parent = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let resolved = parent.canonicalize().unwrap_or(parent);
-    for dir in resolved.ancestors() {
-        if let Some(why) = others_may_write(dir, owner) {
-            return Some(why);
-        }
-    }
-    None
+    let resolved = parent.canonicalize().unwrap_or_else(|_| parent.clone());
+    // The path as written too: a link on the way lives in a directory of its own, and whoever
+    // may write that one chose where the link leads.
+    [parent, resolved]
+        .iter()
+        .flat_map(|base| base.ancestors())
+        .find_map(|dir| others_may_write(dir, owner))
 }
 
 /// Why a directory on the way to `owner`'s file lets a third user swap what is in it.
