@@ -140,12 +140,7 @@ fn settled(notice: &Notice, after: u64) -> Option<Reply> {
             generation: Some(*generation),
             ..Reply::error(format!(
                 "generation {generation} did not start ({why}); {}",
-                serving
-                    .as_ref()
-                    .map_or("nothing serves".to_string(), |w| format!(
-                        "generation {} is still serving",
-                        w.generation
-                    ))
+                still_serving(serving.as_ref())
             ))
         }),
         Notice::Baked { worker, baked } if worker.generation > after => Some(Reply {
@@ -161,13 +156,17 @@ fn settled(notice: &Notice, after: u64) -> Option<Reply> {
             generation: Some(*generation),
             ..Reply::error(format!(
                 "rolled back: {why}; {}",
-                serving.map_or("nothing serves".to_string(), |w| format!(
-                    "generation {} is still serving",
-                    w.generation
-                ))
+                still_serving(serving.as_ref())
             ))
         }),
         Notice::Stopping => Some(Reply::error("start_server is stopping")),
         _ => None,
     }
+}
+
+/// What serves after a failed reload, as a reply says it.
+fn still_serving(serving: Option<&crate::supervisor::Worker>) -> String {
+    serving.map_or("nothing serves".to_string(), |w| {
+        format!("generation {} is still serving", w.generation)
+    })
 }
