@@ -14,9 +14,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{
-    CONFIGMAP, CONTAINER, Containerfile, DEPLOYMENT, Facts, MANIFESTS, bin, split_at_dashes,
-};
+use common::{CONFIGMAP, CONTAINER, Containerfile, DEPLOYMENT, Facts, bin, split_at_dashes};
 
 const CONTAINERFILE: &str = "deploy/container/hello_worker.Containerfile";
 /// Each multi-stage Containerfile and its twin that takes binaries built on the host.
@@ -220,12 +218,7 @@ fn the_manifests_are_valid_for_the_oldest_and_newest_kubernetes() {
     // kubernetes-validate X.Y.Z has the schemas of Kubernetes up to X.Y.
     let (major_minor, _) = pin.rsplit_once('.').expect("X.Y.Z");
     let newest = format!("{major_minor}.0");
-    let mut manifests: Vec<_> = fs::read_dir(repo().join(MANIFESTS))
-        .expect("deploy/kubernetes/")
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    manifests.sort();
+    let manifests = common::kubernetes::manifests();
     for kubernetes in [OLDEST_KUBERNETES, &newest] {
         // --strict: a field the schema does not have (a misspelt one) is an error too.
         let output = Command::new("kubernetes-validate")

@@ -19,17 +19,23 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The manifests under deploy/kubernetes/, in order.
+pub fn manifests() -> Vec<std::path::PathBuf> {
+    let mut manifests: Vec<_> = fs::read_dir(repo().join(MANIFESTS))
+        .expect("deploy/kubernetes/")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    manifests.sort();
+    manifests
+}
+
 /// The facts the script prints, NAME → its values in order.
 pub struct Facts(HashMap<String, Vec<String>>);
 
 impl Facts {
     pub fn of_manifests() -> Facts {
-        let mut manifests: Vec<_> = fs::read_dir(repo().join(MANIFESTS))
-            .expect("deploy/kubernetes/")
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
-            .collect();
-        manifests.sort();
+        let manifests = manifests();
         let output = Command::new("python3")
             .arg(repo().join("tests/deploy/kubernetes_facts.py"))
             .args(&manifests)
